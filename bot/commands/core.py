@@ -1,0 +1,279 @@
+"""Core commands: serve, db, intents, chat, users, tickets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bot.commands.common import add_config, config_of, database, emit, run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="运行机器人（WeChat 回调 + 页面 + 推送 + 定时任务）",
+                       description="Run the bot: the WeChat callback, mobile pages, outbox sender and scheduler. "
+                                   "Refuses to start on an outdated database schema.")
+    add_config(p)
+    p.add_argument("--host", help="listen address (default: server.host)")
+    p.add_argument("--port", type=int, help="listen port (default: server.port)")
+    p.add_argument("--no-background", action="store_true",
+                   help="do not run the outbox sender and scheduler in this process")
+    p.set_defaults(func=_serve)
+
+    d = sub.add_parser("db", help="数据库：升级结构、查看版本", description="Database schema management (Alembic).")
+    dsub = d.add_subparsers(dest="db_cmd", required=True)
+    u = dsub.add_parser("upgrade", help="create or migrate the schema to the newest version")
+    add_config(u)
+    u.set_defaults(func=_db_upgrade)
+    c = dsub.add_parser("current", help="print the schema version of the database and of this code")
+    add_config(c)
+    c.set_defaults(func=_db_current)
+
+    i = sub.add_parser("intents", help="意图：检查 intents/*.yaml", description="Intent catalogue tools.")
+    isub = i.add_subparsers(dest="intents_cmd", required=True)
+    ic = isub.add_parser("check", help="validate intents/*.yaml (flows, duplicates, regex, examples)")
+    add_config(ic)
+    ic.add_argument("--dir", type=Path, help="intents folder (default: bot.intents_dir)")
+    ic.set_defaults(func=_intents_check)
+    im = isub.add_parser("match", help="show which intent a text goes to")
+    add_config(im)
+    im.add_argument("text")
+    im.add_argument("--role", action="append", default=[], help="pretend the user has this role")
+    im.set_defaults(func=_intents_match)
+
+    ch = sub.add_parser("chat", help="终端聊天：以用户身份和机器人对话，或运行对话脚本",
+                        description="Talk to the bot as a WeChat user. Messages are real signed XML (encrypted "
+                                    "in safe mode) posted to --url, or to the app started in-process.")
+    add_config(ch)
+    ch.add_argument("--as", dest="openid", default="chat_user", help="your openid (default: chat_user)")
+    ch.add_argument("--url", help="callback URL of a running server, e.g. http://127.0.0.1:8080/wechat")
+    ch.add_argument("--script", type=Path, help="run a YAML conversation script and exit (non-zero on mismatch)")
+    ch.set_defaults(func=_chat)
+
+    us = sub.add_parser("users", help="用户：列表、授予/取消角色", description="User administration.")
+    usub = us.add_subparsers(dest="users_cmd", required=True)
+    r = usub.add_parser("role", help="grant or revoke a role (staff, volunteer, veteran, family)")
+    add_config(r)
+    r.add_argument("openid")
+    r.add_argument("role", choices=["staff", "volunteer", "veteran", "family"])
+    r.add_argument("--remove", action="store_true")
+    r.set_defaults(func=_users_role)
+    ul = usub.add_parser("list", help="list users (newest first)")
+    add_config(ul)
+    ul.add_argument("--role")
+    ul.add_argument("--limit", type=int, default=50)
+    ul.add_argument("--json", action="store_true")
+    ul.set_defaults(func=_users_list)
+
+    t = sub.add_parser("tickets", help="人工留言：查看、回复并关闭", description="Messages users left for staff (人工).")
+    tsub = t.add_subparsers(dest="tickets_cmd", required=True)
+    tl = tsub.add_parser("list", help="list open tickets")
+    add_config(tl)
+    tl.add_argument("--all", action="store_true", help="include closed tickets")
+    tl.add_argument("--json", action="store_true")
+    tl.set_defaults(func=_tickets_list)
+    tr = tsub.add_parser("reply", help="answer a ticket (queued as a push to the user) and close it")
+    add_config(tr)
+    tr.add_argument("id", type=int)
+    tr.add_argument("text")
+    tr.set_defaults(func=_tickets_reply)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import build_runtime, create_app
+
+    cfg = config_of(args)
+    logging.getLogger().setLevel(cfg.logging.level.upper())
+
+    async def make() -> web.Application:
+        runtime = await build_runtime(cfg)
+        app = create_app(runtime, background=not args.no_background)
+
+        async def _close(_: web.Application) -> None:
+            await runtime.close()
+
+        app.on_cleanup.append(_close)
+        return app
+
+    host, port = args.host or cfg.server.host, args.port or cfg.server.port
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(f"vetbot serving on http://{host}:{port}{cfg.server.path}", flush=True)
+    web.run_app(make(), host=host, port=port, access_log=None, print=None)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from storage.db import Database, head_revision, upgrade
+
+    cfg = config_of(args)
+
+    async def _ping() -> None:
+        db = Database(cfg.database.url)
+        try:
+            await db.ping()
+        finally:
+            await db.close()
+
+    run(_ping())
+    upgrade(cfg.database.url)
+    print(f"database schema is at {head_revision()}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from storage.db import head_revision
+
+    cfg = config_of(args)
+
+    async def go() -> str | None:
+        async with database(cfg, check=False) as db:
+            await db.ping()
+            return await db.current_revision()
+
+    cur = run(go())
+    print(f"database: {cur or '(empty)'}\ncode:     {head_revision()}")
+    return 0 if cur == head_revision() else 1
+
+
+def _intents_check(args: argparse.Namespace) -> int:
+    from bot.app import load_matcher
+
+    cfg = config_of(args)
+    if args.dir:
+        cfg.bot.intents_dir = str(args.dir.resolve())
+    m = load_matcher(cfg)
+    print(f"ok: {len(m.intents)} intents, {sum(len(i.examples) for i in m.intents)} examples, "
+          f"{len(m._menu)} menu keys")
+    return 0
+
+
+def _intents_match(args: argparse.Namespace) -> int:
+    from bot.app import load_matcher
+
+    m = load_matcher(config_of(args)).match(args.text, set(args.role))
+    if m.intent is not None:
+        print(f"{m.intent.id} -> flow {m.intent.flow} ({m.how}, {m.score:.0f}) {m.slots or ''}")
+    elif m.suggestions:
+        print("suggest: " + ", ".join(i.id for i in m.suggestions) + f" (best {m.score:.0f})")
+    else:
+        print(f"none -> fallback flow (best {m.score:.0f})")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from bot.chat import ScriptFailure, interactive, open_session, run_script
+
+    cfg = config_of(args)
+
+    async def go() -> int:
+        chat = await open_session(cfg, args.url, fake_clock=bool(args.script))
+        try:
+            if args.script:
+                try:
+                    n = await run_script(chat, args.script)
+                except ScriptFailure as e:
+                    print(f"FAILED: {e}", file=sys.stderr)
+                    return 1
+                print(f"ok: {n} steps")
+                return 0
+            await interactive(chat, args.openid)
+            return 0
+        finally:
+            await chat.close()
+
+    return asyncio.run(go())
+
+
+def _users_role(args: argparse.Namespace) -> int:
+    from storage.models import User
+
+    cfg = config_of(args)
+
+    async def go() -> int:
+        async with database(cfg) as db, db.session() as s:
+            user = await s.get(User, args.openid)
+            if user is None:
+                print(f"vetbot: no user {args.openid!r} (they must write to the account first)", file=sys.stderr)
+                return 2
+            (user.remove_role if args.remove else user.add_role)(args.role)
+            print(f"{user.openid}: roles = {user.roles or '(none)'}")
+            return 0
+
+    return run(go())
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    from storage.models import User
+
+    cfg = config_of(args)
+
+    async def go() -> list[dict[str, object]]:
+        async with database(cfg) as db, db.session() as s:
+            q = select(User).order_by(User.first_seen.desc()).limit(args.limit)
+            if args.role:
+                q = q.where(User.roles.contains(args.role))
+            return [{"openid": u.openid, "name": u.name, "phone": u.phone, "township": u.township,
+                     "roles": u.roles, "subscribed": u.subscribed, "last_seen": u.last_seen}
+                    for u in (await s.execute(q)).scalars()]
+
+    rows = run(go())
+    emit(rows, args.json, lambda rs: "\n".join(
+        f"{r['openid']}\t{r['name'] or '-'}\t{r['township'] or '-'}\t{r['roles'] or '-'}"
+        f"\t{'关注' if r['subscribed'] else '已取关'}" for r in rs) or "(no users)")
+    return 0
+
+
+def _tickets_list(args: argparse.Namespace) -> int:
+    from storage.models import Ticket
+
+    cfg = config_of(args)
+
+    async def go() -> list[dict[str, object]]:
+        async with database(cfg) as db, db.session() as s:
+            q = select(Ticket).order_by(Ticket.id)
+            if not args.all:
+                q = q.where(Ticket.status == "open")
+            rows = [{"id": t.id, "openid": t.openid, "text": t.text, "status": t.status, "created_at": t.created_at}
+                    for t in (await s.execute(q)).scalars()]
+            total = (await s.execute(select(func.count(Ticket.id)).where(Ticket.status == "open"))).scalar()
+            return rows + ([] if args.json else [{"open": total}])
+
+    rows = run(go())
+    emit(rows, args.json, lambda rs: "\n".join(
+        f"#{r['id']}\t{r['status']}\t{r['openid']}\t{r['text']}" if "id" in r else f"open: {r['open']}" for r in rs))
+    return 0
+
+
+def _tickets_reply(args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+    from storage.models import Ticket
+    from storage.outbox import HIGH, Push, enqueue
+
+    cfg = config_of(args)
+
+    async def go() -> int:
+        now = SystemClock().now()
+        async with database(cfg) as db, db.session() as s:
+            t = await s.get(Ticket, args.id)
+            if t is None:
+                print(f"vetbot: no ticket #{args.id}", file=sys.stderr)
+                return 2
+            t.status, t.closed_at, t.staff_reply = "closed", now, args.text
+            await enqueue(s, Push(openid=t.openid, purpose="ticket_reply", key=f"ticket:{t.id}:reply",
+                                  text=f"您的留言（编号 {t.id}）已有回复：\n{args.text}", priority=HIGH,
+                                  data={"title": "留言回复", "content": args.text}), now)
+        print(f"ticket #{args.id} closed; reply queued")
+        return 0
+
+    return run(go())

@@ -1,0 +1,404 @@
+"""Configuration: one YAML file, validated against the dataclasses below.
+
+``config.example.yaml`` is the documented schema. Unknown keys are errors naming the key's path and
+the nearest valid name; every key can be overridden by an environment variable
+``VETBOT_<SECTION>__<KEY>`` (nested keys joined with ``__``), so secrets stay out of files::
+
+    VETBOT_WECHAT__TOKEN=... VETBOT_DATABASE__URL=postgresql+asyncpg://... vetbot serve -c vetbot.yaml
+
+Relative file paths in the config are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased so an operator can fix it (file, line, key, hint)."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/wechat"
+    # Base URL users' phones reach this server at; links in template messages and chat point here.
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = 256 * 1024
+    # Reject callbacks whose `timestamp` query parameter is further than this from our clock (replay guard).
+    timestamp_window_s: int = 300
+    # Answer within this budget; a slower turn answers `success` and its reply goes out through the outbox.
+    reply_budget_s: float = 4.0
+    # Key for HMAC-signed links (answer pages, memorial tribute links). Keep it secret; changing it
+    # invalidates links already sent.
+    secret_key: str = ""
+
+
+@dataclass
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:///vetbot.db"
+    echo: bool = False
+    pool_size: int = 10
+    # SQLite only: NORMAL survives a crash of the process (WAL); FULL also survives power loss.
+    sqlite_synchronous: str = "FULL"
+
+
+@dataclass
+class WeChatConfig:
+    appid: str = ""
+    secret: str = ""
+    token: str = ""
+    # 43 characters for safe/compatible mode; empty = plaintext mode.
+    encoding_aes_key: str = ""
+    api_base: str = "https://api.weixin.qq.com"
+    timeout_s: float = 10.0
+
+
+@dataclass
+class BotConfig:
+    intents_dir: str = "intents"
+    # Flow for text no intent claims (policy Q&A answers free questions).
+    fallback_flow: str = "policy_qa"
+    conversation_timeout_min: int = 30
+    max_reasks: int = 3
+    dedup_ttl_h: int = 48
+    timezone: str = "Asia/Shanghai"
+    # rapidfuzz scores (0-100) for matching intent examples.
+    fuzzy_accept: float = 88.0
+    fuzzy_suggest: float = 65.0
+    # openids that get the staff role when they first write (more can be granted with `vetbot users role`).
+    staff_openids: list[str] = field(default_factory=list)
+    welcome: str = (
+        "您好，欢迎关注！这里是退役军人服务号。\n回复数字或文字即可办事：\n"
+        "1 政策问答  2 云端祭英烈  3 找工作\n回复“帮助”查看全部功能，回复“人工”给工作人员留言。"
+    )
+
+
+@dataclass
+class OutboxConfig:
+    enabled: bool = True
+    concurrency: int = 32
+    batch_size: int = 200
+    poll_interval_s: float = 0.5
+    max_attempts: int = 8
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 600.0
+    # Requests per second per API path (0 = unlimited).
+    rate_per_s: float = 0.0
+    # Customer-service (kefu) message rules from WeChat, configurable in case they change.
+    kefu_window_h: float = 48.0
+    kefu_quota_after_message: int = 5
+    kefu_event_window_s: float = 60.0
+    kefu_quota_after_event: int = 3
+    # How long a claimed row may stay 'sending' before another sender may take it over.
+    claim_timeout_s: float = 120.0
+
+
+@dataclass
+class TemplateSpec:
+    template_id: str = ""
+    # Field name in the template -> format string over the push's payload, e.g. {"first": "{title}"}.
+    fields: dict[str, str] = field(default_factory=dict)
+    # Link opened by the template message; a format string over the payload (e.g. "{url}").
+    url: str = "{url}"
+
+
+@dataclass
+class SmsConfig:
+    webhook_url: str = ""
+    # JSON body with {phone} and {text} placeholders.
+    body_template: str = '{"phone": "{phone}", "text": "{text}"}'
+    hmac_secret: str = ""
+    hmac_header: str = "X-Vetbot-Signature"
+    timeout_s: float = 10.0
+
+
+@dataclass
+class SchedulerConfig:
+    enabled: bool = True
+    tick_s: float = 5.0
+
+
+@dataclass
+class QAConfig:
+    kb: list[str] = field(default_factory=lambda: ["data/kb/policy.yaml"])
+    synonyms: str = "data/kb/synonyms.yaml"
+    userdict: str = "data/kb/userdict.txt"
+    use_encoder: bool = True
+    cache_dir: str = ""
+
+
+@dataclass
+class CallupConfig:
+    # Answer links stay valid this long after the call-up is created.
+    link_ttl_h: int = 72
+    renotify_after_min: int = 10
+    renotify_max: int = 2
+    widen_after_min: int = 20
+    staff_alert_after_min: int = 30
+    late_counts: bool = False
+
+
+@dataclass
+class MemorialConfig:
+    wordlist: str = "data/memorial/sensitive_words.txt"
+    preset_messages: list[str] = field(default_factory=lambda: [
+        "英雄永垂不朽", "致敬英烈，缅怀先烈", "山河无恙，英雄安息", "吾辈自强，告慰英灵",
+    ])
+    reminder_hour: int = 8
+
+
+@dataclass
+class JobsConfig:
+    instant_max_per_day: int = 3
+    digest_size: int = 5
+    page_size: int = 5
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    wechat: WeChatConfig = field(default_factory=WeChatConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    templates: dict[str, TemplateSpec] = field(default_factory=dict)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
+    callup: CallupConfig = field(default_factory=CallupConfig)
+    memorial: MemorialConfig = field(default_factory=MemorialConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    # WeChat custom menu (the JSON body of /cgi-bin/menu/create), pushed with `vetbot menu push`.
+    menu: dict[str, Any] = field(default_factory=dict)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Folder of the config file; relative paths are resolved against it. Not a YAML key.
+    base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+
+    def path(self, p: str | os.PathLike[str]) -> Path:
+        """Resolve a path from the config relative to the config file's folder."""
+        q = Path(p)
+        return q if q.is_absolute() else (self.base_dir / q)
+
+    @property
+    def safe_mode(self) -> bool:
+        """True when an EncodingAESKey is configured (compatible or safe mode)."""
+        return bool(self.wechat.encoding_aes_key)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key (for error messages)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+    lines = {}
+    for key_node, _ in node.value:
+        lines[str(key_node.value)] = key_node.start_mark.line + 1
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated type; raise ConfigError with a hint."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping (section), got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items() if k != "__lines__"}
+    if origin is list:
+        (it,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, it, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if tp is Any:
+        return _strip_lines(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected text, got a {type(value).__name__}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _strip_lines(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != "__lines__"}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    public = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    names = [f.name for f in public]
+    lines = data.get("__lines__", {})
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "__lines__":
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"did you mean '{near[0]}'?" if near else f"valid keys here: {', '.join(names)}"
+            line = lines.get(str(key))
+            at = f"line {line}: " if line else ""
+            raise ConfigError(f"{at}unknown key '{path}' ({hint})")
+        try:
+            kwargs[key] = _coerce(value, hints[key], path)
+        except ConfigError as e:
+            line = lines.get(str(key))
+            if line and not str(e).startswith("line "):
+                raise ConfigError(f"line {line}: {e}") from None
+            raise
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    """Turn VETBOT_SECTION__KEY=value variables into a nested mapping (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("VETBOT_") or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len("VETBOT_"):].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        # Secrets such as tokens must stay text even when they look like numbers.
+        if isinstance(value, (int, float)) and parts[-1] in ("token", "secret", "appid", "encoding_aes_key"):
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file (None: defaults + environment only).
+
+    Raises ConfigError with the file, line and a hint on any problem.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    label = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        label = str(p)
+        base_dir = p.resolve().parent
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: file not found (hint: copy config.example.yaml and edit it)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text (hint: save the file as UTF-8)") from None
+        try:
+            loaded = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark
+            line = f"{mark.line + 1}" if mark else "?"
+            raise ConfigError(
+                f"{p}:{line}: YAML syntax error: {e.problem} (hint: check indentation with spaces, "
+                "and quote values containing ':' or '#')"
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}:1: the file must be a mapping of sections (server:, database:, …)")
+        data = loaded
+    data = _merge(data, _env_overrides(environ))
+    try:
+        cfg = _build(Config, data, "")
+    except ConfigError as e:
+        msg = str(e)
+        if msg.startswith("line "):
+            line, _, rest = msg[5:].partition(": ")
+            raise ConfigError(f"{label}:{line}: {rest}") from None
+        raise ConfigError(f"{label}: {msg}") from None
+    cfg.base_dir = base_dir
+    _validate(cfg, label)
+    return cfg
+
+
+def _validate(cfg: Config, label: str) -> None:
+    key = cfg.wechat.encoding_aes_key
+    if key and len(key) != 43:
+        raise ConfigError(
+            f"{label}: wechat.encoding_aes_key must be 43 characters (got {len(key)}); "
+            "copy it from the WeChat console, or leave it empty for plaintext mode"
+        )
+    if not cfg.server.path.startswith("/"):
+        raise ConfigError(f"{label}: server.path must start with '/' (got {cfg.server.path!r})")
+    if cfg.database.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        raise ConfigError(f"{label}: database.sqlite_synchronous must be NORMAL, FULL or EXTRA")
+    if cfg.server.reply_budget_s <= 0 or cfg.server.reply_budget_s >= 5:
+        raise ConfigError(f"{label}: server.reply_budget_s must be between 0 and 5 seconds (WeChat waits 5 s)")

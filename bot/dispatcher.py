@@ -1,0 +1,339 @@
+"""One user turn: dedup → user row → conversation → commands / choices / flow / intent → save.
+
+Everything a turn does — the dedup record, the user's row, the conversation, domain changes made
+by flows, pushes they queue and the late-reply push — is written in ONE transaction. A WeChat
+retry of the same message finds the dedup row and gets the stored reply; a turn that fails rolls
+back completely, so the retry runs it afresh: a turn never runs twice and never half-runs.
+
+Turns of one user run one at a time: an asyncio lock per openid in this process and, on
+PostgreSQL, a row lock (``SELECT … FOR UPDATE``) on the user's conversation across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.intents import Intent, IntentMatcher
+from bot.text import clip
+from flows.api import Context, Inbound, Services, get_flow, scenes
+from storage.db import Database
+from storage.models import Conversation, InboundDedup, OutboxMessage, User
+from storage.outbox import HIGH, Push, enqueue
+from storage.sql import insert_ignore, is_postgres
+
+log = logging.getLogger(__name__)
+
+#: Commands handled by the dispatcher itself (intents may point their ``flow`` at them).
+BUILTIN_COMMANDS = frozenset({"cancel", "back"})
+#: Passive text replies are cut to this many UTF-8 bytes (WeChat's limit is 2048).
+MAX_REPLY_BYTES = 2000
+EVENT_WINDOW = frozenset({"subscribe", "click", "scan", "view", "scancode_push", "scancode_waitmsg",
+                          "pic_sysphoto", "pic_photo_or_album", "pic_weixin", "location_select"})
+
+
+@dataclass
+class TurnControl:
+    """Shared between the gateway (which owns the deadline) and the running turn.
+
+    The gateway sets ``late`` when the budget runs out before the turn has ``decided``; a late turn
+    queues its reply as a customer-service push instead of returning it.
+    """
+
+    late: bool = False
+    decided: bool = False
+
+
+def _fit(text: str) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= MAX_REPLY_BYTES:
+        return text
+    cut = data[: MAX_REPLY_BYTES - 3].decode("utf-8", errors="ignore")
+    return cut + "…"
+
+
+class Dispatcher:
+    """Runs turns. Stateless apart from the per-user locks; safe to share across requests."""
+
+    def __init__(self, db: Database, services: Services, matcher: IntentMatcher, clock: Clock) -> None:
+        self.db, self.services, self.matcher, self.clock = db, services, matcher, clock
+        self.cfg = services.config
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, openid: str) -> asyncio.Lock:
+        lock = self._locks.get(openid)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[openid] = lock
+        return lock
+
+    async def handle(self, openid: str, inbound: Inbound, dedup_key: str,
+                     control: TurnControl | None = None) -> str | None:
+        """Run (or replay) one turn; returns the passive reply text, or None for ``success``."""
+        control = control or TurnControl()
+        async with self._lock(openid), self.db.session() as session:
+            return await self.run_turn(session, openid, inbound, dedup_key, control)
+
+    # ------------------------------------------------------------------------------------------
+    async def run_turn(self, session: AsyncSession, openid: str, inbound: Inbound, dedup_key: str,
+                       control: TurnControl) -> str | None:
+        now = self.clock.now()
+        conv = await self._lock_conversation(session, openid, now)
+        prior = await session.get(InboundDedup, dedup_key)
+        if prior is not None:
+            control.decided = True
+            return None if control.late else prior.reply
+        user = await self._user(session, openid, inbound, now)
+        ctx = Context(user=user, inbound=inbound, session=session, services=self.services, now=now,
+                      flow=conv.flow, step=conv.step, slots=dict(conv.slots or {}),
+                      stack=list(conv.stack or []), reasks=conv.reasks)
+        await self._route(ctx, conv)
+        self._save_conversation(ctx, conv, now)
+        reply = _fit("\n\n".join(ctx.replies)) if ctx.replies else None
+        # Deadline handshake: from here on the gateway waits for us instead of answering `success`.
+        control.decided = True
+        stored = reply
+        if control.late and reply:
+            await enqueue(session, Push(openid=openid, purpose="late_reply", key=f"late:{dedup_key}",
+                                        text=reply, priority=HIGH), now)
+            stored = None
+        session.add(InboundDedup(key=dedup_key, reply=stored, created_at=now,
+                                 expires_at=now + timedelta(hours=self.cfg.bot.dedup_ttl_h)))
+        return None if control.late else reply
+
+    async def _lock_conversation(self, session: AsyncSession, openid: str, now: datetime) -> Conversation:
+        if is_postgres(session):
+            await insert_ignore(session, Conversation.__table__, {
+                "openid": openid, "slots": {}, "stack": [], "choices": [], "reasks": 0,
+                "updated_at": now, "expired": False}, index_elements=["openid"])
+            conv = (await session.execute(
+                select(Conversation).where(Conversation.openid == openid).with_for_update()
+            )).scalar_one()
+            return conv
+        conv = await session.get(Conversation, openid)
+        if conv is None:
+            conv = Conversation(openid=openid, slots={}, stack=[], choices=[], reasks=0, updated_at=now,
+                                expired=False)
+            session.add(conv)
+        return conv
+
+    async def _user(self, session: AsyncSession, openid: str, inbound: Inbound, now: datetime) -> User:
+        user = await session.get(User, openid)
+        if user is None:
+            user = User(openid=openid, subscribed=True, first_seen=now, last_seen=now, kefu_sent=0, roles="",
+                        subscribed_at=now if inbound.event == "subscribe" else None)
+            session.add(user)
+        if openid in self.cfg.bot.staff_openids and not user.has_role("staff"):
+            user.add_role("staff")
+        user.last_seen = now
+        if inbound.kind != "event":
+            user.last_message_at = now
+            user.kefu_sent = 0
+            user.subscribed = True
+        elif inbound.event in EVENT_WINDOW:
+            user.last_event_at = now
+            user.kefu_sent = 0
+        return user
+
+    # ------------------------------------------------------------------------------------------
+    async def _route(self, ctx: Context, conv: Conversation) -> None:
+        inbound = ctx.inbound
+        if inbound.kind == "event":
+            await self._event(ctx, conv)
+            return
+        if inbound.kind == "location":
+            ctx.user.latitude = inbound.extra.get("latitude")
+            ctx.user.longitude = inbound.extra.get("longitude")
+            ctx.user.location_at = ctx.now
+            ctx.say("已收到您的位置。回复“帮助”查看可以办理的事项。")
+            return
+        if inbound.kind != "text" or not ctx.text:
+            ctx.say("目前只能看懂文字消息哦。请直接打字提问，或回复“帮助”查看功能。")
+            return
+        timeout = timedelta(minutes=self.cfg.bot.conversation_timeout_min)
+        if conv.flow and (conv.expired or ctx.now - conv.updated_at > timeout):
+            ctx.say("上次的对话已超时结束，我们重新开始。")
+            self._clear(ctx)
+        elif conv.expired:
+            conv.expired = False
+        roles = ctx.user.role_set
+        cmd = self.matcher.global_command(ctx.text)
+        if cmd is not None and cmd.allowed(roles):
+            await self._command(ctx, conv, cmd)
+            return
+        if conv.choices:
+            n = ctx.choice(len(conv.choices))
+            if n is not None:
+                value = conv.choices[n - 1]["value"]
+                kind = conv.choice_kind
+                if kind == "intent":
+                    conv.choices, conv.choice_kind = [], None
+                    await self._start_intent_id(ctx, str(value))
+                    return
+                ctx.picked = value
+                conv.choices, conv.choice_kind = [], None
+                await self._flow_step(ctx)
+                return
+            if conv.choice_kind == "intent":
+                conv.choices, conv.choice_kind = [], None
+        if ctx.flow:
+            await self._flow_step(ctx)
+            return
+        await self._match_and_start(ctx)
+
+    async def _match_and_start(self, ctx: Context) -> None:
+        m = self.matcher.match(ctx.text, ctx.user.role_set)
+        if m.intent is not None:
+            await self._start_intent(ctx, m.intent, m.slots)
+            return
+        if m.suggestions:
+            ctx.choose([(i.help or i.id, i.id) for i in m.suggestions], header="您是想：",
+                       footer="回复数字选择；都不是请直接换个说法。", kind="intent")
+            return
+        await self._start_flow(ctx, self.cfg.bot.fallback_flow, {})
+
+    async def _start_intent_id(self, ctx: Context, intent_id: str) -> None:
+        intent = self.matcher.by_id.get(intent_id)
+        if intent is None:
+            ctx.say("这个选项已经不可用了，请回复“帮助”重新选择。")
+            return
+        await self._start_intent(ctx, intent, {})
+
+    async def _start_intent(self, ctx: Context, intent: Intent, slots: dict[str, str]) -> None:
+        if not intent.allowed(ctx.user.role_set):
+            ctx.say("该功能仅限工作人员使用。回复“帮助”查看您可以使用的功能。")
+            return
+        if intent.flow in BUILTIN_COMMANDS:
+            await self._command(ctx, None, intent)
+            return
+        await self._start_flow(ctx, intent.flow, slots)
+
+    async def _start_flow(self, ctx: Context, name: str, slots: dict[str, str]) -> None:
+        for _ in range(5):  # a flow may switch to another in the same turn; bounded
+            flow = get_flow(name)
+            if flow.roles and not (flow.roles & ctx.user.role_set):
+                ctx.say("该功能仅限工作人员使用。回复“帮助”查看您可以使用的功能。")
+                self._clear(ctx)
+                return
+            ctx.flow, ctx.step, ctx.slots, ctx.intent_slots = name, None, {}, slots
+            ctx.ended, ctx.next_flow, ctx.choices, ctx.choice_kind = False, None, [], None
+            ctx.stack, ctx.reasks, ctx._turn_step = [], 0, None
+            await flow.start(ctx)
+            if ctx.next_flow is None:
+                return
+            name, slots = ctx.next_flow
+
+    async def _flow_step(self, ctx: Context) -> None:
+        assert ctx.flow is not None
+        flow = get_flow(ctx.flow)
+        await flow.step(ctx)
+        if ctx.next_flow is not None:
+            name, slots = ctx.next_flow
+            await self._start_flow(ctx, name, slots)
+
+    async def _command(self, ctx: Context, conv: Conversation | None, intent: Intent) -> None:
+        if intent.flow == "cancel":
+            if ctx.flow:
+                title = get_flow(ctx.flow).title or "当前事项"
+                ctx.say(f"已退出“{title}”。回复“帮助”查看功能。")
+            else:
+                ctx.say("当前没有进行中的事项。回复“帮助”查看功能。")
+            self._clear(ctx)
+            return
+        if intent.flow == "back":
+            stack = list(conv.stack) if conv is not None else []
+            if not ctx.flow:
+                ctx.say("当前没有进行中的事项。回复“帮助”查看功能。")
+                return
+            flow = get_flow(ctx.flow)
+            if not stack:
+                ctx.say("已经是第一步了。")
+                ctx.step, ctx.slots, ctx._turn_step = None, {}, None
+                await flow.start(ctx)
+                return
+            prev = stack.pop()
+            ctx.step, ctx.slots, ctx.stack = prev["step"], dict(prev["slots"]), stack
+            ctx._turn_step = None  # re-prompting must not push the step we just left
+            await flow.prompt(ctx, ctx.step)
+            return
+        self._clear(ctx)
+        await self._start_flow(ctx, intent.flow, {})
+
+    def _clear(self, ctx: Context) -> None:
+        ctx.flow, ctx.step, ctx.slots, ctx.stack = None, None, {}, []
+        ctx.choices, ctx.choice_kind = [], None
+        ctx.ended, ctx._turn_step = False, None
+
+    # ------------------------------------------------------------------------------------------
+    async def _event(self, ctx: Context, conv: Conversation) -> None:
+        ev = (ctx.inbound.event or "").lower()
+        key = ctx.inbound.event_key or ""
+        user = ctx.user
+        if ev == "subscribe":
+            user.subscribed, user.subscribed_at, user.unsubscribed_at = True, ctx.now, None
+            ctx.say(self.cfg.bot.welcome)
+            if key.startswith("qrscene_"):
+                await self._scene(ctx, key[len("qrscene_"):])
+            return
+        if ev == "unsubscribe":
+            user.subscribed, user.unsubscribed_at = False, ctx.now
+            await ctx.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.openid == user.openid, OutboxMessage.status == "pending")
+                .values(status="cancelled", last_error="user unsubscribed")
+            )
+            self._clear(ctx)
+            return
+        if ev == "scan":
+            await self._scene(ctx, key)
+            return
+        if ev == "location":
+            user.latitude = ctx.inbound.extra.get("latitude")
+            user.longitude = ctx.inbound.extra.get("longitude")
+            user.location_at = ctx.now
+            return
+        if ev == "click":
+            intent = self.matcher.by_menu_key(key)
+            if intent is None:
+                log.warning("menu key %r has no intent", key)
+                ctx.say("该菜单暂未开通，回复“帮助”查看功能。")
+                return
+            self._clear(ctx)
+            await self._start_intent(ctx, intent, {})
+            return
+        if ev == "templatesendjobfinish":
+            msgid = ctx.inbound.extra.get("msg_id")
+            status = ctx.inbound.extra.get("status")
+            if msgid:
+                await ctx.session.execute(
+                    update(OutboxMessage).where(OutboxMessage.wechat_msgid == int(msgid))
+                    .values(delivery_status=str(status)[:64] if status else None)
+                )
+            return
+        # VIEW, MASSSENDJOBFINISH and everything else: nothing to say.
+
+    async def _scene(self, ctx: Context, scene: str) -> None:
+        ctx.user.qr_scene = scene[:64]
+        for prefix, handler in scenes().items():
+            if scene.startswith(prefix):
+                await handler(ctx, scene[len(prefix):])
+                return
+
+    # ------------------------------------------------------------------------------------------
+    def _save_conversation(self, ctx: Context, conv: Conversation, now: datetime) -> None:
+        if ctx.ended:
+            ctx.flow, ctx.step, ctx.slots, ctx.stack = None, None, {}, []
+        conv.flow, conv.step, conv.slots, conv.stack = ctx.flow, ctx.step, ctx.slots, list(ctx.stack)
+        # Numbered options are valid for the next message only.
+        conv.choices, conv.choice_kind = ctx.choices, ctx.choice_kind
+        conv.reasks = ctx.reasks if ctx.flow else 0
+        conv.updated_at = now
+        conv.expired = False

@@ -1,0 +1,918 @@
+"""A fake WeChat Official Account API server for tests, benchmarks and local demos.
+
+Nothing in the project may call the real ``api.weixin.qq.com`` from a test. This module serves the
+subset of the API the bot uses, with the platform's own rules (see ``/work/shared/wechat-facts.md``
+and the official ``getStableAccessToken`` page):
+
+* ``POST /cgi-bin/stable_token``: normal mode returns the same token while it has more than
+  ``overlap`` (300) seconds left and a new one inside that last window (the platform "renews 5 minutes
+  early", so ``expires_in`` is always >= 300); ``force_refresh`` issues a new token, at most
+  ``force_refresh_daily_limit`` (20) times a day and not within ``force_refresh_interval`` (30) seconds
+  of the previous forced refresh (the platform then silently returns the current token). A new token
+  leaves the previous one valid for ``overlap`` seconds more, after which it answers 40001.
+* ``GET /cgi-bin/token``: the classic endpoint, a new token on every call. Its tokens form a line of
+  their own: the platform isolates classic and stable tokens from each other.
+* Every other API wants ``?access_token=``: missing 41001, unknown or superseded 40001, expired 42001.
+* Sends check ``touser`` (40003 unless it looks like an openid, see :data:`OPENID_RE`), follow state
+  (43004 on template/subscribe sends; a customer-service send to an unfollowed user answers 45015 as
+  the platform does, "response out of time limit or subscription is canceled") and the kefu window
+  (45015, and 45047 once a user's ``kefu_quota`` is used up).
+
+API errors come back as HTTP 200 with ``errcode``/``errmsg`` (plus `` rid: ...`` like the real
+thing), bodies are UTF-8 JSON with raw Chinese. Every API call is recorded, even when a fault
+answers it, so tests can count attempts.
+
+Control endpoints (never recorded as calls):
+
+========================  ====================================================================
+``GET  /__fake__/calls``   ``{"calls": [...], "next": n}``; ``?path=`` filter, ``?since=<index>``
+``GET  /__fake__/stats``   ``{"total": n, "by_path": {...}, "by_errcode": {...}}``
+``POST /__fake__/faults``  one rule or a list: ``{"path", "errcode", "errmsg", "status", "delay_ms",
+                           "drop", "body", "count", "probability"}``; ``path`` may be ``"*"``;
+                           ``count`` < 0 means until reset. ``DELETE`` clears the rules
+``POST /__fake__/users``   ``{"<openid>": {"followed": false, "kefu_window": false, "kefu_quota": 0,
+                           "accept_subscribe": false, "nickname": ...}}`` (merged into the state)
+``POST /__fake__/config``  ``{"latency_ms", "token_ttl", "overlap", "force_refresh_interval",
+                           "force_refresh_daily_limit", "appid", "secret"}``; ``GET`` reads it
+``POST /__fake__/clock``   ``{"advance": seconds}`` moves the fake's clock (token expiry without
+                           sleeping); ``GET`` reads it
+``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
+``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, clock offset
+========================  ====================================================================
+
+Use it in-process with :class:`FakeWeChatServer` (``async with FakeWeChatServer() as fake:``) or as a
+separate process with ``vetbot fake-wechat --port 8081``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import secrets
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_APPID",
+    "ERRMSG",
+    "OPENID_RE",
+    "FakeWeChat",
+    "FakeWeChatServer",
+    "FaultRule",
+    "create_app",
+    "fake_openid",
+]
+
+DEFAULT_APPID = "wx0000000000000000"
+
+#: What the fake accepts as an openid. Real openids are 28 characters of ``[A-Za-z0-9_-]`` (most start
+#: with ``o``); the fake accepts 16-64 so that names, phone numbers, e-mail addresses, Chinese text and
+#: empty strings are refused with 40003 while hand-written test ids stay easy. See :func:`fake_openid`.
+OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+#: errmsg texts as the platform writes them (a `` rid: ...`` suffix is appended to errors).
+ERRMSG: dict[int, str] = {
+    -1: "system error",
+    0: "ok",
+    40001: "invalid credential, access_token is invalid or not latest",
+    40002: "invalid grant_type",
+    40003: "invalid openid",
+    40007: "invalid media_id",
+    40008: "invalid message type",
+    40013: "invalid appid",
+    40014: "invalid access_token",
+    40016: "invalid button size",
+    40017: "invalid button type",
+    40018: "invalid button name size",
+    40019: "invalid button key size",
+    40020: "invalid button url size",
+    40023: "invalid sub button size",
+    40024: "invalid sub button type",
+    40025: "invalid sub button name size",
+    40026: "invalid sub button key size",
+    40027: "invalid sub button url size",
+    40037: "invalid template_id",
+    40125: "invalid appsecret",
+    40164: "invalid ip, not in whitelist",
+    41001: "access_token missing",
+    41002: "appid missing",
+    41004: "appsecret missing",
+    42001: "access_token expired",
+    43001: "require GET method",
+    43002: "require POST method",
+    43004: "require subscribe",
+    43101: "user refuse to accept the msg",
+    44002: "empty post data",
+    44004: "empty content",
+    45008: "article size out of limit",
+    45009: "reach max api daily quota limit",
+    45011: "api minute-quota reach limit  mustslower  retry next minute",
+    45015: "response out of time limit or subscription is canceled",
+    45047: "out of response count limit",
+    45065: "clientmsgid exist",
+    47001: "data format error",
+    48001: "api unauthorized",
+}
+
+_MENU_TYPES = frozenset({
+    "click", "view", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album",
+    "pic_weixin", "location_select", "media_id", "view_limited", "article_id", "article_view_limited",
+    "miniprogram",
+})
+_MENU_KEY_TYPES = frozenset({
+    "click", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album", "pic_weixin",
+    "location_select",
+})
+_CUSTOM_MSGTYPES = frozenset({
+    "text", "image", "voice", "video", "music", "news", "mpnews", "mpnewsarticle", "msgmenu", "wxcard",
+    "miniprogrampage",
+})
+_MASS_MSGTYPES = frozenset({"text", "mpnews", "voice", "image", "mpvideo", "wxcard"})
+
+_dumps = partial(json.dumps, ensure_ascii=False)
+
+Handler = Callable[[Any, dict[str, str]], dict[str, Any] | Awaitable[dict[str, Any]]]
+
+
+def fake_openid(n: int | str = 0) -> str:
+    """A deterministic, realistic 28-character openid for tests and benchmarks (``fake_openid(7)``)."""
+    tail = str(n)
+    return "o" + "FakeVetbotUser_" + tail.rjust(12, "0")[-12:]
+
+
+def _error(errcode: int, errmsg: str | None = None) -> dict[str, Any]:
+    msg = errmsg if errmsg is not None else ERRMSG.get(errcode, "fault injected")
+    if errcode != 0:
+        msg = f"{msg} rid: {uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:8]}"
+    return {"errcode": errcode, "errmsg": msg}
+
+
+_OK: dict[str, Any] = {"errcode": 0, "errmsg": "ok"}
+
+
+@dataclass
+class FaultRule:
+    """One fault injected for the next ``count`` calls of ``path`` (``"*"`` = any API path).
+
+    ``delay_ms`` sleeps first; then ``drop`` closes the connection without an answer, ``body`` is
+    served verbatim (a dict/list as JSON, a string as text), ``errcode`` gives a WeChat error body,
+    and ``status`` sets the HTTP status (a non-200 status with no body gives an HTML error page like
+    a gateway would). A rule with only ``delay_ms`` delays the call and then answers normally.
+    ``count`` < 0 keeps the rule until reset; ``probability`` < 1 applies it to a random share of calls.
+    """
+
+    path: str
+    errcode: int | None = None
+    errmsg: str | None = None
+    status: int = 200
+    delay_ms: float = 0
+    drop: bool = False
+    body: Any = None
+    count: int = 1
+    probability: float = 1.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaultRule:
+        """Validate and build a rule from the control endpoint's JSON."""
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not data["path"]:
+            raise ValueError("a fault rule needs a 'path'")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        rule = cls(**data)
+        if rule.errcode is not None:
+            rule.errcode = int(rule.errcode)
+        rule.status = int(rule.status)
+        rule.count = int(rule.count)
+        rule.delay_ms = float(rule.delay_ms)
+        rule.probability = float(rule.probability)
+        if rule.count == 0:
+            raise ValueError("count must not be 0")
+        return rule
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @property
+    def answers(self) -> bool:
+        """Whether the rule produces the response itself (otherwise it only delays)."""
+        return self.drop or self.body is not None or self.errcode is not None or self.status != 200
+
+
+@dataclass
+class _Token:
+    value: str
+    kind: str  # "stable" or "classic": the platform keeps the two lines apart
+    issued_at: float
+    expires_at: float
+    valid_until: float  # == expires_at unless superseded or revoked
+
+    @property
+    def cut_short(self) -> bool:
+        return self.valid_until < self.expires_at
+
+
+@dataclass
+class FakeWeChat:
+    """State of the fake platform: tokens, users, recorded calls, fault rules and configuration.
+
+    ``clock`` gives the platform's time (token expiry, ``at`` of calls, 24 h clientmsgid dedup);
+    tests may pass their own clock or move it with :meth:`advance_clock`.
+    """
+
+    appid: str = DEFAULT_APPID
+    secret: str | None = None
+    latency_ms: float = 0
+    token_ttl: int = 7200
+    overlap: int = 300
+    force_refresh_interval: float = 30
+    force_refresh_daily_limit: int | None = 20
+    clock: Callable[[], float] = time.time
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
+    errcodes: Counter[str] = field(default_factory=Counter)
+    faults: dict[str, deque[FaultRule]] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tokens: dict[str, _Token] = field(default_factory=dict)
+    current: dict[str, _Token] = field(default_factory=dict)
+    menu: dict[str, Any] | None = None
+    clientmsgids: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    clock_offset: float = 0.0
+    _last_force_at: float | None = None
+    _forces_by_day: Counter[int] = field(default_factory=Counter)
+    _msgid: int = 2_000_000_000
+
+    # -- time -----------------------------------------------------------------------------------
+    def now(self) -> float:
+        """The fake platform's current time (``clock()`` plus the offset set by ``/__fake__/clock``)."""
+        return self.clock() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the platform's time forward (tokens expire, dedup windows pass) without sleeping."""
+        self.clock_offset += float(seconds)
+        return self.now()
+
+    def reset(self) -> None:
+        """Forget calls, faults, users, tokens, the menu, clientmsgids and the clock offset."""
+        self.calls.clear()
+        self.stats.clear()
+        self.errcodes.clear()
+        self.faults.clear()
+        self.users.clear()
+        self.tokens.clear()
+        self.current.clear()
+        self.menu = None
+        self.clientmsgids.clear()
+        self.clock_offset = 0.0
+        self._last_force_at = None
+        self._forces_by_day.clear()
+
+    def _next_msgid(self) -> int:
+        self._msgid += 1
+        return self._msgid
+
+    # -- faults ---------------------------------------------------------------------------------
+    def add_fault(self, rule: FaultRule) -> None:
+        """Queue a fault rule (rules for one path apply in the order they were added)."""
+        self.faults.setdefault(rule.path, deque()).append(rule)
+
+    def take_fault(self, path: str) -> FaultRule | None:
+        """The rule that answers this call of ``path``, consuming one of its ``count``."""
+        for key in (path, "*"):
+            rules = self.faults.get(key)
+            if not rules:
+                continue
+            rule = rules[0]
+            if rule.probability < 1 and random.random() >= rule.probability:
+                continue
+            if rule.count > 0:
+                rule.count -= 1
+                if rule.count == 0:
+                    rules.popleft()
+            return rule
+        return None
+
+    # -- users ----------------------------------------------------------------------------------
+    def user(self, openid: str) -> dict[str, Any]:
+        """The state of one user: followed and kefu window open unless set otherwise."""
+        return self.users.get(openid, {})
+
+    def set_users(self, users: dict[str, dict[str, Any]]) -> None:
+        """Merge per-user state (``followed``, ``kefu_window``, ``kefu_quota``, ``accept_subscribe``, profile)."""
+        for openid, fields in users.items():
+            if not isinstance(fields, dict):
+                raise ValueError(f"state of {openid!r} must be an object")
+            self.users.setdefault(openid, {}).update(fields)
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def _issue(self, kind: str) -> _Token:
+        now = self.now()
+        old = self.current.get(kind)
+        if old is not None:
+            old.valid_until = min(old.valid_until, now + self.overlap)
+        value = f"{len(self.tokens) + 1:04d}_" + secrets.token_urlsafe(96)
+        tok = _Token(value, kind, now, now + self.token_ttl, now + self.token_ttl)
+        self.tokens[value] = tok
+        self.current[kind] = tok
+        return tok
+
+    def _token_body(self, tok: _Token) -> dict[str, Any]:
+        return {"access_token": tok.value, "expires_in": max(int(tok.valid_until - self.now()), 0)}
+
+    def stable_token(self, force: bool) -> dict[str, Any]:
+        """The ``stable_token`` rules: reuse, renewal in the last ``overlap`` seconds, forced refresh."""
+        now = self.now()
+        cur = self.current.get("stable")
+        usable = cur is not None and now < cur.valid_until and not cur.cut_short
+        if force and usable and self._last_force_at is not None and now - self._last_force_at < self.force_refresh_interval:
+            return self._token_body(cur)  # the platform ignores forced refreshes less than 30 s apart
+        if force:
+            day = int((now + 8 * 3600) // 86400)  # quota days are Beijing days
+            limit = self.force_refresh_daily_limit
+            if limit is not None and self._forces_by_day[day] >= limit:
+                return _error(45009)
+            self._forces_by_day[day] += 1
+            self._last_force_at = now
+            return self._token_body(self._issue("stable"))
+        if usable and cur.expires_at - now > self.overlap:
+            return self._token_body(cur)
+        return self._token_body(self._issue("stable"))
+
+    def check_token(self, value: str | None) -> dict[str, Any] | None:
+        """None when ``value`` is a valid token, else the platform's error body."""
+        if not value:
+            return _error(41001)
+        tok = self.tokens.get(value)
+        if tok is None:
+            return _error(40001)
+        if self.now() >= tok.valid_until:
+            return _error(40001 if tok.cut_short else 42001)
+        return None
+
+    def revoke(self, which: str) -> int:
+        """Invalidate one token (by value) or ``"all"`` right now; returns how many were revoked."""
+        now = self.now()
+        targets = list(self.tokens.values()) if which == "all" else [self.tokens[which]] if which in self.tokens else []
+        for tok in targets:
+            tok.valid_until = min(tok.valid_until, now)
+        return len(targets)
+
+    def config(self) -> dict[str, Any]:
+        """The tunable settings, as ``GET /__fake__/config`` shows them."""
+        return {
+            "appid": self.appid,
+            "secret": self.secret,
+            "latency_ms": self.latency_ms,
+            "token_ttl": self.token_ttl,
+            "overlap": self.overlap,
+            "force_refresh_interval": self.force_refresh_interval,
+            "force_refresh_daily_limit": self.force_refresh_daily_limit,
+        }
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        """Change settings (same keys as :meth:`config`)."""
+        unknown = set(settings) - set(self.config())
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        casts: dict[str, Callable[[Any], Any]] = {
+            "latency_ms": float, "token_ttl": int, "overlap": int, "force_refresh_interval": float,
+        }
+        for key, value in settings.items():
+            if key in casts:
+                value = casts[key](value)
+            elif key == "force_refresh_daily_limit" and value is not None:
+                value = int(value)
+            setattr(self, key, value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# API handlers: (body, query) -> response dict. Bodies that fail to parse arrive as the _BAD marker.
+# ---------------------------------------------------------------------------------------------------
+
+_BAD = object()
+_EMPTY = object()
+
+
+def _valid_openid(value: Any) -> bool:
+    return isinstance(value, str) and OPENID_RE.match(value) is not None
+
+
+def _need_object(body: Any) -> dict[str, Any] | None:
+    if body is _EMPTY:
+        return _error(44002)
+    if body is _BAD or not isinstance(body, dict):
+        return _error(47001)
+    return None
+
+
+class _Api:
+    def __init__(self, state: FakeWeChat) -> None:
+        self.s = state
+
+    # tokens
+    def stable_token(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        if body.get("grant_type") != "client_credential":
+            return _error(40002)
+        check = self._check_credentials(body.get("appid"), body.get("secret"))
+        if check:
+            return check
+        force = body.get("force_refresh", False)
+        if not isinstance(force, bool):
+            return _error(47001)
+        return self.s.stable_token(force)
+
+    def classic_token(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        if query.get("grant_type") != "client_credential":
+            return _error(40002)
+        check = self._check_credentials(query.get("appid"), query.get("secret"))
+        if check:
+            return check
+        return self.s._token_body(self.s._issue("classic"))
+
+    def _check_credentials(self, appid: Any, secret: Any) -> dict[str, Any] | None:
+        if not appid:
+            return _error(41002)
+        if appid != self.s.appid:
+            return _error(40013)
+        if not secret:
+            return _error(41004)
+        if self.s.secret is not None and secret != self.s.secret:
+            return _error(40125)
+        return None
+
+    # messages
+    def _recipient(self, body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+        touser = body.get("touser")
+        if not _valid_openid(touser):
+            return None, _error(40003)
+        return touser, None
+
+    def custom_send(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        touser, err = self._recipient(body)
+        if err:
+            return err
+        msgtype = body.get("msgtype")
+        if msgtype not in _CUSTOM_MSGTYPES or not isinstance(body.get(msgtype), dict):
+            return _error(40008)
+        payload = body[msgtype]
+        if msgtype == "text" and not str(payload.get("content") or "").strip():
+            return _error(44004)
+        if msgtype == "news":
+            articles = payload.get("articles")
+            if not isinstance(articles, list) or not articles:
+                return _error(47001)
+            if len(articles) > 1:  # the platform allows one article per customer-service news message
+                return _error(45008)
+        user = self.s.user(touser)
+        if not user.get("followed", True) or not user.get("kefu_window", True):
+            return _error(45015)
+        quota = user.get("kefu_quota")
+        if quota is not None:
+            if int(quota) <= 0:
+                return _error(45047)
+            user["kefu_quota"] = int(quota) - 1
+        return dict(_OK)
+
+    def template_send(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        touser, err = self._recipient(body)
+        if err:
+            return err
+        if not isinstance(body.get("template_id"), str) or not body["template_id"]:
+            return _error(40037)
+        if not isinstance(body.get("data", {}), dict) or not isinstance(body.get("url", ""), str):
+            return _error(47001)
+        if not self.s.user(touser).get("followed", True):
+            return _error(43004)
+        return {"errcode": 0, "errmsg": "ok", "msgid": self.s._next_msgid()}
+
+    def subscribe_send(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        touser, err = self._recipient(body)
+        if err:
+            return err
+        if not isinstance(body.get("template_id"), str) or not body["template_id"]:
+            return _error(40037)
+        if not isinstance(body.get("data"), dict):
+            return _error(47001)
+        user = self.s.user(touser)
+        if not user.get("followed", True):
+            return _error(43004)
+        if not user.get("accept_subscribe", True):
+            return _error(43101)
+        return dict(_OK)
+
+    def mass_sendall(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        flt = body.get("filter")
+        if not isinstance(flt, dict) or (not flt.get("is_to_all") and flt.get("tag_id") is None):
+            return _error(47001)
+        msgtype = body.get("msgtype")
+        if msgtype not in _MASS_MSGTYPES or not isinstance(body.get(msgtype), dict):
+            return _error(40008)
+        if msgtype == "text" and not str(body[msgtype].get("content") or "").strip():
+            return _error(44004)
+        now = self.s.now()
+        client_id = body.get("clientmsgid")
+        if client_id is not None:
+            seen = self.s.clientmsgids.get(str(client_id))
+            if seen is not None and now - seen[0] < 86400:
+                out = _error(45065)
+                out.update(msg_id=seen[1], msg_data_id=seen[2])
+                return out
+        msg_id, data_id = self.s._next_msgid(), self.s._next_msgid()
+        if client_id is not None:
+            self.s.clientmsgids[str(client_id)] = (now, msg_id, data_id)
+        return {"errcode": 0, "errmsg": "send job submission success", "msg_id": msg_id, "msg_data_id": data_id}
+
+    # menu
+    def menu_create(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        buttons = body.get("button")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return _error(40016)
+        for button in buttons:
+            if not isinstance(button, dict):
+                return _error(47001)
+            subs = button.get("sub_button")
+            if subs:  # a parent: name only, 1-5 children
+                if not _name_ok(button.get("name"), 16):
+                    return _error(40018)
+                if not isinstance(subs, list) or len(subs) > 5:
+                    return _error(40023)
+                for sub in subs:
+                    code = _leaf_error(sub, 60, sub=True)
+                    if code:
+                        return _error(code)
+            else:
+                code = _leaf_error(button, 16, sub=False)
+                if code:
+                    return _error(code)
+        self.s.menu = {"button": buttons}
+        return dict(_OK)
+
+    def menu_get(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        if self.s.menu is None:
+            return _error(46003, "menu no exist")
+        return {"menu": self.s.menu}
+
+    # users
+    def user_info(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        openid = query.get("openid")
+        if not _valid_openid(openid):
+            return _error(40003)
+        user = self.s.user(openid)
+        if not user.get("followed", True):
+            return {"subscribe": 0, "openid": openid}
+        info: dict[str, Any] = {
+            "subscribe": 1,
+            "openid": openid,
+            "nickname": "",
+            "sex": 0,
+            "language": query.get("lang", "zh_CN"),
+            "city": "",
+            "province": "",
+            "country": "",
+            "headimgurl": "",
+            "subscribe_time": 1_700_000_000,
+            "remark": "",
+            "groupid": 0,
+            "tagid_list": [],
+            "subscribe_scene": "ADD_SCENE_QR_CODE",
+            "qr_scene": 0,
+            "qr_scene_str": "",
+        }
+        control = {"followed", "kefu_window", "kefu_quota", "accept_subscribe"}
+        info.update({k: v for k, v in user.items() if k not in control})
+        return info
+
+    def not_implemented(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        return _error(48001, "api unauthorized (this API is not implemented by the fake WeChat server)")
+
+
+def _name_ok(name: Any, max_bytes: int) -> bool:
+    return isinstance(name, str) and 0 < len(name.encode("utf-8")) <= max_bytes
+
+
+def _leaf_error(button: Any, name_bytes: int, *, sub: bool) -> int | None:
+    """Errcode for an invalid menu leaf (sub-button codes are the top-level ones + 7, as on the platform)."""
+    shift = 7 if sub else 0
+    if not isinstance(button, dict):
+        return 47001
+    kind = button.get("type")
+    if kind not in _MENU_TYPES:
+        return 40017 + shift
+    if not _name_ok(button.get("name"), name_bytes):
+        return 40018 + shift
+    if kind in _MENU_KEY_TYPES:
+        key = button.get("key")
+        if not isinstance(key, str) or not 0 < len(key.encode("utf-8")) <= 128:
+            return 40019 + shift
+    if kind in ("view", "miniprogram"):
+        url = button.get("url")
+        if not isinstance(url, str) or not 0 < len(url.encode("utf-8")) <= 1024:
+            return 40020 + shift
+    if kind == "miniprogram" and not (button.get("appid") and button.get("pagepath")):
+        return 40017 + shift
+    if kind in ("media_id", "view_limited") and not button.get("media_id"):
+        return 40007
+    if kind in ("article_id", "article_view_limited") and not button.get("article_id"):
+        return 40007
+    return None
+
+
+# (method, path) -> (handler name, needs access_token)
+_ROUTES: dict[str, tuple[str, str, bool]] = {
+    "/cgi-bin/stable_token": ("POST", "stable_token", False),
+    "/cgi-bin/token": ("GET", "classic_token", False),
+    "/cgi-bin/message/custom/send": ("POST", "custom_send", True),
+    "/cgi-bin/message/template/send": ("POST", "template_send", True),
+    "/cgi-bin/message/subscribe/bizsend": ("POST", "subscribe_send", True),
+    "/cgi-bin/message/subscribe/send": ("POST", "subscribe_send", True),
+    "/cgi-bin/message/mass/sendall": ("POST", "mass_sendall", True),
+    "/cgi-bin/menu/create": ("POST", "menu_create", True),
+    "/cgi-bin/menu/get": ("GET", "menu_get", True),
+    "/cgi-bin/user/info": ("GET", "user_info", True),
+}
+
+STATE_KEY: web.AppKey[FakeWeChat] = web.AppKey("fake_wechat", FakeWeChat)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _parse_body(raw: bytes) -> Any:
+    if not raw.strip():
+        return _EMPTY
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return _BAD
+
+
+def _recordable(body: Any) -> Any:
+    return None if body is _EMPTY or body is _BAD else body
+
+
+async def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection without answering, as a failing gateway or a reset does."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    # Nothing can be written any more; aiohttp notices the closed transport and sends nothing.
+    raise asyncio.CancelledError
+
+
+def _fault_response(rule: FaultRule) -> web.Response:
+    if rule.body is not None:
+        if isinstance(rule.body, dict | list):
+            return _json(rule.body, status=rule.status)
+        return web.Response(text=str(rule.body), status=rule.status, content_type="text/plain")
+    if rule.errcode is not None:
+        return _json(_error(rule.errcode, rule.errmsg), status=rule.status)
+    return web.Response(
+        text=f"<html><head><title>{rule.status}</title></head><body><center><h1>{rule.status}</h1></center>"
+        "<hr><center>stgw</center></body></html>",
+        status=rule.status,
+        content_type="text/html",
+    )
+
+
+def create_app(
+    *,
+    latency_ms: float = 0,
+    appid: str = DEFAULT_APPID,
+    secret: str | None = None,
+    clock: Callable[[], float] = time.time,
+    state: FakeWeChat | None = None,
+) -> web.Application:
+    """Build the fake WeChat API application.
+
+    ``secret=None`` accepts any secret for ``appid``. ``latency_ms`` is added to every API call with
+    ``asyncio.sleep`` (never blocking). The state is ``app[STATE_KEY]`` (a :class:`FakeWeChat`);
+    pass ``state`` to share or pre-configure one (``appid``/``secret``/``latency_ms``/``clock`` are then
+    ignored).
+    """
+    fake = state or FakeWeChat(appid=appid, secret=secret, latency_ms=latency_ms, clock=clock)
+    api = _Api(fake)
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[STATE_KEY] = fake
+
+    async def handle_api(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        raw = await request.read() if request.body_exists else b""
+        body = _parse_body(raw)
+        record: dict[str, Any] = {
+            "index": len(fake.calls),
+            "method": request.method,
+            "path": path,
+            "query": dict(request.query),
+            "body": _recordable(body),
+            "raw": raw.decode("utf-8", errors="replace"),
+            "at": fake.now(),
+        }
+        fake.calls.append(record)
+        fake.stats[path] += 1
+        if fake.latency_ms > 0:
+            await asyncio.sleep(fake.latency_ms / 1000)
+        rule = fake.take_fault(path)
+        if rule is not None:
+            if rule.delay_ms > 0:
+                await asyncio.sleep(rule.delay_ms / 1000)
+            if rule.answers:
+                record["fault"] = True
+                if rule.drop:
+                    record["errcode"] = None
+                    fake.errcodes["drop"] += 1
+                    return await _drop(request)
+                record["errcode"] = rule.errcode
+                record["status"] = rule.status
+                fake.errcodes[str(rule.errcode if rule.errcode is not None else f"http {rule.status}")] += 1
+                return _fault_response(rule)
+        method, name, needs_token = _ROUTES.get(path, ("*", "not_implemented", False))
+        if method != "*" and request.method != method:
+            result = _error(43002 if method == "POST" else 43001)
+        else:
+            result = (fake.check_token(request.query.get("access_token")) if needs_token else None) or getattr(
+                api, name
+            )(body, dict(request.query))
+        errcode = result.get("errcode", 0)
+        record["errcode"] = errcode
+        fake.errcodes[str(errcode)] += 1
+        return _json(result)
+
+    async def get_calls(request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", 0))
+        except ValueError:
+            raise web.HTTPBadRequest(text="since must be an integer") from None
+        want = request.query.get("path")
+        calls = [c for c in fake.calls[max(since, 0):] if want is None or c["path"] == want]
+        return _json({"calls": calls, "next": len(fake.calls)})
+
+    async def get_stats(request: web.Request) -> web.Response:
+        return _json({"total": len(fake.calls), "by_path": dict(fake.stats), "by_errcode": dict(fake.errcodes)})
+
+    async def read_json(request: web.Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+
+    async def post_faults(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        items = data if isinstance(data, list) else [data]
+        try:
+            rules = [FaultRule.from_json(item) for item in items]
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        for rule in rules:
+            fake.add_fault(rule)
+        return _json({"ok": True, "faults": _faults_json()})
+
+    def _faults_json() -> list[dict[str, Any]]:
+        return [r.to_json() for rules in fake.faults.values() for r in rules]
+
+    async def get_faults(request: web.Request) -> web.Response:
+        return _json({"faults": _faults_json()})
+
+    async def delete_faults(request: web.Request) -> web.Response:
+        fake.faults.clear()
+        return _json({"ok": True})
+
+    async def post_users(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text='body must be {"<openid>": {...}}')
+        try:
+            fake.set_users(data)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return _json({"ok": True, "users": len(fake.users)})
+
+    async def get_users(request: web.Request) -> web.Response:
+        return _json({"users": fake.users})
+
+    async def get_config(request: web.Request) -> web.Response:
+        return _json(fake.config())
+
+    async def post_config(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        try:
+            fake.configure(data if isinstance(data, dict) else {})
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return _json(fake.config())
+
+    async def get_clock(request: web.Request) -> web.Response:
+        return _json({"now": fake.now(), "offset": fake.clock_offset})
+
+    async def post_clock(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        try:
+            fake.advance_clock(float(data.get("advance", 0)))
+        except (AttributeError, TypeError, ValueError):
+            raise web.HTTPBadRequest(text='body must be {"advance": seconds}') from None
+        return _json({"now": fake.now(), "offset": fake.clock_offset})
+
+    async def get_tokens(request: web.Request) -> web.Response:
+        now = fake.now()
+        return _json({"now": now, "tokens": [
+            {"access_token": t.value, "kind": t.kind, "issued_at": t.issued_at, "expires_at": t.expires_at,
+             "valid_until": t.valid_until, "valid": now < t.valid_until,
+             "current": fake.current.get(t.kind) is t}
+            for t in fake.tokens.values()
+        ]})
+
+    async def post_tokens(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        if not isinstance(data, dict) or not isinstance(data.get("revoke"), str):
+            raise web.HTTPBadRequest(text='body must be {"revoke": "<token>" | "all"}')
+        return _json({"revoked": fake.revoke(data["revoke"])})
+
+    async def post_reset(request: web.Request) -> web.Response:
+        fake.reset()
+        return _json({"ok": True})
+
+    app.router.add_get("/__fake__/calls", get_calls)
+    app.router.add_get("/__fake__/stats", get_stats)
+    app.router.add_get("/__fake__/faults", get_faults)
+    app.router.add_post("/__fake__/faults", post_faults)
+    app.router.add_delete("/__fake__/faults", delete_faults)
+    app.router.add_get("/__fake__/users", get_users)
+    app.router.add_post("/__fake__/users", post_users)
+    app.router.add_get("/__fake__/config", get_config)
+    app.router.add_post("/__fake__/config", post_config)
+    app.router.add_get("/__fake__/clock", get_clock)
+    app.router.add_post("/__fake__/clock", post_clock)
+    app.router.add_get("/__fake__/tokens", get_tokens)
+    app.router.add_post("/__fake__/tokens", post_tokens)
+    app.router.add_post("/__fake__/reset", post_reset)
+    app.router.add_route("*", "/cgi-bin/{tail:.*}", handle_api)
+    return app
+
+
+class FakeWeChatServer:
+    """Run the fake on a loopback port inside the current event loop.
+
+    >>> async with FakeWeChatServer(latency_ms=5) as fake:   # doctest: +SKIP
+    ...     client = WeChatClient(fake.base_url, fake.state.appid, "secret", MemoryTokenStore())
+
+    ``port=0`` picks a free port; ``base_url`` and ``state`` are set once started. Access logging is
+    off so that the fake keeps up with benchmark fan-outs.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **app_kwargs: Any) -> None:
+        self.host = host
+        self.port = port
+        self.app = create_app(**app_kwargs)
+        self.state: FakeWeChat = self.app[STATE_KEY]
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeWeChatServer:
+        """Start serving; sets ``port`` and ``base_url``."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.base_url = f"http://{self.host}:{self.port}"
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeWeChatServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,229 @@
+"""The WeChat callback: verify, decrypt, parse, dedup-key, run the turn inside the deadline, reply.
+
+Refusals never become a 500: bad or missing signature / stale timestamp → 403, body too large →
+413, malformed XML or XML with DTD/entity declarations → 400. Each refusal is logged with its
+reason only (no message text, no personal data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+from wechatpy import create_reply, parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
+from wechatpy.utils import check_signature
+
+from bot.config import Config
+from bot.dispatcher import Dispatcher, TurnControl
+from flows.api import Inbound
+from storage.db import DatabaseUnavailable
+
+log = logging.getLogger("vetbot.gateway")
+
+SUCCESS = "success"
+BUSY_TEXT = "系统繁忙，您的消息暂时没能处理，请稍后再发一次。"
+_PARSE_ERRORS = (ValueError, ExpatError, KeyError, TypeError, AttributeError, IndexError)
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def to_inbound(msg: Any) -> Inbound | None:
+    """Reduce a wechatpy message/event to an :class:`Inbound`; None for types we ignore."""
+    raw: dict[str, Any] = getattr(msg, "_data", {}) or {}
+    mtype = str(raw.get("MsgType", "")).lower()
+    msg_id = getattr(msg, "id", None) or None
+    if mtype == "text":
+        return Inbound(kind="text", text=str(raw.get("Content") or ""), msg_id=msg_id)
+    if mtype == "voice":
+        rec = raw.get("Recognition")
+        # WeChat's own speech recognition: elderly users often speak instead of typing.
+        if rec:
+            return Inbound(kind="text", text=str(rec), msg_id=msg_id, extra={"voice": True})
+        return Inbound(kind="voice", msg_id=msg_id)
+    if mtype == "location":
+        return Inbound(kind="location", msg_id=msg_id, extra={
+            "latitude": _float(raw.get("Location_X")), "longitude": _float(raw.get("Location_Y")),
+            "label": raw.get("Label")})
+    if mtype == "event":
+        event = str(raw.get("Event") or "").lower()
+        key = raw.get("EventKey")
+        key = None if key is None else str(key)
+        if event == "subscribe_scan":  # wechatpy strips qrscene_ from the key and renames the event
+            event, key = "subscribe", f"qrscene_{key}"
+        extra: dict[str, Any] = {}
+        if event == "location":
+            extra = {"latitude": _float(raw.get("Latitude")), "longitude": _float(raw.get("Longitude"))}
+        elif event == "templatesendjobfinish":
+            extra = {"msg_id": raw.get("MsgID") or raw.get("MsgId"), "status": raw.get("Status")}
+        return Inbound(kind="event", event=event, event_key=key, extra=extra)
+    if mtype in ("image", "video", "shortvideo", "link", "file"):
+        return Inbound(kind=mtype, msg_id=msg_id)
+    return None
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def dedup_key(msg: Any) -> str:
+    """MsgId for messages; FromUserName+CreateTime+Event+EventKey for events (wechatpy gives them id 0)."""
+    raw = getattr(msg, "_data", {}) or {}
+    mid = raw.get("MsgId") or raw.get("MsgID")
+    if str(raw.get("MsgType", "")).lower() != "event" and mid and str(mid) != "0":
+        return f"m:{mid}"
+    return f"e:{raw.get('FromUserName')}:{raw.get('CreateTime')}:{raw.get('Event')}:{raw.get('EventKey') or ''}"[:160]
+
+
+class Gateway:
+    """aiohttp handlers for the callback URL."""
+
+    def __init__(self, config: Config, dispatcher: Dispatcher, *, wall_clock: Any = time.time) -> None:
+        self.cfg = config
+        self.dispatcher = dispatcher
+        self.wall_clock = wall_clock
+        w = config.wechat
+        self.crypto = WeChatCrypto(w.token, w.encoding_aes_key, w.appid) if w.encoding_aes_key else None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.refusals: dict[str, int] = {}
+
+    def _refuse(self, status: int, reason: str) -> web.Response:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        log.warning("refused callback: %s (HTTP %d)", reason, status)
+        return web.Response(status=status, text=reason)
+
+    def _check_timestamp(self, ts: str | None) -> None:
+        if not ts or not ts.isdigit():
+            raise Refusal(403, "missing or bad timestamp")
+        window = self.cfg.server.timestamp_window_s
+        if window and abs(self.wall_clock() - int(ts)) > window:
+            raise Refusal(403, "timestamp outside the allowed window")
+
+    async def verify_url(self, request: web.Request) -> web.Response:
+        """GET: WeChat's URL check; answer ``echostr`` unchanged when the signature is right."""
+        q = request.query
+        try:
+            self._check_timestamp(q.get("timestamp"))
+            if not q.get("signature") or not q.get("nonce"):
+                raise Refusal(403, "missing signature")
+            check_signature(self.cfg.wechat.token, q["signature"], q["timestamp"], q["nonce"])
+        except Refusal as r:
+            return self._refuse(r.status, r.reason)
+        except InvalidSignatureException:
+            return self._refuse(403, "bad signature")
+        return web.Response(text=q.get("echostr", ""))
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """POST: one message or event."""
+        try:
+            return await self._receive(request)
+        except Refusal as r:
+            return self._refuse(r.status, r.reason)
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(413, "body too large")
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = self.cfg.server.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise Refusal(413, "body too large")
+        body = await request.read()
+        if len(body) > limit:
+            raise Refusal(413, "body too large")
+        ts, nonce = q.get("timestamp"), q.get("nonce")
+        self._check_timestamp(ts)
+        if not nonce:
+            raise Refusal(403, "missing nonce")
+        assert ts is not None
+        head = body[:4096].upper()
+        if b"<!DOCTYPE" in head or b"<!ENTITY" in body.upper():
+            raise Refusal(400, "XML with DTD or entity declarations")
+        encrypted = q.get("encrypt_type", "raw").lower() == "aes"
+        if encrypted:
+            if self.crypto is None:
+                raise Refusal(400, "encrypted message but no encoding_aes_key configured")
+            sig = q.get("msg_signature")
+            if not sig:
+                raise Refusal(403, "missing msg_signature")
+            try:
+                xml = self.crypto.decrypt_message(body, sig, ts, nonce)
+            except InvalidSignatureException:
+                raise Refusal(403, "bad msg_signature") from None
+            except InvalidAppIdException:
+                raise Refusal(403, "appid in the encrypted message does not match") from None
+            except _PARSE_ERRORS:
+                raise Refusal(400, "malformed encrypted XML") from None
+            except Exception:  # noqa: BLE001 - bad padding/base64 from the AES layer
+                raise Refusal(400, "undecryptable message") from None
+        else:
+            sig = q.get("signature")
+            if not sig:
+                raise Refusal(403, "missing signature")
+            try:
+                check_signature(self.cfg.wechat.token, sig, ts, nonce)
+            except InvalidSignatureException:
+                raise Refusal(403, "bad signature") from None
+            xml = body.decode("utf-8", errors="replace")
+        try:
+            msg = parse_message(xml)
+        except _PARSE_ERRORS:
+            raise Refusal(400, "malformed XML") from None
+        if msg is None or not getattr(msg, "source", None):
+            raise Refusal(400, "XML without FromUserName")
+        inbound = to_inbound(msg)
+        if inbound is None:
+            return web.Response(text=SUCCESS)
+        reply = await self._run(str(msg.source), inbound, dedup_key(msg))
+        if not reply:
+            return web.Response(text=SUCCESS)
+        out = create_reply(reply, msg).render()
+        if encrypted:
+            assert self.crypto is not None
+            out = self.crypto.encrypt_message(out, nonce, ts)
+        return web.Response(text=out, content_type="application/xml")
+
+    async def _run(self, openid: str, inbound: Inbound, key: str) -> str | None:
+        control = TurnControl()
+        task = asyncio.ensure_future(self.dispatcher.handle(openid, inbound, key, control))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.cfg.server.reply_budget_s)
+        except TimeoutError:
+            if control.decided:
+                # The turn is committing its passive reply: let it finish rather than lose it.
+                return await self._guard(task)
+            control.late = True
+            self._background.add(task)
+            task.add_done_callback(self._late_done)
+            log.info("turn over budget; reply goes through the outbox")
+            return None
+        except (DatabaseUnavailable, SQLAlchemyError, OSError) as e:
+            log.error("turn failed, database problem: %s", type(e).__name__)
+            return BUSY_TEXT
+        except Exception:
+            log.exception("turn failed")
+            return BUSY_TEXT
+
+    async def _guard(self, task: asyncio.Task[str | None]) -> str | None:
+        try:
+            return await task
+        except Exception:
+            log.exception("turn failed")
+            return BUSY_TEXT
+
+    def _late_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("late turn failed: %r", task.exception())

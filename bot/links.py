@@ -1,0 +1,80 @@
+"""HMAC-signed, expiring links: members answer a call-up and users pay tribute without logging in.
+
+A token is ``base64url(json claims) + "." + base64url(hmac_sha256(secret_key, claims))``. Claims
+carry ``exp`` (epoch seconds) when the link expires. The secret is ``server.secret_key``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.config import Config
+
+
+class LinkError(Exception):
+    """A link that is malformed, forged or expired; ``reason`` is 'bad' or 'expired'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _secret(config: Config) -> bytes:
+    key = config.server.secret_key or f"{config.wechat.appid}:{config.wechat.token}:{config.wechat.secret}"
+    return key.encode()
+
+
+def sign(config: Config, claims: dict[str, Any], ttl_s: float | None = None, now: float | None = None) -> str:
+    """A token for ``claims``; with ``ttl_s`` it expires that many seconds from ``now``."""
+    body = dict(claims)
+    if ttl_s is not None:
+        body["exp"] = int((now if now is not None else time.time()) + ttl_s)
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+    mac = hmac.new(_secret(config), raw, hashlib.sha256).digest()[:16]
+    return f"{_b64(raw)}.{_b64(mac)}"
+
+
+def verify(config: Config, token: str, now: float | None = None) -> dict[str, Any]:
+    """The claims of a valid token; LinkError('bad') or LinkError('expired') otherwise."""
+    try:
+        raw_b64, mac_b64 = token.split(".", 1)
+        raw, mac = _unb64(raw_b64), _unb64(mac_b64)
+    except (ValueError, TypeError):
+        raise LinkError("bad") from None
+    good = hmac.new(_secret(config), raw, hashlib.sha256).digest()[:16]
+    if not hmac.compare_digest(mac, good):
+        raise LinkError("bad")
+    try:
+        claims = json.loads(raw)
+    except ValueError:
+        raise LinkError("bad") from None
+    if not isinstance(claims, dict):
+        raise LinkError("bad")
+    exp = claims.get("exp")
+    if exp is not None and (now if now is not None else time.time()) > exp:
+        raise LinkError("expired")
+    return claims
+
+
+def sign_link(config: Config, path: str, ttl_s: float | None = None, **claims: Any) -> str:
+    """Absolute URL on ``server.public_url``: ``path`` with ``{token}`` replaced, or ``?t=<token>``."""
+    token = sign(config, claims, ttl_s)
+    base = config.server.public_url.rstrip("/")
+    if "{token}" in path:
+        return base + path.replace("{token}", token)
+    sep = "&" if "?" in path else "?"
+    return f"{base}{path}{sep}t={token}"

@@ -1,0 +1,93 @@
+"""Chinese text normalisation shared by intent matching, policy Q&A and the memorial word filter.
+
+Users type on phones: full-width letters and digits, traditional characters (relatives in Taiwan and
+Hong Kong, or an input method left in 繁體), stray punctuation and emoji. Everything that compares
+text compares the output of :func:`normalize`, so that 「優待證，怎麼辦？」 and 优待证怎么办 match.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import opencc
+
+_T2S = opencc.OpenCC("t2s")
+
+# Punctuation, symbols and whitespace: every Unicode category P*, S*, Z* plus control characters.
+_DROP_CATEGORIES = ("P", "S", "Z", "C")
+
+# Chinese numerals users write for menu choices ("选二", "第三个").
+_CN_DIGITS = {"零": "0", "〇": "0", "一": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5",
+              "六": "6", "七": "7", "八": "8", "九": "9", "十": "10"}
+
+# Courtesy and filler phrases that carry no meaning for matching. Longest first so that
+# 我想问一下 is removed whole rather than leaving 一下 behind.
+FILLERS = sorted(
+    [
+        "请问一下", "请问", "问一下", "我想问一下", "我想问问", "我想问", "想问一下", "想问", "我想咨询一下",
+        "我想咨询", "咨询一下", "咨询", "你好", "您好", "麻烦问一下", "麻烦", "打扰一下", "同志", "领导",
+        "谢谢", "谢谢了", "请教一下", "请教", "我想了解一下", "想了解一下", "了解一下", "帮我查一下",
+        "帮忙问一下", "俺想问", "俺", "咱", "那个", "就是", "一下子", "老师",
+    ],
+    key=len,
+    reverse=True,
+)
+_FILLER_RE = re.compile("|".join(map(re.escape, FILLERS)))
+
+
+def to_simplified(text: str) -> str:
+    """Convert traditional characters to simplified (OpenCC t2s, phrase-aware)."""
+    return _T2S.convert(text)
+
+
+def _keep(ch: str) -> bool:
+    return not unicodedata.category(ch).startswith(_DROP_CATEGORIES)
+
+
+@lru_cache(maxsize=65536)
+def normalize(text: str) -> str:
+    """Canonical form for comparisons.
+
+    NFKC (full-width → half-width, compatibility forms), lower case, traditional → simplified,
+    punctuation, symbols, emoji and all whitespace removed. Letters, digits and CJK stay.
+    Cached: the same short messages ("1", "帮助", "献花") arrive again and again.
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = to_simplified(text)
+    return "".join(ch for ch in text if _keep(ch))
+
+
+def strip_fillers(normalized: str) -> str:
+    """Remove courtesy/filler phrases (请问, 我想问一下, 俺 …) from an already normalised text.
+
+    Returns the input unchanged when removing them would leave nothing (a user who only says 你好).
+    """
+    stripped = _FILLER_RE.sub("", normalized)
+    return stripped or normalized
+
+
+def parse_choice(text: str, upper: int) -> int | None:
+    """Read a numbered choice (1-based) from a reply such as "2", "２", "二", "第2个", "选3".
+
+    Returns None when the text is not a choice in ``1..upper``.
+    """
+    t = normalize(text)
+    for prefix in ("第", "选", "选择"):
+        if t.startswith(prefix):
+            t = t[len(prefix):]
+    for suffix in ("个", "项", "条", "号"):
+        if t.endswith(suffix):
+            t = t[: -len(suffix)]
+    if t in _CN_DIGITS:
+        t = _CN_DIGITS[t]
+    if not t.isdigit() or len(t) > 3:
+        return None
+    n = int(t)
+    return n if 1 <= n <= upper else None
+
+
+def clip(text: str, limit: int) -> str:
+    """Shorten ``text`` to at most ``limit`` characters, ending with … when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"

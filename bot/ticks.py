@@ -1,0 +1,29 @@
+"""Housekeeping jobs of the core: idle conversations end, old dedup records go."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, update
+
+from flows.api import TickContext, tick
+from storage.models import Conversation, InboundDedup
+
+
+@tick("expire_conversations", 60)
+async def expire_conversations(t: TickContext) -> None:
+    """Mark conversations idle past ``bot.conversation_timeout_min``; the next message says so."""
+    cutoff = t.now - timedelta(minutes=t.services.config.bot.conversation_timeout_min)
+    async with t.db.session() as s:
+        await s.execute(
+            update(Conversation)
+            .where(Conversation.flow.is_not(None), Conversation.updated_at < cutoff, Conversation.expired.is_(False))
+            .values(expired=True)
+        )
+
+
+@tick("purge_dedup", 600)
+async def purge_dedup(t: TickContext) -> None:
+    """Drop dedup records past their expiry (WeChat retries within seconds; we keep them for hours)."""
+    async with t.db.session() as s:
+        await s.execute(delete(InboundDedup).where(InboundDedup.expires_at < t.now))

@@ -1,0 +1,1 @@
+"""Mobile web pages; each module exposes setup(app, runtime) adding its routes."""

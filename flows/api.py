@@ -1,0 +1,321 @@
+"""The small API a flow sees.
+
+A flow is a class registered with :func:`flow`. The dispatcher calls :meth:`Flow.start` when an
+intent (or a menu choice) enters it and :meth:`Flow.step` for every later message while it is
+active. The flow talks back only through its :class:`Context`: ``say``, ``ask``, ``reask``,
+``choose``, ``end``, ``switch``, ``push``, and the database ``session`` of the current turn (one
+transaction: what the flow writes and the pushes it queues commit together, or not at all).
+
+A flow never sees aiohttp or the WeChat client. Example::
+
+    @flow
+    class Greet(Flow):
+        name = "greet"
+        title = "打招呼"
+
+        async def start(self, ctx: Context) -> None:
+            await ctx.ask("name", "您怎么称呼？")
+
+        async def step(self, ctx: Context) -> None:
+            if ctx.step == "name":
+                ctx.say(f"{ctx.text}，您好！")
+                ctx.end()
+
+        async def prompt(self, ctx: Context, step: str) -> None:
+            ctx.say("您怎么称呼？")
+
+Scheduled work registers with :func:`tick`; QR-scene handlers with :func:`on_scene`; start-up
+work (loading a knowledge base) with :func:`on_startup`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.text import normalize, parse_choice
+from storage.outbox import Push, enqueue
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from storage.db import Database
+    from storage.models import User
+
+
+class FlowError(Exception):
+    """A flow registry or flow definition problem (raised at start-up, never to a user)."""
+
+
+@dataclass
+class Services:
+    """Process-wide things flows may use: config, clock, link signer and feature services.
+
+    Features put their long-lived objects (the Q&A engine, the word filter…) in ``extra`` from an
+    :func:`on_startup` hook; flows read them with :meth:`get`.
+    """
+
+    config: Config
+    clock: Any
+    db: Database | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.extra[name]
+        except KeyError:
+            raise FlowError(f"service {name!r} is not set up (is its on_startup hook registered?)") from None
+
+    def link(self, path: str, **claims: Any) -> str:
+        """An absolute, HMAC-signed link to a page of this server (see :mod:`bot.links`)."""
+        from bot.links import sign_link
+
+        return sign_link(self.config, path, **claims)
+
+
+@dataclass
+class Inbound:
+    """What the user sent, reduced to what flows need."""
+
+    kind: str  # text, voice, image, location, link, event, …
+    text: str = ""
+    event: str | None = None  # subscribe, unsubscribe, click, scan, location, view, …
+    event_key: str | None = None
+    msg_id: int | None = None
+    created_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """Everything a flow may read or do during one turn."""
+
+    def __init__(self, *, user: User, inbound: Inbound, session: AsyncSession, services: Services,
+                 now: datetime, flow: str | None = None, step: str | None = None,
+                 slots: dict[str, Any] | None = None, intent_slots: dict[str, str] | None = None,
+                 stack: list[dict[str, Any]] | None = None, reasks: int = 0) -> None:
+        self.user = user
+        self.inbound = inbound
+        self.session = session
+        self.services = services
+        self.now = now
+        self.flow = flow
+        self.step = step
+        self.slots: dict[str, Any] = slots if slots is not None else {}
+        # Named groups of the intent regex that started the flow (e.g. 找工作 保安 -> {"words": "保安"}).
+        self.intent_slots: dict[str, str] = intent_slots or {}
+        # Earlier (step, slots) of this flow, for 返回; maintained by ask().
+        self.stack: list[dict[str, Any]] = stack if stack is not None else []
+        self._turn_step = step
+        self._turn_slots = dict(self.slots)
+        self.replies: list[str] = []
+        # Numbered options offered this turn; they stay valid for the user's next message only.
+        self.choices: list[dict[str, Any]] = []
+        self.choice_kind: str | None = None
+        #: The value of the numbered option the user just picked (None when the text is not a pick).
+        self.picked: Any = None
+        self.ended = False
+        self.reask_exhausted = False
+        self.next_flow: tuple[str, dict[str, str]] | None = None
+        self.reasks = reasks
+        self.pushes = 0
+
+    # --- reading -------------------------------------------------------------------------------
+    @property
+    def openid(self) -> str:
+        return self.user.openid
+
+    @property
+    def text(self) -> str:
+        """The user's text, stripped (voice messages: WeChat's speech recognition)."""
+        return self.inbound.text.strip()
+
+    @property
+    def norm(self) -> str:
+        """The normalised text (see :func:`bot.text.normalize`)."""
+        return normalize(self.inbound.text)
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    def choice(self, upper: int) -> int | None:
+        """The user's reply read as a number 1..upper, or None."""
+        return parse_choice(self.inbound.text, upper)
+
+    # --- replying ------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """Add a paragraph to the reply (all paragraphs of a turn go out as one message)."""
+        if text:
+            self.replies.append(text)
+
+    async def ask(self, step: str, prompt: str) -> None:
+        """Move to ``step`` (remembering the current one for 返回) and say ``prompt``."""
+        if self._turn_step is not None and self._turn_step != step and self.step == self._turn_step:
+            self.stack.append({"step": self._turn_step, "slots": self._turn_slots})
+            del self.stack[:-10]
+        self.step = step
+        self.reasks = 0
+        self.say(prompt)
+
+    def reask(self, hint: str) -> bool:
+        """Say why the answer was not understood. Returns False (and ends the flow politely) once the
+        user has been re-asked ``bot.max_reasks`` times."""
+        self.reasks += 1
+        if self.reasks > self.services.config.bot.max_reasks:
+            self.say("好像没能理解您的意思，先结束这一步。回复“帮助”查看功能，回复“人工”给工作人员留言。")
+            self.reask_exhausted = True
+            self.end()
+            return False
+        self.say(hint)
+        return True
+
+    def choose(self, options: list[tuple[str, Any]], header: str = "", footer: str = "",
+               kind: str = "flow") -> None:
+        """Offer numbered options (1. … 2. …); the user's digit comes back to :meth:`Flow.step`
+        with ``ctx.picked`` set to the option's value."""
+        self.choices = [{"label": label, "value": value} for label, value in options]
+        self.choice_kind = kind
+        lines = [header] if header else []
+        lines += [f"{i}. {label}" for i, (label, _) in enumerate(options, 1)]
+        if footer:
+            lines.append(footer)
+        self.say("\n".join(lines))
+
+    def end(self) -> None:
+        """Leave the flow after this turn."""
+        self.ended = True
+
+    def switch(self, flow_name: str, intent_slots: dict[str, str] | None = None) -> None:
+        """End this flow and start ``flow_name`` in the same turn."""
+        self.next_flow = (flow_name, intent_slots or {})
+        self.ended = True
+
+    # --- side effects --------------------------------------------------------------------------
+    async def push(self, push: Push) -> int:
+        """Queue a push in this turn's transaction (delivered by the outbox after commit)."""
+        self.pushes += 1
+        return await enqueue(self.session, push, self.now)
+
+
+class Flow:
+    """Base class of a flow. Subclasses set ``name`` (unique) and ``title`` (menu label)."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    # Roles allowed to enter (empty: everyone). E.g. frozenset({"staff"}).
+    roles: ClassVar[frozenset[str]] = frozenset()
+
+    async def start(self, ctx: Context) -> None:
+        """Entered from an intent, a menu key or a menu choice."""
+        raise NotImplementedError
+
+    async def step(self, ctx: Context) -> None:
+        """A message while this flow is active at ``ctx.step`` (``ctx.picked`` set for a numbered
+        choice)."""
+        raise NotImplementedError
+
+    async def prompt(self, ctx: Context, step: str) -> None:
+        """Say the question of ``step`` again (after 返回). Default: start over."""
+        await self.start(ctx)
+
+
+FlowFactory = type[Flow]
+_FLOWS: dict[str, Flow] = {}
+TickFn = Callable[["TickContext"], Awaitable[None]]
+
+
+@dataclass
+class Tick:
+    name: str
+    seconds: float
+    fn: TickFn
+
+
+@dataclass
+class TickContext:
+    """What a scheduled job gets: the database, services and the injected clock."""
+
+    db: Database
+    services: Services
+    now: datetime
+
+
+_TICKS: dict[str, Tick] = {}
+SceneFn = Callable[[Context, str], Awaitable[bool]]
+_SCENES: dict[str, SceneFn] = {}
+StartupFn = Callable[[Services], Awaitable[None]]
+_STARTUP: list[StartupFn] = []
+
+
+def flow(cls: FlowFactory) -> FlowFactory:
+    """Class decorator registering a flow under ``cls.name``."""
+    if not cls.name:
+        raise FlowError(f"{cls.__qualname__} has no name")
+    existing = _FLOWS.get(cls.name)
+    if existing is not None and type(existing).__qualname__ != cls.__qualname__:
+        raise FlowError(f"two flows named {cls.name!r}: {type(existing).__qualname__} and {cls.__qualname__}")
+    _FLOWS[cls.name] = cls()
+    return cls
+
+
+def tick(name: str, seconds: float) -> Callable[[TickFn], TickFn]:
+    """Register a scheduled job run every ``seconds`` by the scheduler (one process at a time)."""
+
+    def deco(fn: TickFn) -> TickFn:
+        _TICKS[name] = Tick(name, seconds, fn)
+        return fn
+
+    return deco
+
+
+def on_scene(prefix: str) -> Callable[[SceneFn], SceneFn]:
+    """Handle a parameter-QR scene ``<prefix>…`` (subscribe via QR or SCAN). The handler gets the
+    rest of the scene string and returns True when it replied."""
+
+    def deco(fn: SceneFn) -> SceneFn:
+        _SCENES[prefix] = fn
+        return fn
+
+    return deco
+
+
+def on_startup(fn: StartupFn) -> StartupFn:
+    """Run ``fn(services)`` once when the app (or the in-process chat) starts."""
+    _STARTUP.append(fn)
+    return fn
+
+
+def load_all() -> None:
+    """Import every module under ``flows`` so decorators register their flows, ticks and hooks."""
+    import flows
+
+    for mod in pkgutil.walk_packages(flows.__path__, prefix="flows."):
+        importlib.import_module(mod.name)
+
+
+def get_flow(name: str) -> Flow:
+    try:
+        return _FLOWS[name]
+    except KeyError:
+        raise FlowError(f"no flow named {name!r}; known: {', '.join(sorted(_FLOWS))}") from None
+
+
+def flows() -> dict[str, Flow]:
+    return dict(_FLOWS)
+
+
+def ticks() -> list[Tick]:
+    return list(_TICKS.values())
+
+
+def scenes() -> dict[str, SceneFn]:
+    return dict(_SCENES)
+
+
+def startup_hooks() -> list[StartupFn]:
+    return list(_STARTUP)

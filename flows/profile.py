@@ -1,0 +1,132 @@
+"""我的信息: name, phone, township and veteran/family/other; shows and edits what is stored."""
+
+from __future__ import annotations
+
+import re
+
+from flows.api import Context, Flow, flow
+
+PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
+NAME_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z·•．.]{2,20}$")
+KINDS = [("退役军人", "veteran"), ("军属 / 烈属 / 家属", "family"), ("其他", "other")]
+KIND_LABEL = {"veteran": "退役军人", "family": "军属/家属", "other": "其他"}
+FIELDS = [("姓名", "name"), ("手机号", "phone"), ("乡镇（街道）", "township"), ("身份", "kind")]
+
+PROMPTS = {
+    "name": "请输入您的姓名：",
+    "phone": "请输入您的手机号（11位）：",
+    "township": "请输入您所在的乡镇或街道，例如：城关镇",
+    "kind": "",
+}
+
+
+def clean_phone(text: str) -> str:
+    """Digits of a phone number as typed (spaces, dashes, +86 removed)."""
+    digits = re.sub(r"\D", "", text)
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits
+
+
+def mask_phone(phone: str | None) -> str:
+    return f"{phone[:3]}****{phone[-4:]}" if phone and len(phone) == 11 else (phone or "未填写")
+
+
+@flow
+class Profile(Flow):
+    name = "profile"
+    title = "我的信息"
+
+    def _card(self, ctx: Context) -> str:
+        u = ctx.user
+        return "\n".join([
+            "【我的信息】",
+            f"姓名：{u.name or '未填写'}",
+            f"手机：{mask_phone(u.phone)}",
+            f"乡镇：{u.township or '未填写'}",
+            f"身份：{KIND_LABEL.get(u.kind or '', '未填写')}",
+        ])
+
+    async def start(self, ctx: Context) -> None:
+        u = ctx.user
+        if not (u.name or u.phone or u.township or u.kind):
+            ctx.slots["mode"] = "all"
+            ctx.say("您还没有登记信息，登记后办事更方便。")
+            await self._ask(ctx, "name")
+            return
+        await self._menu(ctx)
+
+    async def _menu(self, ctx: Context) -> None:
+        ctx.step = "menu"
+        ctx.say(self._card(ctx))
+        ctx.choose([(f"修改{label}", key) for label, key in FIELDS] + [("全部重新填写", "all")],
+                   header="需要修改请回复数字：", footer="不需要修改请回复“取消”。")
+
+    async def _ask(self, ctx: Context, field: str) -> None:
+        if field == "kind":
+            await ctx.ask("kind", "")
+            ctx.choose(KINDS, header="请选择您的身份：")
+            return
+        await ctx.ask(field, PROMPTS[field])
+
+    async def prompt(self, ctx: Context, step: str) -> None:
+        if step == "menu":
+            await self._menu(ctx)
+        else:
+            await self._ask(ctx, step)
+
+    async def _next(self, ctx: Context, done: str) -> None:
+        order = [key for _, key in FIELDS]
+        if ctx.slots.get("mode") == "all" and done != order[-1]:
+            await self._ask(ctx, order[order.index(done) + 1])
+            return
+        ctx.say("已保存。\n" + self._card(ctx))
+        ctx.end()
+
+    async def step(self, ctx: Context) -> None:
+        u = ctx.user
+        if ctx.step == "menu":
+            if ctx.picked is None:
+                ctx.reask("请回复数字 1-5 选择要修改的项目，或回复“取消”。")
+                if not ctx.ended:
+                    await self._menu(ctx)
+                return
+            if ctx.picked == "all":
+                ctx.slots["mode"] = "all"
+                await self._ask(ctx, "name")
+            else:
+                ctx.slots["mode"] = "one"
+                await self._ask(ctx, ctx.picked)
+            return
+        if ctx.step == "name":
+            name = ctx.text.replace(" ", "")
+            if not NAME_RE.match(name):
+                ctx.reask("姓名请填 2-20 个汉字或字母，例如：张建国")
+                return
+            u.name = name
+            await self._next(ctx, "name")
+        elif ctx.step == "phone":
+            phone = clean_phone(ctx.text)
+            if not PHONE_RE.match(phone):
+                ctx.reask("手机号格式不对，请输入 11 位手机号，例如：13800001234")
+                return
+            u.phone = phone
+            await self._next(ctx, "phone")
+        elif ctx.step == "township":
+            town = ctx.text.replace(" ", "")
+            if not 2 <= len(town) <= 20:
+                ctx.reask("请输入乡镇或街道名称（2-20个字），例如：城关镇")
+                return
+            u.township = town
+            await self._next(ctx, "township")
+        elif ctx.step == "kind":
+            if ctx.picked is None:
+                if ctx.reask("请回复数字 1、2 或 3 选择身份。"):
+                    ctx.choose(KINDS, header="请选择您的身份：")
+                return
+            u.kind = ctx.picked
+            for role in ("veteran", "family"):
+                u.remove_role(role)
+            if ctx.picked in ("veteran", "family"):
+                u.add_role(ctx.picked)
+            await self._next(ctx, "kind")

@@ -1,0 +1,149 @@
+"""Engine factory and schema management.
+
+SQLite (aiosqlite, WAL) is the embedded default; PostgreSQL (asyncpg) is the real deployment where
+several processes share one database and the database is the coordinator (row locks,
+``FOR UPDATE SKIP LOCKED``, advisory locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or used; the message says what to check."""
+
+
+class SchemaOutdated(Exception):
+    """The database schema is older (or newer) than this code expects."""
+
+
+def _sqlite_path(url: str) -> str | None:
+    u = make_url(url)
+    if not u.drivername.startswith("sqlite"):
+        return None
+    return u.database or ":memory:"
+
+
+class Database:
+    """One engine plus a session factory.
+
+    On SQLite every write goes through a single connection (SQLite has one writer anyway, and one
+    connection avoids busy-waiting between connections). Never open a second session while holding
+    one: on SQLite that would wait for itself.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, sqlite_synchronous: str = "FULL"):
+        self.url = url
+        self.is_sqlite = make_url(url).drivername.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            path = _sqlite_path(url)
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            sync_mode = sqlite_synchronous.upper()
+
+            @event.listens_for(self.engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={sync_mode}")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error."""
+        async with self.sessionmaker() as s, s.begin():
+            yield s
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable with a hint when the database does not answer."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, SQLAlchemyError, asyncio.TimeoutError) as e:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {make_url(self.url).render_as_string(hide_password=True)}: "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                "(hint: is the server running and the URL in database.url right?)"
+            ) from e
+
+    async def current_revision(self) -> str | None:
+        """The Alembic revisions stored in the database, sorted and comma-joined (None: never migrated)."""
+        try:
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+                return ",".join(sorted(rows)) or None
+        except SQLAlchemyError:
+            return None
+
+    async def check_schema(self) -> None:
+        """Raise SchemaOutdated naming the command to run when the schema is not at head."""
+        await self.ping()
+        head = head_revision()
+        current = await self.current_revision()
+        if current != head:
+            raise SchemaOutdated(
+                f"database schema is at {current or 'nothing (empty database)'}, this vetbot needs {head}: "
+                "run `vetbot db upgrade -c CONFIG` first"
+            )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migrations this code ships: each feature is its own Alembic branch off the core
+    (``0001``), so features can evolve independently; returned sorted and comma-joined."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config("sqlite://"))
+    return ",".join(sorted(script.get_heads()))
+
+
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Run Alembic migrations up to ``revision`` (blocking; call from a thread or the CLI)."""
+    from alembic import command
+
+    path = _sqlite_path(url)
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(_alembic_config(url), revision)
+
+
+async def upgrade_async(url: str, revision: str = "heads") -> None:
+    """Run migrations from async code (Alembic's env runs its own event loop in a thread)."""
+    await asyncio.to_thread(upgrade, url, revision)

@@ -79,8 +79,8 @@ class BotConfig:
     # openids that get the staff role when they first write (more can be granted with `vetbot users role`).
     staff_openids: list[str] = field(default_factory=list)
     welcome: str = (
-        "您好，欢迎关注！这里是退役军人服务号。\n回复数字或文字即可办事：\n"
-        "1 政策问答  2 云端祭英烈  3 找工作\n回复“帮助”查看全部功能，回复“人工”给工作人员留言。"
+        "您好，欢迎关注！这里是退役军人服务号。可以直接打字提问，比如“优待证怎么办”。"
+        "回复“帮助”随时查看功能，回复“人工”给工作人员留言。"
     )
 
 

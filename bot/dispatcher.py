@@ -282,6 +282,9 @@ class Dispatcher:
             ctx.say(self.cfg.bot.welcome)
             if key.startswith("qrscene_"):
                 await self._scene(ctx, key[len("qrscene_"):])
+            if not ctx.choices:
+                items = self.matcher.menu_intents(user.role_set)
+                ctx.choose([(i.help or i.id, i.id) for i in items], header="回复数字即可办理：", kind="intent")
             return
         if ev == "unsubscribe":
             user.subscribed, user.unsubscribed_at = False, ctx.now

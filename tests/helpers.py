@@ -1,0 +1,35 @@
+"""Test helpers: an in-process bot reached through real signed XML, and script runners."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.chat import ChatSession, open_session, run_script
+from bot.config import Config
+
+
+@asynccontextmanager
+async def chat_session(config: Config, *, background: bool = False) -> AsyncIterator[ChatSession]:
+    """The app started in-process on a loopback port with a FakeClock (``chat.clock``);
+    ``chat.runtime`` gives the database and services."""
+    chat = await open_session(config, fake_clock=True, background=background)
+    try:
+        yield chat
+    finally:
+        await chat.close()
+
+
+async def run_chat_script(config: Config, path: Path) -> int:
+    """Run one YAML conversation script against a fresh in-process bot; raises ScriptFailure."""
+    async with chat_session(config) as chat:
+        return await run_script(chat, path, out=_Null())
+
+
+class _Null:
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass

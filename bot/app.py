@@ -39,6 +39,10 @@ class Runtime:
         await self.db.close()
 
 
+RUNTIME = web.AppKey("runtime", Runtime)
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
 def load_matcher(config: Config) -> IntentMatcher:
     """Load flows and the intent catalogue, validating every intent's flow name."""
     load_all()
@@ -86,9 +90,9 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
     """
     cfg = runtime.config
     app = web.Application(client_max_size=cfg.server.max_body_bytes)
-    app["runtime"] = runtime
+    app[RUNTIME] = runtime
     gateway = Gateway(cfg, runtime.dispatcher)
-    app["gateway"] = gateway
+    app[GATEWAY] = gateway
     app.router.add_get(cfg.server.path, gateway.verify_url)
     app.router.add_post(cfg.server.path, gateway.receive)
 

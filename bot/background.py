@@ -12,13 +12,14 @@ from bot.scheduler import Scheduler
 
 async def background_context(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: start the loops after start-up, stop them on shutdown."""
-    runtime = app["runtime"]
+    from bot.app import RUNTIME
+
+    runtime = app[RUNTIME]
     cfg = runtime.config
     stoppers = []
     if cfg.scheduler.enabled:
         sched = Scheduler(runtime.db, runtime.services)
         sched.start()
-        app["scheduler"] = sched
         stoppers.append(sched.stop)
     yield
     for stop in reversed(stoppers):

@@ -228,6 +228,8 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert a YAML value to the annotated type; raise ConfigError with a hint."""
     origin = typing.get_origin(tp)
+    if isinstance(value, _EnvText):
+        value = _from_env_text(value, structured=origin in (list, dict) or dataclasses.is_dataclass(tp) or tp is Any)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping (section), got {type(value).__name__}")
@@ -301,36 +303,52 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             hint = f"did you mean '{near[0]}'?" if near else f"valid keys here: {', '.join(names)}"
             line = lines.get(str(key))
             at = f"line {line}: " if line else ""
-            raise ConfigError(f"{at}unknown key '{path}' ({hint})")
+            src = f" set by environment variable VETBOT_{path.upper().replace('.', '__')}" if not line else ""
+            raise ConfigError(f"{at}unknown key '{path}'{src} ({hint})")
         try:
             kwargs[key] = _coerce(value, hints[key], path)
         except ConfigError as e:
             line = lines.get(str(key))
-            if line and not str(e).startswith("line "):
+            # Only errors about this very key get its line; nested sections report their own lines.
+            if line and not str(e).startswith("line ") and str(e).startswith(f"{path}:"):
                 raise ConfigError(f"line {line}: {e}") from None
             raise
     return cls(**kwargs)
 
 
 def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
-    """Turn VETBOT_SECTION__KEY=value variables into a nested mapping (values parsed as YAML scalars)."""
+    """Turn VETBOT_SECTION__KEY=value variables into a nested mapping of raw strings.
+
+    Values stay text here; :func:`_coerce` converts them by the type of the field they land on, so a
+    URL with colons stays a URL and a token like ``007`` stays ``007``.
+    """
     out: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith("VETBOT_") or "__" not in name:
             continue
         parts = [p.lower() for p in name[len("VETBOT_"):].split("__")]
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        # Secrets such as tokens must stay text even when they look like numbers.
-        if isinstance(value, (int, float)) and parts[-1] in ("token", "secret", "appid", "encoding_aes_key"):
-            value = raw
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        node[parts[-1]] = _EnvText(raw)
     return out
+
+
+class _EnvText(str):
+    """A value that came from an environment variable (text to be converted by field type)."""
+
+
+def _from_env_text(value: _EnvText, structured: bool) -> Any:
+    """Lists and mappings may be given as YAML flow text ([a, b] / {k: v}) or comma-separated."""
+    text = str(value).strip()
+    if structured and text[:1] in "[{":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot parse {text!r} as a YAML list/mapping") from None
+    if structured:
+        return [t.strip() for t in text.split(",") if t.strip()]
+    return str(value)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +380,7 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not UTF-8 text (hint: save the file as UTF-8)") from None
         try:
-            loaded = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+            loaded = yaml.load(text, Loader=_LineLoader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark
             line = f"{mark.line + 1}" if mark else "?"

@@ -16,14 +16,12 @@ import logging
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
-from bot.text import clip
 from flows.api import Context, Inbound, Services, get_flow, scenes
 from storage.db import Database
 from storage.models import Conversation, InboundDedup, OutboxMessage, User

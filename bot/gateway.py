@@ -16,7 +16,7 @@ from xml.parsers.expat import ExpatError
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 from wechatpy import create_reply, parse_message
-from wechatpy.crypto import WeChatCrypto
+from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.utils import check_signature
 
@@ -113,18 +113,34 @@ class Gateway:
             raise Refusal(403, "timestamp outside the allowed window")
 
     async def verify_url(self, request: web.Request) -> web.Response:
-        """GET: WeChat's URL check; answer ``echostr`` unchanged when the signature is right."""
+        """GET: WeChat's URL check; answer ``echostr`` unchanged when the signature is right.
+
+        With ``msg_signature`` (safe-mode style check used by WeCom and third-party platforms) the
+        echostr is encrypted: verify ``msg_signature`` and answer its plaintext.
+        """
         q = request.query
+        echostr = q.get("echostr", "")
         try:
             self._check_timestamp(q.get("timestamp"))
-            if not q.get("signature") or not q.get("nonce"):
+            if not q.get("nonce"):
+                raise Refusal(403, "missing nonce")
+            if q.get("msg_signature") and self.crypto is not None:
+                try:
+                    plain = self.crypto._check_signature(q["msg_signature"], q["timestamp"], q["nonce"], echostr,
+                                                         PrpCrypto)
+                except (InvalidSignatureException, InvalidAppIdException):
+                    raise Refusal(403, "bad msg_signature") from None
+                except Exception:
+                    raise Refusal(400, "undecryptable echostr") from None
+                return web.Response(text=plain.decode() if isinstance(plain, bytes) else str(plain))
+            if not q.get("signature"):
                 raise Refusal(403, "missing signature")
             check_signature(self.cfg.wechat.token, q["signature"], q["timestamp"], q["nonce"])
         except Refusal as r:
             return self._refuse(r.status, r.reason)
         except InvalidSignatureException:
             return self._refuse(403, "bad signature")
-        return web.Response(text=q.get("echostr", ""))
+        return web.Response(text=echostr)
 
     async def receive(self, request: web.Request) -> web.Response:
         """POST: one message or event."""
@@ -166,7 +182,7 @@ class Gateway:
                 raise Refusal(403, "appid in the encrypted message does not match") from None
             except _PARSE_ERRORS:
                 raise Refusal(400, "malformed encrypted XML") from None
-            except Exception:  # noqa: BLE001 - bad padding/base64 from the AES layer
+            except Exception:
                 raise Refusal(400, "undecryptable message") from None
         else:
             sig = q.get("signature")
@@ -177,12 +193,19 @@ class Gateway:
             except InvalidSignatureException:
                 raise Refusal(403, "bad signature") from None
             xml = body.decode("utf-8", errors="replace")
+        if not xml.strip():
+            raise Refusal(400, "empty body")
         try:
             msg = parse_message(xml)
-        except _PARSE_ERRORS:
+        except (ExpatError, ValueError):
             raise Refusal(400, "malformed XML") from None
+        except (KeyError, TypeError, AttributeError, IndexError):
+            # Well-formed XML that is not a message we know (no MsgType…): acknowledge, do nothing.
+            log.info("ignored well-formed XML that is not a message")
+            return web.Response(text=SUCCESS)
         if msg is None or not getattr(msg, "source", None):
-            raise Refusal(400, "XML without FromUserName")
+            log.info("ignored XML without FromUserName")
+            return web.Response(text=SUCCESS)
         inbound = to_inbound(msg)
         if inbound is None:
             return web.Response(text=SUCCESS)

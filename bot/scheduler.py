@@ -40,7 +40,7 @@ class Leadership:
             try:
                 await self._conn.execute(text("SELECT 1"))
                 return True
-            except Exception:  # noqa: BLE001 - connection lost: we lost the lock with it
+            except Exception:
                 log.warning("lost the scheduler lock connection")
                 await self._drop()
         try:
@@ -53,7 +53,7 @@ class Leadership:
                 self.is_leader = True
                 return True
             await conn.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.warning("scheduler lock attempt failed: %s", type(e).__name__)
         self.is_leader = False
         return False
@@ -64,7 +64,7 @@ class Leadership:
         if conn is not None:
             try:
                 await conn.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     async def release(self) -> None:
@@ -72,7 +72,7 @@ class Leadership:
             try:
                 await self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
                 await self._conn.commit()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         await self._drop()
 

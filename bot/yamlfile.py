@@ -47,7 +47,7 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise YamlFileError(path, None, "not UTF-8 text", "save the file as UTF-8") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else None
         raise YamlFileError(path, line, f"YAML syntax error: {e.problem}",

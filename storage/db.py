@@ -85,7 +85,7 @@ class Database:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except (OSError, SQLAlchemyError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError, SQLAlchemyError) as e:
             raise DatabaseUnavailable(
                 f"cannot reach the database at {make_url(self.url).render_as_string(hide_password=True)}: "
                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "

@@ -56,7 +56,7 @@ def _pg_template() -> str:
     try:
         asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{name}"'))
         asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         _pg_state["error"] = f"{type(e).__name__}: {e}"
         _pg_unavailable(str(_pg_state["error"]))
     upgrade(_pg_admin_url(name))
@@ -76,7 +76,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if name:
         try:
             asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -107,7 +107,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if pg_name:
         try:
             asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 

@@ -33,3 +33,31 @@ class _Null:
 
     def flush(self) -> None:
         pass
+
+
+@asynccontextmanager
+async def app_client(config: Config, clock: object | None = None):  # type: ignore[no-untyped-def]
+    """(aiohttp TestClient, Runtime) for the app built from ``config``, without background loops."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.app import build_runtime, create_app
+    from bot.clock import FakeClock, SystemClock
+
+    runtime = await build_runtime(config, clock=clock or FakeClock(SystemClock().now()))
+    client = TestClient(TestServer(create_app(runtime, background=False)))
+    await client.start_server()
+    try:
+        yield client, runtime
+    finally:
+        await client.close()
+        await runtime.close()
+
+
+async def post_xml(client, side, xml: str, **extra_query: str):  # type: ignore[no-untyped-def]
+    """POST signed (or encrypted) ``xml`` as WeChat would; returns (status, body text)."""
+    signed = side.sign(xml)
+    query = {**signed.query, **extra_query}
+    from bot.app import RUNTIME
+
+    resp = await client.post(client.app[RUNTIME].config.server.path, params=query, data=signed.body.encode())
+    return resp.status, await resp.text()

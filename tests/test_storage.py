@@ -1,0 +1,77 @@
+"""Storage: migrations equal the models on both databases; serve refuses an old schema; per-user turns
+serialise across processes on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from storage.base import Base
+from storage.db import Database, SchemaOutdated, head_revision
+from storage.models import import_all
+
+
+def _diff(conn) -> list:  # type: ignore[no-untyped-def]
+    import_all()
+    ctx = MigrationContext.configure(conn, opts={"compare_type": False})
+    return [d for d in compare_metadata(ctx, Base.metadata)]
+
+
+async def test_migrations_create_exactly_the_models(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(_diff)
+    assert diff == [], "models and migrations differ (write a migration):\n" + "\n".join(map(str, diff))
+
+
+async def test_schema_check_names_the_command(db: Database) -> None:
+    await db.check_schema()
+    assert await db.current_revision() == head_revision()
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM alembic_version"))
+    with pytest.raises(SchemaOutdated, match="vetbot db upgrade"):
+        await db.check_schema()
+
+
+@pytest.mark.pg
+async def test_turns_of_one_user_serialise_across_processes(db_url: str) -> None:
+    """Two dispatchers with separate connection pools (as two processes) never run one user's turns at once."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("cross-process serialisation is a PostgreSQL property (SQLite runs one process)")
+    from bot.app import load_matcher
+    from bot.clock import SystemClock
+    from bot.dispatcher import Dispatcher, TurnControl
+    from flows.api import Context, Flow, Inbound, Services, flow
+    from tests.conftest import make_config
+
+    spans: list[tuple[str, float, float]] = []
+
+    @flow
+    class _Probe(Flow):
+        name = "test_probe"
+
+        async def start(self, ctx: Context) -> None:
+            t0 = asyncio.get_running_loop().time()
+            await asyncio.sleep(0.15)
+            spans.append((ctx.inbound.text, t0, asyncio.get_running_loop().time()))
+            ctx.say("ok")
+            ctx.end()
+
+    cfg = make_config(db_url, bot__fallback_flow="test_probe")
+    matcher = load_matcher(cfg)
+    dbs = [Database(db_url), Database(db_url)]
+    try:
+        ds = [Dispatcher(d, Services(config=cfg, clock=SystemClock(), db=d), matcher, SystemClock()) for d in dbs]
+        await asyncio.gather(*(ds[i % 2].handle("u_same", Inbound(kind="text", text=f"问题{i}"), f"k{i}", TurnControl())
+                               for i in range(4)))
+    finally:
+        for d in dbs:
+            await d.close()
+    spans.sort(key=lambda s: s[1])
+    assert len(spans) == 4
+    for a, b in itertools.pairwise(spans):
+        assert b[1] >= a[2] - 0.01, f"turns overlapped: {a} and {b}"

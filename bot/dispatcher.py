@@ -233,6 +233,11 @@ class Dispatcher:
         assert ctx.flow is not None
         flow = get_flow(ctx.flow)
         await flow.step(ctx)
+        if ctx.rerouted:
+            self._clear(ctx)
+            ctx.rerouted = False
+            await self._match_and_start(ctx)
+            return
         if ctx.next_flow is not None:
             name, slots = ctx.next_flow
             await self._start_flow(ctx, name, slots)

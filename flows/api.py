@@ -121,6 +121,7 @@ class Context:
         self.ended = False
         self.reask_exhausted = False
         self.next_flow: tuple[str, dict[str, str]] | None = None
+        self.rerouted = False
         self.reasks = reasks
         self.pushes = 0
 
@@ -188,6 +189,14 @@ class Context:
 
     def end(self) -> None:
         """Leave the flow after this turn."""
+        self.ended = True
+
+    def reroute(self) -> None:
+        """End this flow and route the same message afresh (intents, then the fallback flow).
+
+        For flows that only wait for an optional follow-up (a number, 相关 …): anything else the user
+        writes is a new request, not a wrong answer."""
+        self.rerouted = True
         self.ended = True
 
     def switch(self, flow_name: str, intent_slots: dict[str, str] | None = None) -> None:

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="listen port (default: server.port)")
     p.add_argument("--no-background", action="store_true",
                    help="do not run the outbox sender and scheduler in this process")
+    p.add_argument("--with-fake-wechat", action="store_true",
+                   help="also run the fake WeChat API on wechat.api_base (loopback only; local use)")
     p.set_defaults(func=_serve)
 
     d = sub.add_parser("db", help="数据库：升级结构、查看版本", description="Database schema management (Alembic).")
@@ -91,9 +93,21 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     logging.getLogger().setLevel(cfg.logging.level.upper())
 
+    fake_at = _fake_address(cfg) if args.with_fake_wechat else None
+
     async def make() -> web.Application:
         runtime = await build_runtime(cfg)
         app = create_app(runtime, background=not args.no_background)
+        if fake_at is not None:
+            from bot.fake_wechat import FakeWeChatServer
+
+            async def fake_ctx(_: web.Application):  # type: ignore[no-untyped-def]
+                fake = await FakeWeChatServer(host=fake_at[0], port=fake_at[1], appid=cfg.wechat.appid).start()
+                print(f"fake WeChat API on {fake.base_url}", flush=True)
+                yield
+                await fake.stop()
+
+            app.cleanup_ctx.insert(0, fake_ctx)  # up before the outbox sender starts calling it
 
         async def _close(_: web.Application) -> None:
             await runtime.close()
@@ -111,6 +125,18 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"vetbot serving on http://{host}:{port}{cfg.server.path}", flush=True)
     web.run_app(make(), host=host, port=port, access_log=None, print=None)
     return 0
+
+
+def _fake_address(cfg: object) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    from bot.config import ConfigError
+
+    u = urlparse(cfg.wechat.api_base)  # type: ignore[attr-defined]
+    if u.hostname not in ("127.0.0.1", "localhost", "::1") or not u.port:
+        raise ConfigError(f"--with-fake-wechat needs wechat.api_base on loopback with a port "
+                          f"(got {cfg.wechat.api_base!r}; e.g. http://127.0.0.1:8081)")  # type: ignore[attr-defined]
+    return u.hostname, u.port
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

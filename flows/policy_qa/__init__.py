@@ -1,0 +1,1 @@
+"""Policy Q&A (政策问答): knowledge base, matching engine and the chat flow."""

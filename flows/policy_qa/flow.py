@@ -1,0 +1,145 @@
+"""政策问答 in chat: answer, offer a numbered list when unsure, decline honestly when the knowledge base
+has no answer (offering 人工 in one tap), and count unanswered questions for staff.
+
+The flow is also the fallback for any text no other intent claims, so it must never trap a user:
+after an answer it waits only for the optional follow-ups (相关 / a number); anything else is routed
+afresh as a new request (``ctx.reroute``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bot.text import normalize, strip_fillers
+from flows.api import Context, Flow, Services, flow, on_startup
+from storage.models import Ticket
+from storage.qa import record_gap
+
+log = logging.getLogger("vetbot.qa")
+
+ENGINE = "qa_engine"
+_LOCK = "qa_engine_lock"
+TRIGGERS = {normalize(t) for t in ("政策问答", "政策咨询", "我要咨询", "咨询政策", "问政策", "我要问政策")}
+RELATED = {normalize(t) for t in ("相关", "相关问题", "更多", "还有呢")}
+
+
+def _load(services: Services) -> Any:
+    from flows.policy_qa.engine import QAEngine
+
+    cfg = services.config
+    q = cfg.qa
+    return QAEngine.from_files(
+        [cfg.path(p) for p in q.kb],
+        synonyms_path=cfg.path(q.synonyms) if q.synonyms else None,
+        userdict_path=cfg.path(q.userdict) if q.userdict else None,
+        use_encoder=q.use_encoder,
+        **({"cache_dir": cfg.path(q.cache_dir)} if q.cache_dir and _takes_cache_dir() else {}),
+    )
+
+
+def _takes_cache_dir() -> bool:
+    import inspect
+
+    from flows.policy_qa.engine import QAEngine
+
+    return "cache_dir" in inspect.signature(QAEngine.from_files).parameters
+
+
+async def engine_of(services: Services) -> Any:
+    """The process's Q&A engine, loaded once (in a thread: loading embeds the whole knowledge base)."""
+    eng = services.extra.get(ENGINE)
+    if eng is not None:
+        return eng
+    lock = services.extra.setdefault(_LOCK, asyncio.Lock())
+    async with lock:
+        if services.extra.get(ENGINE) is None:
+            services.extra[ENGINE] = await asyncio.to_thread(_load, services)
+    return services.extra[ENGINE]
+
+
+@on_startup
+async def _preload(services: Services) -> None:
+    """Validate and load the knowledge base at start when Q&A is the fallback (a KB typo stops start-up
+    with file, line and hint instead of failing on the first question)."""
+    if services.config.bot.fallback_flow == "policy_qa":
+        await engine_of(services)
+
+
+def _answer_text(entry: Any) -> str:
+    return f"{entry.answer}\n\n（回复“相关”查看相关问题；其他问题请直接输入）"
+
+
+@flow
+class PolicyQA(Flow):
+    name = "policy_qa"
+    title = "政策问答"
+
+    async def start(self, ctx: Context) -> None:
+        question = ctx.intent_slots.get("q") or ctx.text
+        if not question or normalize(question) in TRIGGERS:
+            await ctx.ask("question", "请直接输入您想咨询的问题，例如：\n优待证怎么办理？\n退役金怎么算？\n（回复“取消”退出）")
+            return
+        await self._ask_engine(ctx, question)
+
+    async def prompt(self, ctx: Context, step: str) -> None:
+        await ctx.ask("question", "请直接输入您想咨询的问题。（回复“取消”退出）")
+
+    async def step(self, ctx: Context) -> None:
+        if ctx.step == "question":
+            await self._ask_engine(ctx, ctx.text)
+            return
+        eng = await engine_of(ctx.services)
+        if ctx.picked is not None:
+            if ctx.picked == "__ticket__":
+                await self._ticket(ctx)
+                return
+            entry = eng.entry(str(ctx.picked))
+            self._show(ctx, entry)
+            return
+        if ctx.step == "answered" and normalize(ctx.text) in RELATED:
+            last = ctx.slots.get("last")
+            related = eng.related(last, 3) if last else []
+            if not related:
+                ctx.say("暂时没有相关问题。请直接输入您的问题。")
+                ctx.end()
+                return
+            ctx.step = "pick"
+            ctx.choose([(e.question, e.id) for e in related], header="相关问题：", footer="回复数字查看。")
+            return
+        ctx.reroute()
+
+    def _show(self, ctx: Context, entry: Any) -> None:
+        ctx.say(_answer_text(entry))
+        ctx.slots["last"] = entry.id
+        ctx.step = "answered"
+
+    async def _ask_engine(self, ctx: Context, question: str) -> None:
+        eng = await engine_of(ctx.services)
+        result = await asyncio.to_thread(eng.ask, question)
+        norm = strip_fillers(normalize(question))
+        if result.decision == "answer" and result.entry is not None:
+            log.info("qa answer id=%s confidence=%.2f", result.entry.id, result.confidence)
+            self._show(ctx, result.entry)
+            return
+        ctx.slots["question"] = question[:500]
+        if result.decision == "ambiguous" and result.candidates:
+            await record_gap(ctx.session, norm, question, "ambiguous", result.candidates[0].id, ctx.now)
+            ctx.step = "pick"
+            ctx.choose([(c.question, c.id) for c in result.candidates[:3]],
+                       header="您想问的是哪一个？", footer="回复数字查看；都不是请换个说法，或回复“人工”。")
+            return
+        await record_gap(ctx.session, norm, question, "unknown", None, ctx.now)
+        ctx.step = "unknown"
+        ctx.say("抱歉，这个问题政策库里还没有收录，我不想答错耽误您的事。")
+        ctx.choose([("请工作人员回答这个问题（人工）", "__ticket__")], footer="也可以换个说法再问。")
+
+    async def _ticket(self, ctx: Context) -> None:
+        question = ctx.slots.get("question") or ""
+        ticket = Ticket(openid=ctx.openid, text=question, context={"from": "policy_qa"}, status="open",
+                        created_at=ctx.now)
+        ctx.session.add(ticket)
+        await ctx.session.flush()
+        ctx.say(f"已转给工作人员（编号 {ticket.id}），答复会通过本公众号发给您。")
+        ctx.end()

@@ -53,6 +53,11 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+            if path:
+                from storage.sqlite_inline import creator
+
+                # sqlite3 inline instead of aiosqlite's worker thread: see storage/sqlite_inline.py.
+                kwargs["async_creator"] = creator(path)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

@@ -1,0 +1,162 @@
+"""Webhook throughput: signed WeChat text messages from 1,000 users through intent matching.
+
+Starts `vetbot serve` (one process, SQLite, no background loops) on loopback, replays pre-signed
+callbacks with wrk (Debian's `wrk`; falls back to an aiohttp client), and prints msgs/s, p50/p99 and
+errors. In the same run, for scale, the same load against a WeRoBot echo bot under gunicorn (2 workers).
+Durability is not weakened: each turn commits its dedup record and conversation before the reply.
+
+    python bench/webhook.py [--duration 15] [--connections 32] [--modes plain,aes] [--no-werobot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.config import load_config  # noqa: E402
+from bot.sim import WeChatSide, text_xml  # noqa: E402
+
+TEXTS = ["帮助", "取消", "我的信息", "取消", "菜单", "2", "取消", "政策问答", "返回", "退出"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"server on port {port} did not start")
+
+
+def make_requests(cfg_path: Path, n: int, users: int, path: str, out: Path, plain: bool) -> None:
+    env = {"VETBOT_WECHAT__ENCODING_AES_KEY": ""} if plain else {}
+    side = WeChatSide(load_config(cfg_path, env))
+    msgid = int(time.time()) * 1_000_000
+    with out.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            xml = text_xml(f"bench_user_{i % users:04d}", TEXTS[(i // users) % len(TEXTS)], msg_id=msgid + i)
+            s = side.sign(xml)
+            q = "&".join(f"{k}={v}" for k, v in s.query.items())
+            body = s.body.replace("\n", "").replace("\t", " ")
+            f.write(f"{path}?{q}\t{body}\n")
+
+
+def run_wrk(url: str, reqfile: Path, duration: int, conns: int) -> dict[str, float]:
+    threads = 2
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "10s",
+           "-s", str(ROOT / "bench" / "wrk_requests.lua"), url, "--", str(reqfile), str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockerr = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockerr.groups())) if sockerr else 0)
+    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "total": total, "errors": errors}
+
+
+def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    port = free_port()
+    db = tmp / f"bench_{mode}.db"
+    cfg = tmp / f"bench_{mode}.yaml"
+    text = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
+    text = text.replace("sqlite+aiosqlite:///var/vetbot.db", f"sqlite+aiosqlite:///{db}")
+    text = text.replace("intents_dir: intents", f"intents_dir: {ROOT / 'intents'}")
+    text = text.replace("fallback_flow: policy_qa", "fallback_flow: help")
+    cfg.write_text(text, encoding="utf-8")
+    env = {**os.environ, "VETBOT_SERVER__PORT": str(port), "VETBOT_LOGGING__LEVEL": "WARNING"}
+    if mode == "plain":
+        env["VETBOT_WECHAT__ENCODING_AES_KEY"] = ""
+    vetbot = str(Path(sys.executable).parent / "vetbot")
+    subprocess.run([vetbot, "db", "upgrade", "-c", str(cfg)], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([vetbot, "serve", "-c", str(cfg), "--no-background"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        reqfile = tmp / f"req_{mode}.tsv"
+        make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=(mode == "plain"))
+        res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    con = sqlite3.connect(db)
+    res["turns_committed"] = con.execute("select count(*) from inbound_dedup").fetchone()[0]
+    res["users"] = con.execute("select count(*) from users").fetchone()[0]
+    con.close()
+    return res
+
+
+def bench_werobot(args: argparse.Namespace, tmp: Path) -> dict[str, float] | None:
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    if not gunicorn.exists():
+        print("(gunicorn/werobot not installed: pip install -e '.[bench]')", file=sys.stderr)
+        return None
+    port = free_port()
+    proc = subprocess.Popen([str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                             "werobot_echo:app"], cwd=ROOT / "bench", env={**os.environ, "BENCH_TOKEN": "vetbottoken"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        reqfile = tmp / "req_werobot.tsv"
+        make_requests(ROOT / "config.example.yaml", args.requests, args.users, "/", reqfile, plain=True)
+        return run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=15)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--requests", type=int, default=150_000, help="distinct pre-signed messages (never replayed)")
+    ap.add_argument("--modes", default="plain,aes")
+    ap.add_argument("--no-werobot", action="store_true")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for mode in args.modes.split(","):
+            r = bench_vetbot(mode, args, tmp)
+            rows.append((f"vetbot serve, SQLite, {mode}", r))
+        if not args.no_werobot:
+            r2 = bench_werobot(args, tmp)
+            if r2:
+                rows.append(("WeRoBot echo, gunicorn -w 2 (reference)", r2))
+    print(f"\nwebhook benchmark: {args.connections} connections, {args.duration} s, {args.users} users, "
+          f"{os.cpu_count()} cores\n")
+    print(f"{'server':44} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'committed':>10}")
+    for name, r in rows:
+        committed = r.get("turns_committed", "-")
+        print(f"{name:44} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):7d} {committed!s:>10}")
+
+
+if __name__ == "__main__":
+    main()

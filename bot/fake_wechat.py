@@ -198,6 +198,10 @@ class FaultRule:
         rule.probability = float(rule.probability)
         if rule.count == 0:
             raise ValueError("count must not be 0")
+        if not 0 < rule.probability <= 1:
+            raise ValueError("probability must be in (0, 1]")
+        if not 100 <= rule.status <= 599:
+            raise ValueError("status must be an HTTP status")
         return rule
 
     def to_json(self) -> dict[str, Any]:

@@ -6,6 +6,9 @@ Also runnable without the CLI: ``python -m bot.commands.fake_wechat --port 8081`
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
 import sys
 
 DESCRIPTION = """\
@@ -41,23 +44,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted (Ctrl-C); returns the exit status."""
+async def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from bot.fake_wechat import create_app
 
+    app = create_app(latency_ms=args.latency_ms, appid=args.appid, secret=args.secret)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"假微信 API 服务器已启动：http://{shown}:{port}  appid={args.appid}  延迟 {args.latency_ms:g} ms"
+            "（控制接口见 /__fake__/...，Ctrl-C 退出）",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM; returns the exit status. ``--port 0`` picks a free port."""
     if args.latency_ms < 0:
         print("--latency-ms 不能为负数", file=sys.stderr)
         return 2
-    app = create_app(latency_ms=args.latency_ms, appid=args.appid, secret=args.secret)
-    print(
-        f"假微信 API 服务器：http://{args.host}:{args.port}  appid={args.appid}  延迟 {args.latency_ms:g} ms"
-        f"（控制接口见 /__fake__/...，Ctrl-C 退出）",
-        flush=True,
-    )
     try:
-        web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, backlog=1024)
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
     except OSError as exc:
         print(f"无法监听 {args.host}:{args.port}：{exc}", file=sys.stderr)
         return 1

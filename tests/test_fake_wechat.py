@@ -1,0 +1,458 @@
+"""The fake WeChat API server: token rules, API validation, faults, recording, control endpoints, speed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.commands import fake_wechat as fake_command
+from bot.fake_wechat import OPENID_RE, FakeWeChatServer, fake_openid
+
+APPID = "wx0000000000000000"
+SECRET = "s3cret-for-tests"
+USER = fake_openid(1)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class EpochClock:
+    """A float clock the fake reads; tests move it instead of sleeping."""
+
+    def __init__(self, start: float = 1_775_000_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def tclock() -> EpochClock:
+    return EpochClock()
+
+
+@pytest.fixture
+async def fake(tclock: EpochClock):
+    async with FakeWeChatServer(clock=tclock, appid=APPID, secret=SECRET) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, fake: FakeWeChatServer, path: str, body: Any = None,
+               params: dict[str, str] | None = None, *, status: int = 200) -> Any:
+    async with http.post(fake.base_url + path, json=body, params=params) as resp:
+        assert resp.status == status, await resp.text()
+        return await resp.json(content_type=None) if status == 200 else await resp.text()
+
+
+async def get(http: aiohttp.ClientSession, fake: FakeWeChatServer, path: str,
+              params: dict[str, str] | None = None) -> Any:
+    async with http.get(fake.base_url + path, params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json(content_type=None)
+
+
+async def stable(http, fake, *, force: bool = False, appid: str = APPID, secret: str = SECRET,
+                 grant_type: str = "client_credential") -> dict[str, Any]:
+    body = {"grant_type": grant_type, "appid": appid, "secret": secret, "force_refresh": force}
+    return await post(http, fake, "/cgi-bin/stable_token", body)
+
+
+async def template(http, fake, token: str | None, touser: Any = USER, **extra: Any) -> dict[str, Any]:
+    body = {"touser": touser, "template_id": "TPL_CALLUP", "data": {"first": {"value": "集结通知"}}, **extra}
+    params = {"access_token": token} if token is not None else None
+    return await post(http, fake, "/cgi-bin/message/template/send", body, params)
+
+
+# -- tokens -------------------------------------------------------------------------------------------
+
+
+async def test_stable_token_is_reused_until_the_last_five_minutes(http, fake, tclock):
+    first = await stable(http, fake)
+    assert first["expires_in"] == 7200 and len(first["access_token"]) >= 100
+    tclock.advance(1000)
+    again = await stable(http, fake)
+    assert again["access_token"] == first["access_token"]
+    assert again["expires_in"] == 6200  # what is left, as the platform reports it
+    tclock.advance(6200 - 299)  # inside the last 5 minutes: the platform renews early
+    renewed = await stable(http, fake)
+    assert renewed["access_token"] != first["access_token"] and renewed["expires_in"] == 7200
+    assert (await template(http, fake, first["access_token"]))["errcode"] == 0  # old one until it expires
+    tclock.advance(300)
+    assert (await template(http, fake, first["access_token"]))["errcode"] == 42001
+    assert (await template(http, fake, renewed["access_token"]))["errcode"] == 0
+
+
+async def test_force_refresh_overlap_interval_and_daily_limit(http, fake, tclock):
+    old = (await stable(http, fake))["access_token"]
+    new = (await stable(http, fake, force=True))["access_token"]
+    assert new != old
+    tclock.advance(29)  # forced refreshes less than 30 s apart do nothing
+    assert (await stable(http, fake, force=True))["access_token"] == new
+    assert (await template(http, fake, old))["errcode"] == 0  # 5-minute overlap
+    tclock.advance(-29)
+    tclock.advance(299)
+    assert (await template(http, fake, old))["errcode"] == 0
+    tclock.advance(2)
+    expired = await template(http, fake, old)
+    assert expired["errcode"] == 40001 and expired["errmsg"].startswith("invalid credential")
+    assert " rid: " in expired["errmsg"]
+    assert (await template(http, fake, new))["errcode"] == 0
+    # The daily quota counts real refreshes only (1 so far: the ignored one did not count).
+    await post(http, fake, "/__fake__/config", {"force_refresh_daily_limit": 3})
+    third = (await stable(http, fake, force=True))["access_token"]
+    assert third != new
+    tclock.advance(31)
+    assert (await stable(http, fake, force=True))["access_token"] != third
+    tclock.advance(31)
+    assert (await stable(http, fake, force=True))["errcode"] == 45009
+
+
+async def test_token_credential_errors(http, fake):
+    assert (await stable(http, fake, appid="wx1111111111111111"))["errcode"] == 40013
+    assert (await stable(http, fake, secret="wrong"))["errcode"] == 40125
+    assert (await stable(http, fake, grant_type="password"))["errcode"] == 40002
+    assert (await post(http, fake, "/cgi-bin/stable_token", {"grant_type": "client_credential"}))["errcode"] == 41002
+    async with http.post(fake.base_url + "/cgi-bin/stable_token", data=b"{not json") as resp:
+        assert (await resp.json(content_type=None))["errcode"] == 47001
+
+
+async def test_any_secret_is_accepted_when_none_is_configured(http):
+    async with FakeWeChatServer() as open_fake:
+        assert "access_token" in await stable(http, open_fake, secret="whatever")
+
+
+async def test_classic_token_always_new_and_isolated_from_stable(http, fake):
+    params = {"grant_type": "client_credential", "appid": APPID, "secret": SECRET}
+    stable_tok = (await stable(http, fake))["access_token"]
+    a = await get(http, fake, "/cgi-bin/token", params)
+    b = await get(http, fake, "/cgi-bin/token", params)
+    assert a["access_token"] != b["access_token"] and a["expires_in"] == 7200
+    assert (await stable(http, fake))["access_token"] == stable_tok
+    for tok in (stable_tok, a["access_token"], b["access_token"]):
+        assert (await template(http, fake, tok))["errcode"] == 0
+    assert (await get(http, fake, "/cgi-bin/token", {**params, "secret": "bad"}))["errcode"] == 40125
+
+
+async def test_access_token_checks(http, fake):
+    assert (await template(http, fake, None))["errcode"] == 41001
+    assert (await template(http, fake, "forged"))["errcode"] == 40001
+    tok = (await stable(http, fake))["access_token"]
+    assert (await post(http, fake, "/__fake__/tokens", {"revoke": "all"}))["revoked"] == 1
+    assert (await template(http, fake, tok))["errcode"] == 40001
+    fresh = (await stable(http, fake))["access_token"]  # a revoked token is replaced in normal mode
+    assert fresh != tok and (await template(http, fake, fresh))["errcode"] == 0
+
+
+# -- API validation -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def token(http, fake) -> str:
+    return (await stable(http, fake))["access_token"]
+
+
+@pytest.mark.parametrize("touser", [None, "", "张三", "13800138000", "someone@example.com", "o" * 70, 12345])
+async def test_touser_must_look_like_an_openid(http, fake, token, touser):
+    body = {"template_id": "T", "data": {}}
+    if touser is not None:
+        body["touser"] = touser
+    res = await post(http, fake, "/cgi-bin/message/template/send", body, {"access_token": token})
+    assert res["errcode"] == 40003
+    custom = {"touser": touser, "msgtype": "text", "text": {"content": "你好"}}
+    assert (await post(http, fake, "/cgi-bin/message/custom/send", custom, {"access_token": token}))["errcode"] == 40003
+
+
+def test_openid_shape():
+    assert OPENID_RE.match("o6_bmjrPTlm6_2sgVt7hMZOPfL2M")  # the wechatpy fixture's openid
+    assert len(fake_openid(42)) == 28 and OPENID_RE.match(fake_openid(42))
+    assert fake_openid(1) != fake_openid(2)
+
+
+async def test_template_send_returns_increasing_msgids(http, fake, token):
+    a = await template(http, fake, token, url="https://example.org/answer?id=1")
+    b = await template(http, fake, token)
+    assert a["errcode"] == 0 and a["errmsg"] == "ok" and isinstance(a["msgid"], int) and b["msgid"] > a["msgid"]
+    missing = await post(http, fake, "/cgi-bin/message/template/send", {"touser": USER, "data": {}},
+                         {"access_token": token})
+    assert missing["errcode"] == 40037
+
+
+async def test_user_state_follow_window_quota_and_subscribe(http, fake, token):
+    gone, quiet, counted, refused = fake_openid(10), fake_openid(11), fake_openid(12), fake_openid(13)
+    await post(http, fake, "/__fake__/users", {
+        gone: {"followed": False}, quiet: {"kefu_window": False}, counted: {"kefu_quota": 1},
+        refused: {"accept_subscribe": False},
+    })
+    q = {"access_token": token}
+
+    def custom(to: str) -> dict[str, Any]:
+        return {"touser": to, "msgtype": "text", "text": {"content": "您好，请回复1确认"}}
+
+    sub = {"template_id": "SUB", "data": {"thing1": {"value": "集结"}}}
+    assert (await template(http, fake, token, touser=gone))["errcode"] == 43004
+    assert (await post(http, fake, "/cgi-bin/message/subscribe/bizsend", {"touser": gone, **sub}, q))["errcode"] == 43004
+    assert (await post(http, fake, "/cgi-bin/message/custom/send", custom(gone), q))["errcode"] == 45015
+    assert (await post(http, fake, "/cgi-bin/message/custom/send", custom(quiet), q))["errcode"] == 45015
+    assert (await template(http, fake, token, touser=quiet))["errcode"] == 0  # templates need no window
+    assert (await post(http, fake, "/cgi-bin/message/custom/send", custom(counted), q))["errcode"] == 0
+    assert (await post(http, fake, "/cgi-bin/message/custom/send", custom(counted), q))["errcode"] == 45047
+    assert (await post(http, fake, "/cgi-bin/message/subscribe/send", {"touser": refused, **sub}, q))["errcode"] == 43101
+    assert (await post(http, fake, "/cgi-bin/message/subscribe/bizsend", {"touser": USER, **sub}, q))["errcode"] == 0
+    assert (await get(http, fake, "/__fake__/users"))["users"][counted]["kefu_quota"] == 0
+
+
+async def test_custom_send_validation(http, fake, token):
+    q = {"access_token": token}
+    send = "/cgi-bin/message/custom/send"
+    assert (await post(http, fake, send, {"touser": USER, "msgtype": "text", "text": {"content": " "}}, q))["errcode"] == 44004
+    assert (await post(http, fake, send, {"touser": USER, "msgtype": "fax", "fax": {}}, q))["errcode"] == 40008
+    art = {"title": "优待证办理", "description": "材料清单", "url": "https://example.org/a", "picurl": ""}
+    one = {"touser": USER, "msgtype": "news", "news": {"articles": [art]}}
+    two = {"touser": USER, "msgtype": "news", "news": {"articles": [art, art]}}
+    assert (await post(http, fake, send, one, q))["errcode"] == 0
+    assert (await post(http, fake, send, two, q))["errcode"] == 45008
+
+
+async def test_mass_send_dedups_clientmsgid_for_24h(http, fake, token, tclock):
+    q = {"access_token": token}
+    body = {"filter": {"is_to_all": True}, "msgtype": "text", "text": {"content": "清明祭扫安排"},
+            "clientmsgid": "qingming-2026"}
+    first = await post(http, fake, "/cgi-bin/message/mass/sendall", body, q)
+    assert first["errcode"] == 0 and {"msg_id", "msg_data_id"} <= first.keys()
+    repeat = await post(http, fake, "/cgi-bin/message/mass/sendall", body, q)
+    assert repeat["errcode"] == 45065 and repeat["msg_id"] == first["msg_id"]
+    tclock.advance(86400)
+    token2 = (await stable(http, fake))["access_token"]
+    later = await post(http, fake, "/cgi-bin/message/mass/sendall", body, {"access_token": token2})
+    assert later["errcode"] == 0 and later["msg_id"] != first["msg_id"]
+    no_filter = {k: v for k, v in body.items() if k != "filter"}
+    assert (await post(http, fake, "/cgi-bin/message/mass/sendall", no_filter, {"access_token": token2}))["errcode"] == 47001
+
+
+def _leaf(name: str = "政策", **kw: Any) -> dict[str, Any]:
+    return {"type": "click", "name": name, "key": "POLICY", **kw}
+
+
+@pytest.mark.parametrize(("menu", "errcode"), [
+    ({"button": []}, 40016),
+    ({"button": [_leaf()] * 4}, 40016),
+    ({"button": [{"type": "dance", "name": "跳舞", "key": "K"}]}, 40017),
+    ({"button": [_leaf(name="优待证办理流程说明")]}, 40018),  # 27 bytes > 16
+    ({"button": [{"type": "click", "name": "政策"}]}, 40019),
+    ({"button": [{"type": "view", "name": "官网"}]}, 40020),
+    ({"button": [{"name": "服务", "sub_button": [_leaf()] * 6}]}, 40023),
+    ({"button": [{"name": "服务", "sub_button": [{"type": "dance", "name": "x", "key": "k"}]}]}, 40024),
+    ({"button": [{"name": "服务", "sub_button": [_leaf(name="")]}]}, 40025),
+    ({"button": [{"name": "服务", "sub_button": [{"type": "view", "name": "官网", "url": ""}]}]}, 40027),
+])
+async def test_menu_validation(http, fake, token, menu, errcode):
+    assert (await post(http, fake, "/cgi-bin/menu/create", menu, {"access_token": token}))["errcode"] == errcode
+
+
+async def test_valid_menu_is_stored(http, fake, token):
+    q = {"access_token": token}
+    menu = {"button": [
+        _leaf(),
+        {"type": "view", "name": "祭英烈", "url": "https://example.org/memorial"},
+        {"name": "服务", "sub_button": [
+            _leaf(name="招聘信息", key="JOBS"),
+            {"type": "location_select", "name": "附近服务站", "key": "NEAR"},
+            {"type": "miniprogram", "name": "小程序", "url": "https://example.org", "appid": "wx1", "pagepath": "p"},
+        ]},
+    ]}
+    assert (await post(http, fake, "/cgi-bin/menu/create", menu, q)) == {"errcode": 0, "errmsg": "ok"}
+    assert (await get(http, fake, "/cgi-bin/menu/get", q))["menu"] == menu
+
+
+async def test_user_info(http, fake, token):
+    q = {"access_token": token}
+    await post(http, fake, "/__fake__/users", {USER: {"nickname": "老兵张", "subscribe_time": 1600000000},
+                                               fake_openid(2): {"followed": False}})
+    info = await get(http, fake, "/cgi-bin/user/info", {**q, "openid": USER})
+    assert info["subscribe"] == 1 and info["openid"] == USER and info["nickname"] == "老兵张"
+    assert info["subscribe_time"] == 1600000000 and "followed" not in info
+    assert await get(http, fake, "/cgi-bin/user/info", {**q, "openid": fake_openid(2)}) == {
+        "subscribe": 0, "openid": fake_openid(2)}
+    assert (await get(http, fake, "/cgi-bin/user/info", {**q, "openid": "bad id"}))["errcode"] == 40003
+
+
+async def test_wrong_method_and_unknown_api(http, fake, token):
+    assert (await get(http, fake, "/cgi-bin/message/template/send", {"access_token": token}))["errcode"] == 43002
+    assert (await post(http, fake, "/cgi-bin/user/info", {}, {"access_token": token}))["errcode"] == 43001
+    assert (await post(http, fake, "/cgi-bin/qrcode/create", {}, {"access_token": token}))["errcode"] == 48001
+
+
+# -- recording, faults, control -------------------------------------------------------------------------
+
+
+async def test_calls_are_recorded_as_sent(http, fake, token):
+    raw = json.dumps({"touser": USER, "template_id": "T", "data": {"k": {"value": "紧急集结"}}},
+                     ensure_ascii=False).encode()
+    async with http.post(fake.base_url + "/cgi-bin/message/template/send", data=raw,
+                         params={"access_token": token}) as resp:
+        assert (await resp.json())["errcode"] == 0
+    await get(http, fake, "/__fake__/stats")  # control endpoints are not recorded
+    calls = (await get(http, fake, "/__fake__/calls"))["calls"]
+    assert [c["path"] for c in calls] == ["/cgi-bin/stable_token", "/cgi-bin/message/template/send"]
+    sent = calls[1]
+    assert sent["body"] == json.loads(raw) and sent["raw"] == raw.decode() and "紧急集结" in sent["raw"]
+    assert sent["query"] == {"access_token": token} and sent["errcode"] == 0 and sent["index"] == 1
+    assert isinstance(sent["at"], float)
+    only = await get(http, fake, "/__fake__/calls", {"path": "/cgi-bin/message/template/send"})
+    assert [c["index"] for c in only["calls"]] == [1] and only["next"] == 2
+    assert (await get(http, fake, "/__fake__/calls", {"since": "2"}))["calls"] == []
+    stats = await get(http, fake, "/__fake__/stats")
+    assert stats["total"] == 2 and stats["by_path"]["/cgi-bin/message/template/send"] == 1
+
+
+async def test_errcode_fault_applies_count_times_and_is_recorded(http, fake, token):
+    path = "/cgi-bin/message/template/send"
+    await post(http, fake, "/__fake__/faults", {"path": path, "errcode": 45009, "count": 2})
+    results = [(await template(http, fake, token))["errcode"] for _ in range(3)]
+    assert results == [45009, 45009, 0]
+    calls = (await get(http, fake, "/__fake__/calls", {"path": path}))["calls"]
+    assert len(calls) == 3 and [c.get("fault", False) for c in calls] == [True, True, False]
+    assert (await get(http, fake, "/__fake__/stats"))["by_errcode"]["45009"] == 2
+
+
+async def test_fault_answers_before_token_and_status_faults(http, fake):
+    path = "/cgi-bin/message/template/send"
+    await post(http, fake, "/__fake__/faults", [
+        {"path": path, "status": 502},
+        {"path": path, "errcode": -1, "errmsg": "system error"},
+        {"path": path, "body": "<html>proxy</html>"},
+    ])
+    async with http.post(fake.base_url + path, json={}) as resp:
+        assert resp.status == 502 and "text/html" in resp.content_type
+    assert (await template(http, fake, "no-token-needed"))["errmsg"].startswith("system error")
+    async with http.post(fake.base_url + path, json={}) as resp:
+        assert resp.status == 200 and await resp.text() == "<html>proxy</html>"
+    assert (await template(http, fake, None))["errcode"] == 41001  # rules used up
+
+
+async def test_drop_closes_the_connection(http, fake, token):
+    await post(http, fake, "/__fake__/faults", {"path": "/cgi-bin/message/template/send", "drop": True})
+    with pytest.raises(aiohttp.ClientError):
+        await template(http, fake, token)
+    assert (await template(http, fake, token))["errcode"] == 0
+    assert (await get(http, fake, "/__fake__/stats"))["by_errcode"]["drop"] == 1
+
+
+async def test_delay_and_latency_use_asyncio_sleep(http, fake, token):
+    path = "/cgi-bin/message/template/send"
+    await post(http, fake, "/__fake__/faults", {"path": path, "delay_ms": 30})
+    await post(http, fake, "/__fake__/config", {"latency_ms": 10})
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(template(http, fake, token) for _ in range(20)))
+    elapsed = time.perf_counter() - t0
+    assert all(r["errcode"] == 0 for r in results)  # a delay-only rule answers normally
+    assert 0.04 <= elapsed < 0.5  # concurrent, not 20 x 10 ms one after another
+
+
+async def test_wildcard_probability_and_reset(http, fake, token):
+    await post(http, fake, "/__fake__/faults", {"path": "*", "errcode": -1, "count": -1})
+    assert (await template(http, fake, token))["errcode"] == -1
+    assert (await stable(http, fake))["errcode"] == -1
+    await post(http, fake, "/__fake__/faults", [{"path": "/x", "probability": 2}], status=400)
+    await post(http, fake, "/__fake__/faults", {"path": "/x", "nonsense": 1}, status=400)
+    await post(http, fake, "/__fake__/users", {USER: {"followed": False}})
+    await post(http, fake, "/__fake__/reset", {})
+    assert (await get(http, fake, "/__fake__/calls"))["calls"] == []
+    assert (await get(http, fake, "/__fake__/faults"))["faults"] == []
+    assert (await get(http, fake, "/__fake__/users"))["users"] == {}
+    assert (await template(http, fake, token))["errcode"] == 40001  # tokens are gone too
+    fresh = (await stable(http, fake))["access_token"]
+    assert (await template(http, fake, fresh))["errcode"] == 0
+
+
+async def test_probability_fault_hits_a_share(http, fake, token):
+    await post(http, fake, "/__fake__/faults", {"path": "/cgi-bin/message/template/send", "errcode": 45011,
+                                                "count": -1, "probability": 0.5})
+    codes = [(await template(http, fake, token))["errcode"] for _ in range(60)]
+    assert 0 < codes.count(45011) < 60 and set(codes) == {0, 45011}
+
+
+async def test_config_and_clock_endpoints(http, fake, tclock):
+    cfg = await post(http, fake, "/__fake__/config", {"latency_ms": 20, "token_ttl": 600})
+    assert cfg["latency_ms"] == 20 and cfg["token_ttl"] == 600 and cfg["appid"] == APPID
+    await post(http, fake, "/__fake__/config", {"bogus": 1}, status=400)
+    await post(http, fake, "/__fake__/config", {"latency_ms": 0})
+    tok = await stable(http, fake)
+    assert tok["expires_in"] == 600
+    clock = await post(http, fake, "/__fake__/clock", {"advance": 600})
+    assert clock["now"] == tclock() + 600
+    assert (await template(http, fake, tok["access_token"]))["errcode"] == 42001
+
+
+# -- CLI and throughput -----------------------------------------------------------------------------------
+
+
+def test_cli_registration():
+    parser = argparse.ArgumentParser(prog="vetbot")
+    fake_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["fake-wechat", "--port", "0", "--latency-ms", "20"])
+    assert args.func is fake_command.run and args.port == 0 and args.latency_ms == 20
+    assert args.host == "127.0.0.1"
+    defaults = parser.parse_args(["fake-wechat"])
+    assert defaults.port == 8081 and defaults.latency_ms == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads server CPU time from /proc")
+async def test_separate_process_sustains_2000_requests_per_second_at_20ms(http):
+    """Run ``fake-wechat`` as its own process (as benchmarks do) and load it with 3,000 sends.
+
+    The load generator shares the machine, so the pass mark is the server's own CPU time: fewer than
+    0.5 ms per request means more than 2,000 requests/s. Wall time shows the 20 ms latency does not
+    block (a blocking sleep would allow about 50 requests/s).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.commands.fake_wechat", "--port", "0", "--latency-ms", "20",
+        stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        base = "http://" + line.split("http://", 1)[1].split()[0]
+        async with http.post(base + "/cgi-bin/stable_token", json={
+                "grant_type": "client_credential", "appid": APPID, "secret": "x"}) as resp:
+            token = (await resp.json())["access_token"]
+        body = json.dumps({"touser": USER, "template_id": "T", "data": {"a": {"value": "紧急"}}},
+                          ensure_ascii=False).encode()
+        n, width = 3000, 200
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=width)) as load:
+            sem = asyncio.Semaphore(width)
+
+            async def one() -> int:
+                async with sem, load.post(base + "/cgi-bin/message/template/send", data=body,
+                                          params={"access_token": token}) as r:
+                    return (await r.json())["errcode"]
+
+            cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+            codes = await asyncio.gather(*(one() for _ in range(n)))
+            wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
+        assert codes == [0] * n
+        assert n / max(cpu, 0.01) > 2000, f"server used {cpu:.2f} s CPU for {n} requests"
+        assert n / wall > 500, f"{n} requests took {wall:.2f} s"
+    finally:
+        proc.terminate()
+        await proc.wait()

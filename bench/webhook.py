@@ -93,8 +93,9 @@ def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, fl
         env["VETBOT_WECHAT__ENCODING_AES_KEY"] = ""
     vetbot = str(Path(sys.executable).parent / "vetbot")
     subprocess.run([vetbot, "db", "upgrade", "-c", str(cfg)], env=env, check=True, capture_output=True)
+    log = (tmp / f"serve_{mode}.log").open("w")
     proc = subprocess.Popen([vetbot, "serve", "-c", str(cfg), "--no-background"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port)
         reqfile = tmp / f"req_{mode}.tsv"
@@ -102,7 +103,8 @@ def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, fl
         res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+        log.close()
     con = sqlite3.connect(db)
     res["turns_committed"] = con.execute("select count(*) from inbound_dedup").fetchone()[0]
     res["users"] = con.execute("select count(*) from users").fetchone()[0]
@@ -152,10 +154,13 @@ def main() -> None:
                 rows.append(("WeRoBot echo, gunicorn -w 2 (reference)", r2))
     print(f"\nwebhook benchmark: {args.connections} connections, {args.duration} s, {args.users} users, "
           f"{os.cpu_count()} cores\n")
-    print(f"{'server':44} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'committed':>10}")
+    print(f"{'server':44} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'answered':>9} {'committed':>10}")
     for name, r in rows:
         committed = r.get("turns_committed", "-")
-        print(f"{name:44} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):7d} {committed!s:>10}")
+        print(f"{name:44} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):7d} {int(r['total']):9d}"
+              f" {committed!s:>10}")
+    print("\nanswered = replies wrk received; committed = turns durably stored (>= answered: a reply leaves only"
+          " after its commit;\nthe difference is requests in flight when wrk stopped).")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import os
 
 import werobot
 
-robot = werobot.WeRoBot(token=os.environ.get("BENCH_TOKEN", "vetbottoken"))
+robot = werobot.WeRoBot(token=os.environ.get("BENCH_TOKEN", "vetbottoken"), session_storage=False)
 
 
 @robot.text

@@ -36,6 +36,7 @@ class Runtime:
     async def close(self) -> None:
         for closer in reversed(self.extra.get("closers", [])):
             await closer()
+        await self.dispatcher.close()
         await self.db.close()
 
 

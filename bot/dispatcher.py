@@ -5,8 +5,10 @@ by flows, pushes they queue and the late-reply push — is written in ONE transa
 retry of the same message finds the dedup row and gets the stored reply; a turn that fails rolls
 back completely, so the retry runs it afresh: a turn never runs twice and never half-runs.
 
-Turns of one user run one at a time: an asyncio lock per openid in this process and, on
-PostgreSQL, a row lock (``SELECT … FOR UPDATE``) on the user's conversation across processes.
+Turns of one user run one at a time: on PostgreSQL an asyncio lock per openid in this process
+and a row lock (``SELECT … FOR UPDATE``) on the user's conversation across processes; on SQLite
+all turns go through :class:`storage.turnbatch.TurnBatcher`, one after another on the single
+connection, committed in groups (see :mod:`storage.turnio` for why the core rows use plain SQL).
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ import logging
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
 from flows.api import Context, Inbound, Services, get_flow, scenes
 from storage.db import Database
-from storage.models import Conversation, InboundDedup, OutboxMessage, User
+from storage.models import Conversation, OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
-from storage.sql import insert_ignore, is_postgres
+from storage.turnbatch import TurnBatcher
+from storage.turnio import OrmTurnIO, SqliteTurnIO
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class Dispatcher:
         self.db, self.services, self.matcher, self.clock = db, services, matcher, clock
         self.cfg = services.config
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._batcher = TurnBatcher(db)
 
     def _lock(self, openid: str) -> asyncio.Lock:
         lock = self._locks.get(openid)
@@ -77,20 +81,31 @@ class Dispatcher:
                      control: TurnControl | None = None) -> str | None:
         """Run (or replay) one turn; returns the passive reply text, or None for ``success``."""
         control = control or TurnControl()
+        if self.db.is_sqlite:
+            async def turn(conn: Any, raw: Any) -> str | None:
+                io = SqliteTurnIO(conn, raw)
+                try:
+                    return await self.run_turn(io, openid, inbound, dedup_key, control)
+                finally:
+                    await io.finish()
+
+            return await self._batcher.submit(turn)
         async with self._lock(openid), self.db.session() as session:
-            return await self.run_turn(session, openid, inbound, dedup_key, control)
+            return await self.run_turn(OrmTurnIO(session), openid, inbound, dedup_key, control)
+
+    async def close(self) -> None:
+        await self._batcher.close()
 
     # ------------------------------------------------------------------------------------------
-    async def run_turn(self, session: AsyncSession, openid: str, inbound: Inbound, dedup_key: str,
+    async def run_turn(self, io: Any, openid: str, inbound: Inbound, dedup_key: str,
                        control: TurnControl) -> str | None:
         now = self.clock.now()
-        conv = await self._lock_conversation(session, openid, now)
-        prior = await session.get(InboundDedup, dedup_key)
-        if prior is not None:
+        replay, prior_reply, user, conv = await io.load(openid, dedup_key, now, inbound.event == "subscribe")
+        if replay:
             control.decided = True
-            return None if control.late else prior.reply
-        user = await self._user(session, openid, inbound, now)
-        ctx = Context(user=user, inbound=inbound, session=session, services=self.services, now=now,
+            return None if control.late else prior_reply
+        self._touch(user, inbound, now)
+        ctx = Context(user=user, inbound=inbound, session=io.session, services=self.services, now=now,
                       flow=conv.flow, step=conv.step, slots=dict(conv.slots or {}),
                       stack=list(conv.stack or []), reasks=conv.reasks)
         await self._route(ctx, conv)
@@ -100,36 +115,14 @@ class Dispatcher:
         control.decided = True
         stored = reply
         if control.late and reply:
-            await enqueue(session, Push(openid=openid, purpose="late_reply", key=f"late:{dedup_key}",
-                                        text=reply, priority=HIGH), now)
+            await enqueue(io.session, Push(openid=openid, purpose="late_reply", key=f"late:{dedup_key}",
+                                           text=reply, priority=HIGH), now)
             stored = None
-        session.add(InboundDedup(key=dedup_key, reply=stored, created_at=now,
-                                 expires_at=now + timedelta(hours=self.cfg.bot.dedup_ttl_h)))
+        await io.save(user, conv, dedup_key, stored, now, timedelta(hours=self.cfg.bot.dedup_ttl_h))
         return None if control.late else reply
 
-    async def _lock_conversation(self, session: AsyncSession, openid: str, now: datetime) -> Conversation:
-        if is_postgres(session):
-            await insert_ignore(session, Conversation.__table__, {
-                "openid": openid, "slots": {}, "stack": [], "choices": [], "reasks": 0,
-                "updated_at": now, "expired": False}, index_elements=["openid"])
-            conv = (await session.execute(
-                select(Conversation).where(Conversation.openid == openid).with_for_update()
-            )).scalar_one()
-            return conv
-        conv = await session.get(Conversation, openid)
-        if conv is None:
-            conv = Conversation(openid=openid, slots={}, stack=[], choices=[], reasks=0, updated_at=now,
-                                expired=False)
-            session.add(conv)
-        return conv
-
-    async def _user(self, session: AsyncSession, openid: str, inbound: Inbound, now: datetime) -> User:
-        user = await session.get(User, openid)
-        if user is None:
-            user = User(openid=openid, subscribed=True, first_seen=now, last_seen=now, kefu_sent=0, roles="",
-                        subscribed_at=now if inbound.event == "subscribe" else None)
-            session.add(user)
-        if openid in self.cfg.bot.staff_openids and not user.has_role("staff"):
+    def _touch(self, user: Any, inbound: Inbound, now: datetime) -> None:
+        if user.openid in self.cfg.bot.staff_openids and not user.has_role("staff"):
             user.add_role("staff")
         user.last_seen = now
         if inbound.kind != "event":
@@ -139,7 +132,6 @@ class Dispatcher:
         elif inbound.event in EVENT_WINDOW:
             user.last_event_at = now
             user.kefu_sent = 0
-        return user
 
     # ------------------------------------------------------------------------------------------
     async def _route(self, ctx: Context, conv: Conversation) -> None:

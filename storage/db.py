@@ -73,6 +73,13 @@ class Database:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
+            # Explicit transactions (SQLAlchemy's recipe for pysqlite): the driver's implicit BEGIN
+            # breaks SAVEPOINTs, and IMMEDIATE takes the write lock up front so a read-then-write
+            # transaction never deadlocks with another process (the busy timeout then simply waits).
+            @event.listens_for(self.engine.sync_engine, "begin")
+            def _begin(conn: Any) -> None:  # pragma: no cover - trivial
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -17,7 +17,26 @@ from sqlalchemy.orm import Mapped, mapped_column
 from storage.base import Base, JSONText
 
 
-class User(Base):
+class RoleMixin:
+    """Role helpers (users.roles is a comma-separated list)."""
+
+    roles: str
+
+    def has_role(self, role: str) -> bool:
+        return role in self.role_set
+
+    @property
+    def role_set(self) -> set[str]:
+        return {r for r in (self.roles or "").split(",") if r}
+
+    def add_role(self, role: str) -> None:
+        self.roles = ",".join(sorted(self.role_set | {role}))
+
+    def remove_role(self, role: str) -> None:
+        self.roles = ",".join(sorted(self.role_set - {role}))
+
+
+class User(RoleMixin, Base):
     """Everyone who ever wrote to or followed the account. One row per openid."""
 
     __tablename__ = "users"
@@ -46,18 +65,6 @@ class User(Base):
     # veteran / family / other (the profile flow asks).
     kind: Mapped[str | None] = mapped_column(String(16))
 
-    def has_role(self, role: str) -> bool:
-        return role in self.role_set
-
-    @property
-    def role_set(self) -> set[str]:
-        return {r for r in (self.roles or "").split(",") if r}
-
-    def add_role(self, role: str) -> None:
-        self.roles = ",".join(sorted(self.role_set | {role}))
-
-    def remove_role(self, role: str) -> None:
-        self.roles = ",".join(sorted(self.role_set - {role}))
 
 
 class InboundDedup(Base):

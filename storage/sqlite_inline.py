@@ -150,7 +150,8 @@ def creator(path: str) -> Any:
 
     async def connect() -> InlineConnection:
         # check_same_thread=False: SQLAlchemy may close pooled connections from its GC thread.
-        conn = sqlite3.connect(path, check_same_thread=False, detect_types=0)
+        # isolation_level=None: no implicit BEGINs; SQLAlchemy's "begin" event emits BEGIN IMMEDIATE.
+        conn = sqlite3.connect(path, check_same_thread=False, detect_types=0, isolation_level=None)
         return InlineConnection(conn)
 
     return connect

@@ -247,9 +247,13 @@ async def test_dead_database_gets_a_clear_text_not_a_500(db_url: str) -> None:
     cfg = plain_config(db_url)
     async with app_client(cfg) as (client, runtime):
         dead = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-        runtime.db.sessionmaker = async_sessionmaker(dead)
-        status, body = await post_xml(client, WeChatSide(cfg), text_xml("u_dead", "帮助"))
-        await dead.dispose()
+        live = runtime.db.engine
+        runtime.db.engine, runtime.db.sessionmaker = dead, async_sessionmaker(dead)
+        try:
+            status, body = await post_xml(client, WeChatSide(cfg), text_xml("u_dead", "帮助"))
+        finally:
+            runtime.db.engine = live
+            await dead.dispose()
         assert status == 200
         assert "系统繁忙" in xmltodict.parse(body)["xml"]["Content"]
 

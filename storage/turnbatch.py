@@ -1,0 +1,116 @@
+"""Group commit for SQLite: turns that arrive together share one transaction.
+
+SQLite has one writer and vetbot uses one connection to it, so turns run one after another
+anyway. What batching changes is the commit: with ``synchronous=FULL`` every commit is an fsync,
+and a burst of messages pays one fsync for the whole burst instead of one each. Every turn runs
+inside its own SAVEPOINT, so a turn that fails rolls back alone; nobody's reply leaves before the
+COMMIT that makes it durable (the future resolves after the commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.db import Database
+
+log = logging.getLogger("vetbot.turns")
+
+TurnFn = Callable[[AsyncConnection, Any], Awaitable[Any]]
+
+
+@dataclass
+class _Job:
+    fn: TurnFn
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class TurnBatcher:
+    """Runs submitted turn functions in batches on the database's single SQLite connection.
+
+    ``fn(conn, raw)`` gets the SQLAlchemy connection (already in the batch transaction) and the
+    sqlite3 connection under it. ``max_batch`` bounds the work one fsync covers; ``turn_timeout``
+    stops one stuck turn from holding everyone.
+    """
+
+    def __init__(self, db: Database, *, max_batch: int = 64, turn_timeout: float = 30.0) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self.turn_timeout = turn_timeout
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.turns = 0
+
+    async def submit(self, fn: TurnFn) -> Any:
+        """Run ``fn`` in the next batch; returns its result once the batch has committed."""
+        job = _Job(fn)
+        self._queue.put_nowait(job)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name="vetbot-turn-batcher")
+        return await asyncio.shield(job.future)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._run_batch(batch)
+            except asyncio.CancelledError:
+                for job in batch:
+                    if not job.future.done():
+                        job.future.cancel()
+                raise
+            except Exception as e:
+                log.error("turn batch failed: %s: %s", type(e).__name__, e)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        async with self.db.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            raw = getattr(raw, "_conn", raw)  # the sqlite3 connection under the inline adapter
+            trans = await conn.begin()
+            try:
+                for job in batch:
+                    raw.execute("SAVEPOINT turn")
+                    try:
+                        value = await asyncio.wait_for(job.fn(conn, raw), self.turn_timeout)
+                    except Exception as e:
+                        raw.execute("ROLLBACK TO turn")
+                        raw.execute("RELEASE turn")
+                        results.append((job, None, e))
+                    else:
+                        raw.execute("RELEASE turn")
+                        results.append((job, value, None))
+                await trans.commit()
+            except BaseException:
+                if trans.is_active:
+                    await trans.rollback()
+                raise
+        self.batches += 1
+        self.turns += len(batch)
+        for job, value, err in results:
+            if job.future.done():
+                continue
+            if err is not None:
+                job.future.set_exception(err)
+            else:
+                job.future.set_result(value)

@@ -1,0 +1,223 @@
+"""Reading and writing a turn's core rows (user, conversation, dedup record).
+
+Two implementations with one interface:
+
+* :class:`OrmTurnIO` — SQLAlchemy ORM in the turn's session; used on PostgreSQL, where the
+  conversation row is locked ``FOR UPDATE`` so one user's turns serialise across processes.
+* :class:`SqliteTurnIO` — plain SQL on the sqlite3 connection underneath SQLAlchemy, inside the
+  batch transaction of :class:`storage.turnbatch.TurnBatcher`. On this machine an ORM ``get``
+  costs ~215 µs and the same SELECT in sqlite3 ~15 µs; a turn needs six of them, so this is what
+  lets one process take thousands of messages a second. Flows still get an ORM session
+  (created lazily, joined to the same transaction through a SAVEPOINT) for their own tables.
+
+The rows are exposed as :class:`UserRecord` / :class:`ConvRecord` (SQLite) or the ORM objects
+(PostgreSQL); both offer the same attributes and role helpers, so flows cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from storage.models import Conversation, InboundDedup, RoleMixin, User
+from storage.sql import insert_ignore, is_postgres
+
+_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
+
+
+def _ts(v: datetime | None) -> str | None:
+    return None if v is None else v.strftime(_TS)
+
+
+def _dt(v: Any) -> datetime | None:
+    return None if v is None else datetime.fromisoformat(v) if isinstance(v, str) else v
+
+
+class UserRecord(RoleMixin):
+    """A users row read with plain SQL; remembers which columns a turn changed."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = tuple(c.name for c in User.__table__.columns)
+    _DATES: ClassVar[frozenset[str]] = frozenset(
+        c.name for c in User.__table__.columns if c.type.python_type is datetime)
+    _BOOLS: ClassVar[frozenset[str]] = frozenset(
+        c.name for c in User.__table__.columns if c.type.python_type is bool)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_dirty", set())
+        for k in self.COLUMNS:
+            v = values.get(k)
+            if k in self._DATES:
+                v = _dt(v)
+            elif k in self._BOOLS and v is not None:
+                v = bool(v)
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.COLUMNS and getattr(self, name, None) != value:
+            self._dirty.add(name)
+        object.__setattr__(self, name, value)
+
+    def changes(self) -> dict[str, Any]:
+        out = {}
+        for k in self._dirty:
+            v = getattr(self, k)
+            out[k] = _ts(v) if k in self._DATES else (int(v) if k in self._BOOLS and v is not None else v)
+        return out
+
+
+class ConvRecord:
+    """A conversations row read with plain SQL."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = tuple(c.name for c in Conversation.__table__.columns)
+    _JSON: ClassVar[frozenset[str]] = frozenset({"slots", "stack", "choices"})
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        for k in self.COLUMNS:
+            v = values.get(k)
+            if k in self._JSON:
+                v = json.loads(v) if isinstance(v, str) else (v if v is not None else ({} if k == "slots" else []))
+            elif k == "updated_at":
+                v = _dt(v)
+            elif k == "expired":
+                v = bool(v)
+            setattr(self, k, v)
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self.COLUMNS:
+            v = getattr(self, k)
+            if k in self._JSON:
+                v = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+            elif k == "updated_at":
+                v = _ts(v)
+            elif k == "expired":
+                v = int(bool(v))
+            out[k] = v
+        return out
+
+
+def _new_user(openid: str, now: datetime, subscribing: bool) -> dict[str, Any]:
+    return {"openid": openid, "subscribed": True, "first_seen": now, "last_seen": now, "kefu_sent": 0,
+            "roles": "", "subscribed_at": now if subscribing else None}
+
+
+def _new_conv(openid: str, now: datetime) -> dict[str, Any]:
+    return {"openid": openid, "slots": {}, "stack": [], "choices": [], "reasks": 0, "updated_at": now,
+            "expired": False}
+
+
+class OrmTurnIO:
+    """Core rows through the ORM session of the turn (PostgreSQL, and any non-SQLite database)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def load(self, openid: str, key: str, now: datetime,
+                   subscribing: bool) -> tuple[bool, str | None, Any, Any]:
+        s = self.session
+        if is_postgres(s):
+            await insert_ignore(s, Conversation.__table__, {
+                **_new_conv(openid, now)}, index_elements=["openid"])
+            conv = (await s.execute(select(Conversation).where(Conversation.openid == openid)
+                                    .with_for_update())).scalar_one()
+        else:
+            conv = await s.get(Conversation, openid)
+            if conv is None:
+                conv = Conversation(**_new_conv(openid, now))
+                s.add(conv)
+        prior = await s.get(InboundDedup, key)
+        if prior is not None:
+            return True, prior.reply, None, conv
+        user = await s.get(User, openid)
+        if user is None:
+            user = User(**_new_user(openid, now, subscribing))
+            s.add(user)
+        return False, None, user, conv
+
+    async def save(self, user: Any, conv: Any, key: str, reply: str | None, now: datetime, ttl: timedelta) -> None:
+        self.session.add(InboundDedup(key=key, reply=reply, created_at=now, expires_at=now + ttl))
+
+    async def finish(self) -> None:
+        """Nothing to do: the caller's session commits everything."""
+
+
+class LazySession:
+    """An AsyncSession created on first use, joined to the batch transaction by a SAVEPOINT."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._session: AsyncSession | None = None
+
+    def _get(self) -> AsyncSession:
+        if self._session is None:
+            self._session = AsyncSession(bind=self._conn, join_transaction_mode="create_savepoint",
+                                         expire_on_commit=False)
+        return self._session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    @property
+    def used(self) -> bool:
+        return self._session is not None
+
+    async def commit(self) -> None:
+        if self._session is not None:
+            await self._session.commit()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class SqliteTurnIO:
+    """Core rows with plain SQL on the batch connection (SQLite only)."""
+
+    def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+        self.session = LazySession(conn)
+
+    async def load(self, openid: str, key: str, now: datetime,
+                   subscribing: bool) -> tuple[bool, str | None, Any, Any]:
+        raw = self.raw
+        row = raw.execute("SELECT reply FROM inbound_dedup WHERE key = ?", (key,)).fetchone()
+        crow = raw.execute(f"SELECT {', '.join(ConvRecord.COLUMNS)} FROM conversations WHERE openid = ?",
+                           (openid,)).fetchone()
+        conv = ConvRecord(dict(zip(ConvRecord.COLUMNS, crow, strict=True)) if crow else _new_conv(openid, now))
+        if row is not None:
+            return True, row[0], None, conv
+        urow = raw.execute(f"SELECT {', '.join(UserRecord.COLUMNS)} FROM users WHERE openid = ?",
+                           (openid,)).fetchone()
+        if urow is None:
+            values = _new_user(openid, now, subscribing)
+            user = UserRecord(values)
+            ins = {k: (_ts(v) if isinstance(v, datetime) else int(v) if isinstance(v, bool) else v)
+                   for k, v in values.items()}
+            raw.execute(f"INSERT INTO users ({', '.join(ins)}) VALUES ({', '.join('?' * len(ins))})",
+                        tuple(ins.values()))
+        else:
+            user = UserRecord(dict(zip(UserRecord.COLUMNS, urow, strict=True)))
+        return False, None, user, conv
+
+    async def save(self, user: UserRecord, conv: ConvRecord, key: str, reply: str | None, now: datetime,
+                   ttl: timedelta) -> None:
+        raw = self.raw
+        await self.session.commit()  # the flow's ORM changes first (releases their SAVEPOINT)
+        changes = user.changes()
+        if changes:
+            raw.execute(f"UPDATE users SET {', '.join(f'{k} = ?' for k in changes)} WHERE openid = ?",
+                        (*changes.values(), user.openid))
+        row = conv.row()
+        raw.execute(f"INSERT OR REPLACE INTO conversations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    tuple(row.values()))
+        raw.execute("INSERT INTO inbound_dedup (key, reply, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                    (key, reply, _ts(now), _ts(now + ttl)))
+
+    async def finish(self) -> None:
+        await self.session.close()

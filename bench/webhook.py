@@ -119,7 +119,8 @@ def bench_werobot(args: argparse.Namespace, tmp: Path) -> dict[str, float] | Non
         return None
     port = free_port()
     proc = subprocess.Popen([str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
-                             "werobot_echo:app"], cwd=ROOT / "bench", env={**os.environ, "BENCH_TOKEN": "vetbottoken"},
+                             "werobot_echo:app"], cwd=tmp,
+                            env={**os.environ, "BENCH_TOKEN": "vetbottoken", "PYTHONPATH": str(ROOT / "bench")},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)

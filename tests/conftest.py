@@ -136,3 +136,37 @@ def make_config(db_url: str, **overrides: object) -> Config:
 @pytest.fixture
 def config(db_url: str) -> Config:
     return make_config(db_url)
+
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser_page():  # type: ignore[no-untyped-def]
+    """A Playwright page in Debian's headless Chromium (phone-sized viewport).
+
+    Skips when Chromium or Playwright is missing, except under CI=true where it fails.
+    """
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        exe = None
+    if not exe:
+        msg = "Debian chromium and the playwright package are needed for browser tests"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1,
+                                            locale="zh-CN")
+        page = await context.new_page()
+        try:
+            yield page
+        finally:
+            await context.close()
+            await browser.close()

@@ -1,0 +1,75 @@
+"""SQLite group commit: turns in one batch are isolated by SAVEPOINTs and committed together."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.app import build_runtime
+from bot.clock import FakeClock
+from bot.dispatcher import TurnControl
+from flows.api import Context, Flow, Inbound, flow
+from storage.models import InboundDedup, Ticket, User
+from tests.conftest import database_url, make_config
+
+
+@flow
+class _Boom(Flow):
+    """Writes a ticket through the ORM session, then fails: the ticket must not survive."""
+
+    name = "test_boom"
+
+    async def start(self, ctx: Context) -> None:
+        ctx.session.add(Ticket(openid=ctx.openid, text="half-done", context={}, status="open", created_at=ctx.now))
+        await ctx.session.flush()
+        ctx.user.name = "不该保存"
+        raise RuntimeError("flow bug")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):  # type: ignore[no-untyped-def]
+    return database_url("sqlite", tmp_path)[0]
+
+
+async def test_a_failing_turn_rolls_back_alone_and_the_batch_commits(sqlite_url: str) -> None:
+    cfg = make_config(sqlite_url, bot__fallback_flow="test_boom")
+    rt = await build_runtime(cfg, clock=FakeClock())
+    try:
+        d = rt.dispatcher
+        results = await asyncio.gather(
+            d.handle("u_ok1", Inbound(kind="text", text="帮助"), "k1", TurnControl()),
+            d.handle("u_bad", Inbound(kind="text", text="随便说点什么"), "k2", TurnControl()),
+            d.handle("u_ok2", Inbound(kind="text", text="人工"), "k3", TurnControl()),
+            d.handle("u_ok1", Inbound(kind="text", text="帮助"), "k1", TurnControl()),  # a retry in the same batch
+            return_exceptions=True,
+        )
+        assert "您可以回复数字办理" in results[0]
+        assert isinstance(results[1], RuntimeError)
+        assert "请直接输入" in results[2]
+        assert results[3] == results[0], "the retry must get the stored reply"
+        assert d._batcher.batches <= 2
+        async with rt.db.session() as s:
+            assert (await s.execute(select(func.count(Ticket.id)))).scalar() == 0
+            bad = await s.get(User, "u_bad")
+            assert bad is None, "the failed turn's user row must be rolled back too"
+            keys = set((await s.execute(select(InboundDedup.key))).scalars())
+            assert keys == {"k1", "k3"}
+    finally:
+        await rt.close()
+
+
+async def test_user_changes_from_a_flow_persist_on_the_fast_path(sqlite_url: str) -> None:
+    cfg = make_config(sqlite_url, bot__fallback_flow="help")
+    rt = await build_runtime(cfg, clock=FakeClock())
+    try:
+        d = rt.dispatcher
+        for i, text in enumerate(["我的信息", "李秀英", "13912345678", "城关镇", "2"]):
+            await d.handle("u_fast", Inbound(kind="text", text=text), f"f{i}", TurnControl())
+        async with rt.db.session() as s:
+            u = await s.get(User, "u_fast")
+            assert (u.name, u.phone, u.township, u.kind, u.roles) == ("李秀英", "13912345678", "城关镇", "family",
+                                                                     "family")
+    finally:
+        await rt.close()

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ENTRY_KEYS", "KBError", "Entry", "load_kb", "load_synonyms", "load_userdict"]
+__all__ = ["ENTRY_KEYS", "Entry", "KBError", "load_kb", "load_synonyms", "load_userdict"]
 
 ENTRY_KEYS = ("id", "question", "alternates", "answer", "tags", "keywords", "source", "updated", "links")
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -110,7 +110,7 @@ def _read_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise KBError(path, None, "not UTF-8 text", "save the file as UTF-8") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None

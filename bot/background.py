@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -11,12 +11,22 @@ from bot.scheduler import Scheduler
 
 
 async def background_context(app: web.Application) -> AsyncIterator[None]:
-    """aiohttp cleanup context: start the loops after start-up, stop them on shutdown."""
+    """aiohttp cleanup context: start the loops after start-up, stop them on shutdown.
+
+    The outbox sender runs in every process (on PostgreSQL several share the work through
+    ``FOR UPDATE SKIP LOCKED``); the scheduler's ticks run in one process at a time.
+    """
     from bot.app import RUNTIME
+    from bot.outbox import build_sender
 
     runtime = app[RUNTIME]
     cfg = runtime.config
-    stoppers = []
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+    if cfg.outbox.enabled:
+        sender = build_sender(cfg, runtime.db, runtime.clock)
+        runtime.extra["outbox_sender"] = sender
+        sender.start()
+        stoppers.append(sender.close)
     if cfg.scheduler.enabled:
         sched = Scheduler(runtime.db, runtime.services)
         sched.start()

@@ -1,0 +1,573 @@
+"""The outbox sender: delivers queued pushes under WeChat's rules, at least once, never losing one.
+
+Pushes are rows written by features in the same transaction as the change that causes them
+(:func:`storage.outbox.enqueue`). :class:`OutboxSender` claims due rows in batches
+(:mod:`storage.outbox_repo`), delivers them with bounded concurrency and an optional rate per API
+path, and writes the results back in groups.
+
+Channel policy, decided per row when it is sent (not when it is queued):
+
+1. **kefu** (customer-service text) while the user's window is open and its quota not spent: 48 h
+   and 5 messages after the user wrote, 1 min and 3 messages after a menu click / follow / scan. A
+   slot is taken atomically in ``users.kefu_sent`` before sending (the dispatcher resets the count
+   when the user interacts).
+2. **template** when ``templates.<purpose>`` is configured: fields and url are format strings over
+   the push's ``data`` plus ``text`` and ``url``; a missing placeholder renders empty (logged once).
+3. **sms** through the webhook (:mod:`bot.sms`) when configured and the user has a phone.
+4. otherwise ``failed`` with ``no channel`` (and why the others were skipped).
+
+45015 (window closed) / 45047 (count used up) put the channel in ``skipped_channels`` and move on
+to the next channel at once. Users who unfollowed get nothing (``cancelled``). Transient errors
+(-1, 45009, 45011, timeouts, HTTP 5xx, dropped connections) retry with exponential backoff and
+jitter up to ``outbox.max_attempts``; 45009/45011 also pause that API path until the quota resets.
+Errors about the whole account rather than this message (the token cannot be fetched, the token is
+refused twice, 40164 IP not whitelisted) are retried the same way, so fixing the configuration lets
+queued call-ups still go out. Any other error is permanent: ``failed`` with the reason at once.
+
+At-least-once: a row is *in flight* from its claim until its result is committed. If the process
+dies in between, the row stays ``sending`` and is handed back after ``outbox.claim_timeout_s``;
+such a row may reach the user twice. No other row is ever sent twice or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import socket
+import string
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from bot.config import Config, TemplateSpec
+from bot.sms import SmsClient, SmsError
+from bot.wechat_api import (
+    IPNotWhitelisted,
+    OutOfWindow,
+    OverQuota,
+    RateLimited,
+    TokenInvalid,
+    WeChatClient,
+    WeChatError,
+)
+from storage.db import Database
+from storage.outbox_repo import (
+    ClaimedRow,
+    Outcome,
+    UserState,
+    claim_due,
+    reclaim_stale,
+    record_outcomes,
+    reserve_kefu,
+)
+from storage.tokens import DbTokenStore
+
+log = logging.getLogger("vetbot.outbox")
+
+KEFU, TEMPLATE, SMS = "kefu", "template", "sms"
+CHANNELS = (KEFU, TEMPLATE, SMS)
+#: The API path each channel uses (rate limits and 45009/45011 pauses are per path).
+CHANNEL_PATH = {KEFU: "/cgi-bin/message/custom/send", TEMPLATE: "/cgi-bin/message/template/send", SMS: "sms"}
+TOKEN_PATH = "/cgi-bin/stable_token"
+_RID = re.compile(r"\s*(?:,\s*)?(?:hints?:\s*\[[^\]]*\]\s*)?rid:\s*[0-9a-f-]+\s*$", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Waking the sender when this process queues a push
+
+
+_SENDERS: weakref.WeakSet[OutboxSender] = weakref.WeakSet()
+_HOOKED = False
+
+
+def _install_commit_hook() -> None:
+    """Wake this process's senders when a transaction that wrote outbox rows commits.
+
+    Listens on every ORM Session: an INSERT into ``outbox`` marks the session, and its commit wakes
+    the senders. (On SQLite's batched turns the flow session commits a SAVEPOINT first; the sender
+    then waits for the single connection, i.e. for the real COMMIT, before it can claim anything.)
+    """
+    global _HOOKED
+    if _HOOKED:
+        return
+    _HOOKED = True
+
+    @event.listens_for(Session, "do_orm_execute")
+    def _mark(state: Any) -> None:
+        if state.is_insert and getattr(getattr(state.statement, "table", None), "name", None) == "outbox":
+            state.session.info["vetbot_outbox_new"] = True
+
+    @event.listens_for(Session, "after_flush")
+    def _mark_orm(session: Session, _ctx: Any) -> None:
+        if any(getattr(o, "__tablename__", None) == "outbox" for o in session.new):
+            session.info["vetbot_outbox_new"] = True
+
+    @event.listens_for(Session, "after_commit")
+    def _commit(session: Session) -> None:
+        if session.info.pop("vetbot_outbox_new", False):
+            for sender in list(_SENDERS):
+                sender.wake()
+
+    @event.listens_for(Session, "after_soft_rollback")
+    def _rollback(session: Session, _prev: Any) -> None:
+        session.info.pop("vetbot_outbox_new", None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Templates
+
+
+class _SafeFormatter(string.Formatter):
+    """``str.format`` over a mapping where unknown names render empty and attribute/index access is
+    refused (the format strings come from the config, the values from users)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.missing: list[str] = []
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        if not field_name.isidentifier():
+            self.missing.append(field_name)
+            return "", field_name
+        return self.get_value(field_name, args, kwargs), field_name
+
+    def get_value(self, key: Any, args: Any, kwargs: Any) -> Any:
+        if isinstance(key, int) or key not in kwargs or kwargs[key] is None:
+            self.missing.append(str(key))
+            return ""
+        return kwargs[key]
+
+
+class TemplateRenderer:
+    """Builds template messages from ``templates:``; warns once per (purpose, missing placeholder)."""
+
+    def __init__(self, templates: Mapping[str, TemplateSpec]) -> None:
+        self.templates = templates
+        self._warned: set[tuple[str, str]] = set()
+
+    def has(self, purpose: str) -> bool:
+        """Whether a template is configured for ``purpose``."""
+        spec = self.templates.get(purpose)
+        return spec is not None and bool(spec.template_id)
+
+    @staticmethod
+    def values(payload: Mapping[str, Any]) -> dict[str, Any]:
+        """What placeholders may use: the push's ``data`` plus ``text`` and ``url``."""
+        data = payload.get("data") or {}
+        return {**(data if isinstance(data, Mapping) else {}), "text": payload.get("text", ""),
+                "url": payload.get("url") or (data.get("url") if isinstance(data, Mapping) else "") or ""}
+
+    def _fmt(self, purpose: str, where: str, pattern: str, values: Mapping[str, Any]) -> str:
+        f = _SafeFormatter()
+        try:
+            out = f.vformat(pattern, (), values)
+        except (ValueError, IndexError, KeyError) as e:
+            self._warn(purpose, f"{where}: bad format string {pattern!r} ({e})")
+            return pattern
+        for name in f.missing:
+            self._warn(purpose, f"{where}: no value for {{{name}}}")
+        return out
+
+    def _warn(self, purpose: str, what: str) -> None:
+        if (purpose, what) not in self._warned:
+            self._warned.add((purpose, what))
+            log.warning("templates.%s %s (left empty; check the push's data or the template fields)", purpose, what)
+
+    def render(self, purpose: str, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], str | None]:
+        """``(template_id, data fields, url or None)`` for a push of ``purpose``."""
+        spec = self.templates[purpose]
+        values = self.values(payload)
+        data = {name: self._fmt(purpose, f"fields.{name}", pattern, values) for name, pattern in spec.fields.items()}
+        url = self._fmt(purpose, "url", spec.url, values) if spec.url else ""
+        return spec.template_id, data, url or None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rate limit
+
+
+class RateLimiter:
+    """At most ``rate`` requests per second per key, spaced evenly (0 = unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next: dict[str, float] = {}
+
+    async def acquire(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next.get(key, now))
+        self._next[key] = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sender
+
+
+@dataclass
+class DeliveryReport:
+    """What one :meth:`OutboxSender.deliver_due` pass did."""
+
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    reclaimed: int = 0
+    by_channel: Counter[str] = field(default_factory=Counter)
+
+    def add(self, o: Outcome) -> None:
+        if o.status == "sent":
+            self.sent += 1
+            self.by_channel[o.channel or "-"] += 1
+        elif o.status == "failed":
+            self.failed += 1
+        elif o.status == "cancelled":
+            self.cancelled += 1
+        else:
+            self.retried += 1
+
+
+def _reason(channel: str, exc: BaseException) -> str:
+    if isinstance(exc, WeChatError) and exc.errcode is not None:
+        msg = _RID.sub("", exc.errmsg).strip()
+        return f"{channel}: {exc.errcode} {msg}".strip()
+    if isinstance(exc, WeChatError):
+        return f"{channel}: {_RID.sub('', exc.errmsg).strip()}"
+    return f"{channel}: {exc}"
+
+
+def _account_level(exc: WeChatError) -> bool:
+    """Errors about the account or our setup, not this message: retry them (an operator can fix them)."""
+    return exc.path == TOKEN_PATH or isinstance(exc, TokenInvalid | IPNotWhitelisted)
+
+
+class _Retry(Exception):
+    """Internal: deliver later (transient error or a paused path)."""
+
+    def __init__(self, reason: str, *, not_before: datetime | None = None, counts: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.not_before, self.counts = reason, not_before, counts
+
+
+class _Fail(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutboxSender:
+    """Delivers due outbox rows. Tests call :meth:`deliver_due`; ``serve`` runs :meth:`start`.
+
+    ``clock`` is the injected clock (naive UTC ``now()``); ``client`` the WeChat API client (its
+    token store should be a :class:`storage.tokens.DbTokenStore`); ``sms`` the webhook client
+    (None or disabled: no SMS channel). ``worker`` names this sender in ``claimed_by``.
+    """
+
+    def __init__(self, db: Database, config: Config, clock: Any, client: WeChatClient,
+                 sms: SmsClient | None = None, *, worker: str | None = None, rng: random.Random | None = None) -> None:
+        self.db, self.config, self.clock, self.client = db, config, clock, client
+        self.cfg = config.outbox
+        self.sms = sms
+        self.worker = (worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")[:64]
+        self.templates = TemplateRenderer(config.templates)
+        self.limiter = RateLimiter(self.cfg.rate_per_s)
+        self.rng = rng or random.Random()
+        self._paused: dict[str, tuple[datetime, str]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_reclaim: datetime | None = None
+        #: Totals since start (for logs and tests).
+        self.totals = DeliveryReport()
+        _install_commit_hook()
+        _SENDERS.add(self)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Deliver now instead of at the next poll (called after a commit that queued pushes)."""
+        self._wake.set()
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the delivery loop in the background until :meth:`stop`."""
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self.run(), name=f"vetbot-outbox-{self.worker}")
+        return self._task
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop claiming; let deliveries in progress finish for ``grace_s``, then cancel.
+
+        Rows cancelled mid-send stay ``sending`` and are handed back after the claim timeout.
+        """
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, grace_s)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:
+                log.exception("outbox sender stopped with an error")
+
+    async def close(self) -> None:
+        """Stop and close the API clients."""
+        await self.stop()
+        _SENDERS.discard(self)
+        await self.client.close()
+        if self.sms is not None:
+            await self.sms.close()
+
+    async def run(self) -> None:
+        """The loop: deliver everything due, then sleep until woken or ``poll_interval_s`` passes."""
+        log.info("outbox sender %s running (concurrency %d)", self.worker, self.cfg.concurrency)
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.error("outbox pass failed: %s: %s", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    # -- one pass -------------------------------------------------------------------------------
+    def _now(self, fixed: datetime | None) -> datetime:
+        return fixed if fixed is not None else self.clock.now()
+
+    async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
+        """Claim and deliver every row due at ``now`` (default: the clock), and record the results.
+
+        Returns when all claimed rows are delivered (or rescheduled) and their results committed.
+        """
+        report = DeliveryReport()
+        t0 = self._now(now)
+        every = timedelta(seconds=max(1.0, min(30.0, self.cfg.claim_timeout_s / 4)))
+        if now is not None or self._last_reclaim is None or t0 - self._last_reclaim >= every:
+            self._last_reclaim = t0
+            report.reclaimed = await reclaim_stale(self.db, t0, self.cfg.claim_timeout_s, self.cfg.max_attempts)
+            if report.reclaimed:
+                log.warning("handed back %d pushes left in 'sending' by a stopped sender", report.reclaimed)
+        sem = asyncio.Semaphore(max(1, self.cfg.concurrency))
+        batch = max(1, self.cfg.batch_size)
+        low = max(1, batch // 2)
+        inflight: set[asyncio.Task[Outcome]] = set()
+        done_outcomes: list[Outcome] = []
+        writer: asyncio.Task[None] | None = None
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and not self._stopping and len(inflight) <= low:
+                    want = batch - len(inflight)
+                    rows, users = await claim_due(self.db, self._now(now), want, self.worker)
+                    report.claimed += len(rows)
+                    exhausted = len(rows) < want
+                    for row in rows:
+                        user = users.get(row.openid) or UserState(row.openid)
+                        inflight.add(asyncio.create_task(self._guarded(row, user, now, sem)))
+                if not inflight:
+                    break
+                done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    done_outcomes.append(t.result())
+                if done_outcomes and (writer is None or writer.done()):
+                    if writer is not None:
+                        writer.result()
+                    chunk, done_outcomes = done_outcomes, []
+                    writer = asyncio.create_task(self._write(chunk, report))
+        except BaseException:
+            for t in inflight:
+                t.cancel()
+            raise
+        finally:
+            if writer is not None:
+                await writer
+            if done_outcomes:
+                await self._write(done_outcomes, report)
+        return report
+
+    async def _write(self, outcomes: list[Outcome], report: DeliveryReport) -> None:
+        """Commit results as one group; a database hiccup is retried (the rows stay claimed meanwhile)."""
+        for attempt in range(4):
+            try:
+                await record_outcomes(self.db, self.worker, outcomes)
+                break
+            except Exception as e:
+                if attempt == 3:
+                    log.error("could not record %d delivery results (%s); they will be retried after the "
+                              "claim timeout and may go out twice", len(outcomes), type(e).__name__)
+                    return
+                await asyncio.sleep(0.2 * 2 ** attempt)
+        for o in outcomes:
+            report.add(o)
+            self.totals.add(o)
+
+    async def _guarded(self, row: ClaimedRow, user: UserState, now: datetime | None,
+                       sem: asyncio.Semaphore) -> Outcome:
+        async with sem:
+            try:
+                return await self.deliver_one(row, user, now)
+            except Exception as e:  # a bug must not stop the loop nor lose the row
+                log.exception("delivering push %d failed unexpectedly", row.id)
+                return self._retry_outcome(row, self._now(now), list(row.skipped_channels),
+                                           _Retry(f"internal error: {type(e).__name__}: {e}"))
+
+    # -- policy ---------------------------------------------------------------------------------
+    def _kefu_window_open(self, user: UserState, now: datetime) -> bool:
+        c = self.cfg
+        sent = user.kefu_sent or 0
+        if user.last_message_at is not None and now - user.last_message_at <= timedelta(hours=c.kefu_window_h) \
+                and sent < c.kefu_quota_after_message:
+            return True
+        return (user.last_event_at is not None and now - user.last_event_at <= timedelta(seconds=c.kefu_event_window_s)
+                and sent < c.kefu_quota_after_event)
+
+    async def _eligible(self, channel: str, row: ClaimedRow, user: UserState, now: datetime) -> bool:
+        if channel == KEFU:
+            if not row.payload.get("text") or not user.known or not self._kefu_window_open(user, now):
+                return False
+            c = self.cfg
+            return await reserve_kefu(self.db, row.openid, now, window_h=c.kefu_window_h,
+                                      quota_after_message=c.kefu_quota_after_message,
+                                      event_window_s=c.kefu_event_window_s,
+                                      quota_after_event=c.kefu_quota_after_event)
+        if channel == TEMPLATE:
+            return self.templates.has(row.purpose)
+        return bool(self.sms is not None and self.sms.enabled and user.phone and row.payload.get("text"))
+
+    async def deliver_one(self, row: ClaimedRow, user: UserState, now: datetime | None = None) -> Outcome:
+        """Decide the channel for one claimed row and try it (falling through on 45015/45047)."""
+        t = self._now(now)
+        skipped = list(row.skipped_channels)
+        if user.known and not user.subscribed:
+            return Outcome(row.id, "cancelled", row.attempts, row.due_at, skipped_channels=skipped,
+                           last_error="user unsubscribed")
+        notes: list[str] = []
+        for channel in CHANNELS:
+            if channel in skipped or not await self._eligible(channel, row, user, t):
+                continue
+            try:
+                msgid = await self._send(channel, row, user, t)
+            except _Retry as r:
+                return self._retry_outcome(row, t, skipped, r)
+            except _Fail as f:
+                return Outcome(row.id, "failed", row.attempts + 1, row.due_at, channel=channel,
+                               skipped_channels=skipped, last_error=f.reason)
+            except (OutOfWindow, OverQuota) as e:
+                skipped.append(channel)
+                notes.append(_reason(channel, e))
+                continue
+            return Outcome(row.id, "sent", row.attempts + 1, row.due_at, channel=channel, skipped_channels=skipped,
+                           sent_at=self._now(now), wechat_msgid=msgid)
+        why = "no channel"
+        if notes:
+            why += f" ({'; '.join(notes)})"
+        elif not self.templates.has(row.purpose):
+            why += f" (no template for {row.purpose}, no kefu window, no phone for SMS)"
+        return Outcome(row.id, "failed", row.attempts + (1 if notes else 0), row.due_at,
+                       skipped_channels=skipped, last_error=why)
+
+    def _retry_outcome(self, row: ClaimedRow, now: datetime, skipped: list[str], r: _Retry) -> Outcome:
+        attempts = row.attempts + (1 if r.counts else 0)
+        if r.counts and attempts >= self.cfg.max_attempts:
+            return Outcome(row.id, "failed", attempts, row.due_at, skipped_channels=skipped,
+                           last_error=f"gave up after {attempts} attempts: {r.reason}")
+        delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** max(attempts - 1, 0))
+        delay = self.rng.uniform(delay / 2, delay)  # "equal jitter": spread retries, keep a floor
+        due = now + timedelta(seconds=delay)
+        if r.not_before is not None and r.not_before > due:
+            due = r.not_before
+        return Outcome(row.id, "pending", attempts, due, skipped_channels=skipped, last_error=r.reason)
+
+    # -- channels -------------------------------------------------------------------------------
+    async def _send(self, channel: str, row: ClaimedRow, user: UserState, now: datetime) -> int | None:
+        path = CHANNEL_PATH[channel]
+        paused = self._paused.get(path)
+        if paused is not None:
+            if paused[0] > now:
+                raise _Retry(f"{paused[1]} (API paused until {paused[0]:%Y-%m-%d %H:%M} UTC)",
+                             not_before=paused[0], counts=False)
+            self._paused.pop(path, None)
+        await self.limiter.acquire(path)
+        try:
+            if channel == KEFU:
+                await self.client.send_custom_text(row.openid, _kefu_text(row.payload))
+                return None
+            if channel == TEMPLATE:
+                template_id, data, url = self.templates.render(row.purpose, row.payload)
+                return await self.client.send_template(row.openid, template_id, data, url)
+            assert self.sms is not None and user.phone
+            await self.sms.send(user.phone, _sms_text(row.payload), key=row.idempotency_key,
+                                extra={**TemplateRenderer.values(row.payload), "purpose": row.purpose,
+                                       "title": (row.payload.get("data") or {}).get("title", "")})
+            return None
+        except (OutOfWindow, OverQuota):
+            raise
+        except RateLimited as e:
+            until = now + timedelta(seconds=max(e.retry_after, 1.0))
+            self._paused[path] = (until, _reason(channel, e))
+            log.warning("%s: WeChat quota reached (%s); pausing this API until %s UTC", path, e.errcode, until)
+            raise _Retry(_reason(channel, e), not_before=until) from None
+        except WeChatError as e:
+            if e.transient:
+                raise _Retry(_reason(channel, e)) from None
+            if _account_level(e):
+                log.error("WeChat refused the account, not the message: %s (pushes are retried; fix the "
+                          "configuration or the IP whitelist)", _reason(channel, e))
+                raise _Retry(_reason(channel, e)) from None
+            raise _Fail(_reason(channel, e)) from None
+        except SmsError as e:
+            if e.transient:
+                raise _Retry(_reason(channel, e)) from None
+            raise _Fail(_reason(channel, e)) from None
+
+
+def _kefu_text(payload: Mapping[str, Any]) -> str:
+    text = str(payload.get("text") or "")
+    url = payload.get("url")
+    if url and url not in text:
+        # Customer-service text may carry links; the page is what a template would have opened.
+        text += f'\n<a href="{url}">点击查看</a>'
+    return text
+
+
+def _sms_text(payload: Mapping[str, Any]) -> str:
+    text = str(payload.get("text") or "")
+    url = payload.get("url")
+    return f"{text} {url}" if url and url not in text else text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Assembly
+
+
+def build_client(config: Config, db: Database, **kwargs: Any) -> WeChatClient:
+    """The WeChat API client of this process, sharing its token through the database."""
+    store = DbTokenStore(db, config.wechat.appid)
+    return WeChatClient(config.wechat.api_base, config.wechat.appid, config.wechat.secret, store,
+                        timeout=config.wechat.timeout_s, **kwargs)
+
+
+def build_sender(config: Config, db: Database, clock: Any, *, worker: str | None = None) -> OutboxSender:
+    """A sender wired to the configured WeChat API (token in the database) and SMS webhook."""
+    return OutboxSender(db, config, clock, build_client(config, db), SmsClient(config.sms), worker=worker)

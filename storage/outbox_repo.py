@@ -1,0 +1,242 @@
+"""Outbox rows from the sender's side: claiming, results, the kefu quota, status and retry.
+
+Life of a row: ``pending`` → claimed (``sending``, ``claimed_by``/``claimed_at`` set, committed at
+once) → delivered outside any transaction → result written (``sent`` / ``failed`` / ``cancelled``,
+or back to ``pending`` with a later ``due_at`` for a retry). A sender killed between claim and
+result leaves its rows in ``sending``; :func:`reclaim_stale` hands them back after
+``claim_timeout_s``. Such rows may already have reached the user, so delivery is at-least-once:
+only rows in flight at the moment of a crash can go out twice.
+
+On PostgreSQL several senders claim at once: ``FOR UPDATE SKIP LOCKED`` gives each a disjoint set
+without waiting. On SQLite the claim transaction starts with ``BEGIN IMMEDIATE`` (one writer), and
+one sender runs per database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
+
+from storage.base import JSONText
+from storage.db import Database
+from storage.models import OutboxMessage, User
+
+T = OutboxMessage.__table__
+U = User.__table__
+
+#: Every status a row can have.
+STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
+STALE_CLAIM_ERROR = "sender stopped while sending (claim timed out); the push may have gone out already"
+
+
+@dataclass
+class ClaimedRow:
+    """A row this sender now owns (``status='sending'``)."""
+
+    id: int
+    idempotency_key: str
+    openid: str
+    purpose: str
+    priority: int
+    payload: dict[str, Any]
+    skipped_channels: list[str]
+    attempts: int
+    due_at: datetime
+    created_at: datetime
+
+
+@dataclass
+class UserState:
+    """What the channel policy needs to know about a recipient, read when the row is claimed."""
+
+    openid: str
+    known: bool = False
+    subscribed: bool = True
+    last_message_at: datetime | None = None
+    last_event_at: datetime | None = None
+    kefu_sent: int = 0
+    phone: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The result of one delivery try, written back by :func:`record_outcomes`."""
+
+    id: int
+    status: str  # sent / failed / cancelled / pending (retry)
+    attempts: int
+    due_at: datetime
+    channel: str | None = None
+    skipped_channels: list[str] | None = None
+    sent_at: datetime | None = None
+    last_error: str | None = None
+    wechat_msgid: int | None = None
+
+
+_CLAIM_COLS = (T.c.id, T.c.idempotency_key, T.c.openid, T.c.purpose, T.c.priority, T.c.payload,
+               T.c.skipped_channels, T.c.attempts, T.c.due_at, T.c.created_at)
+
+
+async def claim_due(db: Database, now: datetime, limit: int, worker: str
+                    ) -> tuple[list[ClaimedRow], dict[str, UserState]]:
+    """Claim up to ``limit`` due rows (priority first, then oldest due) and read their recipients.
+
+    The claim is committed before this returns, so delivery never runs inside a transaction.
+    """
+    due = (select(T.c.id).where(T.c.status == "pending", T.c.due_at <= now)
+           .order_by(T.c.priority, T.c.due_at, T.c.id).limit(limit))
+    if not db.is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (update(T).where(T.c.id.in_(due.scalar_subquery()), T.c.status == "pending")
+            .values(status="sending", claimed_by=worker, claimed_at=now)
+            .returning(*_CLAIM_COLS))
+    async with db.session() as s:
+        result = await s.execute(stmt, execution_options={"synchronize_session": False})
+        rows = [ClaimedRow(id=r.id, idempotency_key=r.idempotency_key, openid=r.openid, purpose=r.purpose,
+                           priority=r.priority, payload=r.payload or {}, skipped_channels=list(r.skipped_channels or []),
+                           attempts=r.attempts or 0, due_at=r.due_at, created_at=r.created_at)
+                for r in result]
+        users: dict[str, UserState] = {}
+        openids = sorted({r.openid for r in rows})
+        for i in range(0, len(openids), 500):
+            q = select(U.c.openid, U.c.subscribed, U.c.last_message_at, U.c.last_event_at, U.c.kefu_sent,
+                       U.c.phone).where(U.c.openid.in_(openids[i:i + 500]))
+            for u in await s.execute(q):
+                users[u.openid] = UserState(u.openid, True, bool(u.subscribed) if u.subscribed is not None else True,
+                                            u.last_message_at, u.last_event_at, u.kefu_sent or 0, u.phone)
+    rows.sort(key=lambda r: (r.priority, r.due_at, r.id))
+    return rows, users
+
+
+async def reclaim_stale(db: Database, now: datetime, claim_timeout_s: float, max_attempts: int) -> int:
+    """Hand rows stuck in ``sending`` (their sender died) back to ``pending``.
+
+    The stuck try counts as an attempt, so a row that kills its sender every time ends up
+    ``failed`` instead of looping for ever. Returns how many rows were reclaimed.
+    """
+    cutoff = now - timedelta(seconds=claim_timeout_s)
+    stmt = (update(T).where(T.c.status == "sending", T.c.claimed_at < cutoff)
+            .values(status=case((T.c.attempts + 1 >= max_attempts, literal("failed")), else_=literal("pending")),
+                    attempts=T.c.attempts + 1, claimed_by=None, claimed_at=None, last_error=STALE_CLAIM_ERROR))
+    async with db.session() as s:
+        result = await s.execute(stmt, execution_options={"synchronize_session": False})
+    return max(result.rowcount or 0, 0)
+
+
+_RESULT = (
+    update(T)
+    .where(T.c.id == bindparam("b_id"), T.c.claimed_by == bindparam("b_worker"), T.c.status == "sending")
+    .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), due_at=bindparam("b_due_at"),
+            channel=bindparam("b_channel"), skipped_channels=bindparam("b_skipped", type_=JSONText()),
+            sent_at=bindparam("b_sent_at"), last_error=bindparam("b_last_error"),
+            wechat_msgid=bindparam("b_msgid"), claimed_by=None, claimed_at=None)
+)
+
+
+async def record_outcomes(db: Database, worker: str, outcomes: Sequence[Outcome]) -> int:
+    """Write delivery results in one transaction (one statement, many parameter sets).
+
+    Only rows still claimed by ``worker`` are touched: a row reclaimed by another sender after a
+    stall belongs to that sender now. Returns how many rows were updated.
+    """
+    if not outcomes:
+        return 0
+    params = [{"b_id": o.id, "b_worker": worker, "b_status": o.status, "b_attempts": o.attempts,
+               "b_due_at": o.due_at, "b_channel": o.channel, "b_skipped": o.skipped_channels or [],
+               "b_sent_at": o.sent_at, "b_last_error": o.last_error, "b_msgid": o.wechat_msgid}
+              for o in outcomes]
+    async with db.session() as s:
+        result = await s.execute(_RESULT, params, execution_options={"synchronize_session": False})
+    return max(result.rowcount or 0, 0) if result.rowcount is not None else len(outcomes)
+
+
+async def reserve_kefu(db: Database, openid: str, now: datetime, *, window_h: float, quota_after_message: int,
+                       event_window_s: float, quota_after_event: int) -> bool:
+    """Take one customer-service slot of the user's window, atomically; False when none is left.
+
+    A single ``UPDATE … SET kefu_sent = kefu_sent + 1 WHERE <window open and quota left>`` keeps the
+    count exact when several senders (or a burst of pushes to one user) race. The slot is taken
+    before sending; a send that then fails does not give it back, so the count errs towards using a
+    template message, never towards a 45047 refusal.
+    """
+    sent = func.coalesce(U.c.kefu_sent, 0)
+    msg_open = and_(U.c.last_message_at.is_not(None), U.c.last_message_at >= now - timedelta(hours=window_h),
+                    sent < quota_after_message)
+    evt_open = and_(U.c.last_event_at.is_not(None), U.c.last_event_at >= now - timedelta(seconds=event_window_s),
+                    sent < quota_after_event)
+    stmt = (update(U).where(U.c.openid == openid, U.c.subscribed.is_not(False), or_(msg_open, evt_open))
+            .values(kefu_sent=sent + 1))
+    async with db.session() as s:
+        result = await s.execute(stmt, execution_options={"synchronize_session": False})
+    return (result.rowcount or 0) == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Operators' view
+
+
+async def status_counts(db: Database, now: datetime, *, claim_timeout_s: float = 120.0,
+                        top_reasons: int = 20) -> dict[str, Any]:
+    """Counts by status, by channel (sent rows), by purpose and status, and the failure reasons."""
+    async with db.session() as s:
+        by_status = {st: 0 for st in STATUSES}
+        for st, n in await s.execute(select(T.c.status, func.count()).group_by(T.c.status)):
+            by_status[st] = n
+        by_channel = {ch or "-": n for ch, n in await s.execute(
+            select(T.c.channel, func.count()).where(T.c.status == "sent").group_by(T.c.channel))}
+        by_purpose: dict[str, dict[str, int]] = {}
+        for purpose, st, n in await s.execute(
+                select(T.c.purpose, T.c.status, func.count()).group_by(T.c.purpose, T.c.status)):
+            by_purpose.setdefault(purpose, {})[st] = n
+        reasons = [{"reason": r or "-", "count": n} for r, n in await s.execute(
+            select(T.c.last_error, func.count().label("n")).where(T.c.status == "failed")
+            .group_by(T.c.last_error).order_by(func.count().desc(), T.c.last_error).limit(top_reasons))]
+        cancelled = [{"reason": r or "-", "count": n} for r, n in await s.execute(
+            select(T.c.last_error, func.count().label("n")).where(T.c.status == "cancelled")
+            .group_by(T.c.last_error).order_by(func.count().desc(), T.c.last_error).limit(top_reasons))]
+        due_now = (await s.execute(select(func.count()).where(T.c.status == "pending", T.c.due_at <= now))).scalar_one()
+        oldest_due = (await s.execute(select(func.min(T.c.due_at)).where(T.c.status == "pending"))).scalar_one()
+        retrying = (await s.execute(select(func.count()).where(T.c.status == "pending", T.c.attempts > 0))).scalar_one()
+        stale = (await s.execute(select(func.count()).where(
+            T.c.status == "sending", T.c.claimed_at < now - timedelta(seconds=claim_timeout_s)))).scalar_one()
+        delivery = {d: n for d, n in await s.execute(
+            select(T.c.delivery_status, func.count()).where(T.c.delivery_status.is_not(None))
+            .group_by(T.c.delivery_status))}
+    return {
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "by_channel": by_channel,
+        "by_purpose": dict(sorted(by_purpose.items())),
+        "failure_reasons": reasons,
+        "cancel_reasons": cancelled,
+        "pending_due_now": due_now,
+        "pending_retrying": retrying,
+        "oldest_pending_due_at": oldest_due,
+        "sending_stale": stale,
+        "template_delivery": delivery,
+    }
+
+
+async def retry_failed(db: Database, now: datetime, ids: Iterable[int] | None = None) -> tuple[int, list[int]]:
+    """Queue failed rows again (all failed rows when ``ids`` is None), due now, with fresh attempts.
+
+    Returns ``(requeued, refused_ids)``: ids that exist but are not ``failed`` (sent rows are never
+    sent twice; cancelled rows belong to users who unfollowed) or do not exist are refused.
+    """
+    want = None if ids is None else sorted(set(ids))
+    async with db.session() as s:
+        cond = [T.c.status == "failed"]
+        if want is not None:
+            cond.append(T.c.id.in_(want))
+        result = await s.execute(
+            update(T).where(*cond).values(status="pending", attempts=0, due_at=now, skipped_channels=[],
+                                          last_error=None, claimed_by=None, claimed_at=None)
+            .returning(T.c.id),
+            execution_options={"synchronize_session": False})
+        done = {r.id for r in result}
+    refused = [] if want is None else [i for i in want if i not in done]
+    return len(done), refused

@@ -1,0 +1,158 @@
+"""Fixtures for the outbox tests: the fake WeChat API, a fake SMS gateway, a sender on a fake clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select, update
+
+from bot.clock import FakeClock
+from bot.config import Config
+from bot.fake_wechat import FakeWeChatServer, fake_openid
+from bot.outbox import OutboxSender, build_sender
+from bot.sms import sign
+from storage.db import Database
+from storage.models import OutboxMessage, User
+from storage.outbox import Push, enqueue
+from tests.conftest import make_config
+
+SMS_SECRET = "sms-hmac-secret-for-tests"
+
+
+class FakeSmsGateway:
+    """A loopback SMS gateway that checks the HMAC signature like a real relay would.
+
+    ``accepted`` holds the JSON bodies it took; ``rejected`` the reasons it refused; ``fail_next``
+    makes the next calls answer with the given HTTP statuses.
+    """
+
+    def __init__(self, secret: str = SMS_SECRET, header: str = "X-Vetbot-Signature") -> None:
+        self.secret, self.header = secret, header
+        self.accepted: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self.rejected: list[str] = []
+        self.fail_next: list[int] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if self.fail_next:
+            return web.Response(status=self.fail_next.pop(0), text="injected")
+        if request.headers.get(self.header) != sign(self.secret, raw):
+            self.rejected.append("bad signature")
+            return web.Response(status=401, text="bad signature")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            self.rejected.append("not json")
+            return web.Response(status=400, text="not json")
+        self.accepted.append(body)
+        self.keys.append(request.headers.get("X-Vetbot-Idempotency-Key", ""))
+        return web.json_response({"ok": True})
+
+    async def start(self) -> FakeSmsGateway:
+        app = web.Application()
+        app.router.add_post("/sms", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/sms"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeWeChatServer]:
+    async with FakeWeChatServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def sms_gateway() -> AsyncIterator[FakeSmsGateway]:
+    gw = await FakeSmsGateway().start()
+    yield gw
+    await gw.stop()
+
+
+def outbox_config(db_url: str, fake: FakeWeChatServer, **overrides: object) -> Config:
+    """The example config against ``fake``, with test-friendly outbox numbers."""
+    base: dict[str, object] = {"wechat__api_base": fake.base_url, "wechat__appid": fake.state.appid,
+                               "outbox__backoff_base_s": 2, "outbox__max_attempts": 4}
+    base.update(overrides)
+    return make_config(db_url, **base)
+
+
+@pytest.fixture
+def cfg(db_url: str, fake: FakeWeChatServer) -> Config:
+    return outbox_config(db_url, fake)
+
+
+@pytest.fixture
+async def sender(db: Database, cfg: Config, clock: FakeClock) -> AsyncIterator[OutboxSender]:
+    s = build_sender(cfg, db, clock, worker="test-sender")
+    yield s
+    await s.close()
+
+
+def uid(n: int) -> str:
+    return fake_openid(n)
+
+
+async def add_user(db: Database, openid: str, now: datetime, **fields: Any) -> None:
+    """Insert a users row (followed, no window) with ``fields`` overriding."""
+    values: dict[str, Any] = {"openid": openid, "subscribed": True, "first_seen": now, "last_seen": now,
+                              "kefu_sent": 0, "roles": ""}
+    values.update(fields)
+    async with db.session() as s:
+        s.add(User(**values))
+
+
+async def set_user(db: Database, openid: str, **fields: Any) -> None:
+    async with db.session() as s:
+        await s.execute(update(User).where(User.openid == openid).values(**fields))
+
+
+async def queue(db: Database, now: datetime, *pushes: Push) -> int:
+    async with db.session() as s:
+        return await enqueue(s, list(pushes), now)
+
+
+def notice(openid: str, key: str = "n1", purpose: str = "notice", **kw: Any) -> Push:
+    data = {"title": "通知", "content": "本周六上午9点在局里开会", "time": "04月04日 09:00"}
+    data.update(kw.pop("data", {}))
+    return Push(openid=openid, purpose=purpose, key=key, text=kw.pop("text", "本周六上午9点在局里开会"),
+                data=data, **kw)
+
+
+async def rows(db: Database) -> list[OutboxMessage]:
+    async with db.session() as s:
+        return list((await s.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars())
+
+
+async def row_of(db: Database, openid: str) -> OutboxMessage:
+    async with db.session() as s:
+        return (await s.execute(select(OutboxMessage).where(OutboxMessage.openid == openid))).scalar_one()
+
+
+async def user_of(db: Database, openid: str) -> User:
+    async with db.session() as s:
+        return (await s.execute(select(User).where(User.openid == openid))).scalar_one()
+
+
+def calls(fake: FakeWeChatServer, path: str) -> list[dict[str, Any]]:
+    return [c for c in fake.state.calls if c["path"] == path]
+
+
+KEFU_PATH = "/cgi-bin/message/custom/send"
+TEMPLATE_PATH = "/cgi-bin/message/template/send"
+TOKEN_PATH = "/cgi-bin/stable_token"

@@ -1,0 +1,431 @@
+"""Channel policy and error handling of the outbox sender, against the fake WeChat API (SQLite and PG)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from bot.clock import FakeClock
+from bot.config import TemplateSpec
+from bot.fake_wechat import FakeWeChatServer, FaultRule
+from bot.outbox import OutboxSender, TemplateRenderer, build_sender
+from storage.db import Database
+from tests.outbox.conftest import (
+    KEFU_PATH,
+    TEMPLATE_PATH,
+    FakeSmsGateway,
+    add_user,
+    calls,
+    notice,
+    outbox_config,
+    queue,
+    row_of,
+    rows,
+    set_user,
+    uid,
+    user_of,
+)
+
+
+async def test_template_when_no_window_records_msgid_and_fields(db: Database, sender: OutboxSender,
+                                                                fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(1), now)
+    await queue(db, now, notice(uid(1), url="http://127.0.0.1:8080/p/1"))
+    report = await sender.deliver_due(now)
+    assert (report.claimed, report.sent) == (1, 1)
+    row = await row_of(db, uid(1))
+    assert row.status == "sent" and row.channel == "template" and row.attempts == 1 and row.sent_at == now
+    sent = calls(fake, TEMPLATE_PATH)
+    assert len(sent) == 1 and not calls(fake, KEFU_PATH)
+    body = sent[0]["body"]
+    assert body["touser"] == uid(1) and body["template_id"].startswith("TPL_NOTICE")
+    assert body["data"] == {"first": {"value": "通知"}, "keyword1": {"value": "本周六上午9点在局里开会"}}
+    assert body["url"] == "http://127.0.0.1:8080/p/1"
+    # The gateway matches TEMPLATESENDJOBFINISH on this id.
+    assert row.wechat_msgid is not None and row.wechat_msgid > 0
+
+
+async def test_kefu_inside_the_48h_window_and_quota_of_five(db: Database, sender: OutboxSender,
+                                                            fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(2), now, last_message_at=now - timedelta(hours=47))
+    await queue(db, now, *[notice(uid(2), key=f"k{i}") for i in range(7)])
+    await sender.deliver_due(now)
+    got = [r.channel for r in await rows(db)]
+    assert got.count("kefu") == 5 and got.count("template") == 2
+    assert len(calls(fake, KEFU_PATH)) == 5
+    assert (await user_of(db, uid(2))).kefu_sent == 5
+    # The user writes again: the dispatcher resets the count, so kefu is back.
+    await set_user(db, uid(2), kefu_sent=0, last_message_at=now)
+    await queue(db, now, notice(uid(2), key="after"))
+    await sender.deliver_due(now)
+    assert (await rows(db))[-1].channel == "kefu"
+
+
+async def test_kefu_window_closes_after_48h(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                            clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(3), now, last_message_at=now - timedelta(hours=48, seconds=1))
+    await queue(db, now, notice(uid(3)))
+    await sender.deliver_due(now)
+    assert (await row_of(db, uid(3))).channel == "template"
+    assert not calls(fake, KEFU_PATH)
+
+
+async def test_event_window_one_minute_three_messages(db: Database, sender: OutboxSender,
+                                                      fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(4), now, last_event_at=now - timedelta(seconds=30))
+    await queue(db, now, *[notice(uid(4), key=f"e{i}") for i in range(4)])
+    await sender.deliver_due(now)
+    assert [r.channel for r in await rows(db)].count("kefu") == 3
+    await add_user(db, uid(5), now, last_event_at=now - timedelta(seconds=61))
+    await queue(db, now, notice(uid(5)))
+    await sender.deliver_due(now)
+    assert (await row_of(db, uid(5))).channel == "template"
+
+
+async def test_kefu_text_carries_the_link(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                          clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(6), now, last_message_at=now)
+    await queue(db, now, notice(uid(6), url="http://127.0.0.1:8080/a/xyz"))
+    await sender.deliver_due(now)
+    content = calls(fake, KEFU_PATH)[0]["body"]["text"]["content"]
+    assert content.startswith("本周六上午9点在局里开会") and 'href="http://127.0.0.1:8080/a/xyz"' in content
+
+
+async def test_45015_falls_back_to_template_at_once(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                                    clock: FakeClock) -> None:
+    now = clock.now()
+    # Our records say the window is open, WeChat says it is not (e.g. the user wrote from another device…).
+    await add_user(db, uid(7), now, last_message_at=now - timedelta(minutes=5))
+    fake.state.set_users({uid(7): {"kefu_window": False}})
+    await queue(db, now, notice(uid(7)))
+    report = await sender.deliver_due(now)
+    row = await row_of(db, uid(7))
+    assert report.sent == 1 and row.status == "sent" and row.channel == "template"
+    assert row.skipped_channels == ["kefu"] and row.attempts == 1
+    assert len(calls(fake, KEFU_PATH)) == 1 and len(calls(fake, TEMPLATE_PATH)) == 1
+
+
+async def test_45047_falls_back_to_template(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                            clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(8), now, last_message_at=now)
+    fake.state.set_users({uid(8): {"kefu_quota": 0}})
+    await queue(db, now, notice(uid(8)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(8))
+    assert row.channel == "template" and row.skipped_channels == ["kefu"]
+
+
+async def test_45009_backs_off_pauses_the_path_and_sends_later(db: Database, sender: OutboxSender,
+                                                                fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    for i in (10, 11):
+        await add_user(db, uid(i), now)
+    fake.state.add_fault(FaultRule(path=TEMPLATE_PATH, errcode=45009, count=1))
+    await queue(db, now, notice(uid(10), priority=1))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(10))
+    assert row.status == "pending" and row.attempts == 1 and row.due_at > now
+    assert "45009" in (row.last_error or "") and "rid:" not in (row.last_error or "")
+    # The daily quota is gone: other pushes on that API wait too, without calling WeChat.
+    await queue(db, now, notice(uid(11)))
+    before = len(calls(fake, TEMPLATE_PATH))
+    await sender.deliver_due(now)
+    other = await row_of(db, uid(11))
+    assert other.status == "pending" and other.attempts == 0 and other.due_at >= row.due_at - timedelta(seconds=1)
+    assert len(calls(fake, TEMPLATE_PATH)) == before
+    # Nothing goes out before the new due time…
+    clock.set(row.due_at - timedelta(seconds=1))
+    assert (await sender.deliver_due()).claimed == 0
+    # …and everything goes out after it.
+    clock.set(max(row.due_at, other.due_at) + timedelta(seconds=1))
+    report = await sender.deliver_due()
+    assert report.sent == 2
+    assert [r.status for r in await rows(db)] == ["sent", "sent"]
+
+
+async def test_45011_retries_after_a_minute(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                            clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(12), now)
+    fake.state.add_fault(FaultRule(path=TEMPLATE_PATH, errcode=45011, count=1))
+    await queue(db, now, notice(uid(12)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(12))
+    assert row.status == "pending" and row.due_at >= now + timedelta(seconds=60)
+    await sender.deliver_due(row.due_at)
+    assert (await row_of(db, uid(12))).status == "sent"
+
+
+async def test_dropped_connections_and_5xx_retry_with_growing_backoff(db: Database, sender: OutboxSender,
+                                                                      fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(13), now)
+    fake.state.add_fault(FaultRule(path=TEMPLATE_PATH, drop=True, count=1))
+    fake.state.add_fault(FaultRule(path=TEMPLATE_PATH, status=502, count=1))
+    await queue(db, now, notice(uid(13)))
+    delays = []
+    t = now
+    for _ in range(2):
+        await sender.deliver_due(t)
+        row = await row_of(db, uid(13))
+        assert row.status == "pending"
+        delays.append((row.due_at - t).total_seconds())
+        t = row.due_at
+    # Equal jitter: attempt n waits between base*2^(n-1)/2 and base*2^(n-1) (base 2 s).
+    assert 1 <= delays[0] <= 2 and 2 <= delays[1] <= 4
+    await sender.deliver_due(t)
+    row = await row_of(db, uid(13))
+    assert row.status == "sent" and row.attempts == 3
+    assert len(calls(fake, TEMPLATE_PATH)) == 3
+
+
+async def test_transient_errors_give_up_after_max_attempts(db: Database, sender: OutboxSender,
+                                                           fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(14), now)
+    fake.state.add_fault(FaultRule(path=TEMPLATE_PATH, errcode=-1, count=-1))
+    await queue(db, now, notice(uid(14)))
+    t = now
+    for _ in range(4):  # outbox__max_attempts = 4 in these tests
+        await sender.deliver_due(t)
+        t += timedelta(hours=1)
+    row = await row_of(db, uid(14))
+    assert row.status == "failed" and row.attempts == 4
+    assert row.last_error == "gave up after 4 attempts: template: -1 system error"
+    assert len(calls(fake, TEMPLATE_PATH)) == 4
+
+
+@pytest.mark.parametrize(("setup", "reason"), [
+    ("unfollowed", "template: 43004 require subscribe"),
+    ("bad_openid", "template: 40003 invalid openid"),
+    ("bad_template", "template: 40037 invalid template_id"),
+])
+async def test_permanent_failures_are_recorded_at_once(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                                       clock: FakeClock, setup: str, reason: str) -> None:
+    now = clock.now()
+    openid = "zhangsan" if setup == "bad_openid" else uid(15)
+    await add_user(db, openid, now)
+    if setup == "unfollowed":
+        fake.state.set_users({uid(15): {"followed": False}})
+    if setup == "bad_template":
+        fake.state.add_fault(FaultRule(path=TEMPLATE_PATH, errcode=40037, count=1))
+    await queue(db, now, notice(openid))
+    report = await sender.deliver_due(now)
+    row = await row_of(db, openid)
+    assert report.failed == 1 and row.status == "failed" and row.attempts == 1
+    assert row.last_error == reason
+    # Never retried.
+    await sender.deliver_due(now + timedelta(days=2))
+    assert len(calls(fake, TEMPLATE_PATH)) == 1
+
+
+async def test_unsubscribed_users_are_cancelled_without_a_call(db: Database, sender: OutboxSender,
+                                                               fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(16), now, subscribed=False, last_message_at=now)
+    await queue(db, now, notice(uid(16)))
+    report = await sender.deliver_due(now)
+    row = await row_of(db, uid(16))
+    assert report.cancelled == 1 and row.status == "cancelled" and row.last_error == "user unsubscribed"
+    assert not fake.state.calls
+
+
+async def test_no_channel_when_no_template_no_window_no_phone(db_url: str, db: Database, fake: FakeWeChatServer,
+                                                              clock: FakeClock) -> None:
+    cfg = outbox_config(db_url, fake)
+    del cfg.templates["notice"]
+    sender = build_sender(cfg, db, clock)
+    try:
+        now = clock.now()
+        await add_user(db, uid(17), now)
+        await queue(db, now, notice(uid(17)))
+        await sender.deliver_due(now)
+        row = await row_of(db, uid(17))
+        assert row.status == "failed" and row.last_error.startswith("no channel (no template for notice")
+        assert not fake.state.calls
+    finally:
+        await sender.close()
+
+
+async def test_no_channel_names_the_refusals(db_url: str, db: Database, fake: FakeWeChatServer,
+                                             clock: FakeClock) -> None:
+    cfg = outbox_config(db_url, fake)
+    del cfg.templates["notice"]
+    sender = build_sender(cfg, db, clock)
+    try:
+        now = clock.now()
+        await add_user(db, uid(18), now, last_message_at=now)
+        fake.state.set_users({uid(18): {"kefu_window": False}})
+        await queue(db, now, notice(uid(18)))
+        await sender.deliver_due(now)
+        row = await row_of(db, uid(18))
+        assert row.status == "failed"
+        assert row.last_error == "no channel (kefu: 45015 response out of time limit or subscription is canceled)"
+    finally:
+        await sender.close()
+
+
+async def test_unknown_recipient_gets_a_template(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                                 clock: FakeClock) -> None:
+    now = clock.now()  # no users row at all (e.g. imported roster): no window, assume followed
+    await queue(db, now, notice(uid(19)))
+    await sender.deliver_due(now)
+    assert (await row_of(db, uid(19))).channel == "template"
+
+
+async def test_priority_first_then_oldest(db_url: str, db: Database, fake: FakeWeChatServer, clock: FakeClock) -> None:
+    cfg = outbox_config(db_url, fake, outbox__concurrency=1, outbox__batch_size=1)
+    sender = build_sender(cfg, db, clock)
+    try:
+        now = clock.now()
+        await queue(db, now - timedelta(minutes=5), notice(uid(20), priority=8))
+        await queue(db, now - timedelta(minutes=1), notice(uid(21), priority=0))
+        await queue(db, now - timedelta(minutes=3), notice(uid(22), priority=0))
+        await queue(db, now + timedelta(minutes=1), notice(uid(23), priority=0))  # not due yet
+        await sender.deliver_due(now)
+        order = [c["body"]["touser"] for c in calls(fake, TEMPLATE_PATH)]
+        assert order == [uid(22), uid(21), uid(20)]
+    finally:
+        await sender.close()
+
+
+async def test_token_refused_is_recovered_once_and_the_push_goes_out(db: Database, sender: OutboxSender,
+                                                                     fake: FakeWeChatServer, clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(24), now)
+    await queue(db, now, notice(uid(24), key="a"))
+    await sender.deliver_due(now)
+    first = sender.client.token_store
+    assert first.fetches == 1
+    fake.state.revoke("all")  # e.g. someone reset the secret: every token answers 40001
+    await queue(db, now, notice(uid(24), key="b"))
+    await sender.deliver_due(now)
+    assert [r.status for r in await rows(db)] == ["sent", "sent"]
+    errs = [c.get("errcode") for c in calls(fake, TEMPLATE_PATH)]
+    assert errs == [0, 40001, 0]
+    assert first.fetches == 2
+
+
+async def test_token_fetch_failure_is_retried_not_failed(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                                         clock: FakeClock) -> None:
+    now = clock.now()
+    await add_user(db, uid(25), now)
+    fake.state.add_fault(FaultRule(path="/cgi-bin/stable_token", errcode=40125, count=1))
+    await queue(db, now, notice(uid(25)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(25))
+    assert row.status == "pending" and "40125" in (row.last_error or "")
+    await sender.deliver_due(row.due_at)
+    assert (await row_of(db, uid(25))).status == "sent"
+
+
+async def test_sms_when_no_template_with_hmac_checked_by_the_gateway(db_url: str, db: Database, fake: FakeWeChatServer,
+                                                                     sms_gateway: FakeSmsGateway,
+                                                                     clock: FakeClock) -> None:
+    cfg = outbox_config(db_url, fake, sms__webhook_url=sms_gateway.url, sms__hmac_secret=sms_gateway.secret)
+    del cfg.templates["notice"]
+    sender = build_sender(cfg, db, clock)
+    try:
+        now = clock.now()
+        await add_user(db, uid(26), now, phone="13800000026")
+        await add_user(db, uid(27), now)  # no phone: nothing can reach this one
+        await queue(db, now, notice(uid(26), url="http://127.0.0.1:8080/x"), notice(uid(27)))
+        await sender.deliver_due(now)
+        r26, r27 = await row_of(db, uid(26)), await row_of(db, uid(27))
+        assert r26.status == "sent" and r26.channel == "sms"
+        assert r27.status == "failed" and r27.last_error.startswith("no channel")
+        assert sms_gateway.accepted == [{"phone": "13800000026",
+                                         "text": "本周六上午9点在局里开会 http://127.0.0.1:8080/x"}]
+        assert sms_gateway.keys == [r26.idempotency_key] and not sms_gateway.rejected
+    finally:
+        await sender.close()
+
+
+async def test_sms_wrong_secret_is_a_permanent_failure_and_5xx_retries(db_url: str, db: Database,
+                                                                        fake: FakeWeChatServer,
+                                                                        sms_gateway: FakeSmsGateway,
+                                                                        clock: FakeClock) -> None:
+    cfg = outbox_config(db_url, fake, sms__webhook_url=sms_gateway.url, sms__hmac_secret="not-the-secret")
+    del cfg.templates["notice"]
+    sender = build_sender(cfg, db, clock)
+    try:
+        now = clock.now()
+        await add_user(db, uid(28), now, phone="13800000028")
+        await queue(db, now, notice(uid(28)))
+        await sender.deliver_due(now)
+        row = await row_of(db, uid(28))
+        assert row.status == "failed" and row.last_error == "sms: HTTP 401 bad signature"
+        assert sms_gateway.rejected == ["bad signature"] and not sms_gateway.accepted
+    finally:
+        await sender.close()
+    cfg = outbox_config(db_url, fake, sms__webhook_url=sms_gateway.url, sms__hmac_secret=sms_gateway.secret)
+    del cfg.templates["notice"]
+    sender = build_sender(cfg, db, clock)
+    try:
+        now = clock.now()
+        await add_user(db, uid(29), now, phone="13800000029")
+        sms_gateway.fail_next = [503]
+        await queue(db, now, notice(uid(29)))
+        await sender.deliver_due(now)
+        row = await row_of(db, uid(29))
+        assert row.status == "pending" and row.last_error == "sms: HTTP 503 injected"
+        await sender.deliver_due(row.due_at)
+        assert (await row_of(db, uid(29))).status == "sent" and len(sms_gateway.accepted) == 1
+    finally:
+        await sender.close()
+
+
+async def test_rows_claimed_by_a_dead_sender_are_handed_back(db: Database, sender: OutboxSender,
+                                                             fake: FakeWeChatServer, clock: FakeClock) -> None:
+    from storage.outbox_repo import claim_due
+
+    now = clock.now()
+    await queue(db, now, notice(uid(30)), notice(uid(31)))
+    claimed, _ = await claim_due(db, now, 10, "dead-process")
+    assert len(claimed) == 2
+    # Within the claim timeout (120 s) nobody touches them…
+    assert (await sender.deliver_due(now + timedelta(seconds=100))).claimed == 0
+    # …after it they go out, and the stuck try counts as an attempt.
+    report = await sender.deliver_due(now + timedelta(seconds=121))
+    assert report.reclaimed == 2 and report.sent == 2
+    assert all(r.attempts == 2 and r.status == "sent" for r in await rows(db))
+
+
+async def test_result_of_a_reclaimed_row_is_not_written_by_the_old_owner(db: Database, clock: FakeClock) -> None:
+    from storage.outbox_repo import Outcome, claim_due, reclaim_stale, record_outcomes
+
+    now = clock.now()
+    await queue(db, now, notice(uid(32)))
+    (row,), _ = await claim_due(db, now, 10, "slow")
+    await reclaim_stale(db, now + timedelta(seconds=200), 120, 8)
+    (again,), _ = await claim_due(db, now + timedelta(seconds=200), 10, "fresh")
+    assert again.id == row.id
+    written = await record_outcomes(db, "slow", [Outcome(row.id, "failed", 1, now, last_error="late")])
+    assert written == 0
+    assert (await row_of(db, uid(32))).claimed_by == "fresh"
+
+
+def test_template_placeholders_missing_render_empty_and_warn_once(caplog: pytest.LogCaptureFixture) -> None:
+    r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title}", "k": "{place}：{time}",
+                                                        "bad": "{title.__class__}"}, "{url}")})
+    with caplog.at_level(logging.WARNING, logger="vetbot.outbox"):
+        for _ in range(3):
+            tid, data, url = r.render("notice", {"text": "t", "data": {"title": "标题", "time": "9点"}})
+    assert tid == "T1" and url is None
+    assert data == {"first": "标题", "k": "：9点", "bad": ""}
+    warnings = [rec.getMessage() for rec in caplog.records]
+    assert len(warnings) == 2 and any("{place}" in w for w in warnings)
+
+
+def test_template_bad_format_string_does_not_crash(caplog: pytest.LogCaptureFixture) -> None:
+    r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title"}, "")})
+    _, data, _ = r.render("notice", {"text": "x", "data": {"title": "a"}})
+    assert data == {"first": "{title"}

@@ -89,11 +89,15 @@ async def claim_due(db: Database, now: datetime, limit: int, worker: str
     """
     due = (select(T.c.id).where(T.c.status == "pending", T.c.due_at <= now)
            .order_by(T.c.priority, T.c.due_at, T.c.id).limit(limit))
-    if not db.is_sqlite:
-        due = due.with_for_update(skip_locked=True)
-    stmt = (update(T).where(T.c.id.in_(due.scalar_subquery()), T.c.status == "pending")
-            .values(status="sending", claimed_by=worker, claimed_at=now)
-            .returning(*_CLAIM_COLS))
+    claim = update(T).values(status="sending", claimed_by=worker, claimed_at=now).returning(*_CLAIM_COLS)
+    if db.is_sqlite:
+        stmt = claim.where(T.c.id.in_(due.scalar_subquery()), T.c.status == "pending")
+    else:
+        # A MATERIALIZED CTE, not `id IN (subquery)`: PostgreSQL may plan the IN as a nested-loop
+        # semi join that re-runs the LIMIT … SKIP LOCKED subquery per row and claims every due row
+        # (seen here: LIMIT 50 claimed 600). The CTE runs once and locks exactly `limit` rows.
+        picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+        stmt = claim.where(T.c.id == picked.c.id)
     async with db.session() as s:
         result = await s.execute(stmt, execution_options={"synchronize_session": False})
         rows = [ClaimedRow(id=r.id, idempotency_key=r.idempotency_key, openid=r.openid, purpose=r.purpose,

@@ -139,14 +139,37 @@ class QAConfig:
 
 
 @dataclass
+class CallupTypeConfig:
+    """Per call-up type overrides of the escalation timing (empty = the callup: default)."""
+
+    renotify_after_min: int | None = None
+    renotify_max: int | None = None
+    widen_after_min: int | None = None
+    staff_alert_after_min: int | None = None
+    late_counts: bool | None = None
+
+
+@dataclass
 class CallupConfig:
     # Answer links stay valid this long after the call-up is created.
     link_ttl_h: int = 72
+    # Escalation chain, frozen into each call-up at creation; each wait counts from the previous step:
+    # re-notify non-responders every renotify_after_min (at most renotify_max times), then widen to
+    # the other teams of the same townships, then to all teams (widen_after_min each), then alert
+    # staff (staff_alert_after_min) that the quorum is not met.
     renotify_after_min: int = 10
     renotify_max: int = 2
     widen_after_min: int = 20
     staff_alert_after_min: int = 30
+    # Whether 晚到 (late) answers count toward the quorum.
     late_counts: bool = False
+    # Call-up types offered in the guided flow; per-type overrides of the timing above in `types`.
+    kinds: list[str] = field(default_factory=lambda: ["防汛", "森林防火", "地震", "搜救", "其他"])
+    types: dict[str, CallupTypeConfig] = field(default_factory=dict)
+    # Skills a roster may name (CSV column skills, separated by |); anything else is a typo.
+    skills: list[str] = field(default_factory=lambda: ["救援", "医护", "驾驶", "水上", "无人机", "电工"])
+    # Staff roster page links (集结状态) stay valid this long.
+    staff_link_ttl_h: int = 12
 
 
 @dataclass

@@ -22,6 +22,11 @@ async def insert_ignore(session: AsyncSession, table: Table, rows: list[dict[str
     if not rows:
         return 0
     stmt = _insert(session, table).on_conflict_do_nothing(index_elements=index_elements)
+    if len(rows) > 1 and is_postgres(session):
+        # asyncpg's executemany reports no rowcount (SQLAlchemy gives -1, i.e. "0 inserted"): count
+        # the rows RETURNING hands back instead (SQLAlchemy batches them as multi-VALUES inserts).
+        result = await session.execute(stmt.returning(*table.primary_key.columns), rows)
+        return len(result.all())
     result = await session.execute(stmt, rows)
     return max(result.rowcount or 0, 0)
 

@@ -1,0 +1,116 @@
+"""``vetbot broadcast``: a staff notice queued as one ``broadcast`` push per matching follower.
+
+Not WeChat's mass send (4 per user per month, admin confirmation): each recipient gets a push
+through the outbox and its channel policy (kefu in the window, else the broadcast template, else
+SMS). The same notice (title, text, filters, link) queued again on the same local day is ignored,
+so running the command twice by mistake sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.commands.common import add_config, config_of, database, emit, run
+
+ROLES = ("veteran", "family", "volunteer", "staff")
+
+HELP = """\
+Queue a notice for every follower who matches the filters (no filter: every follower). Users who
+unfollowed get nothing. Delivery goes through the outbox (see `vetbot outbox status`).
+
+  vetbot broadcast -c vetbot.yaml --title 工作通知 --text "周五下午3点在局会议室开会" --role staff
+  vetbot broadcast -c vetbot.yaml --title 政策宣讲 --text "…" --township 竹阳街道 --url https://…
+  vetbot broadcast -c vetbot.yaml --title … --text … --dry-run     # only count the recipients
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``vetbot broadcast``."""
+    p = sub.add_parser("broadcast", help="群发通知：按角色/乡镇给关注者排队推送", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config(p)
+    p.add_argument("--title", required=True, help="notice title (template 'first' line)")
+    p.add_argument("--text", required=True, help="notice text")
+    p.add_argument("--role", choices=ROLES, help="only users with this role")
+    p.add_argument("--township", help="only users registered in this township (exact name)")
+    p.add_argument("--url", help="link opened by the template message (http/https)")
+    p.add_argument("--priority", type=int, default=5, help="0 = emergency … 9 = low (default 5)")
+    p.add_argument("--dry-run", action="store_true", help="count the recipients, queue nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_broadcast)
+
+
+def notice_key(title: str, text: str, role: str | None, township: str | None, url: str | None, day: str) -> str:
+    """The idempotency key of one notice: the same notice on the same local day is queued once."""
+    digest = hashlib.sha256("\x1f".join([title, text, role or "", township or "", url or ""]).encode()).hexdigest()
+    return f"broadcast:{day}:{digest[:16]}"
+
+
+async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str | None = None,
+                          township: str | None = None, url: str | None = None, priority: int = 5,
+                          tz: str = "Asia/Shanghai", dry_run: bool = False) -> dict[str, Any]:
+    """Queue the notice in one transaction; returns recipients, queued and already-queued counts."""
+    from bot.clock import fmt_local
+    from storage.models import User
+    from storage.outbox import Push, enqueue
+
+    day = fmt_local(now, tz, "%Y-%m-%d")
+    key = notice_key(title, text, role, township, url, day)
+    async with db.session() as s:
+        q = select(User.openid, User.roles).where(User.subscribed.is_(True))
+        if township:
+            q = q.where(User.township == township)
+        if role:
+            q = q.where(User.roles.contains(role))
+        recipients = [r.openid for r in await s.execute(q.order_by(User.openid))
+                      if not role or role in (r.roles or "").split(",")]
+        queued = 0
+        if not dry_run and recipients:
+            data = {"title": title, "content": text, "time": fmt_local(now, tz)}
+            pushes = [Push(openid=o, purpose="broadcast", key=key, text=f"【{title}】{text}", data=data, url=url,
+                           priority=priority) for o in recipients]
+            queued = await enqueue(s, pushes, now)
+    return {"key": key, "recipients": len(recipients), "queued": queued,
+            "already_queued": 0 if dry_run else len(recipients) - queued, "dry_run": dry_run}
+
+
+def _broadcast(args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+
+    title, text = args.title.strip(), args.text.strip()
+    if not title or not text:
+        print("vetbot: --title and --text must not be empty", file=sys.stderr)
+        return 2
+    if args.url and not args.url.startswith(("http://", "https://")):
+        print(f"vetbot: --url must start with http:// or https:// (got {args.url!r})", file=sys.stderr)
+        return 2
+    if not 0 <= args.priority <= 9:
+        print("vetbot: --priority must be between 0 (emergency) and 9 (low)", file=sys.stderr)
+        return 2
+    cfg = config_of(args)
+
+    async def go() -> dict[str, Any]:
+        async with database(cfg) as db:
+            return await queue_broadcast(db, SystemClock().now(), title=title, text=text, role=args.role,
+                                         township=args.township, url=args.url, priority=args.priority,
+                                         tz=cfg.bot.timezone, dry_run=args.dry_run)
+
+    result = run(go())
+
+    def render(r: dict[str, Any]) -> str:
+        if r["dry_run"]:
+            return f"符合条件的关注者 {r['recipients']} 人（dry run：未排队）"
+        line = f"已排队 {r['queued']} 条通知（recipients {r['recipients']}）"
+        if r["already_queued"]:
+            line += f"；{r['already_queued']} 人今天已排过同一通知，未重复"
+        return line
+
+    emit(result, args.json, render)
+    if result["recipients"] == 0:
+        print("vetbot: no follower matches these filters", file=sys.stderr)
+    return 0

@@ -1,0 +1,172 @@
+"""The CLI: outbox status/retry/run, menu push/show, broadcast (SQLite and PostgreSQL).
+
+Commands run through ``bot.cli.main`` in a worker thread (they start their own event loop) while the
+fake WeChat API keeps serving on the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.clock import SystemClock
+from bot.fake_wechat import FakeWeChatServer, FaultRule
+from storage.db import Database
+from tests.conftest import ROOT
+from tests.outbox.conftest import TEMPLATE_PATH, add_user, calls, notice, queue, rows, uid
+
+CONFIG = str(ROOT / "config.example.yaml")
+
+
+@pytest.fixture
+def cli_env(db_url: str, fake: FakeWeChatServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("VETBOT_DATABASE__URL", db_url)
+    monkeypatch.setenv("VETBOT_WECHAT__API_BASE", fake.base_url)
+    monkeypatch.setenv("VETBOT_WECHAT__APPID", fake.state.appid)
+    return db_url
+
+
+async def vetbot(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from bot.cli import main
+
+    capsys.readouterr()
+
+    def call() -> int:
+        try:
+            main(list(argv))
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    code = await asyncio.to_thread(call)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+async def test_outbox_run_once_status_and_retry(cli_env: str, db: Database, fake: FakeWeChatServer,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    now = SystemClock().now()
+    await add_user(db, uid(1), now)
+    await add_user(db, uid(2), now)
+    fake.state.set_users({uid(2): {"followed": False}})
+    await queue(db, now - timedelta(seconds=1), notice(uid(1)), notice(uid(2)),
+                notice(uid(3), key="later", due_at=now + timedelta(days=1)))
+    code, out, err = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    assert code == 0, err
+    assert "claimed 2  sent 1  failed 1" in out
+
+    code, out, _ = await vetbot(capsys, "outbox", "status", "-c", CONFIG)
+    assert code == 0
+    assert "推送队列 outbox: 3 条" in out and "sent 1" in out and "failed 1" in out
+    assert "template 1" in out and "template: 43004 require subscribe" in out
+    code, out, _ = await vetbot(capsys, "outbox", "status", "-c", CONFIG, "--json")
+    data = json.loads(out)
+    assert data["by_status"]["pending"] == 1 and data["by_purpose"]["notice"]["failed"] == 1
+    assert data["failure_reasons"] == [{"reason": "template: 43004 require subscribe", "count": 1}]
+
+    failed = next(r for r in await rows(db) if r.status == "failed")
+    sent = next(r for r in await rows(db) if r.status == "sent")
+    code, out, err = await vetbot(capsys, "outbox", "retry", "-c", CONFIG, str(failed.id), str(sent.id))
+    assert code == 2 and "requeued 1" in out and f"not requeued (not failed, or no such id): {sent.id}" in err
+    fake.state.set_users({uid(2): {"followed": True}})
+    code, out, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    assert code == 0 and "sent 1" in out
+    assert len([c for c in calls(fake, TEMPLATE_PATH) if c.get("errcode") == 0]) == 2
+    code, _, err = await vetbot(capsys, "outbox", "retry", "-c", CONFIG)
+    assert code == 2 and "--all-failed" in err
+
+
+async def test_menu_push_from_config(cli_env: str, db: Database, fake: FakeWeChatServer,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.config import load_config
+
+    code, out, err = await vetbot(capsys, "menu", "push", "-c", CONFIG)
+    assert code == 0, err
+    assert "菜单已推送：3 个主菜单" in out
+    assert fake.state.menu == load_config(CONFIG).menu
+    # Keys no intent answers are named, so the operator can add them before users click.
+    for line in err.splitlines():
+        assert "Traceback" not in line
+
+
+@pytest.mark.parametrize(("menu", "message"), [
+    ({"button": [{"type": "click", "name": f"b{i}", "key": f"K{i}"} for i in range(4)]}, "1 to 3 top-level buttons"),
+    ({"button": [{"name": "政策服务", "sub_button": [{"type": "click", "name": "问答"}]}]},
+     "button 1 (政策服务) > sub-button 1 (问答): type click needs a key"),
+    ({"button": [{"type": "view", "name": "官网", "url": "www.example.org"}]}, "needs an http(s) url"),
+    ({"button": [{"type": "clik", "name": "问答", "key": "QA"}]}, "type 'clik' is not a menu type"),
+    ({"button": [{"type": "click", "name": "一个非常非常长的菜单名字", "key": "QA"}]}, "WeChat allows 16"),
+])
+async def test_menu_push_refuses_bad_menus_before_calling_wechat(cli_env: str, db: Database, fake: FakeWeChatServer,
+                                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 menu: dict, message: str) -> None:
+    f = tmp_path / "menu.json"
+    f.write_text(json.dumps(menu, ensure_ascii=False), encoding="utf-8")
+    code, _, err = await vetbot(capsys, "menu", "push", "-c", CONFIG, "--file", str(f))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not fake.state.calls
+
+
+async def test_menu_file_yaml_show_and_wechat_refusal(cli_env: str, db: Database, fake: FakeWeChatServer,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "menu.yaml"
+    f.write_text("menu:\n  button:\n    - {type: click, name: 政策问答, key: POLICY_QA}\n"
+                 "    - {type: click, name: 神秘按钮, key: NO_SUCH_KEY}\n", encoding="utf-8")
+    code, out, err = await vetbot(capsys, "menu", "show", "-c", CONFIG, "--file", str(f))
+    assert code == 0 and json.loads(out)["button"][0]["key"] == "POLICY_QA"
+    assert "NO_SUCH_KEY" in err and "POLICY_QA" not in err
+    assert not fake.state.calls
+    fake.state.add_fault(FaultRule(path="/cgi-bin/menu/create", errcode=40017, count=1))
+    code, _, err = await vetbot(capsys, "menu", "push", "-c", CONFIG, "--file", str(f))
+    assert code == 2 and "WeChat refused the menu" in err and "40017" in err
+    code, _, err = await vetbot(capsys, "menu", "push", "-c", CONFIG, "--file", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "file not found" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("button: [\n", encoding="utf-8")
+    code, _, err = await vetbot(capsys, "menu", "push", "-c", CONFIG, "--file", str(bad))
+    assert code == 2 and "not valid YAML/JSON" in err
+
+
+async def test_broadcast_filters_followers_and_is_idempotent(cli_env: str, db: Database, fake: FakeWeChatServer,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    now = SystemClock().now()
+    await add_user(db, uid(10), now, roles="staff", township="竹阳街道")
+    await add_user(db, uid(11), now, roles="staff,veteran", township="庙坝镇")
+    await add_user(db, uid(12), now, roles="staff", subscribed=False)
+    await add_user(db, uid(13), now, roles="veteran", township="竹阳街道")
+    await add_user(db, uid(14), now, roles="staffer")  # not the staff role, only a similar word
+    args = ["broadcast", "-c", CONFIG, "--title", "工作通知", "--text", "周五下午3点开会", "--role", "staff"]
+    code, out, _ = await vetbot(capsys, *args, "--dry-run")
+    assert code == 0 and "2 人" in out and not await rows(db)
+    code, out, _ = await vetbot(capsys, *args)
+    assert code == 0 and "已排队 2 条" in out
+    queued = await rows(db)
+    assert sorted(r.openid for r in queued) == [uid(10), uid(11)]
+    r = queued[0]
+    assert r.purpose == "broadcast" and r.payload["text"] == "【工作通知】周五下午3点开会"
+    assert r.payload["data"]["title"] == "工作通知" and r.payload["data"]["content"] == "周五下午3点开会"
+    assert r.payload["data"]["time"]
+    code, out, _ = await vetbot(capsys, *args, "--json")
+    assert json.loads(out)["queued"] == 0 and json.loads(out)["already_queued"] == 2
+    code, out, _ = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "通知", "--text", "乡镇通知",
+                                "--township", "竹阳街道")
+    assert "已排队 2 条" in out  # both followers in 竹阳街道, any role
+    code, _, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "通知", "--text", "x", "--url", "ftp://x")
+    assert code == 2 and "--url" in err
+
+
+async def test_broadcast_is_delivered_as_broadcast_template(cli_env: str, db: Database, fake: FakeWeChatServer,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    now = SystemClock().now()
+    await add_user(db, uid(20), now, roles="staff")
+    await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "工作通知", "--text", "周五开会", "--role", "staff")
+    code, out, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    assert code == 0 and "sent 1" in out
+    body = calls(fake, TEMPLATE_PATH)[0]["body"]
+    assert body["template_id"].startswith("TPL_BROADCAST")
+    assert body["data"]["first"]["value"] == "工作通知" and body["data"]["keyword1"]["value"] == "周五开会"
+    assert body["data"]["keyword2"]["value"]  # the local time the notice was queued

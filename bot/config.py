@@ -174,11 +174,23 @@ class CallupConfig:
 
 @dataclass
 class MemorialConfig:
+    # Sensitive-word list for free-text 寄语 (one per line, # comments); reloaded when staff edit it.
     wordlist: str = "data/memorial/sensitive_words.txt"
+    # One-tap 寄语, public at once (free text waits for staff review).
     preset_messages: list[str] = field(default_factory=lambda: [
         "英雄永垂不朽", "致敬英烈，缅怀先烈", "山河无恙，英雄安息", "吾辈自强，告慰英灵",
     ])
+    # Local hour (bot.timezone) from which campaign-day reminders are queued.
     reminder_hour: int = 8
+    # Search results per page in chat.
+    page_size: int = 5
+    # Signed per-user memorial page links (tribute buttons without login) stay valid this long.
+    link_ttl_h: int = 168
+    # Free-text 寄语 length limit, and how many 寄语 one user may leave on one target per day.
+    message_max_chars: int = 200
+    messages_per_day: int = 3
+    # Biography characters shown on the chat card (the page shows all of it).
+    bio_chars: int = 120
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import types
 import typing
@@ -86,10 +87,14 @@ class BotConfig:
 
 @dataclass
 class OutboxConfig:
+    # Run the push sender in `vetbot serve` (every process may run one; on SQLite run one process).
     enabled: bool = True
+    # Pushes in flight at once per process, and rows claimed per database round trip.
     concurrency: int = 32
     batch_size: int = 200
+    # How often to look for due pushes when nothing in this process woke the sender.
     poll_interval_s: float = 0.5
+    # Tries per push before it is `failed`; retries wait base*2^(n-1) s (randomised to 50-100%), capped.
     max_attempts: int = 8
     backoff_base_s: float = 2.0
     backoff_max_s: float = 600.0
@@ -103,6 +108,18 @@ class OutboxConfig:
     # How long a claimed row may stay 'sending' before another sender may take it over.
     claim_timeout_s: float = 120.0
 
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "batch_size", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"outbox.{name} must be at least 1 (got {getattr(self, name)})")
+        for name in ("poll_interval_s", "backoff_base_s", "claim_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"outbox.{name} must be more than 0 (got {getattr(self, name)})")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ConfigError("outbox.backoff_max_s must not be smaller than outbox.backoff_base_s")
+        if self.rate_per_s < 0:
+            raise ConfigError("outbox.rate_per_s must be 0 (unlimited) or more")
+
 
 @dataclass
 class TemplateSpec:
@@ -115,12 +132,29 @@ class TemplateSpec:
 
 @dataclass
 class SmsConfig:
+    # The SMS relay/provider endpoint; empty = no SMS channel.
     webhook_url: str = ""
-    # JSON body with {phone} and {text} placeholders.
+    # JSON body; {placeholders} inside its strings: phone, text, url, title, content, purpose, key, data fields.
     body_template: str = '{"phone": "{phone}", "text": "{text}"}'
+    # HMAC-SHA256 of the raw body, sent as "<hmac_header>: sha256=<hex>" (empty secret: no header).
     hmac_secret: str = ""
     hmac_header: str = "X-Vetbot-Signature"
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.webhook_url:
+            return
+        if not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"sms.webhook_url must start with http:// or https:// (got {self.webhook_url!r})")
+        try:
+            json.loads(self.body_template)
+        except ValueError as e:
+            raise ConfigError(f"sms.body_template is not valid JSON ({e}); example: "
+                              '\'{"phone": "{phone}", "text": "{text}"}\'') from None
+        if "{phone}" not in self.body_template or "{text}" not in self.body_template:
+            raise ConfigError("sms.body_template must contain both {phone} and {text}")
+        if self.timeout_s <= 0:
+            raise ConfigError("sms.timeout_s must be more than 0")
 
 
 @dataclass

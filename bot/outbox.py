@@ -49,6 +49,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from bot.clock import fmt_local
 from bot.config import Config, TemplateSpec
 from bot.sms import SmsClient, SmsError
 from bot.wechat_api import (
@@ -79,6 +80,17 @@ CHANNELS = (KEFU, TEMPLATE, SMS)
 #: The API path each channel uses (rate limits and 45009/45011 pauses are per path).
 CHANNEL_PATH = {KEFU: "/cgi-bin/message/custom/send", TEMPLATE: "/cgi-bin/message/template/send", SMS: "sms"}
 TOKEN_PATH = "/cgi-bin/stable_token"
+#: ``{title}`` of a template when the push sets none (the late reply, for one, carries only text).
+PURPOSE_TITLES = {
+    "late_reply": "您的消息已有回复",
+    "ticket_reply": "工作人员回复了您的留言",
+    "callup": "应急集结通知",
+    "callup_progress": "集结进展",
+    "job_alert": "岗位推荐",
+    "memorial_reminder": "缅怀英烈提醒",
+    "broadcast": "通知",
+    "notice": "通知",
+}
 _RID = re.compile(r"\s*(?:,\s*)?(?:hints?:\s*\[[^\]]*\]\s*)?rid:\s*[0-9a-f-]+\s*$", re.IGNORECASE)
 
 
@@ -151,8 +163,9 @@ class _SafeFormatter(string.Formatter):
 class TemplateRenderer:
     """Builds template messages from ``templates:``; warns once per (purpose, missing placeholder)."""
 
-    def __init__(self, templates: Mapping[str, TemplateSpec]) -> None:
+    def __init__(self, templates: Mapping[str, TemplateSpec], tz: str = "Asia/Shanghai") -> None:
         self.templates = templates
+        self.tz = tz
         self._warned: set[tuple[str, str]] = set()
 
     def has(self, purpose: str) -> bool:
@@ -161,11 +174,21 @@ class TemplateRenderer:
         return spec is not None and bool(spec.template_id)
 
     @staticmethod
-    def values(payload: Mapping[str, Any]) -> dict[str, Any]:
-        """What placeholders may use: the push's ``data`` plus ``text`` and ``url``."""
+    def values(payload: Mapping[str, Any], purpose: str = "", created_at: datetime | None = None,
+               tz: str = "Asia/Shanghai") -> dict[str, Any]:
+        """What placeholders may use: the push's ``data`` plus ``text`` and ``url``.
+
+        ``title``, ``content`` and ``time`` are promised to every template: when a push does not set
+        them (the dispatcher's late reply carries only its text) they default to a title for the
+        purpose, the text, and the local time the push was queued.
+        """
         data = payload.get("data") or {}
-        return {**(data if isinstance(data, Mapping) else {}), "text": payload.get("text", ""),
-                "url": payload.get("url") or (data.get("url") if isinstance(data, Mapping) else "") or ""}
+        data = data if isinstance(data, Mapping) else {}
+        text = str(payload.get("text") or "")
+        return {"title": PURPOSE_TITLES.get(purpose, ""), "content": text,
+                "time": fmt_local(created_at, tz) if created_at is not None else "",
+                **{k: v for k, v in data.items() if v is not None and v != ""},
+                "text": text, "url": payload.get("url") or data.get("url") or ""}
 
     def _fmt(self, purpose: str, where: str, pattern: str, values: Mapping[str, Any]) -> str:
         f = _SafeFormatter()
@@ -183,10 +206,11 @@ class TemplateRenderer:
             self._warned.add((purpose, what))
             log.warning("templates.%s %s (left empty; check the push's data or the template fields)", purpose, what)
 
-    def render(self, purpose: str, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], str | None]:
+    def render(self, purpose: str, payload: Mapping[str, Any], created_at: datetime | None = None
+               ) -> tuple[str, dict[str, str], str | None]:
         """``(template_id, data fields, url or None)`` for a push of ``purpose``."""
         spec = self.templates[purpose]
-        values = self.values(payload)
+        values = self.values(payload, purpose, created_at, self.tz)
         data = {name: self._fmt(purpose, f"fields.{name}", pattern, values) for name, pattern in spec.fields.items()}
         url = self._fmt(purpose, "url", spec.url, values) if spec.url else ""
         return spec.template_id, data, url or None
@@ -284,7 +308,7 @@ class OutboxSender:
         self.cfg = config.outbox
         self.sms = sms
         self.worker = (worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")[:64]
-        self.templates = TemplateRenderer(config.templates)
+        self.templates = TemplateRenderer(config.templates, config.bot.timezone)
         self.limiter = RateLimiter(self.cfg.rate_per_s)
         self.rng = rng or random.Random()
         self._paused: dict[str, tuple[datetime, str]] = {}
@@ -514,12 +538,12 @@ class OutboxSender:
                 await self.client.send_custom_text(row.openid, _kefu_text(row.payload))
                 return None
             if channel == TEMPLATE:
-                template_id, data, url = self.templates.render(row.purpose, row.payload)
+                template_id, data, url = self.templates.render(row.purpose, row.payload, row.created_at)
                 return await self.client.send_template(row.openid, template_id, data, url)
             assert self.sms is not None and user.phone
             await self.sms.send(user.phone, _sms_text(row.payload), key=row.idempotency_key,
-                                extra={**TemplateRenderer.values(row.payload), "purpose": row.purpose,
-                                       "title": (row.payload.get("data") or {}).get("title", "")})
+                                extra={**TemplateRenderer.values(row.payload, row.purpose, row.created_at,
+                                                                 self.templates.tz), "purpose": row.purpose})
             return None
         except (OutOfWindow, OverQuota):
             raise

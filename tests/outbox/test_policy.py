@@ -429,3 +429,19 @@ def test_template_bad_format_string_does_not_crash(caplog: pytest.LogCaptureFixt
     r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title"}, "")})
     _, data, _ = r.render("notice", {"text": "x", "data": {"title": "a"}})
     assert data == {"first": "{title"}
+
+
+async def test_late_reply_template_gets_title_content_and_time_defaults(db: Database, sender: OutboxSender,
+                                                                        fake: FakeWeChatServer,
+                                                                        clock: FakeClock) -> None:
+    from storage.outbox import Push
+
+    now = clock.now()  # 2026-04-04 01:00 UTC = 09:00 in Shanghai
+    await queue(db, now, Push(openid=uid(40), purpose="late_reply", key="late:x", text="优待证在乡镇退役军人服务站办理。"))
+    await sender.deliver_due(now)
+    data = calls(fake, TEMPLATE_PATH)[0]["body"]["data"]
+    assert data["first"]["value"] == "您的消息已有回复"
+    assert data["keyword1"]["value"] == "优待证在乡镇退役军人服务站办理。"
+    r = TemplateRenderer({"x": TemplateSpec("T", {"t": "{time}", "c": "{content}"}, "")})
+    _, fields, _ = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
+    assert fields == {"t": "04月04日 09:00", "c": "自己的内容"}

@@ -110,3 +110,11 @@ async def test_status_counts_and_retry(db: Database, clock: FakeClock) -> None:
     assert again.status == "pending" and again.attempts == 0 and again.last_error is None
     done, refused = await retry_failed(db, now)
     assert (done, refused) == (1, [])
+
+
+async def test_enqueue_counts_multi_row_inserts_regression_asyncpg_rowcount(db: Database, clock: FakeClock) -> None:
+    # asyncpg's executemany reports no rowcount: enqueue said 0 rows were queued on PostgreSQL.
+    now = clock.now()
+    assert await queue(db, now, *[notice(uid(i), key="m") for i in range(3)]) == 3
+    assert await queue(db, now, *[notice(uid(i), key="m") for i in range(5)]) == 2
+    assert await queue(db, now, notice(uid(0), key="m")) == 0

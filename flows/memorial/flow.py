@@ -35,6 +35,8 @@ REMIND_OFF = frozenset({"取消提醒", "不要提醒", "关闭提醒", "停止�
 SEARCH_WORDS = frozenset({"查找英烈", "查找", "搜索", "查英烈", "找烈士", "英烈名录", "查找其他英烈", "查烈士"})
 HOME_WORDS = frozenset({"纪念馆", "云端祭英烈", "祭英烈", "返回纪念馆"})
 _QUERY_CLEAN = re.compile(r"(烈士|英烈|同志)$")
+#: 查找英烈 黄继光 typed inside the flow (the martyr_search intent's regex).
+SEARCH_RX = re.compile(r"^(?:查找|查询|搜索|查|找|搜)(?:英烈|烈士)\s*[:：]?\s*(?P<q>\S.{0,30})$")
 
 
 @on_startup
@@ -283,6 +285,11 @@ class Memorial(Flow):
         if action is not None and step in ("home", "card"):
             await self._tribute(ctx, action)
             return
+        m = SEARCH_RX.match(ctx.text.strip())
+        if m:
+            ctx.slots.pop("act", None)
+            await self._search(ctx, m.group("q"))
+            return
         parsed = parse_tribute(ctx.text)
         if parsed is not None:
             await self._by_name(ctx, parsed[0], parsed[1])
@@ -368,8 +375,9 @@ class MartyrSearch(Memorial):
 # The same words the intents use (intents/memorial.yaml), for a tribute by name typed inside the flow.
 _BY_NAME = [
     re.compile(r"^(?:我要|我想|我来)?(?:为|给|向)?(?P<name>.{0,12}?)(?:烈士|英烈|英雄|先烈)?(?:们)?\s*"
-               r"(?P<act>献花|献一束花|送花|敬礼|点烛|点蜡烛|点亮蜡烛|默哀)[!.。~]*$"),
-    re.compile(r"^(?P<act>献花|敬礼|点烛|点蜡烛|默哀)\s*(?:给|为|向)?\s*(?P<name>.{1,12}?)(?:烈士)?[!.。~]*$"),
+               r"(?P<act>献花|献一束花|送花|敬礼|点烛|点蜡烛|点亮蜡烛|默哀|写寄语|献上寄语|寄语)[!.。~]*$"),
+    re.compile(r"^(?P<act>献花|敬礼|点烛|点蜡烛|默哀|写寄语|寄语)\s*(?:给|为|向)?\s*(?P<name>.{1,12}?)(?:烈士)?[!.。~]*$"),
+    re.compile(r"^(?:我要|我想)?(?:为|给|向)(?P<name>.{1,12}?)(?:烈士|英烈|英雄|先烈)?(?:们)?\s*(?P<act>写留言|留言)[!.。~]*$"),
 ]
 
 

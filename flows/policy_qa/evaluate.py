@@ -21,9 +21,7 @@ thresholds. The held-out file is for reporting only.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +33,9 @@ import numpy as np
 from flows.policy_qa.engine import LEXICAL, SIGNALS, Params, QAEngine, QAResult
 from flows.policy_qa.kb import KBError, _line, _read_yaml
 
+# What the confidence is computed from (see QAEngine.confidence_inputs); chosen by 5-fold cross-
+# validation on the dev set among: top/margin/prob only, + miss/bgcov, + oov/length, + e5, all.
+CONF_KEYS = ("top", "margin", "prob", "miss", "bgcov", "oov", "loglen", "sig:e5")
 KINDS = ("paraphrase", "colloquial", "typo", "keyword", "long", "traditional", "out_of_scope")
 
 
@@ -222,7 +223,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 0.01, steps: int =
 
 
 def fit(engine: QAEngine, cases: list[Case], signals: tuple[str, ...], *, verbose: bool = False,
-        l2_conf: float = 0.01) -> Params:
+        l2_conf: float = 0.01, conf_keys: tuple[str, ...] | None = CONF_KEYS) -> Params:
     """Fit weights, confidence and thresholds for ``signals`` on ``cases`` (the dev set)."""
     mats = [_feature_matrix(engine, c.q, signals) for c in cases]
     inscope = [(m, engine._by_id[c.expect]) for m, c in zip(mats, cases, strict=True) if c.expect]
@@ -233,7 +234,7 @@ def fit(engine: QAEngine, cases: list[Case], signals: tuple[str, ...], *, verbos
         sc = m @ w
         f = engine.features(c.q, signals, all_fuzz=True)
         inp = engine.confidence_inputs(sc, f)
-        keys = keys or list(inp)
+        keys = keys or [k for k in inp if conf_keys is None or k in conf_keys]
         feats.append([inp[k] for k in keys])
         labels.append(1.0 if c.expect is not None and int(np.argmax(sc)) == engine._by_id[c.expect] else 0.0)
     xf, yl = np.array(feats), np.array(labels)
@@ -287,6 +288,18 @@ def cross_validate(engine: QAEngine, cases: list[Case], signals: tuple[str, ...]
     return right / len(cases)
 
 
+def fit_skip(engine: QAEngine, cases: list[Case], lexical: Params, *, floor: float = 0.9) -> float:
+    """Lowest lexical-only confidence above which every dev answer was right (and at least ``floor``):
+    above it the encoder is not needed and is skipped."""
+    eng = engine.with_params(lexical, skip_encoder_at=None)
+    worst = floor
+    for c in cases:
+        r = eng.ask(c.q)
+        if r.decision == "answer" and not is_correct(c, r):
+            worst = max(worst, r.confidence + 0.005)
+    return round(min(worst, 0.999), 3)
+
+
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "e5 alone": ("e5",),
     "BM25 words alone": ("words",),
@@ -334,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.what == "fit":
         full = fit(eng, dev, SIGNALS, verbose=True)
         lex = fit(eng, dev, LEXICAL, verbose=True)
-        print(json.dumps({"params": full.__dict__, "lexical_params": lex.__dict__}, ensure_ascii=False, indent=1))
+        skip = fit_skip(eng, dev, lex)
+        print("# paste into flows/policy_qa/engine.py")
+        print(f"DEFAULT_PARAMS = {full!r}")
+        print(f"DEFAULT_LEXICAL_PARAMS = {lex!r}")
+        print(f"SKIP_ENCODER_AT = {skip!r}")
         return 0
     hold = load_cases(a.holdout, eng) if a.holdout else None
     rows = ablation(eng, dev, hold)
@@ -352,5 +369,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["KINDS", "Case", "Report", "ablation", "fit", "format_report", "is_correct", "load_cases", "run",
-           "statistics"]
+__all__ = ["KINDS", "Case", "Report", "ablation", "cross_validate", "fit", "format_report", "is_correct",
+           "load_cases", "run"]

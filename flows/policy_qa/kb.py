@@ -24,6 +24,7 @@ Every problem is a :class:`KBError` whose text names the file and line and gives
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,7 @@ def load_kb(paths: list[Path] | tuple[Path, ...]) -> list[Entry]:
             line = _line(raw) or item_line or 0
             unknown = [k for k in raw if k not in ENTRY_KEYS]
             if unknown:
-                close = [k for k in ENTRY_KEYS if k[:3] == str(unknown[0])[:3]]
+                close = difflib.get_close_matches(str(unknown[0]), ENTRY_KEYS, n=1, cutoff=0.6)
                 raise KBError(path, _line(raw, unknown[0]), f"unknown key '{unknown[0]}'",
                               (f"did you mean '{close[0]}'? " if close else "") + "allowed: " + ", ".join(ENTRY_KEYS))
             eid = _text(raw.get("id"), path, line, "id", required=True)

@@ -1,0 +1,137 @@
+"""`vetbot qa …`: policy Q&A from the command line — ask one question, evaluate on a case file.
+
+    vetbot qa ask --kb data/kb/policy.yaml "优待证怎么办"
+    vetbot qa eval --kb data/kb/policy.yaml --cases tests/qa/cases.yaml [--json] [--failures]
+
+Synonyms and the user dictionary default to ``synonyms.yaml`` / ``userdict.txt`` beside the first
+``--kb`` file. KB embeddings are cached under ``--cache-dir`` (default ``$XDG_CACHE_HOME/vetbot/qa``
+or ``~/.cache/vetbot/qa``). A bad KB file prints ``file:line: problem (hint: …)`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vetbot" / "qa"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kb", action="append", type=Path, required=True, metavar="FILE",
+                   help="knowledge-base YAML (repeat for several files)")
+    p.add_argument("--synonyms", type=Path, default=None, metavar="FILE",
+                   help="synonyms YAML (default: synonyms.yaml beside the first --kb, if present)")
+    p.add_argument("--userdict", type=Path, default=None, metavar="FILE",
+                   help="jieba user dictionary (default: userdict.txt beside the first --kb, if present)")
+    p.add_argument("--no-encoder", action="store_true", help="lexical signals only (no sentence encoder)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help=f"cache for KB embeddings (default: {_default_cache()})")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("qa", help="政策问答：查询、评测、知识库缺口",
+                       description="Policy Q&A: ask the engine a question, or measure it on a labelled case file.")
+    qsub = p.add_subparsers(dest="qa_cmd", required=True, metavar="SUBCOMMAND")
+
+    a = qsub.add_parser("ask", help="问一个问题：显示答案条目、置信度和候选",
+                        description="Ask one question: prints the decision (answer / ambiguous / unknown), "
+                                    "the answer id, the confidence and the top candidates.")
+    _common(a)
+    a.add_argument("question", nargs="+", help="the question (quote it, or several words are joined)")
+    a.set_defaults(func=_ask)
+
+    e = qsub.add_parser("eval", help="在评测集上测准确率和延迟",
+                        description="Evaluate on a case file: accuracy overall, in-scope, out-of-scope and per "
+                                    "kind, latency p50/p95. A case is right when the engine answers with the "
+                                    "expected id; for expect: null, when it declines.")
+    _common(e)
+    e.add_argument("--cases", type=Path, required=True, metavar="FILE", help="labelled cases YAML")
+    e.add_argument("--failures", action="store_true", help="also list the cases it got wrong")
+    e.set_defaults(func=_eval)
+
+    # `vetbot qa gaps` (unanswered questions from the database) is registered here by the chat-flow
+    # side: add `g = qsub.add_parser("gaps", …)` below this line.
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from flows.policy_qa.engine import QAEngine
+
+    first = args.kb[0]
+    syn = args.synonyms if args.synonyms is not None else _beside(first, "synonyms.yaml")
+    ud = args.userdict if args.userdict is not None else _beside(first, "userdict.txt")
+    cache = None if args.no_cache else (args.cache_dir or _default_cache())
+    return QAEngine.from_files(args.kb, syn, ud, use_encoder=not args.no_encoder, cache_dir=cache)
+
+
+def _beside(kb: Path, name: str) -> Path | None:
+    p = kb.parent / name
+    return p if p.exists() else None
+
+
+def _fail(e: Exception) -> int:
+    print(f"vetbot: {e}", file=sys.stderr)
+    return 2
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from flows.policy_qa.kb import KBError
+
+    question = " ".join(args.question).strip()
+    if not question:
+        return _fail(ValueError("empty question"))
+    try:
+        eng = _engine(args)
+    except KBError as e:
+        return _fail(e)
+    res = eng.ask(question)
+    out = {
+        "question": question,
+        "decision": res.decision,
+        "id": res.entry.id if res.entry else None,
+        "confidence": round(res.confidence, 3),
+        "candidates": [{"id": c.id, "question": c.question, "score": round(c.score, 3)} for c in res.candidates],
+        "answer": res.entry.answer if res.entry else None,
+        "source": res.entry.source if res.entry else None,
+    }
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    label = {"answer": "回答", "ambiguous": "不确定，给出候选", "unknown": "知识库没有，拒答"}[res.decision]
+    print(f"decision: {res.decision} ({label})   id: {out['id'] or '-'}   confidence: {out['confidence']:.3f}")
+    for i, c in enumerate(res.candidates, 1):
+        print(f"  {i}. {c.id:<36} {c.score:8.3f}  {c.question}")
+    if res.entry:
+        print()
+        print(res.entry.answer)
+        if res.entry.source:
+            print(f"（依据：{res.entry.source}）")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from flows.policy_qa.evaluate import format_report, load_cases, run
+    from flows.policy_qa.kb import KBError
+
+    try:
+        eng = _engine(args)
+        cases = load_cases(args.cases, eng)
+    except KBError as e:
+        return _fail(e)
+    rep = run(eng, cases)
+    if args.json:
+        s = rep.summary()
+        keys = ("overall", "in_scope", "out_of_scope", "per_kind", "p50_ms", "p95_ms")
+        out = {k: s[k] for k in keys} | {k: v for k, v in s.items() if k not in keys}
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(format_report(rep, failures=args.failures))
+    return 0

@@ -227,11 +227,37 @@ class MemorialConfig:
     bio_chars: int = 120
 
 
+def _job_categories() -> dict[str, list[str]]:
+    return {
+        "保安": ["保安", "安保", "门卫", "巡逻", "押运", "安检"],
+        "司机": ["司机", "驾驶员", "驾驶", "货车", "客车", "配送员"],
+        "物流": ["物流", "快递", "仓管", "仓库", "搬运", "分拣"],
+        "技工": ["电工", "焊工", "维修", "机修", "技工", "钳工", "水电"],
+        "普工": ["普工", "操作工", "装配", "包装", "生产线"],
+        "厨师餐饮": ["厨师", "厨工", "服务员", "餐饮", "面点"],
+        "销售": ["销售", "业务员", "导购", "客户经理"],
+        "文员管理": ["文员", "行政", "管理", "助理", "人事", "主管"],
+        "教练": ["教练", "教官", "军训", "体能", "培训师"],
+        "物业保洁": ["物业", "保洁", "绿化", "楼管"],
+    }
+
+
 @dataclass
 class JobsConfig:
+    # Instant alerts per user per local day; further matches roll into the next digest.
     instant_max_per_day: int = 3
+    # Postings listed in a daily digest push (the link shows all).
     digest_size: int = 5
+    # Postings per page when browsing (找工作).
     page_size: int = 5
+    # Local time of the digest for instant subscribers' overflow, and the default for daily ones.
+    default_digest_time: str = "08:00"
+    # Default quiet hours (local, start-end; "" = none); nothing is pushed inside them.
+    default_quiet_hours: str = "22:00-07:00"
+    # Signed links in job pushes stay valid this long.
+    link_ttl_days: int = 30
+    # Categories offered when subscribing: name -> words looked for in the title/requirements.
+    categories: dict[str, list[str]] = field(default_factory=_job_categories)
 
 
 @dataclass

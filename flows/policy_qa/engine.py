@@ -91,10 +91,10 @@ class Params:
 
 # Fitted on the dev set (tests/qa/cases.yaml) with `python -m flows.policy_qa.evaluate fit`; see the
 # README paragraph and the commit that changed them for the accuracy they gave.
-DEFAULT_PARAMS = Params(weights={'words': 2.7991, 'chars': 3.7618, 'pinyin': 10.6075, 'answer': 8.9743, 'words_r': 5.0487, 'chars_r': -2.1046, 'fuzz': -3.3237, 'e5': 141.3346}, calib={'top': 0.04424, 'margin': 0.09932, 'prob': 4.65455, 'oov': -0.06732, 'loglen': 1.87741, 'miss': -1.9496, 'bgcov': 1.17501, 'sig:e5': 22.12111, 'bias': -34.31353}, answer_at=0.59, suggest_at=0.59)
-DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 5.1104, 'chars': 4.6046, 'pinyin': 13.6717, 'answer': 9.3796, 'words_r': 4.5719, 'chars_r': -0.5505, 'fuzz': 8.9547}, calib={'top': 0.00215, 'margin': 0.13091, 'prob': 3.06895, 'oov': -0.7949, 'loglen': 1.87759, 'miss': -1.18225, 'bgcov': 3.46822, 'bias': -8.30253}, answer_at=0.47, suggest_at=0.46)
+DEFAULT_PARAMS = Params(weights={'words': -0.7093, 'chars': 4.6702, 'pinyin': 12.4404, 'answer': 8.0319, 'words_r': 3.3599, 'chars_r': 1.5279, 'fuzz': -3.2843, 'e5': 124.2234}, calib={'top': 0.03951, 'margin': 0.1128, 'prob': 2.9439, 'oov': 0.00876, 'loglen': 1.92027, 'miss': -2.10357, 'bgcov': 1.32732, 'sig:e5': 32.24041, 'bias': -41.34423}, answer_at=0.54, suggest_at=0.54)
+DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'top': -0.00535, 'margin': 0.14807, 'prob': 1.74411, 'oov': -1.53922, 'loglen': 1.85594, 'miss': -0.79411, 'bgcov': 3.93306, 'bias': -7.54079}, answer_at=0.38, suggest_at=0.34)
 # Skip the encoder when the lexical-only confidence reaches this (every dev answer above it was right).
-SKIP_ENCODER_AT = 0.933
+SKIP_ENCODER_AT = 0.9
 
 # --------------------------------------------------------------------------- text processing
 
@@ -379,7 +379,7 @@ class QAEngine:
     """Answer a question from the knowledge base, offer candidates, or decline."""
 
     FUZZ_TOP_K = 24        # rapidfuzz runs on this many best candidates only (latency)
-    ENCODER_MAX_CHARS = 22  # the encoder sees at most this many characters of a question
+    ENCODER_MAX_CHARS = 18  # the encoder sees at most this many characters (its cost grows with length)
 
     def __init__(self, entries: Sequence[Entry], synonyms: dict[str, str] | None = None,
                  userdict: Sequence[tuple[str, int | None, str | None]] = (), *,

@@ -166,6 +166,7 @@ class Dispatcher:
                 kind = conv.choice_kind
                 if kind == "intent":
                     conv.choices, conv.choice_kind = [], None
+                    ctx.entry = "choice"
                     await self._start_intent_id(ctx, str(value))
                     return
                 ctx.picked = value
@@ -188,6 +189,7 @@ class Dispatcher:
             ctx.choose([(i.help or i.id, i.id) for i in m.suggestions], header="您是想：",
                        footer="回复数字选择；都不是请直接换个说法。", kind="intent")
             return
+        ctx.entry = "fallback"
         await self._start_flow(ctx, self.cfg.bot.fallback_flow, {})
 
     async def _start_intent_id(self, ctx: Context, intent_id: str) -> None:
@@ -220,6 +222,7 @@ class Dispatcher:
             if ctx.next_flow is None:
                 return
             name, slots = ctx.next_flow
+            ctx.entry = "switch"
 
     async def _flow_step(self, ctx: Context) -> None:
         assert ctx.flow is not None
@@ -232,6 +235,7 @@ class Dispatcher:
             return
         if ctx.next_flow is not None:
             name, slots = ctx.next_flow
+            ctx.entry = "switch"
             await self._start_flow(ctx, name, slots)
 
     async def _command(self, ctx: Context, conv: Conversation | None, intent: Intent) -> None:
@@ -305,6 +309,7 @@ class Dispatcher:
                 ctx.say("该菜单暂未开通，回复“帮助”查看功能。")
                 return
             self._clear(ctx)
+            ctx.entry = "menu"
             await self._start_intent(ctx, intent, {})
             return
         if ev == "templatesendjobfinish":

@@ -13,7 +13,8 @@ Schema of one file::
         menu_keys: [JOB_SUBSCRIBE]          # CLICK EventKeys of the custom menu
         priority: 10                        # higher wins among keyword hits
         roles: [staff]                      # only users with one of these roles
-        menu: true                          # listed in the numbered 帮助 menu
+        menu: 3                             # listed in the numbered 帮助 menu, at this position
+                                            # (true: after the numbered ones, in file order)
         global: false                       # exact-phrase command honoured inside any flow
 
 Matching order: menu key > global command (exact) > regex > keywords (minus negatives) > fuzzy
@@ -54,6 +55,8 @@ class Intent:
     priority: int = 0
     roles: frozenset[str] = frozenset()
     menu: bool = False
+    # Position in the 帮助 menu (lower first); menu: true without a number sorts after numbered ones.
+    menu_order: int = 1000
     is_global: bool = False
     file: str = ""
     line: int = 0
@@ -164,16 +167,20 @@ def _one(path: Path, item: Any, known_flows: set[str] | None, seen: dict[str, tu
     priority = item.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise YamlFileError(path, line_of(item, "priority"), f"intent '{iid}': priority must be a whole number")
-    for flag in ("menu", "global"):
-        if flag in item and not isinstance(item[flag], bool):
-            raise YamlFileError(path, line_of(item, flag), f"intent '{iid}': {flag} must be true or false")
+    if "global" in item and not isinstance(item["global"], bool):
+        raise YamlFileError(path, line_of(item, "global"), f"intent '{iid}': global must be true or false")
+    menu = item.get("menu", False)
+    if not isinstance(menu, (bool, int)) or (not isinstance(menu, bool) and menu < 1):
+        raise YamlFileError(path, line_of(item, "menu"), f"intent '{iid}': menu must be true, false or a position",
+                            "write menu: 3 to list it third in the 帮助 menu")
     return Intent(
         id=iid, flow=flow, help=str(item.get("help") or ""), examples=examples,
         keywords=tuple(normalize(k) for k in _strings(item.get("keywords"), path, line, "keywords", iid)),
         negative=tuple(normalize(k) for k in _strings(item.get("negative"), path, line, "negative", iid)),
         regex=tuple(patterns), menu_keys=menu_keys, priority=priority,
         roles=frozenset(_strings(item.get("roles"), path, line, "roles", iid)),
-        menu=bool(item.get("menu", False)), is_global=bool(item.get("global", False)),
+        menu=menu is not False, menu_order=1000 if isinstance(menu, bool) else menu,
+        is_global=bool(item.get("global", False)),
         file=str(path), line=line or 0,
     )
 
@@ -201,7 +208,9 @@ class IntentMatcher:
         return self._global.get(normalize(text))
 
     def menu_intents(self, roles: set[str]) -> list[Intent]:
-        return [i for i in self.intents if i.menu and i.allowed(roles)]
+        """The 帮助 menu for a user with ``roles``, in menu order (file order breaks ties)."""
+        items = [i for i in self.intents if i.menu and i.allowed(roles)]
+        return sorted(items, key=lambda i: i.menu_order)
 
     def match(self, text: str, roles: set[str] | None = None) -> Match:
         roles = roles or set()

@@ -108,6 +108,11 @@ class Context:
         self.slots: dict[str, Any] = slots if slots is not None else {}
         # Named groups of the intent regex that started the flow (e.g. 找工作 保安 -> {"words": "保安"}).
         self.intent_slots: dict[str, str] = intent_slots or {}
+        #: How the current flow was entered: "text" (an intent matched the user's words), "choice"
+        #: (a numbered menu pick), "menu" (a custom-menu click), "fallback" (no intent claimed the
+        #: text) or "switch" (another flow handed over). A flow started by "choice"/"menu" should
+        #: not treat ctx.text (a digit, an empty click) as the user's request.
+        self.entry = "text"
         # Earlier (step, slots) of this flow, for 返回; maintained by ask().
         self.stack: list[dict[str, Any]] = stack if stack is not None else []
         self._turn_step = step

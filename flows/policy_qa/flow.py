@@ -20,7 +20,6 @@ from storage.qa import record_gap
 log = logging.getLogger("vetbot.qa")
 
 ENGINE = "qa_engine"
-_LOCK = "qa_engine_lock"
 TRIGGERS = {normalize(t) for t in ("政策问答", "政策咨询", "我要咨询", "咨询政策", "问政策", "我要问政策")}
 RELATED = {normalize(t) for t in ("相关", "相关问题", "更多", "还有呢")}
 
@@ -47,15 +46,29 @@ def _takes_cache_dir() -> bool:
     return "cache_dir" in inspect.signature(QAEngine.from_files).parameters
 
 
+# One engine per process and set of files: loading embeds the whole knowledge base (seconds), so
+# runtimes built again in the same process (tests, the in-process chat) reuse it.
+_ENGINES: dict[tuple[Any, ...], Any] = {}
+_ENGINE_LOCK = asyncio.Lock()
+
+
+def _engine_key(services: Services) -> tuple[Any, ...]:
+    cfg = services.config
+    q = cfg.qa
+    return (tuple(str(cfg.path(p)) for p in q.kb), str(cfg.path(q.synonyms)) if q.synonyms else "",
+            str(cfg.path(q.userdict)) if q.userdict else "", q.use_encoder)
+
+
 async def engine_of(services: Services) -> Any:
     """The process's Q&A engine, loaded once (in a thread: loading embeds the whole knowledge base)."""
     eng = services.extra.get(ENGINE)
     if eng is not None:
         return eng
-    lock = services.extra.setdefault(_LOCK, asyncio.Lock())
-    async with lock:
-        if services.extra.get(ENGINE) is None:
-            services.extra[ENGINE] = await asyncio.to_thread(_load, services)
+    key = _engine_key(services)
+    async with _ENGINE_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = await asyncio.to_thread(_load, services)
+    services.extra[ENGINE] = _ENGINES[key]
     return services.extra[ENGINE]
 
 
@@ -77,7 +90,7 @@ class PolicyQA(Flow):
     title = "政策问答"
 
     async def start(self, ctx: Context) -> None:
-        question = ctx.intent_slots.get("q") or ctx.text
+        question = ctx.intent_slots.get("q") or (ctx.text if ctx.entry in ("text", "fallback") else "")
         if not question or normalize(question) in TRIGGERS:
             await ctx.ask("question", "请直接输入您想咨询的问题，例如：\n优待证怎么办理？\n退役金怎么算？\n（回复“取消”退出）")
             return

@@ -1,0 +1,263 @@
+"""Reading what people type: assembly times, head counts with skills, leave dates, ETAs, team lists.
+
+Everything returns None (or raises :class:`ParseError` with a short Chinese hint) instead of guessing:
+a call-up with a wrong time is worse than a re-asked question.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta
+
+from bot.clock import from_local, to_local
+
+PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
+_CN = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+
+
+class ParseError(ValueError):
+    """Input that cannot be read; ``str(e)`` is a short Chinese hint for the user."""
+
+
+def _nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def cn_int(text: str) -> int | None:
+    """'12', '十二', '二十', '二十五', '两' -> int (0..999); None otherwise."""
+    t = _nfkc(text)
+    if t.isdigit():
+        return int(t) if len(t) <= 3 else None
+    if not t or any(ch not in _CN and ch != "十" for ch in t):
+        return None
+    if "十" in t:
+        tens, _, ones = t.partition("十")
+        if "十" in ones:
+            return None
+        n_tens = _CN.get(tens, -1) if tens else 1
+        n_ones = _CN.get(ones, -1) if ones else 0
+        return None if n_tens < 0 or n_ones < 0 else n_tens * 10 + n_ones
+    return _CN[t] if len(t) == 1 else None
+
+
+def clean_phone(text: str) -> str:
+    """Digits of a phone number as typed (spaces, dashes, +86 removed)."""
+    digits = re.sub(r"\D", "", _nfkc(text))
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits
+
+
+# --- times --------------------------------------------------------------------------------------------
+_NUM = r"(\d{1,3}|[零〇一二两三四五六七八九十]{1,3})"
+_REL = re.compile(rf"^{_NUM}\s*(分钟|分|个?小时|个?钟头)\s*(后|以后|之后)$")
+_HALF_HOUR = re.compile(r"^半\s*(个)?\s*(小时|钟头)\s*(后|以后|之后)$")
+_DAY_WORDS = {"今天": 0, "今日": 0, "今晚": 0, "今早": 0, "明天": 1, "明日": 1, "明早": 1, "明晚": 1, "后天": 2}
+_PERIOD_PM = ("下午", "晚上", "今晚", "明晚", "傍晚")
+_CLOCK = re.compile(rf"^(?P<h>{_NUM})\s*(?:[:：]\s*(?P<m>\d{{1,2}})|点\s*(?:(?P<half>半)|(?P<m2>{_NUM})\s*分?)?|时)?$")
+_DATE = re.compile(r"^(?:(?P<y>\d{4})[-/.年])?(?P<mo>\d{1,2})[-/.月](?P<d>\d{1,2})[日号]?")
+
+
+def _clock(text: str) -> tuple[int, int] | None:
+    m = _CLOCK.match(text)
+    if not m:
+        return None
+    h = cn_int(m.group("h"))
+    if m.group("m") is not None:
+        mi = int(m.group("m"))
+    elif m.group("half"):
+        mi = 30
+    elif m.group("m2"):
+        mi = cn_int(m.group("m2")) or 0
+    else:
+        mi = 0
+    if h is None or not 0 <= h <= 24 or not 0 <= mi <= 59 or (h == 24 and mi):
+        return None
+    return h % 24, mi
+
+
+def parse_when(text: str, now: datetime, tz: str) -> datetime | None:
+    """A local time as staff type it -> naive UTC; None when unreadable.
+
+    立即/马上 · 30分钟后 · 2小时后 · 20:30 · 今晚8点 · 明天7点半 · 5月3日 14:00 · 2026-05-03 14:00.
+    A bare clock time already past today means tomorrow."""
+    t = _nfkc(text).replace(" ", "").replace("\u3000", "")
+    if t in ("立即", "马上", "现在", "尽快", "立刻", "马上集合", "立即集合"):
+        return now
+    m = _REL.match(t)
+    if m:
+        n = cn_int(m.group(1))
+        if n is None:
+            return None
+        return now + (timedelta(minutes=n) if m.group(2) in ("分钟", "分") else timedelta(hours=n))
+    if _HALF_HOUR.match(t):
+        return now + timedelta(minutes=30)
+    local_now = to_local(now, tz).replace(tzinfo=None)
+    day = local_now.date()
+    explicit_day = False
+    pm = False
+    md = _DATE.match(t)
+    if md:
+        try:
+            day = day.replace(year=int(md.group("y") or day.year), month=int(md.group("mo")), day=int(md.group("d")))
+        except ValueError:
+            return None
+        explicit_day = True
+        t = t[md.end():]
+    for word, plus in _DAY_WORDS.items():
+        if t.startswith(word):
+            day = day + timedelta(days=plus)
+            explicit_day = True
+            pm = word in _PERIOD_PM
+            t = t[len(word):]
+            break
+    for word in ("凌晨", "早上", "上午", "中午", "下午", "晚上", "傍晚"):
+        if t.startswith(word):
+            pm = pm or word in _PERIOD_PM or word == "中午"
+            t = t[len(word):]
+            break
+    hm = _clock(t)
+    if hm is None:
+        return None
+    h, mi = hm
+    if pm and 1 <= h < 12:
+        h += 12
+    local = datetime(day.year, day.month, day.day, h, mi)
+    if not explicit_day and local < local_now - timedelta(minutes=5):
+        local += timedelta(days=1)
+    return from_local(local, tz)
+
+
+def parse_cli_time(text: str, tz: str) -> datetime:
+    """``YYYY-MM-DD HH:MM`` local -> naive UTC; ParseError otherwise."""
+    try:
+        local = datetime.strptime(_nfkc(text), "%Y-%m-%d %H:%M")
+    except ValueError:
+        raise ParseError(f"time {text!r} is not YYYY-MM-DD HH:MM (local time), e.g. 2026-07-01 20:30") from None
+    return from_local(local, tz)
+
+
+# --- head counts ----------------------------------------------------------------------------------------
+_SKILL_PART = re.compile(r"([^\d\s=:：,，、;；]+?)\s*[=:：]?\s*(\d{1,3}|[一二两三四五六七八九十]{1,3})\s*[人名个位]?")
+
+
+def parse_need(text: str, skills: list[str]) -> tuple[int, dict[str, int]]:
+    """'20' · '20人' · '20 驾驶2 医护1' · '20人，驾驶=2，医护1' -> (20, {'驾驶': 2, '医护': 1}).
+
+    Raises ParseError naming what is wrong (unknown skill, skill count above the total…)."""
+    t = _nfkc(text)
+    m = re.match(r"^\s*(?:共|总共|需要)?\s*(\d{1,5}|[一二两三四五六七八九十]{1,3})\s*[人名个位]?", t)
+    if not m:
+        raise ParseError("请先写总人数，例如：20 或 20 驾驶2 医护1")
+    total = cn_int(m.group(1)) if not m.group(1).isdigit() else int(m.group(1))
+    if not total or total < 1:
+        raise ParseError("总人数至少 1 人，例如：20")
+    if total > 100000:
+        raise ParseError("总人数太大了，请核对")
+    rest = t[m.end():].strip(" ,，、;；")
+    need: dict[str, int] = {}
+    pos = 0
+    seps = " ,，、;；"
+    while rest[pos:].strip(seps):
+        while rest[pos] in seps:
+            pos += 1
+        sm = _SKILL_PART.match(rest, pos)
+        if not sm:
+            raise ParseError(f"看不懂“{rest[pos:].strip()}”。技能人数请写成：驾驶2 医护1")
+        name, num = sm.group(1).strip(), sm.group(2)
+        if name not in skills:
+            raise ParseError(f"没有“{name}”这个技能。可选：{'、'.join(skills)}")
+        k = int(num) if num.isdigit() else cn_int(num)
+        if not k:
+            raise ParseError(f"“{name}”的人数请写大于 0 的数字")
+        if k > total:
+            raise ParseError(f"“{name}”需要 {k} 人，超过了总人数 {total}")
+        need[name] = need.get(name, 0) + k
+        pos = sm.end()
+    return total, need
+
+
+def parse_skill_option(text: str, skills: list[str]) -> tuple[str, int]:
+    """CLI ``--skill 驾驶=2`` -> ('驾驶', 2)."""
+    name, sep, num = _nfkc(text).partition("=")
+    name = name.strip()
+    if not sep or not num.strip().isdigit() or int(num) < 1:
+        raise ParseError(f"--skill {text!r}: write SKILL=N, e.g. 驾驶=2")
+    if name not in skills:
+        raise ParseError(f"--skill {text!r}: unknown skill {name!r}; known: {', '.join(skills)} "
+                         "(callup.skills in the config)")
+    return name, int(num)
+
+
+# --- leave (请假) ---------------------------------------------------------------------------------------
+_DAYS = re.compile(rf"^(?:请假)?{_NUM}\s*(天|日|周|个?星期|个?礼拜)$")
+
+
+def parse_until(text: str, now: datetime, tz: str) -> datetime | None:
+    """When a leave ends -> naive UTC of the local midnight after the last day away; None if unreadable.
+
+    3天 (today and the next two days) · 一周 · 明天 · 后天 · 5月20日 · 5-20 · 2026-05-20 · 到5月20日."""
+    t = _nfkc(text).replace(" ", "")
+    for prefix in ("请假到", "请假至", "请假", "到", "至", "直到"):
+        if t.startswith(prefix):
+            t = t[len(prefix):]
+            break
+    t = t.rstrip("。.!！")
+    local_today = to_local(now, tz).date()
+    last = None
+    m = _DAYS.match(t)
+    if m:
+        n = cn_int(m.group(1))
+        if not n:
+            return None
+        days = n * 7 if m.group(2) in ("周", "星期", "个星期", "礼拜", "个礼拜") else n
+        last = local_today + timedelta(days=days - 1)
+    elif t in ("今天", "今日"):
+        last = local_today
+    elif t in ("明天", "明日"):
+        last = local_today + timedelta(days=1)
+    elif t in ("后天",):
+        last = local_today + timedelta(days=2)
+    elif t in ("一周", "一星期", "一个星期"):
+        last = local_today + timedelta(days=6)
+    else:
+        md = re.match(r"^(?:(\d{4})[-/.年])?(\d{1,2})[-/.月](\d{1,2})[日号]?$", t)
+        if not md:
+            return None
+        try:
+            last = local_today.replace(year=int(md.group(1) or local_today.year), month=int(md.group(2)),
+                                       day=int(md.group(3)))
+        except ValueError:
+            return None
+        if md.group(1) is None and last < local_today:
+            last = last.replace(year=last.year + 1)
+    if last < local_today or last > local_today + timedelta(days=366):
+        return None
+    nxt = last + timedelta(days=1)
+    return from_local(datetime(nxt.year, nxt.month, nxt.day), tz)
+
+
+# --- ETA (晚到) -----------------------------------------------------------------------------------------
+def parse_eta(text: str) -> int | None:
+    """'30' · '30分钟' · '半小时' · '1小时' · '一个半小时' -> minutes (1..1440); None otherwise."""
+    t = _nfkc(text).replace(" ", "")
+    for suffix in ("左右", "后到", "以后", "后", "吧", "。", "到"):
+        if t.endswith(suffix) and len(t) > len(suffix):
+            t = t[: -len(suffix)]
+    if t in ("半小时", "半个小时", "半个钟头"):
+        return 30
+    m = re.match(rf"^{_NUM}(个)?(半)?(小时|钟头)$", t)
+    if m:
+        h = cn_int(m.group(1))
+        return None if h is None else min(1440, h * 60 + (30 if m.group(3) else 0)) or None
+    m = re.match(rf"^{_NUM}(分钟|分)?$", t)
+    if m:
+        n = cn_int(m.group(1))
+        return n if n and 1 <= n <= 1440 else None
+    return None
+
+
+def split_names(text: str) -> list[str]:
+    """'城关镇、河东救援队, 西山' -> ['城关镇', '河东救援队', '西山']."""
+    return [p for p in re.split(r"[\s,，、;；/|]+", _nfkc(text)) if p]

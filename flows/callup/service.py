@@ -1,0 +1,587 @@
+"""Call-up operations shared by the chat flows, the answer page, the CLI and the escalation tick.
+
+Every operation runs inside the caller's transaction and queues its pushes there
+(:func:`storage.outbox.enqueue`), so a push exists exactly when the change that causes it exists.
+Operations on an existing call-up first lock its row (:func:`storage.callup.lock_callup`): answers,
+escalation steps and closing never interleave, so "filled", "standby" and "reopened" are decided on
+exact counts. Push idempotency keys are deterministic (``callup:<id>:notify:<member>``,
+``callup:<id>:renotify:<n>:<member>`` …): re-running a step after a crash queues nothing twice.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import fmt_local
+from bot.links import sign
+from flows.api import Services
+from flows.callup import texts
+from storage.callup import (
+    CLOSED,
+    CONFIRMED,
+    DECLINED,
+    FILLED,
+    LATE,
+    OPEN,
+    PENDING,
+    STANDBY,
+    CallUp,
+    CallUpAnswer,
+    CallUpEvent,
+    CallUpTarget,
+    Member,
+    Team,
+    lock_callup,
+    skill_counts,
+    staff_openids,
+    status_counts,
+    unreachable_count,
+)
+from storage.models import Conversation
+from storage.outbox import EMERGENCY, HIGH, Push, enqueue
+from storage.sql import is_postgres
+
+ANSWERS = {"yes": CONFIRMED, "late": LATE, "no": DECLINED}
+
+
+class CallupError(Exception):
+    """A call-up request that cannot be done; ``str(e)`` is a short Chinese explanation."""
+
+
+@dataclass
+class CallupSpec:
+    """What staff asked for. ``team_ids`` None = all teams; ``widen`` None = the default chain."""
+
+    kind: str
+    title: str
+    place: str
+    assemble_at: datetime
+    needed: int
+    skills_needed: dict[str, int] = field(default_factory=dict)
+    team_ids: list[int] | None = None
+    drill: bool = False
+    created_by: str = "cli"
+    widen: list[list[int]] | None = None
+
+
+@dataclass
+class AnswerResult:
+    """What an answer did: ``recorded_as`` (confirmed/late/declined/standby) or ``closed``."""
+
+    callup: CallUp
+    recorded_as: str | None
+    filled_now: bool = False
+    reopened: bool = False
+    message: str = ""
+
+
+def epoch(when: datetime) -> int:
+    """Naive UTC -> epoch seconds (link expiry is computed from the injected clock, not time.time())."""
+    return calendar.timegm(when.timetuple())
+
+
+def _tz(services: Services) -> str:
+    return services.config.bot.timezone
+
+
+def settings_for(config: Any, kind: str) -> dict[str, Any]:
+    """The escalation timing and late_counts of a call-up type (callup.types overrides the defaults)."""
+    base = config.callup
+    out = {k: getattr(base, k) for k in ("renotify_after_min", "renotify_max", "widen_after_min",
+                                         "staff_alert_after_min", "late_counts")}
+    over = base.types.get(kind)
+    if over is not None:
+        for k in out:
+            v = getattr(over, k)
+            if v is not None:
+                out[k] = v
+    return out
+
+
+def build_chain(config: Any, kind: str, selected: list[Team], all_teams: list[Team],
+                widen: list[list[int]] | None = None) -> list[dict[str, Any]]:
+    """The escalation chain frozen into a new call-up.
+
+    renotify × renotify_max → widen to the other teams of the same townships → widen to every other
+    team (or the explicit ``widen`` groups) → alert staff. Each step's ``wait_min`` counts from the
+    step before it (the first from creation)."""
+    s = settings_for(config, kind)
+    chain: list[dict[str, Any]] = [{"do": "renotify", "n": i, "wait_min": s["renotify_after_min"]}
+                                   for i in range(1, max(0, s["renotify_max"]) + 1)]
+    chosen = {t.id for t in selected}
+    groups: list[tuple[list[int], str]] = []
+    if widen is not None:
+        by_id = {t.id: t for t in all_teams}
+        for g in widen:
+            ids = [i for i in g if i in by_id and i not in chosen]
+            if ids:
+                groups.append((ids, "、".join(by_id[i].name for i in ids)))
+                chosen.update(ids)
+    else:
+        towns = {t.township for t in selected}
+        near = [t for t in all_teams if t.id not in chosen and t.township in towns]
+        if near:
+            groups.append(([t.id for t in near], "同乡镇其他队伍"))
+            chosen.update(t.id for t in near)
+        rest = [t for t in all_teams if t.id not in chosen]
+        if rest:
+            groups.append(([t.id for t in rest], "全部其余队伍"))
+    for ids, lab in groups:
+        chain.append({"do": "widen", "teams": ids, "label": lab, "wait_min": s["widen_after_min"]})
+    chain.append({"do": "staff_alert", "wait_min": s["staff_alert_after_min"]})
+    return chain
+
+
+def step_label(step: dict[str, Any]) -> str:
+    if step["do"] == "renotify":
+        return f"第{step['n']}次提醒未回复人员"
+    if step["do"] == "widen":
+        return f"扩大到{step.get('label') or '更多队伍'}"
+    return "提醒工作人员人数未满"
+
+
+def answer_link(config: Any, c: CallUp, member_id: int) -> str:
+    """The member's signed answer page link (the same every time: exp is fixed at creation)."""
+    ttl = config.callup.link_ttl_h * 3600
+    token = sign(config, {"c": c.id, "m": member_id}, ttl_s=ttl, now=epoch(c.created_at))
+    return f"{config.server.public_url.rstrip('/')}/r/{token}"
+
+
+def roster_link(config: Any, c: CallUp, now: datetime) -> str:
+    """A signed link to the staff roster page (valid callup.staff_link_ttl_h)."""
+    token = sign(config, {"c": c.id, "s": "roster"}, ttl_s=config.callup.staff_link_ttl_h * 3600, now=epoch(now))
+    return f"{config.server.public_url.rstrip('/')}/callup/roster/{token}"
+
+
+async def _event(session: AsyncSession, c: CallUp, kind: str, now: datetime, actor: str = "",
+                 **detail: Any) -> None:
+    session.add(CallUpEvent(callup_id=c.id, at=now, kind=kind, actor=actor[:64], detail=detail))
+
+
+async def clear_conversations(session: AsyncSession, openids: list[str]) -> None:
+    """End whatever flow these members are in, so their next 1 / 2 / 3 answers the call-up.
+
+    On PostgreSQL rows locked by a running turn are skipped (that member is chatting right now; taking
+    their lock here could deadlock with their turn waiting for the call-up row)."""
+    values = {"flow": None, "step": None, "slots": {}, "stack": [], "choices": [], "choice_kind": None,
+              "reasks": 0}
+    pg = is_postgres(session)
+    for i in range(0, len(openids), 500):
+        chunk = sorted(openids[i:i + 500])
+        cond = Conversation.openid.in_(chunk)
+        if pg:
+            locked = select(Conversation.openid).where(cond, Conversation.flow.is_not(None)) \
+                .with_for_update(skip_locked=True).scalar_subquery()
+            await session.execute(update(Conversation).where(Conversation.openid.in_(locked)).values(**values))
+        else:
+            await session.execute(update(Conversation).where(cond, Conversation.flow.is_not(None)).values(**values))
+
+
+def _member_push(services: Services, c: CallUp, m: Member, key: str, reminder: int = 0) -> Push:
+    cfg = services.config
+    link = answer_link(cfg, c, m.id)
+    assert m.openid is not None
+    return Push(openid=m.openid, purpose="callup", key=key,
+                text=texts.member_notice(c, m.name, link, _tz(services), reminder),
+                data=texts.member_data(c, link, _tz(services), m.phone, reminder), url=link,
+                priority=EMERGENCY, ref_type="callup", ref_id=c.id)
+
+
+async def notify_staff(session: AsyncSession, services: Services, c: CallUp, event: str, key: str,
+                       now: datetime, exclude: tuple[str, ...] = (), roster_now: dict[str, Any] | None = None) -> int:
+    """A progress push (roster counts + what happened) to every staff user."""
+    r = roster_now or await roster(session, services, c, now)
+    text = texts.progress_text(c, r, event)
+    link = roster_link(services.config, c, now)
+    pushes = [Push(openid=o, purpose="callup_progress", key=f"callup:{c.id}:progress:{key}", text=text,
+                   data={"title": f"【集结进度】{texts.label(c)}", "content": f"{event} {texts.counts_line(r)}",
+                         "time": fmt_local(now, _tz(services)), "url": link, "callup_id": c.id,
+                         "drill": c.drill},
+                   url=link, priority=EMERGENCY, ref_type="callup", ref_id=c.id)
+              for o in await staff_openids(session) if o not in exclude]
+    return await enqueue(session, pushes, now) if pushes else 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Creating
+
+
+async def create_callup(session: AsyncSession, services: Services, spec: CallupSpec, now: datetime) -> CallUp:
+    """Create a call-up, target every available member of the chosen teams and queue their pushes.
+
+    Members on leave are skipped (counted); members without a WeChat binding are targeted but cannot
+    be pushed to (the roster lists them for a phone call)."""
+    cfg = services.config
+    if spec.needed < 1:
+        raise CallupError("需要人数至少 1 人")
+    if spec.kind not in cfg.callup.kinds:
+        raise CallupError(f"没有“{spec.kind}”这个类型，可选：{'、'.join(cfg.callup.kinds)}")
+    for skill in spec.skills_needed:
+        if skill not in cfg.callup.skills:
+            raise CallupError(f"没有“{skill}”这个技能，可选：{'、'.join(cfg.callup.skills)}")
+    all_teams = list((await session.execute(select(Team).order_by(Team.id))).scalars())
+    if not all_teams:
+        raise CallupError("还没有任何队伍，请先导入队伍名册（vetbot teams import）")
+    if spec.team_ids is None:
+        selected = all_teams
+        scope = "全部队伍"
+    else:
+        wanted = set(spec.team_ids)
+        selected = [t for t in all_teams if t.id in wanted]
+        if not selected:
+            raise CallupError("没有找到所选的队伍")
+        scope = "、".join(t.name for t in selected)
+        if len(scope) > 190:
+            scope = f"{selected[0].name}等{len(selected)}支队伍"
+    s = settings_for(cfg, spec.kind)
+    chain = build_chain(cfg, spec.kind, selected, all_teams, spec.widen)
+    c = CallUp(kind=spec.kind, title=spec.title[:100], place=spec.place[:200], assemble_at=spec.assemble_at,
+               needed=spec.needed, skills_needed=dict(spec.skills_needed), team_ids=[t.id for t in selected],
+               scope_label=scope, drill=spec.drill, late_counts=bool(s["late_counts"]), state=OPEN, chain=chain,
+               step=0, next_due_at=now + timedelta(minutes=chain[0]["wait_min"]) if chain else None,
+               link_expires_at=now + timedelta(hours=cfg.callup.link_ttl_h), created_by=spec.created_by[:64],
+               created_at=now)
+    session.add(c)
+    await session.flush()
+    added, away, unbound = await _target_teams(session, services, c, [t.id for t in selected], 0, now)
+    await _event(session, c, "created", now, spec.created_by, targets=len(added), skipped_away=away,
+                 unbound=unbound, chain=[step_label(x) for x in chain], scope=scope)
+    if not added:
+        await _event(session, c, "no_targets", now)
+    await notify_staff(session, services, c, f"已发起集结，通知 {len(added) - unbound} 人"
+                       + (f"（另有 {unbound} 人未绑定微信，需电话通知）" if unbound else ""),
+                       "created", now, exclude=(spec.created_by,))
+    return c
+
+
+async def _target_teams(session: AsyncSession, services: Services, c: CallUp, team_ids: list[int], wave: int,
+                        now: datetime) -> tuple[list[Member], int, int]:
+    """Add available members of ``team_ids`` not yet targeted; push to them. Returns (added, away, unbound)."""
+    members = list((await session.execute(
+        select(Member).where(Member.team_id.in_(team_ids)).order_by(Member.id))).scalars())
+    already = set((await session.execute(
+        select(CallUpTarget.member_id).where(CallUpTarget.callup_id == c.id))).scalars())
+    fresh = [m for m in members if m.id not in already]
+    avail = [m for m in fresh if m.available(now)]
+    away = len(fresh) - len(avail)
+    if avail:
+        rows = [{"callup_id": c.id, "member_id": m.id, "skills": list(m.skills or []), "wave": wave,
+                 "status": PENDING, "created_at": now} for m in avail]
+        for i in range(0, len(rows), 1000):
+            await session.execute(insert(CallUpTarget), rows[i:i + 1000])
+    bound = [m for m in avail if m.openid]
+    pushes = [_member_push(services, c, m, f"callup:{c.id}:notify:{m.id}") for m in bound]
+    if pushes:
+        await enqueue(session, pushes, now)
+        await clear_conversations(session, [m.openid for m in bound if m.openid])
+    return avail, away, len(avail) - len(bound)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Roster
+
+
+def _counting(c: CallUp) -> tuple[str, ...]:
+    return (CONFIRMED, LATE) if c.late_counts else (CONFIRMED,)
+
+
+async def roster(session: AsyncSession, services: Services, c: CallUp, now: datetime | None = None) -> dict[str, Any]:
+    """The live roster: ``{"id", "state", "needed", "confirmed", "late", "declined", "no_answer",
+    "standby", "by_skill": {skill: {"needed", "confirmed", "late"}}, …}`` (more fields may be added)."""
+    counts = await status_counts(session, c.id)
+    conf = await skill_counts(session, c.id, (CONFIRMED,))
+    late = await skill_counts(session, c.id, (LATE,))
+    by_skill: dict[str, dict[str, int]] = {}
+    for skill, k in c.skills_needed.items():
+        by_skill[skill] = {"needed": k, "confirmed": conf.get(skill, 0) + (late.get(skill, 0) if c.late_counts else 0),
+                           "late": late.get(skill, 0)}
+    for skill, n in sorted(conf.items()):
+        by_skill.setdefault(skill, {"needed": 0, "confirmed": n + (late.get(skill, 0) if c.late_counts else 0),
+                                    "late": late.get(skill, 0)})
+    nxt = c.chain[c.step] if c.next_due_at is not None and c.step < len(c.chain) else None
+    tz = _tz(services)
+    skipped = 0
+    created = (await session.execute(select(CallUpEvent.detail).where(
+        CallUpEvent.callup_id == c.id, CallUpEvent.kind.in_(("created", "widened"))))).scalars()
+    for d in created:
+        skipped += int((d or {}).get("skipped_away", 0))
+    return {
+        "id": c.id, "state": c.state, "needed": c.needed,
+        "confirmed": counts[CONFIRMED], "late": counts[LATE], "declined": counts[DECLINED],
+        "no_answer": counts[PENDING], "standby": counts[STANDBY], "by_skill": by_skill,
+        "counted": counts[CONFIRMED] + (counts[LATE] if c.late_counts else 0),
+        "targets": sum(counts.values()), "unreachable": await unreachable_count(session, c.id),
+        "skipped_away": skipped, "title": c.title, "kind": c.kind, "place": c.place,
+        "assemble_at": fmt_local(c.assemble_at, tz, "%Y-%m-%d %H:%M"), "drill": c.drill,
+        "late_counts": c.late_counts, "scope": c.scope_label,
+        "step": c.step, "steps": len(c.chain), "next_step": step_label(nxt) if nxt else None,
+        "next_due_local": fmt_local(c.next_due_at, tz, "%H:%M") if nxt else None,
+        "created_at": fmt_local(c.created_at, tz, "%Y-%m-%d %H:%M"),
+        "filled_at": fmt_local(c.filled_at, tz, "%Y-%m-%d %H:%M") or None,
+        "closed_at": fmt_local(c.closed_at, tz, "%Y-%m-%d %H:%M") or None,
+    }
+
+
+async def roster_members(session: AsyncSession, c: CallUp) -> list[dict[str, Any]]:
+    """Every target with name, phone, team, skills and answer (for the staff page and the CLI)."""
+    q = (select(CallUpTarget, Member, Team.name).join(Member, Member.id == CallUpTarget.member_id)
+         .join(Team, Team.id == Member.team_id).where(CallUpTarget.callup_id == c.id)
+         .order_by(CallUpTarget.status, Team.name, Member.name))
+    return [{"member_id": m.id, "name": m.name, "phone": m.phone, "team": team, "skills": t.skills,
+             "status": t.status, "eta_min": t.eta_min, "answered_at": t.answered_at, "via": t.answered_via,
+             "bound": m.openid is not None, "wave": t.wave}
+            for t, m, team in (await session.execute(q)).all()]
+
+
+async def _quorum(session: AsyncSession, c: CallUp) -> tuple[bool, int, dict[str, int]]:
+    statuses = _counting(c)
+    counts = await status_counts(session, c.id)
+    total = sum(counts[s] for s in statuses)
+    have = await skill_counts(session, c.id, statuses) if c.skills_needed else {}
+    missing = {s: k - have.get(s, 0) for s, k in c.skills_needed.items() if have.get(s, 0) < k}
+    return total >= c.needed and not missing, total, missing
+
+
+# ---------------------------------------------------------------------------------------------------
+# Answering
+
+
+async def record_answer(session: AsyncSession, services: Services, callup_id: int, member_id: int, answer: str,
+                        now: datetime, *, eta_min: int | None = None, via: str = "chat") -> AnswerResult:
+    """Record one answer (yes / late / no); the last answer wins, every answer is kept.
+
+    A 到 after the call-up is filled becomes standby. When the quorum is met the call-up is filled,
+    escalation stops and staff are told; when a confirmed member withdraws from a filled call-up,
+    standby members are promoted, or the call-up reopens and escalation resumes."""
+    if answer not in ANSWERS:
+        raise CallupError("回复请选：到 / 晚到 / 不能到")
+    c = await lock_callup(session, callup_id)
+    if c is None:
+        raise CallupError("没有找到这次集结")
+    if c.state == CLOSED:
+        return AnswerResult(c, None, message=f"{texts.label(c)}\n本次集结已结束，无需再回复。谢谢！")
+    t = (await session.execute(select(CallUpTarget).where(
+        CallUpTarget.callup_id == callup_id, CallUpTarget.member_id == member_id).with_for_update())).scalar_one_or_none()
+    if t is None:
+        raise CallupError("您不在这次集结的通知名单中")
+    old = t.status
+    new = ANSWERS[answer]
+    if new == CONFIRMED and c.state == FILLED and old != CONFIRMED:
+        new = STANDBY
+    t.status, t.answered_at, t.answered_via = new, now, via
+    t.eta_min = eta_min if new == LATE else None
+    session.add(CallUpAnswer(callup_id=c.id, member_id=member_id, answer=answer, recorded_as=new, eta_min=t.eta_min,
+                             via=via, at=now))
+    await session.flush()
+    result = AnswerResult(c, new)
+    counting = _counting(c)
+    if c.state == OPEN and new in counting and old not in counting:
+        met, _, _ = (await _quorum(session, c))
+        if met:
+            await _fill(session, services, c, now)
+            result.filled_now = True
+    elif c.state == FILLED and old in counting and new not in counting:
+        result.reopened = await _refill_or_reopen(session, services, c, now)
+    result.message = answer_message(services, c, result, eta_min)
+    return result
+
+
+async def set_eta(session: AsyncSession, callup_id: int, member_id: int, eta_min: int, now: datetime) -> bool:
+    """Add the ETA to a member's 晚到 answer given a moment ago (True when it was still 晚到)."""
+    t = (await session.execute(select(CallUpTarget).where(
+        CallUpTarget.callup_id == callup_id, CallUpTarget.member_id == member_id))).scalar_one_or_none()
+    if t is None or t.status != LATE:
+        return False
+    t.eta_min = eta_min
+    last = (await session.execute(select(CallUpAnswer).where(
+        CallUpAnswer.callup_id == callup_id, CallUpAnswer.member_id == member_id)
+        .order_by(CallUpAnswer.id.desc()).limit(1))).scalar_one_or_none()
+    if last is not None and last.recorded_as == LATE:
+        last.eta_min = eta_min
+    return True
+
+
+def answer_message(services: Services, c: CallUp, r: AnswerResult, eta_min: int | None) -> str:
+    """What the member sees after answering (chat reply and answer page)."""
+    tz = _tz(services)
+    head = texts.label(c)
+    if r.recorded_as == CONFIRMED:
+        return f"{head}\n已记录：到。请于 {texts.when(c, tz)} 前到达 {c.place} 集合，注意安全！"
+    if r.recorded_as == LATE:
+        eta = f"（约晚 {eta_min} 分钟）" if eta_min else ""
+        return f"{head}\n已记录：晚到{eta}。请尽快前往 {c.place} 集合，注意安全！"
+    if r.recorded_as == DECLINED:
+        return f"{head}\n已记录：不能到。感谢告知，注意安全。"
+    if r.recorded_as == STANDBY:
+        return (f"{head}\n人数已满，已把您登记为备用人员，谢谢！请保持电话畅通，需要时会再通知您。")
+    return f"{head}\n本次集结已结束，无需再回复。谢谢！"
+
+
+async def _fill(session: AsyncSession, services: Services, c: CallUp, now: datetime) -> None:
+    c.state, c.filled_at, c.next_due_at = FILLED, now, None
+    await session.flush()
+    r = await roster(session, services, c, now)
+    await _event(session, c, "filled", now, confirmed=r["confirmed"], late=r["late"])
+    await notify_staff(session, services, c, "人数已满，已停止升级通知。之后回复“到”的人员登记为备用。",
+                       f"filled:{epoch(now)}", now, roster_now=r)
+
+
+async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp, now: datetime) -> bool:
+    """A confirmed member withdrew from a filled call-up: promote standby members (those with a missing
+    skill first, earliest answer first); if that is not enough, reopen and resume escalation.
+    Returns True when the call-up reopened."""
+    met, total, missing = await _quorum(session, c)
+    if met:
+        return False
+    short = c.needed - total
+    standby = list((await session.execute(select(CallUpTarget).where(
+        CallUpTarget.callup_id == c.id, CallUpTarget.status == STANDBY)
+        .order_by(CallUpTarget.answered_at, CallUpTarget.id))).scalars())
+    chosen: list[CallUpTarget] = []
+    for t in standby:  # a missing skill first
+        if any(missing.get(s, 0) > 0 for s in t.skills or []):
+            chosen.append(t)
+            for s in t.skills or []:
+                if s in missing:
+                    missing[s] -= 1
+            short -= 1
+    for t in standby:
+        if short <= 0 and all(v <= 0 for v in missing.values()):
+            break
+        if t not in chosen and short > 0:
+            chosen.append(t)
+            short -= 1
+    members = {m.id: m for m in (await session.execute(
+        select(Member).where(Member.id.in_([t.member_id for t in chosen])))).scalars()} if chosen else {}
+    tz = _tz(services)
+    pushes = []
+    for t in chosen:
+        t.status = CONFIRMED
+        m = members.get(t.member_id)
+        if m is not None and m.openid:
+            link = answer_link(services.config, c, m.id)
+            pushes.append(Push(openid=m.openid, purpose="callup",
+                               key=f"callup:{c.id}:promote:{m.id}:{epoch(now)}",
+                               text=f"【集结通知】{texts.label(c)}\n原确认人员有变动，请您按时前往 {c.place} 集合"
+                                    f"（{texts.when(c, tz)}）。如不能到请回复 3。\n{link}",
+                               data={**texts.member_data(c, link, tz, m.phone),
+                                     "title": f"【请出发】{texts.label(c)}"},
+                               url=link, priority=EMERGENCY, ref_type="callup", ref_id=c.id))
+    if pushes:
+        await enqueue(session, pushes, now)
+    await session.flush()
+    met, _, _ = await _quorum(session, c)
+    if chosen:
+        await _event(session, c, "promoted", now, members=[t.member_id for t in chosen])
+    if met:
+        await notify_staff(session, services, c, f"有人改为不能到，已由 {len(chosen)} 名备用人员补上。",
+                           f"promoted:{epoch(now)}", now)
+        return False
+    c.state = OPEN
+    wait = c.chain[c.step]["wait_min"] if c.step < len(c.chain) else None
+    c.next_due_at = now + timedelta(minutes=wait) if wait is not None else None
+    await session.flush()
+    await _event(session, c, "reopened", now)
+    await notify_staff(session, services, c, "有人改为不能到，人数不足，集结重新开放"
+                       + ("，升级通知继续。" if wait is not None else "。"), f"reopened:{epoch(now)}", now)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Escalation
+
+
+async def due_callups(session: AsyncSession, now: datetime) -> list[int]:
+    """Ids of open call-ups whose next escalation step is due."""
+    q = select(CallUp.id).where(CallUp.state == OPEN, CallUp.next_due_at.is_not(None), CallUp.next_due_at <= now) \
+        .order_by(CallUp.next_due_at)
+    return list((await session.execute(q)).scalars())
+
+
+async def run_step(session: AsyncSession, services: Services, callup_id: int, now: datetime) -> str | None:
+    """Run the call-up's next escalation step if it is (still) due; returns what ran, or None.
+
+    Re-reads the call-up under its row lock, so two schedulers (or a tick racing an answer that
+    fills the call-up) never run a step twice or after the call-up filled."""
+    c = await lock_callup(session, callup_id)
+    if c is None or c.state != OPEN or c.next_due_at is None or c.next_due_at > now or c.step >= len(c.chain):
+        if c is not None and c.state == OPEN and c.next_due_at is not None and c.step >= len(c.chain):
+            c.next_due_at = None  # a pointer past the end: nothing left to do
+        return None
+    step = c.chain[c.step]
+    index = c.step
+    if step["do"] == "renotify":
+        n = int(step.get("n", index + 1))
+        q = (select(Member).join(CallUpTarget, CallUpTarget.member_id == Member.id)
+             .where(CallUpTarget.callup_id == c.id, CallUpTarget.status == PENDING, Member.openid.is_not(None))
+             .order_by(Member.id))
+        members = [m for m in (await session.execute(q)).scalars() if m.available(now)]
+        pushes = [_member_push(services, c, m, f"callup:{c.id}:renotify:{n}:{m.id}", reminder=n) for m in members]
+        if pushes:
+            await enqueue(session, pushes, now)
+            await clear_conversations(session, [m.openid for m in members if m.openid])
+        await _event(session, c, "renotified", now, step=index, n=n, members=len(members))
+        event = f"已第{n}次提醒未回复人员（{len(members)} 人）。"
+    elif step["do"] == "widen":
+        added, away, unbound = await _target_teams(session, services, c, list(step.get("teams") or []),
+                                                   index + 1, now)
+        await _event(session, c, "widened", now, step=index, teams=step.get("teams"), targets=len(added),
+                     skipped_away=away, unbound=unbound)
+        event = f"人数未满，已扩大到{step.get('label') or '更多队伍'}，新通知 {len(added) - unbound} 人。"
+    else:
+        await _event(session, c, "staff_alert", now, step=index)
+        event = "⚠ 已到升级时限，人数仍未满足，请工作人员电话联系或调整集结。"
+    c.step = index + 1
+    c.next_due_at = (now + timedelta(minutes=c.chain[c.step]["wait_min"])) if c.step < len(c.chain) else None
+    await session.flush()
+    await notify_staff(session, services, c, event, f"step:{index}", now)
+    return step["do"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Closing
+
+
+async def close_callup(session: AsyncSession, services: Services, callup_id: int, by: str,
+                       now: datetime) -> tuple[CallUp, dict[str, Any], bool]:
+    """Close a call-up: escalation stops and everyone who said they are coming is told it is over.
+
+    Returns (call-up, final roster, closed_now) — closed_now False when it was already closed."""
+    c = await lock_callup(session, callup_id)
+    if c is None:
+        raise CallupError(f"没有编号为 {callup_id} 的集结")
+    if c.state == CLOSED:
+        return c, await roster(session, services, c, now), False
+    c.state, c.closed_at, c.closed_by, c.next_due_at = CLOSED, now, by[:64], None
+    await session.flush()
+    q = (select(Member).join(CallUpTarget, CallUpTarget.member_id == Member.id)
+         .where(CallUpTarget.callup_id == c.id, CallUpTarget.status.in_((CONFIRMED, LATE, STANDBY)),
+                Member.openid.is_not(None)).order_by(Member.id))
+    members = list((await session.execute(q)).scalars())
+    text = f"【集结结束】{texts.label(c)}\n本次集结已结束，感谢您的响应！未出发的无需再前往。"
+    pushes = [Push(openid=m.openid or "", purpose="callup", key=f"callup:{c.id}:closed:{m.id}", text=text,
+                   data={"title": f"【集结结束】{texts.label(c)}", "place": c.place,
+                         "time": fmt_local(now, _tz(services)), "content": "本次集结已结束，感谢您的响应！",
+                         "url": answer_link(services.config, c, m.id), "drill": c.drill, "callup_id": c.id,
+                         "phone": m.phone},
+                   url=answer_link(services.config, c, m.id), priority=HIGH, ref_type="callup", ref_id=c.id)
+              for m in members]
+    if pushes:
+        await enqueue(session, pushes, now)
+    r = await roster(session, services, c, now)
+    await _event(session, c, "closed", now, by, told=len(pushes), confirmed=r["confirmed"], late=r["late"])
+    await notify_staff(session, services, c, "集结已结束，已通知到场人员。", "closed", now, exclude=(by,),
+                       roster_now=r)
+    return c, r, True
+
+
+async def active_callups(session: AsyncSession) -> list[CallUp]:
+    """Open and filled call-ups, newest first."""
+    q = select(CallUp).where(CallUp.state.in_((OPEN, FILLED))).order_by(CallUp.created_at.desc(), CallUp.id.desc())
+    return list((await session.execute(q)).scalars())

@@ -22,7 +22,7 @@ SKILLS = ["驾驶", "医护", "救援"]
 
 
 def roster_rows(teams: list[tuple[str, str]], per_team: int, *, bound: bool = True, skills: bool = True,
-                phone_base: int = 13900000000) -> list[RosterRow]:
+                phone_base: int = 13900000000, openid_base: int = 0) -> list[RosterRow]:
     """``per_team`` members for each (team, township); openids fake_openid(i) when ``bound``; skills
     rotate over 驾驶 / 医护 / 救援 (member 0 of each team has 驾驶 and 医护)."""
     rows = []
@@ -32,7 +32,7 @@ def roster_rows(teams: list[tuple[str, str]], per_team: int, *, bound: bool = Tr
             sk = ([SKILLS[j % 3]] + (["医护"] if j == 0 else [])) if skills else []
             rows.append(RosterRow(line=n + 2, team=team, name=f"队员{n:04d}", phone=str(phone_base + n),
                                   skills=list(dict.fromkeys(sk)), township=town,
-                                  openid=fake_openid(n) if bound else None))
+                                  openid=fake_openid(openid_base + n) if bound else None))
             n += 1
     return rows
 

@@ -91,8 +91,8 @@ class Params:
 
 # Fitted on the dev set (tests/qa/cases.yaml) with `python -m flows.policy_qa.evaluate fit`; see the
 # README paragraph and the commit that changed them for the accuracy they gave.
-DEFAULT_PARAMS = Params(weights={'words': -0.7093, 'chars': 4.6702, 'pinyin': 12.4404, 'answer': 8.0319, 'words_r': 3.3599, 'chars_r': 1.5279, 'fuzz': -3.2843, 'e5': 124.2234}, calib={'top': 0.03951, 'margin': 0.1128, 'prob': 2.9439, 'oov': 0.00876, 'loglen': 1.92027, 'miss': -2.10357, 'bgcov': 1.32732, 'sig:e5': 32.24041, 'bias': -41.34423}, answer_at=0.54, suggest_at=0.54)
-DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'top': -0.00535, 'margin': 0.14807, 'prob': 1.74411, 'oov': -1.53922, 'loglen': 1.85594, 'miss': -0.79411, 'bgcov': 3.93306, 'bias': -7.54079}, answer_at=0.38, suggest_at=0.34)
+DEFAULT_PARAMS = Params(weights={'words': -0.7093, 'chars': 4.6702, 'pinyin': 12.4404, 'answer': 8.0319, 'words_r': 3.3599, 'chars_r': 1.5279, 'fuzz': -3.2843, 'e5': 124.2234}, calib={'margin': 0.16575, 'oov': -0.60637, 'loglen': 1.92902, 'miss': -1.8863, 'bgcov': 2.19085, 'sig:e5': 36.55963, 'bias': -38.74447}, answer_at=0.65, suggest_at=0.65)
+DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'margin': 0.18406, 'oov': -1.99343, 'loglen': 1.76137, 'miss': -0.39524, 'bgcov': 4.33281, 'bias': -6.47586}, answer_at=0.45, suggest_at=0.45)
 # Skip the encoder when the lexical-only confidence reaches this (every dev answer above it was right).
 SKIP_ENCODER_AT = 0.9
 

@@ -87,10 +87,32 @@ async def claim_due(db: Database, now: datetime, limit: int, worker: str
 
     The claim is committed before this returns, so delivery never runs inside a transaction.
     """
+    rows, users, _ = await record_and_claim(db, worker, [], now, limit)
+    return rows, users
+
+
+async def record_and_claim(db: Database, worker: str, outcomes: Sequence[Outcome], now: datetime, limit: int
+                           ) -> tuple[list[ClaimedRow], dict[str, UserState], int]:
+    """Write delivery results and claim up to ``limit`` more due rows, in ONE transaction.
+
+    A fan-out alternates the two all the time; on SQLite every commit is an fsync (with
+    ``synchronous=FULL``) that holds the event loop, so sharing the commit halves that cost.
+    Returns ``(claimed rows, their recipients, results written)``.
+    """
+    async with db.session() as s:
+        written = await _record(s, worker, outcomes) if outcomes else 0
+        if limit <= 0:
+            return [], {}, written
+        rows, users = await _claim(s, db.is_sqlite, now, limit, worker)
+    return rows, users, written
+
+
+async def _claim(s: Any, is_sqlite: bool, now: datetime, limit: int, worker: str
+                 ) -> tuple[list[ClaimedRow], dict[str, UserState]]:
     due = (select(T.c.id).where(T.c.status == "pending", T.c.due_at <= now)
            .order_by(T.c.priority, T.c.due_at, T.c.id).limit(limit))
     claim = update(T).values(status="sending", claimed_by=worker, claimed_at=now).returning(*_CLAIM_COLS)
-    if db.is_sqlite:
+    if is_sqlite:
         stmt = claim.where(T.c.id.in_(due.scalar_subquery()), T.c.status == "pending")
     else:
         # A MATERIALIZED CTE, not `id IN (subquery)`: PostgreSQL may plan the IN as a nested-loop
@@ -98,20 +120,19 @@ async def claim_due(db: Database, now: datetime, limit: int, worker: str
         # (seen here: LIMIT 50 claimed 600). The CTE runs once and locks exactly `limit` rows.
         picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
         stmt = claim.where(T.c.id == picked.c.id)
-    async with db.session() as s:
-        result = await s.execute(stmt, execution_options={"synchronize_session": False})
-        rows = [ClaimedRow(id=r.id, idempotency_key=r.idempotency_key, openid=r.openid, purpose=r.purpose,
-                           priority=r.priority, payload=r.payload or {}, skipped_channels=list(r.skipped_channels or []),
-                           attempts=r.attempts or 0, due_at=r.due_at, created_at=r.created_at)
-                for r in result]
-        users: dict[str, UserState] = {}
-        openids = sorted({r.openid for r in rows})
-        for i in range(0, len(openids), 500):
-            q = select(U.c.openid, U.c.subscribed, U.c.last_message_at, U.c.last_event_at, U.c.kefu_sent,
-                       U.c.phone).where(U.c.openid.in_(openids[i:i + 500]))
-            for u in await s.execute(q):
-                users[u.openid] = UserState(u.openid, True, bool(u.subscribed) if u.subscribed is not None else True,
-                                            u.last_message_at, u.last_event_at, u.kefu_sent or 0, u.phone)
+    result = await s.execute(stmt, execution_options={"synchronize_session": False})
+    rows = [ClaimedRow(id=r.id, idempotency_key=r.idempotency_key, openid=r.openid, purpose=r.purpose,
+                       priority=r.priority, payload=r.payload or {}, skipped_channels=list(r.skipped_channels or []),
+                       attempts=r.attempts or 0, due_at=r.due_at, created_at=r.created_at)
+            for r in result]
+    users: dict[str, UserState] = {}
+    openids = sorted({r.openid for r in rows})
+    for i in range(0, len(openids), 500):
+        q = select(U.c.openid, U.c.subscribed, U.c.last_message_at, U.c.last_event_at, U.c.kefu_sent,
+                   U.c.phone).where(U.c.openid.in_(openids[i:i + 500]))
+        for u in await s.execute(q):
+            users[u.openid] = UserState(u.openid, True, bool(u.subscribed) if u.subscribed is not None else True,
+                                        u.last_message_at, u.last_event_at, u.kefu_sent or 0, u.phone)
     rows.sort(key=lambda r: (r.priority, r.due_at, r.id))
     return rows, users
 
@@ -149,13 +170,19 @@ async def record_outcomes(db: Database, worker: str, outcomes: Sequence[Outcome]
     """
     if not outcomes:
         return 0
+    async with db.session() as s:
+        return await _record(s, worker, outcomes)
+
+
+async def _record(s: Any, worker: str, outcomes: Sequence[Outcome]) -> int:
     params = [{"b_id": o.id, "b_worker": worker, "b_status": o.status, "b_attempts": o.attempts,
                "b_due_at": o.due_at, "b_channel": o.channel, "b_skipped": o.skipped_channels or [],
                "b_sent_at": o.sent_at, "b_last_error": o.last_error, "b_msgid": o.wechat_msgid}
               for o in outcomes]
-    async with db.session() as s:
-        result = await s.execute(_RESULT, params, execution_options={"synchronize_session": False})
-    return max(result.rowcount or 0, 0) if result.rowcount is not None else len(outcomes)
+    result = await s.execute(_RESULT, params, execution_options={"synchronize_session": False})
+    if len(params) == 1 or s.bind.dialect.name != "postgresql":
+        return max(result.rowcount or 0, 0)
+    return len(params)  # asyncpg's executemany reports no rowcount
 
 
 async def reserve_kefu(db: Database, openid: str, now: datetime, *, window_h: float, quota_after_message: int,

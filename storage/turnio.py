@@ -149,9 +149,12 @@ class OrmTurnIO:
 class LazySession:
     """An AsyncSession created on first use, joined to the batch transaction by a SAVEPOINT."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, sqlite: sqlite3.Connection | None = None) -> None:
         self._conn = conn
         self._session: AsyncSession | None = None
+        #: The sqlite3 connection of the batch transaction, for hot paths that write a few rows with
+        #: plain SQL in the same transaction (the memorial's tribute counters); None elsewhere.
+        self.sqlite = sqlite
 
     def _get(self) -> AsyncSession:
         if self._session is None:
@@ -181,7 +184,7 @@ class SqliteTurnIO:
 
     def __init__(self, conn: AsyncConnection, raw: sqlite3.Connection) -> None:
         self.raw = raw
-        self.session = LazySession(conn)
+        self.session = LazySession(conn, raw)
 
     async def load(self, openid: str, key: str, now: datetime,
                    subscribing: bool) -> tuple[bool, str | None, Any, Any]:

@@ -159,7 +159,7 @@ class Memorial(Flow):
         found = await store.martyrs_named(ctx.session, name)
         if len(found) == 1:
             ctx.step = "card"
-            ctx.slots = {"mid": found[0].id, "mname": found[0].name}
+            ctx.slots = {"mid": found[0][0], "mname": found[0][1]}
             await self._tribute(ctx, action)
             return
         ctx.slots = {"act": action}

@@ -66,12 +66,13 @@ async def pay_tribute(session: AsyncSession, config: Any, *, openid: str, martyr
         due = now + timedelta(seconds=SILENCE_S)
         who = texts.target_name(name)
         end = f"一分钟默哀结束。感谢您{texts.phrase('silence', name)}，英雄永垂不朽。"
-        await enqueue(session, Push(
+        url = page_link(config, openid, martyr_id, now)
+        await store.enqueue_push(session, Push(
             openid=openid, purpose="memorial_reminder",
             key=f"memorial:silence:{martyr_id}:{now:%Y%m%d%H%M}", text=end, priority=HIGH, due_at=due,
-            data={"title": "默哀结束", "content": end, "time": fmt_local(due, config.bot.timezone),
-                  "url": page_link(config, openid, martyr_id, now), "martyr": who},
-            url=page_link(config, openid, martyr_id, now), ref_type="memorial_martyr", ref_id=martyr_id), now)
+            data={"title": "默哀结束", "content": end, "time": fmt_local(due, config.bot.timezone), "url": url,
+                  "martyr": who},
+            url=url, ref_type="memorial_martyr", ref_id=martyr_id), now)
         text += f"\n请起立，为{who}默哀一分钟……一分钟后我会告诉您。"
     return TributeOutcome(res.counted, res.n, text)
 

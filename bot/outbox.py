@@ -42,7 +42,7 @@ import string
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -253,21 +253,27 @@ class TemplateRenderer:
 
 
 class RateLimiter:
-    """At most ``rate`` requests per second per key, spaced evenly (0 = unlimited)."""
+    """At most ``rate`` requests per second per key, spaced evenly (0 = unlimited).
 
-    def __init__(self, rate: float) -> None:
+    ``time``/``sleep`` default to the event loop's clock and ``asyncio.sleep`` (tests pass fakes).
+    """
+
+    def __init__(self, rate: float, *, time: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.rate = rate
+        self._time = time
+        self._sleep = sleep
         self._next: dict[str, float] = {}
 
     async def acquire(self, key: str) -> None:
+        """Wait for this key's next free slot."""
         if self.rate <= 0:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._time() if self._time is not None else asyncio.get_running_loop().time()
         slot = max(now, self._next.get(key, now))
         self._next[key] = slot + 1.0 / self.rate
         if slot > now:
-            await asyncio.sleep(slot - now)
+            await self._sleep(slot - now)
 
 
 # ---------------------------------------------------------------------------------------------------

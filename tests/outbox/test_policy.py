@@ -445,3 +445,23 @@ async def test_late_reply_template_gets_title_content_and_time_defaults(db: Data
     r = TemplateRenderer({"x": TemplateSpec("T", {"t": "{time}", "c": "{content}"}, "")})
     _, fields, _ = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
     assert fields == {"t": "04月04日 09:00", "c": "自己的内容"}
+
+
+async def test_rate_limiter_spaces_calls_per_path() -> None:
+    from bot.outbox import RateLimiter
+
+    t = [100.0]
+    slept: list[float] = []
+
+    async def sleep(d: float) -> None:
+        slept.append(round(d, 6))
+
+    lim = RateLimiter(10, time=lambda: t[0], sleep=sleep)
+    for _ in range(3):
+        await lim.acquire("/template")
+    await lim.acquire("/kefu")  # another path has its own budget
+    assert slept == [0.1, 0.2]
+    t[0] += 1.0  # after a quiet second the next call goes at once
+    await lim.acquire("/template")
+    assert slept == [0.1, 0.2]
+    assert await RateLimiter(0).acquire("x") is None

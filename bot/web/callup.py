@@ -9,14 +9,17 @@ status, never a 500.
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
 from bot.links import LinkError, verify
 from flows.callup import service, texts
 from storage.callup import CLOSED, CallUp, CallUpTarget, Member
+from storage.turnbatch import TurnBatcher
 
 CSS = """
 body{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;font-size:20px;
@@ -92,6 +95,31 @@ def _buttons() -> str:
 def setup(app: web.Application, runtime: Any) -> None:
     """Add the answer page and the staff roster page."""
     tz = runtime.config.bot.timezone
+    # On SQLite every commit is an fsync: answers arriving together share one (group commit, each in
+    # its own SAVEPOINT), as chat turns do. PostgreSQL commits concurrently on its own.
+    batcher = TurnBatcher(runtime.db) if runtime.db.is_sqlite else None
+
+    async def _close_batcher(_: web.Application) -> None:
+        if batcher is not None:
+            await batcher.close()
+
+    app.on_cleanup.append(_close_batcher)
+
+    async def in_transaction(fn: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+        if batcher is None:
+            async with runtime.db.session() as s:
+                return await fn(s)
+
+        async def job(conn: Any, _raw: Any) -> Any:
+            s = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+            try:
+                value = await fn(s)
+                await s.commit()
+                return value
+            finally:
+                await s.close()
+
+        return await batcher.submit(job)
 
     async def _load(s: Any, claims: dict[str, Any]) -> tuple[CallUp, CallUpTarget, Member] | web.Response:
         c = await s.get(CallUp, claims["c"])
@@ -139,12 +167,15 @@ def setup(app: web.Application, runtime: Any) -> None:
             return _error(400, "提交有误", "请点“到”、“晚到”或“不能到”按钮回复。")
         eta = int(eta_raw) if eta_raw.isdigit() and 0 < int(eta_raw) <= 1440 else None
         now = runtime.clock.now()
-        async with runtime.db.session() as s:
-            try:
-                r = await service.record_answer(s, runtime.services, claims["c"], claims["m"], answer, now,
-                                                eta_min=eta, via="web")
-            except service.CallupError as e:
-                return _error(404, "没有找到这次集结", str(e))
+
+        async def record(s: AsyncSession) -> Any:
+            return await service.record_answer(s, runtime.services, claims["c"], claims["m"], answer, now,
+                                               eta_min=eta, via="web")
+
+        try:
+            r = await in_transaction(record)
+        except service.CallupError as e:
+            return _error(404, "没有找到这次集结", str(e))
         if r.recorded_as is None:
             return _error(409, "集结已结束", r.message)
         raise web.HTTPSeeOther(location=request.path)

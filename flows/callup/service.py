@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
@@ -340,16 +340,35 @@ async def roster_members(session: AsyncSession, c: CallUp) -> list[dict[str, Any
 
 
 async def _quorum(session: AsyncSession, c: CallUp) -> tuple[bool, int, dict[str, int]]:
+    """(met, counted, missing skills) from the targets as they are now (one query)."""
     statuses = _counting(c)
-    counts = await status_counts(session, c.id)
-    total = sum(counts[s] for s in statuses)
-    have = await skill_counts(session, c.id, statuses) if c.skills_needed else {}
+    if c.skills_needed:
+        rows = (await session.execute(select(CallUpTarget.skills).where(
+            CallUpTarget.callup_id == c.id, CallUpTarget.status.in_(statuses)))).scalars().all()
+        total = len(rows)
+        have: dict[str, int] = {}
+        for skills in rows:
+            for sk in set(skills or []):
+                have[sk] = have.get(sk, 0) + 1
+    else:
+        total = int((await session.execute(select(func.count()).select_from(CallUpTarget).where(
+            CallUpTarget.callup_id == c.id, CallUpTarget.status.in_(statuses)))).scalar() or 0)
+        have = {}
     missing = {s: k - have.get(s, 0) for s, k in c.skills_needed.items() if have.get(s, 0) < k}
     return total >= c.needed and not missing, total, missing
 
 
 # ---------------------------------------------------------------------------------------------------
 # Answering
+
+
+# Built once: answers are the hot path (a whole county answering within minutes).
+_TARGET_Q = select(CallUpTarget.id, CallUpTarget.status).where(
+    CallUpTarget.callup_id == bindparam("c"), CallUpTarget.member_id == bindparam("m")).with_for_update()
+_TARGET_SET = update(CallUpTarget).where(CallUpTarget.id == bindparam("t")).values(
+    status=bindparam("status"), answered_at=bindparam("answered_at"), answered_via=bindparam("answered_via"),
+    eta_min=bindparam("eta_min"))
+_ANSWER_ADD = insert(CallUpAnswer)
 
 
 async def record_answer(session: AsyncSession, services: Services, callup_id: int, member_id: int, answer: str,
@@ -361,29 +380,35 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
     standby members are promoted, or the call-up reopens and escalation resumes."""
     if answer not in ANSWERS:
         raise CallupError("回复请选：到 / 晚到 / 不能到")
-    c = await lock_callup(session, callup_id)
+    c = await session.get(CallUp, callup_id)
     if c is None:
         raise CallupError("没有找到这次集结")
     if c.state == CLOSED:
-        return AnswerResult(c, None, message=f"{texts.label(c)}\n本次集结已结束，无需再回复。谢谢！")
-    t = (await session.execute(select(CallUpTarget).where(
-        CallUpTarget.callup_id == callup_id, CallUpTarget.member_id == member_id).with_for_update())).scalar_one_or_none()
-    if t is None:
+        return AnswerResult(c, None, message=answer_message(services, c, AnswerResult(c, None), None))
+    # The member's own row is locked (a double tap never double-counts); the call-up row only when
+    # this answer can change who counts toward the quorum, so 不能到 / 晚到 answers never queue
+    # behind the 到 answers that decide "filled" and "standby".
+    row = (await session.execute(_TARGET_Q, {"c": callup_id, "m": member_id})).first()
+    if row is None:
         raise CallupError("您不在这次集结的通知名单中")
-    old = t.status
+    target_id, old = row
     new = ANSWERS[answer]
+    counting = _counting(c)
+    if new == CONFIRMED or new in counting or old in counting:
+        c = await lock_callup(session, callup_id)
+        assert c is not None
+        if c.state == CLOSED:
+            return AnswerResult(c, None, message=answer_message(services, c, AnswerResult(c, None), None))
     if new == CONFIRMED and c.state == FILLED and old != CONFIRMED:
         new = STANDBY
-    t.status, t.answered_at, t.answered_via = new, now, via
-    t.eta_min = eta_min if new == LATE else None
-    session.add(CallUpAnswer(callup_id=c.id, member_id=member_id, answer=answer, recorded_as=new, eta_min=t.eta_min,
-                             via=via, at=now))
-    await session.flush()
+    eta = eta_min if new == LATE else None
+    await session.execute(_TARGET_SET, {"t": target_id, "status": new, "answered_at": now, "answered_via": via,
+                                        "eta_min": eta})
+    await session.execute(_ANSWER_ADD, {"callup_id": callup_id, "member_id": member_id, "answer": answer,
+                                        "recorded_as": new, "eta_min": eta, "via": via, "at": now})
     result = AnswerResult(c, new)
-    counting = _counting(c)
     if c.state == OPEN and new in counting and old not in counting:
-        met, _, _ = (await _quorum(session, c))
-        if met:
+        if (await _quorum(session, c))[0]:
             await _fill(session, services, c, now)
             result.filled_now = True
     elif c.state == FILLED and old in counting and new not in counting:
@@ -440,9 +465,11 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
     if met:
         return False
     short = c.needed - total
+    # SKIP LOCKED: a standby member answering right now holds their row and waits for the call-up
+    # row we hold; waiting for theirs would deadlock. They are simply not promoted this time.
     standby = list((await session.execute(select(CallUpTarget).where(
         CallUpTarget.callup_id == c.id, CallUpTarget.status == STANDBY)
-        .order_by(CallUpTarget.answered_at, CallUpTarget.id))).scalars())
+        .order_by(CallUpTarget.answered_at, CallUpTarget.id).with_for_update(skip_locked=True))).scalars())
     chosen: list[CallUpTarget] = []
     for t in standby:  # a missing skill first
         if any(missing.get(s, 0) > 0 for s in t.skills or []):

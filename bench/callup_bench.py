@@ -1,0 +1,359 @@
+"""Call-up benchmark: a county (1,170 members in 32 teams) and a city (20,000 members).
+
+For each database and roster size, on loopback only:
+
+1. the roster is imported with `vetbot teams import` (CSV, validated first);
+2. the fake WeChat API (`vetbot fake-wechat --latency-ms 20`) and one `vetbot serve` process (webhook,
+   pages, outbox sender at its configured concurrency, scheduler) start;
+3. staff create a call-up for all teams through the guided chat flow (signed, encrypted XML); the clock
+   starts when the final 确认 is sent and stops when every member's push has been handed to the fake
+   WeChat API and accepted (outbox rows ``sent``): "create -> all delivered";
+4. every member answers once, half on the answer page (POST /r/<token>), half in chat (1 / 2 30 / 3),
+   all queued at once and sent over ``--connections`` connections; latency is per request (send ->
+   response). The roster is then compared with the answers sent: counts must be exact.
+
+Reference figures measured in the same run: the delivery floor that ``outbox.concurrency`` connections
+allow at the fake's latency, and GET /healthz latency under the same load (the server's own floor).
+
+    python bench/callup_bench.py [--sizes 1170,20000] [--dbs sqlite,postgresql] [--connections 32]
+        [--answers N]   # answers per run (default: every member for the county, 3000 for the city)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+
+from bot.config import load_config  # noqa: E402
+from bot.fake_wechat import fake_openid  # noqa: E402
+from bot.sim import WeChatSide, text_xml  # noqa: E402
+
+PG_ADMIN = os.environ.get("VETBOT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+SKILLS = ["救援", "驾驶", "医护", "水上", "无人机", "电工"]
+STAFF = "oFakeVetbotStaff_0000000001"
+LATENCY_MS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"process on port {port} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listening on port {port}")
+
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+GIVEN = "建国军华明强伟平志勇海峰刚斌林涛磊超鹏飞杰亮东文武红"
+
+
+def write_roster(path: Path, n: int) -> None:
+    teams = 32 if n <= 2000 else max(32, n // 12)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["team", "name", "phone", "skills", "township", "openid"])
+        for i in range(n):
+            t = i % teams
+            sk = "|".join(sorted({SKILLS[i % 6], SKILLS[(i // 6) % 6]}))
+            name = SURNAMES[i % 20] + GIVEN[(i // 20) % len(GIVEN)] + GIVEN[(i // 600) % len(GIVEN)]
+            w.writerow([f"第{t + 1:03d}应急队", name, str(13000000000 + i), sk, f"乡镇{t // 2 + 1:02d}",
+                        fake_openid(i)])
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
+
+
+async def pg_create(name: str) -> str:
+    eng = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        async with eng.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await c.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await eng.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def pg_drop(name: str) -> None:
+    eng = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        async with eng.connect() as c:
+            await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await eng.dispose()
+
+
+class Run:
+    """One database x one roster size."""
+
+    def __init__(self, db: str, n: int, answers: int, conns: int, tmp: Path) -> None:
+        self.dbkind, self.n, self.answers, self.conns, self.tmp = db, n, answers, conns, tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pg_name: str | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VETBOT_")}
+        env.update({
+            "PYTHONPATH": str(ROOT), "VETBOT_DATABASE__URL": self.url,
+            "VETBOT_WECHAT__API_BASE": f"http://127.0.0.1:{self.fake_port}",
+            "VETBOT_SERVER__PUBLIC_URL": f"http://127.0.0.1:{self.port}", "VETBOT_SERVER__PORT": str(self.port),
+            "VETBOT_BOT__STAFF_OPENIDS": STAFF, "VETBOT_BOT__FALLBACK_FLOW": "help",
+            "VETBOT_SERVER__TIMESTAMP_WINDOW_S": "0", "VETBOT_LOGGING__LEVEL": "WARNING",
+        })
+        return env
+
+    def vetbot(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot.cli", *args, "-c", str(ROOT / "config.example.yaml")],
+                              env=self.env(), cwd=str(ROOT), capture_output=True, text=True, check=False)
+
+    async def setup(self) -> dict[str, Any]:
+        self.port, self.fake_port = free_port(), free_port()
+        if self.dbkind == "sqlite":
+            self.url = f"sqlite+aiosqlite:///{self.tmp / f'bench_{self.n}.db'}"
+        else:
+            self.pg_name = f"vetbot_bench_{os.getpid()}_{self.n}"
+            self.url = await pg_create(self.pg_name)
+        return await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> dict[str, Any]:
+        """Blocking part of the set-up: schema, roster import, fake WeChat and the server processes."""
+        cfg_path = str(ROOT / "config.example.yaml")
+        r = self.vetbot("db", "upgrade")
+        if r.returncode:
+            raise SystemExit(r.stderr)
+        csv_path = self.tmp / f"roster_{self.n}.csv"
+        write_roster(csv_path, self.n)
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "bot.cli", "teams", "import", "-c", cfg_path, str(csv_path)],
+                           env=self.env(), cwd=str(ROOT), capture_output=True, text=True, check=False)
+        import_s = time.perf_counter() - t
+        if r.returncode:
+            raise SystemExit(r.stderr)
+        fake = subprocess.Popen([sys.executable, "-m", "bot.cli", "fake-wechat", "--port", str(self.fake_port),
+                                 "--latency-ms", str(LATENCY_MS)], env=self.env(), cwd=str(ROOT),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(fake)
+        wait_port(self.fake_port, fake)
+        serve = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "-c", cfg_path, "--port", str(self.port)],
+                                 env=self.env(), cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(serve)
+        wait_port(self.port, serve)
+        self.cfg = load_config(cfg_path, self.env())
+        self.side = WeChatSide(self.cfg)
+        return {"import_s": import_s}
+
+    def _stop(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._stop)
+        if self.pg_name:
+            await pg_drop(self.pg_name)
+
+    async def chat(self, http: aiohttp.ClientSession, openid: str, content: str) -> tuple[int, str]:
+        s = self.side.sign(text_xml(openid, content))
+        async with http.post(f"http://127.0.0.1:{self.port}{self.cfg.server.path}", params=s.query,
+                             data=s.body.encode()) as resp:
+            body = await resp.text()
+            reply = self.side.read_reply(body) if resp.status == 200 else None
+            return resp.status, str((reply or {}).get("Content") or "")
+
+    async def fan_out(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        from storage.db import Database
+        from storage.models import OutboxMessage
+
+        for msg in ("发起集结", "5", "城关镇防汛大堤", "立即", str(self.n // 2), "1", "2"):
+            status, reply = await self.chat(http, STAFF, msg)
+            assert status == 200, reply
+        t0 = time.perf_counter()
+        status, reply = await self.chat(http, STAFF, "1")
+        created_s = time.perf_counter() - t0
+        assert status == 200 and "已发起集结" in reply, reply
+        db = Database(self.url)
+        try:
+            while True:
+                async with db.session() as s:
+                    sent = (await s.execute(select(func.count()).select_from(OutboxMessage).where(
+                        OutboxMessage.purpose == "callup", OutboxMessage.status == "sent"))).scalar() or 0
+                if sent >= self.n:
+                    break
+                if time.perf_counter() - t0 > 600:
+                    raise SystemExit(f"only {sent}/{self.n} delivered after 600 s")
+                await asyncio.sleep(0.02)
+        finally:
+            await db.close()
+        return {"create_reply_s": created_s, "delivered_s": time.perf_counter() - t0}
+
+    async def answer_all(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        from flows.callup import service
+        from storage.callup import CallUp, Member
+        from storage.db import Database
+
+        db = Database(self.url)
+        try:
+            async with db.session() as s:
+                c = (await s.execute(select(CallUp).order_by(CallUp.id.desc()).limit(1))).scalar_one()
+                members = list((await s.execute(select(Member.id, Member.openid).order_by(Member.id)
+                                                .limit(self.answers))).all())
+        finally:
+            await db.close()
+        plan: list[tuple[str, Any]] = []
+        expect = {"yes": 0, "late": 0, "no": 0}
+        chat_words = {"yes": "1", "late": "2 30", "no": "3"}
+        for i, (mid, openid) in enumerate(members):
+            a = "yes" if i % 10 < 6 else "late" if i % 10 < 8 else "no"
+            expect[a] += 1
+            if i % 2 == 0:
+                url = service.answer_link(self.cfg, c, mid)
+                plan.append(("web", (url[url.index("/r/"):], {"a": a, **({"eta": "30"} if a == "late" else {})})))
+            else:
+                s = self.side.sign(text_xml(openid, chat_words[a]))
+                plan.append(("chat", (s.query, s.body.encode())))
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        for item in plan:
+            queue.put_nowait(item)
+        lat: dict[str, list[float]] = {"web": [], "chat": []}
+        errors: list[str] = []
+        base = f"http://127.0.0.1:{self.port}"
+
+        async def worker() -> None:
+            while not queue.empty():
+                kind, args = queue.get_nowait()
+                t = time.perf_counter()
+                if kind == "web":
+                    async with http.post(base + args[0], data=args[1], allow_redirects=False) as resp:
+                        await resp.read()
+                        ok = resp.status == 303
+                else:
+                    async with http.post(base + self.cfg.server.path, params=args[0], data=args[1]) as resp:
+                        body = await resp.read()
+                        ok = resp.status == 200 and len(body) > 20
+                lat[kind].append((time.perf_counter() - t) * 1000)
+                if not ok:
+                    errors.append(f"{kind} {resp.status}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(self.conns)))
+        wall = time.perf_counter() - t0
+        db = Database(self.url)
+        try:
+            async with db.session() as s:
+                from bot.clock import SystemClock
+                from flows.api import Services
+
+                c = await s.get(CallUp, c.id)
+                r = await service.roster(s, Services(config=self.cfg, clock=SystemClock()), c)
+        finally:
+            await db.close()
+        needed = c.needed
+        want = {"confirmed": min(needed, expect["yes"]), "standby": max(0, expect["yes"] - needed),
+                "late": expect["late"], "declined": expect["no"], "no_answer": self.n - len(members)}
+        got = {k: r[k] for k in want}
+        # /healthz under the same load: the server's own floor
+        ref: list[float] = []
+        hq: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(plan)):
+            hq.put_nowait(i)
+
+        async def hworker() -> None:
+            while not hq.empty():
+                hq.get_nowait()
+                t = time.perf_counter()
+                async with http.get(base + "/healthz") as resp:
+                    await resp.read()
+                ref.append((time.perf_counter() - t) * 1000)
+
+        await asyncio.gather(*(hworker() for _ in range(self.conns)))
+        every = lat["web"] + lat["chat"]
+        return {"answers": len(plan), "wall_s": wall, "rps": len(plan) / wall, "p50": pct(every, 50),
+                "p99": pct(every, 99), "p99_web": pct(lat["web"], 99), "p99_chat": pct(lat["chat"], 99),
+                "max": max(every), "errors": len(errors), "exact": got == want, "got": got, "want": want,
+                "healthz_p99": pct(ref, 99), "filled": r["state"] == "filled"}
+
+
+async def one(dbkind: str, n: int, answers: int, conns: int, tmp: Path) -> dict[str, Any]:
+    run = Run(dbkind, n, answers, conns, tmp)
+    try:
+        res = {"db": dbkind, "members": n, **await run.setup()}
+        conn = aiohttp.TCPConnector(limit=conns + 4)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as http:
+            res.update(await run.fan_out(http))
+            res["floor_s"] = n / (run.cfg.outbox.concurrency / (LATENCY_MS / 1000))
+            res["sender_conc"] = run.cfg.outbox.concurrency
+            res.update(await run.answer_all(http))
+        return res
+    finally:
+        await run.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1170,20000")
+    ap.add_argument("--dbs", default="sqlite,postgresql")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--answers", type=int, default=0, help="answers per run (0: all for <=2000, else 3000)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="vetbot_callup_bench_"))
+    rows = []
+    try:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            for dbkind in args.dbs.split(","):
+                answers = args.answers or (n if n <= 2000 else 3000)
+                print(f"running {dbkind} {n} members ({answers} answers)…", file=sys.stderr, flush=True)
+                rows.append(asyncio.run(one(dbkind, n, min(answers, n), args.connections, tmp)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(f"fake WeChat latency {LATENCY_MS} ms; answers over {args.connections} connections, all queued at once")
+    hdr = (f"{'db':<10} {'members':>7} {'import s':>8} {'create->reply s':>15} {'create->all sent s':>18} "
+           f"{'floor s':>7} | {'answers':>7} {'wall s':>6} {'req/s':>6} {'p50 ms':>6} {'p99 ms':>6} "
+           f"{'p99 web':>7} {'p99 chat':>8} {'healthz p99':>11} {'errors':>6} {'counts':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['db']:<10} {r['members']:>7} {r['import_s']:>8.2f} {r['create_reply_s']:>15.2f} "
+              f"{r['delivered_s']:>18.2f} {r['floor_s']:>7.2f} | {r['answers']:>7} {r['wall_s']:>6.2f} "
+              f"{r['rps']:>6.0f} {r['p50']:>6.1f} {r['p99']:>6.1f} {r['p99_web']:>7.1f} {r['p99_chat']:>8.1f} "
+              f"{r['healthz_p99']:>11.1f} {r['errors']:>6} {'exact' if r['exact'] else 'WRONG':>6}")
+        if not r["exact"]:
+            print(f"   got {r['got']} want {r['want']}")
+    print("floor = members / (outbox.concurrency / latency): the fastest any sender can hand them over")
+
+
+if __name__ == "__main__":
+    main()

@@ -123,3 +123,34 @@ async def test_sigkill_mid_fan_out_loses_nothing(db_url: str, fake: FakeWeChatSe
     twice = {o for o, k in delivered.items() if k > 1}
     assert twice <= in_flight  # duplicates only from rows in flight at the kill
     assert max(delivered.values()) <= 2
+
+
+@pytest.mark.slow
+async def test_two_sender_processes_share_a_fan_out_exactly_once(db_url: str, fake: FakeWeChatServer) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several senders run at once on PostgreSQL only (SQLite: one sender per database)")
+    n = 400
+    fake.state.latency_ms = 10
+    db = Database(db_url)
+    procs = [await _sender(db_url, fake, f"s{k}") for k in range(2)]
+    try:
+        async with db.session() as s:
+            await enqueue(s, [Push(openid=fake_openid(i), purpose="notice", key="both", text=f"通知 {i}")
+                              for i in range(n)], SystemClock().now())
+        deadline = time.monotonic() + 90
+        while (await _counts(db))["sent"] < n:
+            for p in procs:
+                assert p.returncode is None, (await p.stderr.read()).decode()[-2000:]
+            assert time.monotonic() < deadline, f"not everything went out: {await _counts(db)}"
+            await asyncio.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            await asyncio.wait_for(p.wait(), 30)
+        await db.close()
+    delivered = Counter(c["body"]["touser"] for c in calls(fake, TEMPLATE_PATH) if c.get("errcode") == 0)
+    assert set(delivered) == {fake_openid(i) for i in range(n)} and max(delivered.values()) == 1
+    # Both processes fetched no token of their own beyond the shared one.
+    assert len(calls(fake, TOKEN_PATH)) == 1

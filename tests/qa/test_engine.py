@@ -107,6 +107,19 @@ def test_encoder_is_skipped_only_when_lexical_is_sure(engine: QAEngine) -> None:
     assert unsure.used_encoder
 
 
+def test_concurrent_questions_give_the_same_answers(engine: QAEngine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    qs = ["优待证怎么办", "退伍费能给多少", "光荣牌坏了咋整", "今天天气怎么样", "评残要什么材料"] * 8
+    engine.clear_caches()
+    alone = {q: engine.ask(q) for q in set(qs)}
+    engine.clear_caches()
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(engine.ask, qs))
+    for q, r in zip(qs, together, strict=True):
+        assert (r.decision, r.entry and r.entry.id) == (alone[q].decision, alone[q].entry and alone[q].entry.id)
+
+
 # --------------------------------------------------------------------------- any KB in the schema
 
 

@@ -8,6 +8,10 @@ the counter in one ``INSERT … ON CONFLICT DO UPDATE SET n = n + 1 … RETURNIN
 database serialises the increments (a row lock on PostgreSQL, the single writer on SQLite), so no
 increment is lost and every counted action gets its own ordinal (您是第 12,345 位…).
 
+On PostgreSQL a popular martyr's counter row is locked from the bump until the turn commits, so the bump
+is the tribute's last statement, and there is no second hot row: the participant count is
+``count(*)`` of :class:`MemorialParticipant` (read rarely), not a counter every first-timer locks.
+
 Times are naive UTC; ``day`` columns hold the local (``bot.timezone``) date the caller computed.
 """
 
@@ -49,7 +53,7 @@ from storage.sql import insert_ignore
 MEMORIAL = 0
 #: Tribute actions, in menu order. ``message`` is 寄语 (a message left on the memorial or a martyr).
 ACTIONS = ("flower", "salute", "candle", "silence", "message")
-#: Counter rows that are not actions: distinct participants ever (on ``martyr_id = 0``).
+#: Key of the participant count in :func:`totals` (counted from :class:`MemorialParticipant`).
 PEOPLE = "people"
 #: Message states. Preset phrases are ``approved`` at once; free text waits ``pending`` for staff.
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
@@ -243,10 +247,8 @@ def _record_tribute_sqlite(raw: sqlite3.Connection, openid: str, martyr_id: int,
     d = day.isoformat()  # SQLAlchemy's SQLite Date format
     if raw.execute(_SQL_TRIBUTE, (d, martyr_id, openid, action)).rowcount != 1:
         return TributeResult(False)
-    n = raw.execute(_SQL_BUMP, (martyr_id, action)).fetchone()[0]
     is_new = raw.execute(_SQL_PARTICIPANT, (openid, d)).rowcount == 1
-    if is_new:
-        raw.execute(_SQL_BUMP, (MEMORIAL, PEOPLE)).fetchone()
+    n = raw.execute(_SQL_BUMP, (martyr_id, action)).fetchone()[0]
     return TributeResult(True, int(n), is_new)
 
 
@@ -296,13 +298,11 @@ async def record_tribute(session: AsyncSession, openid: str, martyr_id: int, act
                                  {"day": day, "martyr_id": martyr_id, "openid": openid, "action": action})
     if not took.rowcount or took.rowcount < 0:
         return TributeResult(False)
-    n = await bump_counter(session, martyr_id, action)
     new = await session.execute(_ignore_stmt(session, MemorialParticipant.__table__, "participant"),
                                 {"openid": openid, "first_day": day})
-    is_new = bool(new.rowcount and new.rowcount > 0)
-    if is_new:
-        await bump_counter(session, MEMORIAL, PEOPLE)
-    return TributeResult(True, n, is_new)
+    # Last: the counter row stays locked (PostgreSQL) from here until the turn commits.
+    n = await bump_counter(session, martyr_id, action)
+    return TributeResult(True, n, bool(new.rowcount and new.rowcount > 0))
 
 
 async def counts(session: AsyncSession, martyr_id: int) -> dict[str, int]:
@@ -318,9 +318,15 @@ async def totals(session: AsyncSession) -> dict[str, int]:
     """Every action summed over all targets (the memorial and every martyr), plus ``people``."""
     rows = await session.execute(select(MemorialCounter.action, func.sum(MemorialCounter.n))
                                  .group_by(MemorialCounter.action))
-    out = dict.fromkeys((*ACTIONS, PEOPLE), 0)
+    out = dict.fromkeys(ACTIONS, 0)
     out.update({a: int(n or 0) for a, n in rows})
+    out[PEOPLE] = await participant_count(session)
     return out
+
+
+async def participant_count(session: AsyncSession) -> int:
+    """Everyone who ever paid a counted tribute."""
+    return int((await session.execute(select(func.count()).select_from(MemorialParticipant))).scalar_one())
 
 
 async def done_today(session: AsyncSession, openid: str, martyr_id: int, day: date) -> set[str]:

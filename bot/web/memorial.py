@@ -30,7 +30,7 @@ from storage import memorial as store
 log = logging.getLogger("vetbot.web.memorial")
 
 TRIBUTES = ("flower", "salute", "candle", "silence")
-ICON = {"flower": "❀", "salute": "✋", "candle": "🕯", "silence": "⏱", "message": "✎"}
+BUTTON = {"flower": "献花", "salute": "敬礼", "candle": "点烛", "silence": "默哀一分钟"}
 PAGE_MESSAGES = 30
 
 CSS = """
@@ -149,8 +149,9 @@ class MemorialPages:
                                          '<p><a class="btn light" href="/m/">返回网上纪念馆</a></p></section>',
                              status=404)
             counts = await store.counts(s, mid)
+            people = await service.participants(s) if not mid else 0
             n_msgs = await store.approved_count(s, mid)
-            before = _int(q.get("before"))
+            before = _int(q.get("before"), default=None)
             msgs = await store.approved_messages(s, mid, PAGE_MESSAGES, before_id=before)
             mine = await store.own_pending(s, openid, mid) if openid else []
             done = (await store.done_today(s, openid, mid, service.local_day(self.rt.clock.now(),
@@ -188,7 +189,7 @@ class MemorialPages:
             parts.append('<div class="banner">您的寄语已提交，工作人员审核后公开展示。</div>')
         if error:
             parts.append(f'<div class="banner error">{_esc(error)}</div>')
-        parts.append(self._record(m, counts, n_msgs))
+        parts.append(self._record(m, counts, n_msgs, people))
         parts.append(self._actions(mid, token, done) if openid else self._no_token())
         if openid:
             parts.append(self._message_form(mid, token, name, draft))
@@ -200,11 +201,10 @@ class MemorialPages:
         title = f"{texts.target_name(name)} · 网上纪念馆" if m else "云端祭英烈 · 网上纪念馆"
         return _page(title, "".join(parts), status=status, refresh=refresh)
 
-    def _record(self, m: Any, counts: dict[str, int], n_msgs: int) -> str:
+    def _record(self, m: Any, counts: dict[str, int], n_msgs: int, people: int) -> str:
         boxes = "".join(f"<div><b>{counts.get(a, 0):,}</b>{texts.LABEL[a]}</div>" for a in TRIBUTES)
         boxes += f"<div><b>{n_msgs:,}</b>寄语</div>"
         if m is None:
-            people = counts.get(store.PEOPLE, 0)
             head = ("<h1>云端祭英烈</h1><p class=\"meta\">不能到陵园祭扫的朋友，可以在这里为英烈献一束花、寄一句话。</p>"
                     + (f"<p>已有 <b>{people:,}</b> 人参与云端祭扫。</p>" if people else ""))
             return f'<section>{head}</section><section><h2>向全体英烈</h2><div class="counts">{boxes}</div></section>'
@@ -227,7 +227,7 @@ class MemorialPages:
 
     def _actions(self, mid: int, token: str | None, done: set[str]) -> str:
         buttons = "".join(
-            f'<button name="action" value="{a}">{ICON[a]} {texts.LABEL[a]}'
+            f'<button name="action" value="{a}">{BUTTON[a]}'
             f'{"（今日已" + texts.LABEL[a] + "）" if a in done else ""}</button>' for a in TRIBUTES)
         return (f'<section><h2>祭扫</h2><form method="post" action="{service.page_path(mid).rstrip("/")}/tribute">'
                 f'<input type="hidden" name="t" value="{_esc(token)}"><div class="acts">{buttons}</div></form>'

@@ -89,9 +89,8 @@ class Memorial(Flow):
     async def _home(self, ctx: Context) -> None:
         ctx.step = "home"
         ctx.slots = {}
-        c = await store.counts(ctx.session, store.MEMORIAL)
         opted = await store.is_opted_in(ctx.session, ctx.openid)
-        people = c.get(store.PEOPLE, 0)
+        people = await service.participants(ctx.session)
         lines = ["【云端祭英烈】缅怀先烈，致敬英雄。"]
         if people:
             lines.append(f"已有 {people:,} 人参与云端祭扫。")

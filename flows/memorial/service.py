@@ -6,6 +6,7 @@ their transaction, so the counting rule, the moderation rule and the texts exist
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,6 +48,21 @@ def word_filter(services: Any) -> WordFilter:
     if fresh is not wf:
         services.extra[WORDS] = fresh
     return fresh
+
+
+_PARTICIPANTS: dict[str, tuple[float, int]] = {}
+PARTICIPANTS_TTL_S = 30.0
+
+
+async def participants(session: AsyncSession) -> int:
+    """参与人数 for the memorial menu and page: a count(*) kept for 30 s (it is shown, not counted on)."""
+    now = time.monotonic()
+    hit = _PARTICIPANTS.get("n")
+    if hit is not None and now - hit[0] < PARTICIPANTS_TTL_S:
+        return hit[1]
+    n = await store.participant_count(session)
+    _PARTICIPANTS["n"] = (now, n)
+    return n
 
 
 @dataclass

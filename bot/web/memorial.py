@@ -227,8 +227,8 @@ class MemorialPages:
 
     def _actions(self, mid: int, token: str | None, done: set[str]) -> str:
         buttons = "".join(
-            f'<button name="action" value="{a}">{BUTTON[a]}'
-            f'{"（今日已" + texts.LABEL[a] + "）" if a in done else ""}</button>' for a in TRIBUTES)
+            f'<button name="action" value="{a}">{"今日已" + texts.LABEL[a] if a in done else BUTTON[a]}</button>'
+            for a in TRIBUTES)
         return (f'<section><h2>祭扫</h2><form method="post" action="{service.page_path(mid).rstrip("/")}/tribute">'
                 f'<input type="hidden" name="t" value="{_esc(token)}"><div class="acts">{buttons}</div></form>'
                 '<p class="hint">每人每天每项计一次。</p></section>')

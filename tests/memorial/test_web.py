@@ -60,7 +60,7 @@ async def test_tribute_buttons_count_once_per_day(site) -> None:  # type: ignore
     r = await client.post("/m/1/tribute", data={"t": token, "action": "flower"}, allow_redirects=False)
     assert r.status == 303 and "did=flower" in r.headers["Location"] and "c=1" in r.headers["Location"]
     html = await (await client.get(r.headers["Location"])).text()
-    assert "您是第 1 位为张建国烈士献花的人" in html and "（今日已献花）" in html
+    assert "您是第 1 位为张建国烈士献花的人" in html and ">今日已献花<" in html
     r = await client.post("/m/1/tribute", data={"t": token, "action": "flower"})
     html = await r.text()
     assert r.status == 200 and "您今天已经为张建国烈士献过花了" in html

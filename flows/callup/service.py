@@ -183,14 +183,23 @@ async def clear_conversations(session: AsyncSession, openids: list[str]) -> None
             await session.execute(update(Conversation).where(cond, Conversation.flow.is_not(None)).values(**values))
 
 
-def _member_push(services: Services, c: CallUp, m: Member, key: str, reminder: int = 0) -> Push:
-    cfg = services.config
-    link = answer_link(cfg, c, m.id)
-    assert m.openid is not None
-    return Push(openid=m.openid, purpose="callup", key=key,
-                text=texts.member_notice(c, m.name, link, _tz(services), reminder),
-                data=texts.member_data(c, link, _tz(services), m.phone, reminder), url=link,
-                priority=EMERGENCY, ref_type="callup", ref_id=c.id)
+class _Notice:
+    """A call-up's member push, formatted once and filled in per member (a city fan-out builds 20,000)."""
+
+    NAME, LINK = "\x00name\x00", "\x00link\x00"
+
+    def __init__(self, services: Services, c: CallUp, reminder: int = 0) -> None:
+        tz = _tz(services)
+        self.services, self.c, self.reminder = services, c, reminder
+        self.text = texts.member_notice(c, self.NAME, self.LINK, tz, reminder)
+        self.data = texts.member_data(c, "", tz, "", reminder)
+
+    def push(self, member_id: int, openid: str, name: str, phone: str, key: str) -> Push:
+        link = answer_link(self.services.config, self.c, member_id)
+        return Push(openid=openid, purpose="callup", key=key,
+                    text=self.text.replace(self.NAME, name).replace(self.LINK, link),
+                    data={**self.data, "url": link, "phone": phone}, url=link,
+                    priority=EMERGENCY, ref_type="callup", ref_id=self.c.id)
 
 
 async def notify_staff(session: AsyncSession, services: Services, c: CallUp, event: str, key: str,
@@ -250,37 +259,38 @@ async def create_callup(session: AsyncSession, services: Services, spec: CallupS
     session.add(c)
     await session.flush()
     added, away, unbound = await _target_teams(session, services, c, [t.id for t in selected], 0, now)
-    await _event(session, c, "created", now, spec.created_by, targets=len(added), skipped_away=away,
+    await _event(session, c, "created", now, spec.created_by, targets=added, skipped_away=away,
                  unbound=unbound, chain=[step_label(x) for x in chain], scope=scope)
     if not added:
         await _event(session, c, "no_targets", now)
-    await notify_staff(session, services, c, f"已发起集结，通知 {len(added) - unbound} 人"
+    await notify_staff(session, services, c, f"已发起集结，通知 {added - unbound} 人"
                        + (f"（另有 {unbound} 人未绑定微信，需电话通知）" if unbound else ""),
                        "created", now, exclude=(spec.created_by,))
     return c
 
 
 async def _target_teams(session: AsyncSession, services: Services, c: CallUp, team_ids: list[int], wave: int,
-                        now: datetime) -> tuple[list[Member], int, int]:
+                        now: datetime) -> tuple[int, int, int]:
     """Add available members of ``team_ids`` not yet targeted; push to them. Returns (added, away, unbound)."""
-    members = list((await session.execute(
-        select(Member).where(Member.team_id.in_(team_ids)).order_by(Member.id))).scalars())
+    rows = (await session.execute(
+        select(Member.id, Member.openid, Member.name, Member.phone, Member.skills, Member.away_until)
+        .where(Member.team_id.in_(team_ids)).order_by(Member.id))).all()
     already = set((await session.execute(
         select(CallUpTarget.member_id).where(CallUpTarget.callup_id == c.id))).scalars())
-    fresh = [m for m in members if m.id not in already]
-    avail = [m for m in fresh if m.available(now)]
-    away = len(fresh) - len(avail)
+    fresh = [r for r in rows if r.id not in already]
+    avail = [r for r in fresh if r.away_until is None or r.away_until <= now]
     if avail:
-        rows = [{"callup_id": c.id, "member_id": m.id, "skills": list(m.skills or []), "wave": wave,
-                 "status": PENDING, "created_at": now} for m in avail]
-        for i in range(0, len(rows), 1000):
-            await session.execute(insert(CallUpTarget), rows[i:i + 1000])
-    bound = [m for m in avail if m.openid]
-    pushes = [_member_push(services, c, m, f"callup:{c.id}:notify:{m.id}") for m in bound]
-    if pushes:
-        await enqueue(session, pushes, now)
-        await clear_conversations(session, [m.openid for m in bound if m.openid])
-    return avail, away, len(avail) - len(bound)
+        targets = [{"callup_id": c.id, "member_id": r.id, "skills": list(r.skills or []), "wave": wave,
+                    "status": PENDING, "created_at": now} for r in avail]
+        for i in range(0, len(targets), 1000):
+            await session.execute(insert(CallUpTarget), targets[i:i + 1000])
+    bound = [r for r in avail if r.openid]
+    if bound:
+        notice = _Notice(services, c)
+        await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:notify:{r.id}")
+                                for r in bound], now)
+        await clear_conversations(session, [r.openid for r in bound])
+    return len(avail), len(fresh) - len(avail), len(avail) - len(bound)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -545,22 +555,24 @@ async def run_step(session: AsyncSession, services: Services, callup_id: int, no
     index = c.step
     if step["do"] == "renotify":
         n = int(step.get("n", index + 1))
-        q = (select(Member).join(CallUpTarget, CallUpTarget.member_id == Member.id)
+        q = (select(Member.id, Member.openid, Member.name, Member.phone, Member.away_until)
+             .join(CallUpTarget, CallUpTarget.member_id == Member.id)
              .where(CallUpTarget.callup_id == c.id, CallUpTarget.status == PENDING, Member.openid.is_not(None))
              .order_by(Member.id))
-        members = [m for m in (await session.execute(q)).scalars() if m.available(now)]
-        pushes = [_member_push(services, c, m, f"callup:{c.id}:renotify:{n}:{m.id}", reminder=n) for m in members]
-        if pushes:
-            await enqueue(session, pushes, now)
-            await clear_conversations(session, [m.openid for m in members if m.openid])
+        members = [r for r in (await session.execute(q)).all() if r.away_until is None or r.away_until <= now]
+        if members:
+            notice = _Notice(services, c, reminder=n)
+            await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:renotify:{n}:{r.id}")
+                                    for r in members], now)
+            await clear_conversations(session, [r.openid for r in members])
         await _event(session, c, "renotified", now, step=index, n=n, members=len(members))
         event = f"已第{n}次提醒未回复人员（{len(members)} 人）。"
     elif step["do"] == "widen":
         added, away, unbound = await _target_teams(session, services, c, list(step.get("teams") or []),
                                                    index + 1, now)
-        await _event(session, c, "widened", now, step=index, teams=step.get("teams"), targets=len(added),
+        await _event(session, c, "widened", now, step=index, teams=step.get("teams"), targets=added,
                      skipped_away=away, unbound=unbound)
-        event = f"人数未满，已扩大到{step.get('label') or '更多队伍'}，新通知 {len(added) - unbound} 人。"
+        event = f"人数未满，已扩大到{step.get('label') or '更多队伍'}，新通知 {added - unbound} 人。"
     else:
         await _event(session, c, "staff_alert", now, step=index)
         event = "⚠ 已到升级时限，人数仍未满足，请工作人员电话联系或调整集结。"

@@ -300,3 +300,33 @@ async def test_concurrent_answers_keep_counts_exact(env: Env) -> None:
                                    .where(CallUpTarget.callup_id == cid))).scalar()
     assert (fills, answers, targets) == (1, 120, 120)
     assert len(await pushes(env, "callup_progress", "人数已满")) == 1
+
+
+async def test_audit_trail_has_every_push_with_channel_and_result(env: Env) -> None:
+    from bot.fake_wechat import FakeWeChatServer
+    from bot.outbox import build_sender
+
+    await add_staff(env)
+    cid = await create(env, needed=2)
+    await answer(env, cid, 0, "late", eta=10)
+    async with FakeWeChatServer() as fake:
+        env.config.wechat.api_base, env.config.wechat.appid = fake.base_url, fake.state.appid
+        fake.state.set_users({"oFakeVetbotUser_000000000003": {"followed": False}})
+        sender = build_sender(env.config, env.db, env.clock, worker="audit-test")
+        try:
+            await sender.deliver_due(env.clock.now())
+        finally:
+            await sender.close()
+    async with env.db.session() as s:
+        rows = await audit.trail(s, cid, env.config.bot.timezone)
+    assert rows is not None
+    sent = [r for r in rows if r["type"] == "push"]
+    assert len(sent) == 7  # six members and the staff user
+    by_member = {r["openid"]: r for r in sent}
+    assert by_member["oFakeVetbotUser_000000000000"]["status"] == "sent"
+    assert by_member["oFakeVetbotUser_000000000000"]["channel"] == "template"
+    failed = by_member["oFakeVetbotUser_000000000003"]
+    assert failed["status"] in ("failed", "cancelled") and failed["last_error"]
+    lines = [audit.line(r) for r in rows]
+    assert any("answer" in line and "晚到" in line and "eta=10min" in line for line in lines)
+    assert any("channel=template" in line for line in lines)

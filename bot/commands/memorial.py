@@ -16,6 +16,7 @@ import asyncio
 import getpass
 import re
 import sys
+import unicodedata
 from datetime import date, timedelta
 from typing import Any
 
@@ -288,16 +289,25 @@ async def _stats_run(cfg: Any, code: str | None, start: date | None, end: date |
         emit(data, True, str)
         return 0
     head = f"{campaign.title}（{campaign.code}）\n" if campaign else ""
-    cols = "".join(f"{LABEL[a]:>7}" for a in ACTIONS)
-    lines = [head + f"{'日期':<10}{'参与人数':>8}{cols}{'合计':>8}"]
+    widths = [12, 10, *([9] * len(ACTIONS)), 10]
+
+    def row(cells: list[str]) -> str:
+        return "".join(_pad(c, w, left=i == 0) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    lines = [head + row(["日期", "参与人数", *(LABEL[a] for a in ACTIONS), "合计"])]
     for d in days:
-        lines.append(f"{d.day!s:<12}{d.participants:>10,}" + "".join(f"{d.actions[a]:>9,}" for a in ACTIONS)
-                     + f"{d.total:>10,}")
-    lines.append(f"{'合计':<10}{overall:>10,}" + "".join(f"{data['actions'][a]:>9,}" for a in ACTIONS)
-                 + f"{data['total']:>10,}")
+        lines.append(row([str(d.day), f"{d.participants:,}", *(f"{d.actions[a]:,}" for a in ACTIONS), f"{d.total:,}"]))
+    lines.append(row(["合计", f"{overall:,}", *(f"{data['actions'][a]:,}" for a in ACTIONS), f"{data['total']:,}"]))
     lines.append("（参与人数：当天做过至少一次计数祭扫的人；合计行为整个时段去重后的人数。每人每天每项只计一次。）")
     print("\n".join(lines))
     return 0
+
+
+def _pad(text: str, width: int, *, left: bool = False) -> str:
+    """Pad to ``width`` terminal columns (Chinese characters take two)."""
+    cols = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    space = " " * max(0, width - cols)
+    return text + space if left else space + text
 
 
 # --- campaigns -----------------------------------------------------------------------------------------

@@ -96,16 +96,21 @@ def counts_line(c: dict[str, int], messages: int | None = None) -> str:
     return " ｜ ".join(parts)
 
 
+#: Chat cards and lists stay under WeChat's 2,048-byte passive reply: long fields are clipped there
+#: (the page shows them whole).
+FIELD_CHARS = 40
+
+
 def summary(m: Any) -> str:
     """One line for a result list: 黄继光（四川中江，1952年牺牲）."""
-    bits = [b for b in (m.hometown, f"{fmt_partial(m.died)}牺牲" if m.died else "") if b]
+    bits = [b for b in (clip(m.hometown, 20), f"{fmt_partial(m.died)}牺牲" if m.died else "") if b]
     return f"{m.name}（{'，'.join(bits)}）" if bits else m.name
 
 
 def card(m: Any, c: dict[str, int], messages: int, bio_chars: int) -> str:
     """The record card shown in chat."""
     lines = [f"【{target_name(m.name)}】"]
-    facts = [f"性别：{m.gender}" if m.gender else "", f"籍贯：{m.hometown}" if m.hometown else ""]
+    facts = [f"性别：{m.gender}" if m.gender else "", f"籍贯：{clip(m.hometown, FIELD_CHARS)}" if m.hometown else ""]
     if any(facts):
         lines.append(" ｜ ".join(f for f in facts if f))
     span = life_span(m.born, m.died)
@@ -113,7 +118,7 @@ def card(m: Any, c: dict[str, int], messages: int, bio_chars: int) -> str:
         lines.append(f"生卒：{span}")
     for label, value in (("部队", m.unit), ("牺牲地点", m.place_of_death), ("安葬地", m.burial)):
         if value:
-            lines.append(f"{label}：{value}")
+            lines.append(f"{label}：{clip(value, FIELD_CHARS)}")
     if m.biography:
         lines.append(f"事迹：{clip(m.biography, bio_chars)}")
     lines.append(counts_line(c, messages))

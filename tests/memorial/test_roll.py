@@ -88,3 +88,17 @@ def test_empty_and_binary_files(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00\x81\x30\x81")
     with pytest.raises(RollError):
         read_roll(path)
+
+
+def test_longest_record_card_fits_a_passive_reply() -> None:
+    """Every field at its limit: the chat card plus its numbered options stay under WeChat's 2,048 bytes."""
+    from types import SimpleNamespace
+
+    from flows.memorial.texts import card, summary
+
+    m = SimpleNamespace(name="名" * 64, gender="男", hometown="乡" * 128, born="1930-01-01", died="1951-12-31",
+                        unit="部" * 200, place_of_death="地" * 200, burial="陵" * 200, biography="事" * 5000)
+    options = "\n".join(f"{i}. 选项文字六个字" for i in range(1, 7)) + "\n" + "<a href=\"" + "x" * 200 + "\">打开纪念页</a>"
+    text = card(m, dict.fromkeys(("flower", "salute", "candle", "silence"), 10**9), 10**6, 120) + "\n\n" + options
+    assert len(text.encode("utf-8")) < 2000
+    assert len(("\n".join(summary(m) for _ in range(5))).encode("utf-8")) < 1500

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -355,14 +353,18 @@ async def test_drop_closes_the_connection(http, fake, token):
 
 
 async def test_delay_and_latency_use_asyncio_sleep(http, fake, token):
+    """Delays never block the server: while 20 delayed sends sleep, another request is answered."""
     path = "/cgi-bin/message/template/send"
-    await post(http, fake, "/__fake__/faults", {"path": path, "delay_ms": 30})
+    await post(http, fake, "/__fake__/faults", {"path": path, "delay_ms": 1500, "count": 20})
     await post(http, fake, "/__fake__/config", {"latency_ms": 10})
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(template(http, fake, token) for _ in range(20)))
-    elapsed = time.perf_counter() - t0
+    sends = [asyncio.ensure_future(template(http, fake, token)) for _ in range(20)]
+    await asyncio.sleep(0)
+    await get(http, fake, "/__fake__/stats")  # answered while the sends are still sleeping
+    assert not any(t.done() for t in sends), "a delayed call blocked the fake's event loop"
+    results = await asyncio.gather(*sends)
     assert all(r["errcode"] == 0 for r in results)  # a delay-only rule answers normally
-    assert 0.04 <= elapsed < 0.5  # concurrent, not 20 x 10 ms one after another
+    assert time.perf_counter() - t0 >= 1.5  # the delay was applied (a lower bound only)
 
 
 async def test_wildcard_probability_and_reset(http, fake, token):
@@ -413,46 +415,3 @@ def test_cli_registration():
     assert defaults.port == 8081 and defaults.latency_ms == 0
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads server CPU time from /proc")
-async def test_separate_process_sustains_2000_requests_per_second_at_20ms(http):
-    """Run ``fake-wechat`` as its own process (as benchmarks do) and load it with 3,000 sends.
-
-    The load generator shares the machine, so the pass mark is the server's own CPU time: fewer than
-    0.5 ms per request means more than 2,000 requests/s. Wall time shows the 20 ms latency does not
-    block (a blocking sleep would allow about 50 requests/s).
-    """
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.commands.fake_wechat", "--port", "0", "--latency-ms", "20",
-        stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
-    )
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        base = "http://" + line.split("http://", 1)[1].split()[0]
-        async with http.post(base + "/cgi-bin/stable_token", json={
-                "grant_type": "client_credential", "appid": APPID, "secret": "x"}) as resp:
-            token = (await resp.json())["access_token"]
-        body = json.dumps({"touser": USER, "template_id": "T", "data": {"a": {"value": "紧急"}}},
-                          ensure_ascii=False).encode()
-        n, width = 3000, 200
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=width)) as load:
-            sem = asyncio.Semaphore(width)
-
-            async def one() -> int:
-                async with sem, load.post(base + "/cgi-bin/message/template/send", data=body,
-                                          params={"access_token": token}) as r:
-                    return (await r.json())["errcode"]
-
-            cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
-            codes = await asyncio.gather(*(one() for _ in range(n)))
-            wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
-        assert codes == [0] * n
-        assert n / max(cpu, 0.01) > 2000, f"server used {cpu:.2f} s CPU for {n} requests"
-        assert n / wall > 500, f"{n} requests took {wall:.2f} s"
-    finally:
-        proc.terminate()
-        await proc.wait()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
@@ -172,10 +173,17 @@ def setup(app: web.Application, runtime: Any) -> None:
             return await service.record_answer(s, runtime.services, claims["c"], claims["m"], answer, now,
                                                eta_min=eta, via="web")
 
-        try:
-            r = await in_transaction(record)
-        except service.CallupError as e:
-            return _error(404, "没有找到这次集结", str(e))
+        for attempt in range(3):
+            try:
+                r = await in_transaction(record)
+                break
+            except service.CallupError as e:
+                return _error(404, "没有找到这次集结", str(e))
+            except DBAPIError as e:
+                # One member tapping different answers at the same instant can deadlock on PostgreSQL
+                # (their row vs the call-up row); the database aborts one transaction: run it again.
+                if getattr(e.orig, "sqlstate", None) not in ("40P01", "40001") or attempt == 2:
+                    raise
         if r.recorded_as is None:
             return _error(409, "集结已结束", r.message)
         raise web.HTTPSeeOther(location=request.path)

@@ -390,7 +390,8 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
     standby members are promoted, or the call-up reopens and escalation resumes."""
     if answer not in ANSWERS:
         raise CallupError("回复请选：到 / 晚到 / 不能到")
-    c = await session.get(CallUp, callup_id)
+    # 到 always decides something (confirmed or standby, maybe filled): lock at once. Others first look.
+    c = await (lock_callup(session, callup_id) if answer == "yes" else session.get(CallUp, callup_id))
     if c is None:
         raise CallupError("没有找到这次集结")
     if c.state == CLOSED:
@@ -404,7 +405,7 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
     target_id, old = row
     new = ANSWERS[answer]
     counting = _counting(c)
-    if new == CONFIRMED or new in counting or old in counting:
+    if answer != "yes" and (new in counting or old in counting):
         c = await lock_callup(session, callup_id)
         assert c is not None
         if c.state == CLOSED:

@@ -63,7 +63,15 @@ from bot.wechat_api import (
     WeChatError,
 )
 from storage.db import Database
-from storage.outbox_repo import ClaimedRow, Outcome, UserState, reclaim_stale, record_and_claim, reserve_kefu
+from storage.outbox_repo import (
+    ClaimedRow,
+    Outcome,
+    UserState,
+    reclaim_stale,
+    record_and_claim,
+    reserve_kefu,
+    touch_claims,
+)
 from storage.tokens import DbTokenStore
 
 log = logging.getLogger("vetbot.outbox")
@@ -454,22 +462,29 @@ class OutboxSender:
                 for _ in range(n_workers):
                     queue.put_nowait(None)
 
+        heartbeat_s = self.cfg.claim_timeout_s / 3
+
         async def database_loop() -> None:
             deadline: float | None = None
+            next_beat = loop.time() + heartbeat_s
             try:
                 while True:
                     if self._stopping:
                         end_queue()
+                    if loop.time() >= next_beat:
+                        # Keep our claims fresh: only a dead sender's rows may be handed back.
+                        await touch_claims(self.db, self.worker, self._now(now))
+                        next_beat = loop.time() + heartbeat_s
                     want = batch - queue.qsize() if not state["sentinels"] and queue.qsize() <= low else 0
                     if not want and not state["workers_done"] and len(results) < low:
                         # Only results to write: gather a group (half a batch or GROUP_COMMIT_S).
                         if results and deadline is None:
                             deadline = loop.time() + GROUP_COMMIT_S
-                        left = None if deadline is None else deadline - loop.time()
-                        if left is None or left > 0:
+                        left = next_beat - loop.time() if deadline is None else min(deadline, next_beat) - loop.time()
+                        if deadline is None or deadline > loop.time():
                             wake.clear()
                             with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(wake.wait(), left)
+                                await asyncio.wait_for(wake.wait(), max(left, 0))
                             continue
                     chunk = results[:]
                     results.clear()

@@ -152,6 +152,19 @@ async def reclaim_stale(db: Database, now: datetime, claim_timeout_s: float, max
     return max(result.rowcount or 0, 0)
 
 
+async def touch_claims(db: Database, worker: str, now: datetime) -> int:
+    """Heartbeat: refresh ``claimed_at`` of the rows ``worker`` still holds.
+
+    A sender calls this well within ``claim_timeout_s`` while rows wait in its queue or in flight,
+    so the timeout only ever hands back rows of a sender that died, never of one that is merely
+    slow (a long batch, a low rate limit, a busy machine) — which would send them twice.
+    """
+    async with db.session() as s:
+        result = await s.execute(update(T).where(T.c.claimed_by == worker, T.c.status == "sending")
+                                 .values(claimed_at=now), execution_options={"synchronize_session": False})
+    return max(result.rowcount or 0, 0)
+
+
 _RESULT = (
     update(T)
     .where(T.c.id == bindparam("b_id"), T.c.claimed_by == bindparam("b_worker"), T.c.status == "sending")

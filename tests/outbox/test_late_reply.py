@@ -52,7 +52,12 @@ async def test_slow_turn_reply_goes_out_as_kefu_message(db_url: str, fake: FakeW
         assert await _wait_for(lambda: calls(fake, KEFU_PATH), 5.0), "the late reply never reached WeChat"
         (call,) = calls(fake, KEFU_PATH)
         assert call["body"]["touser"] == me and call["body"]["msgtype"] == "text"
-        row = await row_of(chat.runtime.db, me)
+        # The result is committed with the sender's next group (within outbox GROUP_COMMIT_S).
+        for _ in range(100):
+            row = await row_of(chat.runtime.db, me)
+            if row.status == "sent":
+                break
+            await asyncio.sleep(0.05)
         assert row.purpose == "late_reply" and row.channel == "kefu" and row.status == "sent"
         assert call["body"]["text"]["content"] == row.payload["text"] == first
 

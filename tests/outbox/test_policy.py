@@ -465,3 +465,33 @@ async def test_rate_limiter_spaces_calls_per_path() -> None:
     await lim.acquire("/template")
     assert slept == [0.1, 0.2]
     assert await RateLimiter(0).acquire("x") is None
+
+
+async def test_slow_pass_is_not_reclaimed_by_another_sender_regression_duplicates(
+        db_url: str, db: Database, fake: FakeWeChatServer) -> None:
+    # Two senders on PostgreSQL sent rows twice: rows queued in a busy sender for longer than the
+    # claim timeout were handed to the other one. The heartbeat keeps a live sender's claims fresh.
+    import asyncio
+
+    from bot.clock import SystemClock
+    from storage.outbox_repo import reclaim_stale
+
+    cfg = outbox_config(db_url, fake, outbox__claim_timeout_s="0.3", outbox__rate_per_s="12",
+                        outbox__concurrency="2")
+    sender = build_sender(cfg, db, SystemClock())
+    try:
+        await queue(db, SystemClock().now(), *[notice(uid(70 + i)) for i in range(6)])
+        reclaimed = 0
+
+        async def other_sender() -> None:
+            nonlocal reclaimed
+            while not task.done():
+                reclaimed += await reclaim_stale(db, SystemClock().now(), 0.3, 8)
+                await asyncio.sleep(0.03)
+
+        task = asyncio.create_task(sender.deliver_due())
+        await asyncio.gather(task, other_sender())
+        assert task.result().sent == 6 and reclaimed == 0
+        assert len(calls(fake, TEMPLATE_PATH)) == 6
+    finally:
+        await sender.close()

@@ -68,10 +68,11 @@ async def _counts(db: Database) -> Counter[str]:
             select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all()))
 
 
-async def _sender(db_url: str, fake: FakeWeChatServer, worker: str) -> asyncio.subprocess.Process:
+async def _sender(db_url: str, fake: FakeWeChatServer, worker: str, claim_timeout_s: float = 1
+                  ) -> asyncio.subprocess.Process:
     env = _env(VETBOT_DATABASE__URL=db_url, VETBOT_WECHAT__API_BASE=fake.base_url,
                VETBOT_WECHAT__APPID=fake.state.appid, VETBOT_OUTBOX__CONCURRENCY="8",
-               VETBOT_OUTBOX__CLAIM_TIMEOUT_S="1", VETBOT_OUTBOX__POLL_INTERVAL_S="0.1",
+               VETBOT_OUTBOX__CLAIM_TIMEOUT_S=str(claim_timeout_s), VETBOT_OUTBOX__POLL_INTERVAL_S="0.1",
                VETBOT_OUTBOX__BATCH_SIZE="50")
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "outbox", "run", "-c", str(ROOT / "config.example.yaml"), "--worker", worker,
@@ -132,7 +133,7 @@ async def test_two_sender_processes_share_a_fan_out_exactly_once(db_url: str, fa
     n = 400
     fake.state.latency_ms = 10
     db = Database(db_url)
-    procs = [await _sender(db_url, fake, f"s{k}") for k in range(2)]
+    procs = [await _sender(db_url, fake, f"s{k}", claim_timeout_s=5) for k in range(2)]
     try:
         async with db.session() as s:
             await enqueue(s, [Push(openid=fake_openid(i), purpose="notice", key="both", text=f"通知 {i}")

@@ -118,3 +118,15 @@ async def test_enqueue_counts_multi_row_inserts_regression_asyncpg_rowcount(db: 
     assert await queue(db, now, *[notice(uid(i), key="m") for i in range(3)]) == 3
     assert await queue(db, now, *[notice(uid(i), key="m") for i in range(5)]) == 2
     assert await queue(db, now, notice(uid(0), key="m")) == 0
+
+
+async def test_touch_claims_keeps_a_slow_senders_rows(db: Database, clock: FakeClock) -> None:
+    from storage.outbox_repo import reclaim_stale, touch_claims
+
+    now = clock.now()
+    await queue(db, now, notice(uid(60)), notice(uid(61)))
+    await claim_due(db, now, 10, "slow")
+    assert await touch_claims(db, "slow", now + timedelta(seconds=100)) == 2
+    assert await touch_claims(db, "other", now + timedelta(seconds=100)) == 0
+    assert await reclaim_stale(db, now + timedelta(seconds=150), 120, 8) == 0
+    assert await reclaim_stale(db, now + timedelta(seconds=221), 120, 8) == 2

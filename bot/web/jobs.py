@@ -15,13 +15,27 @@ from aiohttp import web
 from sqlalchemy import update
 
 from bot.links import LinkError, verify
-from flows.jobs.alerts import epoch_of, posting_link
+from flows.jobs.alerts import criteria_from_snapshot, epoch_of, posting_path
+from flows.jobs.matching import PostingView, matches, rank
 from flows.jobs.texts import deadline_text, salary_text
-from storage.jobs import ACTIVE, CANCELLED, PAUSED, JobPosting, get_digest, get_postings, get_subscription
+from storage.jobs import (
+    ACTIVE,
+    CANCELLED,
+    PAUSED,
+    JobPosting,
+    active_postings_after,
+    get_digest,
+    get_postings,
+    get_subscription,
+    sent_before,
+)
 from storage.models import OutboxMessage
 
 if TYPE_CHECKING:
     from bot.app import Runtime
+
+#: Postings per page of a digest's "see all" list.
+PAGE = 20
 
 CSS = """
 body{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;font-size:19px;line-height:1.6;
@@ -37,6 +51,7 @@ a.item{display:block;color:inherit;text-decoration:none}
 a.btn,button{display:block;width:100%;box-sizing:border-box;text-align:center;font-size:20px;padding:14px;
 border-radius:10px;border:0;margin:10px 0;text-decoration:none}
 a.call{background:#2e7d32;color:#fff}
+a.pause{background:#eceff1;color:#37474f}
 button.pause{background:#eceff1;color:#37474f}
 button.stop{background:#fff;color:#b71c1c;border:1px solid #b71c1c}
 .note{color:#666;font-size:16px}
@@ -136,21 +151,27 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         did = claims.get("d")
         if not isinstance(did, int):
             return _problem(403, "链接无效", "这个链接无效或不完整。")
+        raw_page = request.query.get("page", "1")
+        page = int(raw_page) if raw_page.isdigit() and 0 < int(raw_page) < 10_000 else 1
         now = runtime.clock.now()
         async with runtime.db.session() as s:
             d = await get_digest(s, did)
             if d is None or d.openid != claims["u"]:
                 return _problem(404, "找不到这份推荐", "这份岗位推荐已不存在。请在公众号回复“找工作”。")
-            found = await get_postings(s, d.posting_ids)
+            crit = criteria_from_snapshot(d.criteria)
+            earlier = await sent_before(s, d.openid, d.after_id, d.upto_id, d.created_at)
+            views = [(v, p) for p in await active_postings_after(s, d.after_id, d.upto_id, now)
+                     if p.id not in earlier and matches(crit, v := PostingView.of(p))]
             sub = await get_subscription(s, claims["u"])
             status = sub.status if sub else None
-        live = [found[i] for i in d.posting_ids if i in found
-                and (found[i].expires_at is None or found[i].expires_at > now)]
-        gone = len(d.posting_ids) - len(live)
+        views.sort(key=lambda t: rank(crit, t[0]), reverse=True)
+        pages = max(1, (len(views) + PAGE - 1) // PAGE)
+        page = min(page, pages)
+        gone = max(0, d.total - len(views))
         e = html.escape
         items = []
-        for p in live:
-            link = posting_link(runtime.config, claims["u"], p.id, now)
+        for _, p in views[(page - 1) * PAGE: page * PAGE]:
+            link = posting_path(runtime.config, claims["u"], p.id, now)
             vp = ' <span class="vp">退役军人优先</span>' if p.veteran_priority else ""
             items.append(
                 f'<a class="item card" href="{e(link)}"><h2>{e(p.title)}{vp}</h2>'
@@ -159,11 +180,19 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 f" · {e(p.job_type)}</div>"
                 f'<div class="row note">截止：{e(deadline_text(p.deadline))}　点此查看详情和联系方式</div></a>'
             )
-        head = f'<p class="note">{d.day.month}月{d.day.day}日为您找到 {len(d.posting_ids)} 个岗位'
-        head += f"，其中 {gone} 个已截止，未列出。</p>" if gone else "。</p>"
-        if not live:
+        head = f'<p class="note">{d.day.month}月{d.day.day}日为您找到 {d.total} 个岗位'
+        head += f"，其中 {gone} 个已截止，未列出" if gone else ""
+        head += f"（第 {page}/{pages} 页）。</p>" if pages > 1 else "。</p>"
+        if not views:
             items.append('<div class="card">这些岗位都已截止。请在公众号回复“找工作”查看最新岗位。</div>')
-        return _page("为您推荐的岗位", head + "".join(items) + _manage_form(request.match_info["token"], status))
+        nav = []
+        token = e(request.match_info["token"])
+        if page > 1:
+            nav.append(f'<a class="btn pause" href="/jobs/d/{token}?page={page - 1}">上一页</a>')
+        if page < pages:
+            nav.append(f'<a class="btn pause" href="/jobs/d/{token}?page={page + 1}">下一页</a>')
+        return _page("为您推荐的岗位", head + "".join(items) + "".join(nav)
+                     + _manage_form(request.match_info["token"], status))
 
     async def manage(request: web.Request) -> web.Response:
         claims = _claims(runtime, request, None)

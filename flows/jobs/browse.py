@@ -8,7 +8,7 @@ import re
 
 from flows.api import Context, Flow, flow
 from flows.jobs.alerts import criteria_of, settings
-from flows.jobs.matching import PostingView, matches, norm_place, score
+from flows.jobs.matching import PostingView, matches, norm_place, rank
 from flows.jobs.texts import card, short_line
 from storage.jobs import (
     ACTIVE,
@@ -57,13 +57,9 @@ async def matching_my_subscription(ctx: Context) -> list[int] | None:
     s = settings(ctx.config)
     crit = criteria_of(sub, s)
     rows = (await ctx.session.execute(select(JobPosting).where(active_clause(ctx.now)))).scalars()
-    found = []
-    for p in rows:
-        v = PostingView.of(p)
-        if matches(crit, v):
-            found.append((score(crit, v), p.id))
-    found.sort(key=lambda t: (-t[0], -t[1]))
-    return [pid for _, pid in found[:MAX_MINE]]
+    views = [v for v in (PostingView.of(p) for p in rows) if matches(crit, v)]
+    views.sort(key=lambda v: rank(crit, v), reverse=True)
+    return [v.id for v in views[:MAX_MINE]]
 
 
 @flow

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 import ahocorasick
 
@@ -30,6 +33,7 @@ from bot.text import normalize
 _PLACE_SUFFIX = re.compile(r"(街道|县|区|市|镇|乡|村|社区)$")
 
 
+@lru_cache(maxsize=65536)
 def norm_place(text: str) -> str:
     """Normalised place name without its administrative suffix (kept when only one character would remain)."""
     t = normalize(text)
@@ -73,14 +77,15 @@ class PostingView:
     salary_top: int | None
     job_type: str
     veteran_priority: bool
+    expires_at: datetime | None = None
 
     @classmethod
-    def of(cls, p: object) -> PostingView:
-        title = normalize(p.title)  # type: ignore[attr-defined]
-        work = title + "\n" + normalize(p.company) + "\n" + normalize(p.requirements or "")  # type: ignore[attr-defined]
-        top = p.salary_max if p.salary_max is not None else p.salary_min  # type: ignore[attr-defined]
-        return cls(p.id, normalize(p.location), work, title, top, p.job_type,  # type: ignore[attr-defined]
-                   bool(p.veteran_priority))  # type: ignore[attr-defined]
+    def of(cls, p: Any) -> PostingView:
+        title = normalize(p.title)
+        work = title + "\n" + normalize(p.company) + "\n" + normalize(p.requirements or "")
+        top = p.salary_max if p.salary_max is not None else p.salary_min
+        return cls(p.id, normalize(p.location), work, title, top, p.job_type, bool(p.veteran_priority),
+                   getattr(p, "expires_at", None))
 
 
 def matches(c: Criteria, p: PostingView) -> bool:
@@ -94,20 +99,19 @@ def matches(c: Criteria, p: PostingView) -> bool:
     return not (c.job_type and c.job_type != p.job_type)
 
 
-def score(c: Criteria, p: PostingView) -> float:
-    """Rank of a matching posting for one subscriber: title hits, 退役军人优先, pay above the wish."""
-    s = 0.0
-    if c.words:
-        s += 3.0 if any(w in p.title for w in c.words) else 1.0
-    if p.veteran_priority:
-        s += 2.0
-    if p.salary_top is None:
-        s -= 0.5
-    else:
-        s += min(2.0, max(0.0, (p.salary_top - c.min_salary) / 2000.0))
-    if c.places:
-        s += 0.5
-    return s
+def global_rank(p: PostingView) -> tuple[bool, bool, int, int]:
+    """Order of postings for everybody (higher first): 退役军人优先, pay stated (面议 last), higher pay, newer."""
+    return (p.veteran_priority, p.salary_top is not None, p.salary_top or 0, p.id)
+
+
+def title_hit(c: Criteria, p: PostingView) -> bool:
+    """One of the subscriber's words is in the title (not only in the company or requirements)."""
+    return any(w in p.title for w in c.words)
+
+
+def rank(c: Criteria, p: PostingView) -> tuple[bool, bool, bool, int, int]:
+    """Best first for one subscriber: a title that names what they look for, then :func:`global_rank`."""
+    return (title_hit(c, p), *global_rank(p))
 
 
 class _Words:
@@ -128,6 +132,32 @@ class _Words:
         return {w for _, w in self.auto.iter(text)}
 
 
+class Thresholds:
+    """Bitsets of "whose value is below x" for one comparable value per subscription (salary wishes,
+    digest cursors, due times): one bisect and one lookup per question."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        by_value: dict[Any, int] = {}
+        for i, v in enumerate(values):
+            by_value[v] = by_value.get(v, 0) | (1 << i)
+        self.keys = sorted(by_value)
+        self.masks: list[int] = []
+        acc = 0
+        for k in self.keys:
+            acc |= by_value[k]
+            self.masks.append(acc)
+
+    def below(self, x: Any) -> int:
+        """Subscriptions whose value is < x."""
+        k = bisect.bisect_left(self.keys, x)
+        return self.masks[k - 1] if k else 0
+
+    def at_most(self, x: Any) -> int:
+        """Subscriptions whose value is <= x."""
+        k = bisect.bisect_right(self.keys, x)
+        return self.masks[k - 1] if k else 0
+
+
 class SubscriptionIndex:
     """Bitset index over a list of criteria; :meth:`who` gives the positions matching a posting."""
 
@@ -139,7 +169,6 @@ class SubscriptionIndex:
         self.by_place: dict[str, int] = {}
         self.by_word: dict[str, int] = {}
         self.by_type: dict[str, int] = {}
-        by_salary: dict[int, int] = {}
         for i, c in enumerate(self.criteria):
             bit = 1 << i
             if c.places:
@@ -156,14 +185,7 @@ class SubscriptionIndex:
                 self.by_type[c.job_type] = self.by_type.get(c.job_type, 0) | bit
             else:
                 self.any_type |= bit
-            by_salary[c.min_salary] = by_salary.get(c.min_salary, 0) | bit
-        # Cumulative masks: subscriptions whose lowest salary is <= threshold[k].
-        self.thresholds = sorted(by_salary)
-        self.salary_masks: list[int] = []
-        acc = 0
-        for t in self.thresholds:
-            acc |= by_salary[t]
-            self.salary_masks.append(acc)
+        self.salary = Thresholds([c.min_salary for c in self.criteria])
         self.places = _Words(self.by_place)
         self.words = _Words(self.by_word)
 
@@ -185,13 +207,110 @@ class SubscriptionIndex:
             return 0
         m &= self.any_type | self.by_type.get(p.job_type, 0)
         if m and p.salary_top is not None:
-            k = bisect.bisect_right(self.thresholds, p.salary_top)
-            m &= self.salary_masks[k - 1] if k else 0
+            m &= self.salary.at_most(p.salary_top)
+        return m
+
+    def title_mask(self, p: PostingView) -> int:
+        """Subscriptions with words of which one is in the posting's title."""
+        m = 0
+        for x in self.words.found(p.title):
+            m |= self.by_word[x]
         return m
 
     def who(self, p: PostingView) -> list[int]:
         """Positions (in the criteria list) of the subscriptions that want posting ``p``."""
         return bits(self.mask(p))
+
+
+class BitCounter:
+    """Per-subscription counts of many bitsets, added as bit-sliced binary counters (a handful of
+    big-int operations per bitset, whatever the number of subscriptions)."""
+
+    def __init__(self) -> None:
+        self.planes: list[int] = []
+
+    def add(self, m: int) -> None:
+        carry = m
+        for j, plane in enumerate(self.planes):
+            self.planes[j] = plane ^ carry
+            carry &= plane
+            if not carry:
+                return
+        if carry:
+            self.planes.append(carry)
+
+    def counts(self, n: int) -> list[int]:
+        out = [0] * n
+        for j, plane in enumerate(self.planes):
+            w = 1 << j
+            for i in bits(plane):
+                out[i] += w
+        return out
+
+
+@dataclass
+class Plan:
+    """What each subscription gets from a batch of postings: ``picked`` (posting ids, best first, at most
+    its room) and ``counts`` (how many postings matched it, skipped pairs excluded)."""
+
+    picked: dict[int, list[int]] = field(default_factory=dict)
+    counts: list[int] = field(default_factory=list)
+
+
+def plan(index: SubscriptionIndex, postings: Sequence[PostingView], rooms: Sequence[int], *,
+         allowed: Callable[[PostingView], int] | None = None,
+         skip: Iterable[tuple[int, int]] = ()) -> Plan:
+    """For every subscription: how many postings match, and its best ``rooms[i]`` of them in
+    :func:`rank` order — without scoring every (subscription, posting) pair.
+
+    Postings are walked in :func:`global_rank` order twice: first only title hits (for subscriptions with
+    words), then all; a subscription drops out of the walk once its room is full, so the work grows with
+    the number of postings handed out, not with the number of matching pairs. ``allowed(p)`` narrows a
+    posting's audience (e.g. subscriptions whose digest cursor is below its id); ``skip`` holds
+    (position, posting id) pairs never to hand out or count (already sent).
+    """
+    order = sorted(postings, key=global_rank, reverse=True)
+    masks = []
+    counter = BitCounter()
+    for p in order:
+        m = index.mask(p)
+        if m and allowed is not None:
+            m &= allowed(p)
+        masks.append(m)
+        if m:
+            counter.add(m)
+    counts = counter.counts(len(index))
+    skipped: dict[int, set[int]] = {}
+    by_id = {p.id: k for k, p in enumerate(order)}
+    for i, pid in skip:
+        k = by_id.get(pid)
+        if k is not None and masks[k] >> i & 1:
+            counts[i] -= 1
+            skipped.setdefault(i, set()).add(pid)
+    room = list(rooms)
+    open_ = 0
+    for i, r in enumerate(room):
+        if r > 0:
+            open_ |= 1 << i
+    picked: dict[int, list[int]] = {}
+    for tier in (1, 2):
+        for p, m in zip(order, masks, strict=True):
+            if not open_:
+                break
+            m &= open_
+            if tier == 1 and m:
+                m &= index.title_mask(p)
+            if not m:
+                continue
+            for i in bits(m):
+                got = picked.setdefault(i, [])
+                if p.id in got or p.id in skipped.get(i, ()):
+                    continue
+                got.append(p.id)
+                room[i] -= 1
+                if room[i] <= 0:
+                    open_ &= ~(1 << i)
+    return Plan(picked, counts)
 
 
 def bits(m: int) -> list[int]:

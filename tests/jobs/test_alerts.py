@@ -90,8 +90,8 @@ async def test_daily_cap_rolls_the_rest_into_the_next_digest(db: Database, confi
     async with db.session() as s:
         n_sent = (await s.execute(select(func.count()).select_from(JobSent).where(JobSent.openid == "u"))).scalar()
         dig = (await s.execute(select(JobDigest))).scalar_one()
-    assert n_sent == 7 and len(dig.posting_ids) == 4 and set(titles).isdisjoint(
-        {p.title for p in await _postings(db, dig.posting_ids)})
+    assert n_sent == 7 and dig.total == 4 and len(dig.shown_ids) == 4 and set(titles).isdisjoint(
+        {p.title for p in await _postings(db, dig.shown_ids)})
     # Nothing is due any more; a second run sends nothing.
     await digests(db, morning + timedelta(minutes=5), config)
     assert len(await pushes(db, "u")) == 4

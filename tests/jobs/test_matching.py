@@ -7,7 +7,18 @@ from datetime import datetime
 
 import pytest
 
-from flows.jobs.matching import Criteria, PostingView, SubscriptionIndex, bits, matches, norm_place, score
+from flows.jobs.matching import (
+    BitCounter,
+    Criteria,
+    PostingView,
+    SubscriptionIndex,
+    Thresholds,
+    bits,
+    matches,
+    norm_place,
+    plan,
+    rank,
+)
 from flows.jobs.timeutil import deliverable_at, in_quiet, next_daily, parse_hm, parse_range
 from storage.jobs import JobPosting
 
@@ -56,7 +67,7 @@ def test_salary_and_negotiable() -> None:
     assert not matches(crit(min_salary=4500), post(lo=3000, hi=4000))
     assert matches(crit(min_salary=4500), post(lo=5000, hi=None))  # "5000元起"
     assert matches(crit(min_salary=9000), post(lo=None, hi=None))  # 面议 passes …
-    assert score(crit(min_salary=9000), post(lo=None, hi=None)) < score(crit(), post())  # … ranked lower
+    assert rank(crit(min_salary=9000), post(lo=None, hi=None)) < rank(crit(), post(lo=1000, hi=1000))  # … ranked lower
 
 
 def test_type() -> None:
@@ -64,14 +75,25 @@ def test_type() -> None:
     assert not matches(crit(job_type="兼职"), post(job_type="全职"))
 
 
-def test_score_prefers_title_hits_and_veteran_priority() -> None:
+def test_rank_prefers_title_hits_then_veteran_priority_then_pay() -> None:
     c = crit(keywords=["保安"])
-    assert score(c, post(title="保安队长")) > score(c, post(title="物业", req="兼做保安"))
-    assert score(c, post(vp=True)) > score(c, post(vp=False))
+    assert rank(c, post(title="保安队长", hi=2000)) > rank(c, post(title="物业", req="兼做保安", vp=True, hi=9000))
+    assert rank(c, post(vp=True, hi=2000)) > rank(c, post(vp=False, hi=9000))
+    assert rank(c, post(hi=5000)) > rank(c, post(hi=4000))
+    assert rank(c, post(pid=2)) > rank(c, post(pid=1))  # newer
 
 
 def test_norm_place_keeps_one_character_names() -> None:
     assert norm_place("庙坝镇") == "庙坝" and norm_place("渠县") == "渠县" and norm_place("大竹县") == "大竹"
+
+
+def test_thresholds_and_counter() -> None:
+    th = Thresholds([3000, 0, 5000, 3000])
+    assert bits(th.at_most(3000)) == [0, 1, 3] and bits(th.below(3000)) == [1] and th.below(0) == 0
+    counter = BitCounter()
+    for m in (0b0111, 0b0101, 0b0001, 0b1000):
+        counter.add(m)
+    assert counter.counts(5) == [3, 1, 2, 1, 0]
 
 
 def test_bits() -> None:
@@ -130,3 +152,24 @@ def test_next_daily() -> None:
     assert next_daily(datetime(2026, 4, 4, 2, 0), 1140, 1320, 420, tz) == datetime(2026, 4, 4, 11, 0)
     # digest at 23:00 inside quiet hours -> moved to 07:00 next morning.
     assert next_daily(datetime(2026, 4, 4, 2, 0), 1380, 1320, 420, tz) == datetime(2026, 4, 4, 23, 0)
+
+
+def test_plan_hands_out_the_best_and_counts_like_the_nested_loop() -> None:
+    rng = random.Random(11)
+    towns = ["城关镇", "庙坝镇", "石河镇"]
+    titles = ["保安队长", "门卫", "货车司机", "电工", "厨师", "物业"]
+    subs = [crit(places=rng.sample(towns, rng.choice([0, 1])), keywords=rng.sample(["门卫", "电工"], rng.choice([0, 1])),
+                 categories=rng.sample(list(CATS), rng.choice([0, 1])), min_salary=rng.choice([0, 3000]))
+            for _ in range(150)]
+    posts = [post(pid, rng.choice(titles), "大竹县" + rng.choice(towns), rng.choice([None, 2000, 4000]), None,
+                  vp=rng.random() < 0.3, req=rng.choice(["", "门卫经验", "电工证"])) for pid in range(1, 121)]
+    rooms = [rng.choice([0, 1, 3, 5]) for _ in subs]
+    skip = {(i, p.id) for i in range(0, 150, 7) for p in posts[:20]}
+    cut = Thresholds([rng.choice([0, 40, 80]) for _ in subs])  # like digest cursors: only postings above
+
+    result = plan(SubscriptionIndex(subs), posts, rooms, allowed=lambda p: cut.below(p.id), skip=skip)
+    for i, c in enumerate(subs):
+        want = [p for p in posts if matches(c, p) and cut.below(p.id) >> i & 1 and (i, p.id) not in skip]
+        want.sort(key=lambda p: rank(c, p), reverse=True)
+        assert result.counts[i] == len(want)
+        assert result.picked.get(i, []) == [p.id for p in want[: rooms[i]]]

@@ -339,7 +339,8 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"fake WeChat latency {LATENCY_MS} ms; answers over {args.connections} connections, all queued at once")
+    print(f"fake WeChat latency {LATENCY_MS} ms; answers over {args.connections} connections, all queued at once; "
+          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     hdr = (f"{'db':<10} {'members':>7} {'import s':>8} {'create->reply s':>15} {'create->all sent s':>18} "
            f"{'floor s':>7} | {'answers':>7} {'wall s':>6} {'req/s':>6} {'p50 ms':>6} {'p99 ms':>6} "
            f"{'p99 web':>7} {'p99 chat':>8} {'healthz p99':>11} {'errors':>6} {'counts':>6}")

@@ -10,7 +10,8 @@ Steps (``ctx.step``) of the ``memorial`` flow (``martyr_search`` is the same flo
 * ``message`` — waiting for a 寄语: a number picks a preset phrase, any text is free text.
 
 A tribute is one message (``献花``, ``为黄继光烈士献花``, or a digit on a menu) and costs the database three
-or four statements (see :func:`storage.memorial.record_tribute`): the chat path of the Qingming peak.
+statements — the per-day row, the participant row, the counter — plus an index lookup when a name is
+given (see :func:`storage.memorial.record_tribute`): the chat path of the Qingming peak.
 Global commands stay global: 留言 is 人工's word, so the memorial says 寄语.
 """
 

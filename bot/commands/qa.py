@@ -1,7 +1,9 @@
-"""`vetbot qa …`: policy Q&A from the command line — ask one question, evaluate on a case file.
+"""`vetbot qa …`: policy Q&A from the command line — ask one question, evaluate on a case file, list
+the questions the bot could not answer.
 
     vetbot qa ask --kb data/kb/policy.yaml "优待证怎么办"
     vetbot qa eval --kb data/kb/policy.yaml --cases tests/qa/cases.yaml [--json] [--failures]
+    vetbot qa gaps -c vetbot.yaml [--limit 50] [--kind unknown|ambiguous] [--json]
 
 Synonyms and the user dictionary default to ``synonyms.yaml`` / ``userdict.txt`` beside the first
 ``--kb`` file. KB embeddings are cached under ``--cache-dir`` (default ``$XDG_CACHE_HOME/vetbot/qa``
@@ -16,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from bot.commands.common import add_config, config_of, database, emit, run
 
 
 def _default_cache() -> Path:
@@ -58,8 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--failures", action="store_true", help="also list the cases it got wrong")
     e.set_defaults(func=_eval)
 
-    # `vetbot qa gaps` (unanswered questions from the database) is registered here by the chat-flow
-    # side: add `g = qsub.add_parser("gaps", …)` below this line.
+    g = qsub.add_parser("gaps", help="知识库缺口：没答上或没把握的问题，问得最多的在前",
+                        description="Questions the bot could not answer (unknown) or only offered a list for "
+                                    "(ambiguous), counted per normalised question, most-asked first: what to "
+                                    "add to the knowledge base next.")
+    add_config(g)
+    g.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
+    g.add_argument("--kind", choices=("unknown", "ambiguous"), help="only this kind")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.set_defaults(func=_gaps)
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -134,4 +145,37 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False))
     else:
         print(format_report(rep, failures=args.failures))
+    return 0
+
+
+def _gaps(args: argparse.Namespace) -> int:
+    from bot.clock import fmt_local
+    from storage.qa import top_gaps
+
+    if args.limit < 1:
+        return _fail(ValueError("--limit must be at least 1"))
+    cfg = config_of(args)
+
+    async def go() -> list[dict[str, Any]]:
+        async with database(cfg) as db, db.session() as s:
+            tz = cfg.bot.timezone
+            return [{"question": g.example, "kind": g.kind, "count": g.count, "best_id": g.best_id,
+                     "first_at": fmt_local(g.first_at, tz, "%Y-%m-%d %H:%M"),
+                     "last_at": fmt_local(g.last_at, tz, "%Y-%m-%d %H:%M")}
+                    for g in await top_gaps(s, args.limit, args.kind)]
+
+    rows = run(go())
+
+    def render(rs: list[dict[str, Any]]) -> str:
+        if not rs:
+            return "没有记录到答不上的问题。"
+        label = {"unknown": "没收录", "ambiguous": "没把握"}
+        lines = [f"{'次数':>4}  {'类型':<4}  {'最近一次':<16}  问题（没把握时：最接近的条目）"]
+        for r in rs:
+            near = f"  → {r['best_id']}" if r["best_id"] else ""
+            lines.append(f"{r['count']:>6}  {label.get(r['kind'], r['kind']):<4}  "
+                         f"{r['last_at']}  {r['question']}{near}")
+        return "\n".join(lines)
+
+    emit(rows, args.json, render)
     return 0

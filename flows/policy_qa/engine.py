@@ -409,6 +409,7 @@ class QAEngine:
             raise ValueError("QAEngine needs at least one entry")
         self.entries = list(entries)
         self._by_id = {e.id: i for i, e in enumerate(self.entries)}
+        self._topic_texts: list[tuple[str, str]] | None = None  # cleaned texts per entry, for topic()
         keywords = [k for e in self.entries for k in e.keywords]
         self.text = TextProcessor(synonyms, userdict, extra_words=keywords)
         self.params = params or DEFAULT_PARAMS
@@ -498,6 +499,28 @@ class QAEngine:
         if "e5" in self.params.signals and not feats.used_encoder:
             return self.decide(feats, self.lexical_params)  # lexical signals were sure enough
         return self.decide(feats, self.params)
+
+    TOPIC_MAX_CHARS = 4  # a bare topic: 抚恤, 优待证, 上学, 医疗保险
+
+    def topic(self, text: str, limit: int = 6) -> list[Entry]:
+        """Entries about a bare topic word (``抚恤``, ``优待证``, ``上学``): a user who types only a topic
+        wants to see what can be asked about it, not one guessed answer. Empty unless the cleaned text is
+        at most :attr:`TOPIC_MAX_CHARS` characters and at least two entries name it in a question,
+        alternate, tag or keyword; entries naming it in their question first, each group in KB order,
+        at most ``limit``."""
+        clean = self.text.clean((text or "")[:100])
+        if not clean or len(clean) > self.TOPIC_MAX_CHARS:
+            return []
+        if self._topic_texts is None:
+            self._topic_texts = [(self.text.clean(e.question),
+                                  "\n".join(self.text.clean(t) for t in (*e.alternates, *e.tags, *e.keywords)))
+                                 for e in self.entries]
+        in_question = [i for i, (q, _) in enumerate(self._topic_texts) if clean in q]
+        elsewhere = [i for i, (q, rest) in enumerate(self._topic_texts) if clean not in q and clean in rest]
+        hits = in_question + elsewhere  # each group in KB order: the KB's own table of contents
+        if len(hits) < 2:
+            return []
+        return [self.entries[i] for i in hits[:limit]]
 
     def related(self, id: str, k: int = 3) -> list[Entry]:
         """Entries close to ``id`` (shared tags first, then textual/semantic similarity)."""

@@ -130,6 +130,13 @@ class PolicyQA(Flow):
 
     async def _ask_engine(self, ctx: Context, question: str) -> None:
         eng = await engine_of(ctx.services)
+        topic = await asyncio.to_thread(eng.topic, question)
+        if topic:
+            # A bare topic (抚恤, 优待证, 上学): show what can be asked about it rather than guess one answer.
+            ctx.step = "pick"
+            ctx.choose([(e.question, e.id) for e in topic], header=f"关于“{question.strip()[:10]}”，您想了解哪一项？",
+                       footer="回复数字查看；也可以把问题说完整，例如“优待证怎么办理”。")
+            return
         result = await asyncio.to_thread(eng.ask, question)
         norm = strip_fillers(normalize(question))
         if result.decision == "answer" and result.entry is not None:

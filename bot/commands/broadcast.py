@@ -2,8 +2,10 @@
 
 Not WeChat's mass send (4 per user per month, admin confirmation): each recipient gets a push
 through the outbox and its channel policy (kefu in the window, else the broadcast template, else
-SMS). The same notice (title, text, filters, link) queued again on the same local day is ignored,
-so running the command twice by mistake sends nothing twice.
+SMS). The same notice (title, text, filters, link) queued again for the same local day is ignored,
+so running the command twice by mistake sends nothing twice. ``--at`` schedules it: the rows wait in
+the outbox until then (recipients are the followers at queueing time; whoever unfollows before it is
+due gets nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ unfollowed get nothing. Delivery goes through the outbox (see `vetbot outbox sta
 
   vetbot broadcast -c vetbot.yaml --title 工作通知 --text "周五下午3点在局会议室开会" --role staff
   vetbot broadcast -c vetbot.yaml --title 政策宣讲 --text "…" --township 竹阳街道 --url https://…
+  vetbot broadcast -c vetbot.yaml --title 清明祭扫 --text "…" --at "2026-04-04 08:00"   # later
   vetbot broadcast -c vetbot.yaml --title … --text … --dry-run     # only count the recipients
 """
 
@@ -40,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--township", help="only users registered in this township (exact name)")
     p.add_argument("--url", help="link opened by the template message (http/https)")
     p.add_argument("--priority", type=int, default=5, help="0 = emergency … 9 = low (default 5)")
+    p.add_argument("--at", metavar="TIME", help="send at this local time, YYYY-MM-DD HH:MM (default: now)")
     p.add_argument("--dry-run", action="store_true", help="count the recipients, queue nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_broadcast)
@@ -53,13 +57,16 @@ def notice_key(title: str, text: str, role: str | None, township: str | None, ur
 
 async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str | None = None,
                           township: str | None = None, url: str | None = None, priority: int = 5,
-                          tz: str = "Asia/Shanghai", dry_run: bool = False) -> dict[str, Any]:
-    """Queue the notice in one transaction; returns recipients, queued and already-queued counts."""
+                          tz: str = "Asia/Shanghai", dry_run: bool = False,
+                          at: Any = None) -> dict[str, Any]:
+    """Queue the notice in one transaction, due at ``at`` (naive UTC; default ``now``); returns
+    recipients, queued and already-queued counts."""
     from bot.clock import fmt_local
     from storage.models import User
     from storage.outbox import Push, enqueue
 
-    day = fmt_local(now, tz, "%Y-%m-%d")
+    when = at if at is not None and at > now else now
+    day = fmt_local(when, tz, "%Y-%m-%d")
     key = notice_key(title, text, role, township, url, day)
     async with db.session() as s:
         q = select(User.openid, User.roles).where(User.subscribed.is_(True))
@@ -71,11 +78,12 @@ async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str
                       if not role or role in (r.roles or "").split(",")]
         queued = 0
         if not dry_run and recipients:
-            data = {"title": title, "content": text, "time": fmt_local(now, tz)}
+            data = {"title": title, "content": text, "time": fmt_local(when, tz)}
             pushes = [Push(openid=o, purpose="broadcast", key=key, text=f"【{title}】{text}", data=data, url=url,
-                           priority=priority) for o in recipients]
+                           priority=priority, due_at=when) for o in recipients]
             queued = await enqueue(s, pushes, now)
-    return {"key": key, "recipients": len(recipients), "queued": queued,
+    return {"key": key, "due_at": fmt_local(when, tz, "%Y-%m-%d %H:%M"), "recipients": len(recipients),
+            "queued": queued,
             "already_queued": 0 if dry_run else len(recipients) - queued, "dry_run": dry_run}
 
 
@@ -93,12 +101,27 @@ def _broadcast(args: argparse.Namespace) -> int:
         print("vetbot: --priority must be between 0 (emergency) and 9 (low)", file=sys.stderr)
         return 2
     cfg = config_of(args)
+    now = SystemClock().now()
+    at = None
+    if args.at:
+        from datetime import datetime
+
+        from bot.clock import from_local
+
+        try:
+            at = from_local(datetime.strptime(args.at.strip(), "%Y-%m-%d %H:%M"), cfg.bot.timezone)
+        except ValueError:
+            print(f"vetbot: --at must be a local time like 2026-04-04 08:00 (got {args.at!r})", file=sys.stderr)
+            return 2
+        if at <= now:
+            print(f"vetbot: --at {args.at} is in the past; leave --at out to send now", file=sys.stderr)
+            return 2
 
     async def go() -> dict[str, Any]:
         async with database(cfg) as db:
-            return await queue_broadcast(db, SystemClock().now(), title=title, text=text, role=args.role,
+            return await queue_broadcast(db, now, title=title, text=text, role=args.role,
                                          township=args.township, url=args.url, priority=args.priority,
-                                         tz=cfg.bot.timezone, dry_run=args.dry_run)
+                                         tz=cfg.bot.timezone, dry_run=args.dry_run, at=at)
 
     result = run(go())
 
@@ -106,6 +129,8 @@ def _broadcast(args: argparse.Namespace) -> int:
         if r["dry_run"]:
             return f"符合条件的关注者 {r['recipients']} 人（dry run：未排队）"
         line = f"已排队 {r['queued']} 条通知（recipients {r['recipients']}）"
+        if at is not None:
+            line += f"，{r['due_at']} 发送"
         if r["already_queued"]:
             line += f"；{r['already_queued']} 人今天已排过同一通知，未重复"
         return line

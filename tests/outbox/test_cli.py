@@ -170,3 +170,29 @@ async def test_broadcast_is_delivered_as_broadcast_template(cli_env: str, db: Da
     assert body["template_id"].startswith("TPL_BROADCAST")
     assert body["data"]["first"]["value"] == "工作通知" and body["data"]["keyword1"]["value"] == "周五开会"
     assert body["data"]["keyword2"]["value"]  # the local time the notice was queued
+
+
+async def test_scheduled_broadcast_waits_in_the_outbox_until_its_time(cli_env: str, db: Database,
+                                                                     fake: FakeWeChatServer,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import datetime
+
+    from bot.clock import from_local, to_local
+
+    now = SystemClock().now()
+    await add_user(db, uid(30), now, roles="veteran")
+    later = (to_local(now, "Asia/Shanghai") + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
+    at = later.strftime("%Y-%m-%d %H:%M")
+    code, out, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "清明祭扫", "--text", "欢迎参加",
+                                  "--at", at)
+    assert code == 0 and "已排队 1 条" in out and at in out, err
+    (r,) = await rows(db)
+    assert r.due_at == from_local(datetime.strptime(at, "%Y-%m-%d %H:%M"))
+    assert f":broadcast:{at[:10]}:" in r.idempotency_key  # once per notice and day it goes out
+    assert r.payload["data"]["time"].startswith(f"{later.month:02d}月{later.day:02d}日 08:00")
+    code, out, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    assert code == 0 and not calls(fake, TEMPLATE_PATH) and (await rows(db))[0].status == r.status
+    for bad, says in (("2020-01-01 08:00", "in the past"), ("明天早上", "like"), ("2026-13-01 08:00", "like")):
+        code, _, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "t", "--text", "x", "--at", bad)
+        assert code == 2 and says in err
+    assert len(await rows(db)) == 1

@@ -203,7 +203,10 @@ class Run:
         t0 = time.perf_counter()
         status, reply = await self.chat(http, STAFF, "1")
         created_s = time.perf_counter() - t0
-        assert status == 200 and "已发起集结" in reply, reply
+        # An empty reply: the turn ran past server.reply_budget_s, WeChat got `success` and the confirmation
+        # goes out as a late customer-service push (the call-up itself is committed either way).
+        late = status == 200 and reply == ""
+        assert status == 200 and ("已发起集结" in reply or late), reply
         db = Database(self.url)
         try:
             while True:
@@ -217,7 +220,7 @@ class Run:
                 await asyncio.sleep(0.02)
         finally:
             await db.close()
-        return {"create_reply_s": created_s, "delivered_s": time.perf_counter() - t0}
+        return {"create_reply_s": created_s, "late_reply": late, "delivered_s": time.perf_counter() - t0}
 
     async def answer_all(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         from flows.callup import service
@@ -347,13 +350,16 @@ def main() -> None:
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['db']:<10} {r['members']:>7} {r['import_s']:>8.2f} {r['create_reply_s']:>15.2f} "
+        reply_s = f"{r['create_reply_s']:.2f}" + (" late" if r["late_reply"] else "")
+        print(f"{r['db']:<10} {r['members']:>7} {r['import_s']:>8.2f} {reply_s:>15} "
               f"{r['delivered_s']:>18.2f} {r['floor_s']:>7.2f} | {r['answers']:>7} {r['wall_s']:>6.2f} "
               f"{r['rps']:>6.0f} {r['p50']:>6.1f} {r['p99']:>6.1f} {r['p99_web']:>7.1f} {r['p99_chat']:>8.1f} "
               f"{r['healthz_p99']:>11.1f} {r['errors']:>6} {'exact' if r['exact'] else 'WRONG':>6}")
         if not r["exact"]:
             print(f"   got {r['got']} want {r['want']}")
     print("floor = members / (outbox.concurrency / latency): the fastest any sender can hand them over")
+    print("late = the confirming turn ran past server.reply_budget_s: WeChat got `success` at the budget and the "
+          "confirmation went out as a customer-service push")
 
 
 if __name__ == "__main__":

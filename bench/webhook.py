@@ -82,13 +82,9 @@ def run_wrk(url: str, reqfile: Path, duration: int, conns: int) -> dict[str, flo
 def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     port = free_port()
     db = tmp / f"bench_{mode}.db"
-    cfg = tmp / f"bench_{mode}.yaml"
-    text = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
-    text = text.replace("sqlite+aiosqlite:///var/vetbot.db", f"sqlite+aiosqlite:///{db}")
-    text = text.replace("intents_dir: intents", f"intents_dir: {ROOT / 'intents'}")
-    text = text.replace("fallback_flow: policy_qa", "fallback_flow: help")
-    cfg.write_text(text, encoding="utf-8")
-    env = {**os.environ, "VETBOT_SERVER__PORT": str(port), "VETBOT_LOGGING__LEVEL": "WARNING"}
+    cfg = ROOT / "config.example.yaml"  # its relative paths (KB, word lists) resolve beside it
+    env = {**os.environ, "VETBOT_SERVER__PORT": str(port), "VETBOT_LOGGING__LEVEL": "WARNING",
+           "VETBOT_DATABASE__URL": f"sqlite+aiosqlite:///{db}", "VETBOT_BOT__FALLBACK_FLOW": "help"}
     if mode == "plain":
         env["VETBOT_WECHAT__ENCODING_AES_KEY"] = ""
     vetbot = str(Path(sys.executable).parent / "vetbot")
@@ -97,7 +93,12 @@ def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, fl
     proc = subprocess.Popen([vetbot, "serve", "-c", str(cfg), "--no-background"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_port(port)
+        try:
+            wait_port(port)
+        except SystemExit:
+            log.flush()
+            print((tmp / f"serve_{mode}.log").read_text(encoding="utf-8")[-3000:], file=sys.stderr)
+            raise
         reqfile = tmp / f"req_{mode}.tsv"
         make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=(mode == "plain"))
         res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)

@@ -74,10 +74,11 @@ async def engine_of(services: Services) -> Any:
 
 @on_startup
 async def _preload(services: Services) -> None:
-    """Validate and load the knowledge base at start when Q&A is the fallback (a KB typo stops start-up
-    with file, line and hint instead of failing on the first question)."""
-    if services.config.bot.fallback_flow == "policy_qa":
-        await engine_of(services)
+    """Validate and load the knowledge base at start (a KB typo stops start-up with file, line and hint
+    instead of failing on the first question). Always, not only when Q&A is the fallback: the menu
+    reaches it too, and loading it on the first question would take seconds of CPU from every turn
+    being served at that moment."""
+    await engine_of(services)
 
 
 def _answer_text(entry: Any) -> str:

@@ -114,6 +114,13 @@ _PINYIN_FUZZY = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("ang", "an"), ("eng", "
 _INF_IDF_FLOOR = 0.05
 
 
+_CJK_ONLY = re.compile(r"[\u4e00-\u9fff]+")
+# Question and courtesy words (general Chinese, not tied to any knowledge base): never a topic by themselves.
+_QUESTION_WORDS = frozenset({"怎么", "怎么办", "怎样", "如何", "什么", "为什么", "哪里", "哪些", "哪个", "多少",
+                             "多少钱", "能不能", "可以", "可不可以", "是不是", "有没有", "是否", "谢谢", "你好",
+                             "您好", "好的", "知道了", "明白了", "请问", "咨询", "问一下"})
+
+
 def fuzzy_pinyin(syllable: str) -> str:
     """Collapse the sound pairs that mainland speakers confuse (zh/z, ing/in, n/l …)."""
     for a, b in _PINYIN_FUZZY:
@@ -501,16 +508,20 @@ class QAEngine:
         return self.decide(feats, self.params)
 
     TOPIC_MAX_CHARS = 4  # a bare topic: 抚恤, 优待证, 上学, 医疗保险
+    TOPIC_MIN_INFO = 0.5  # TextProcessor.info: 工作 0.38 and 什么 0.39 are too common to be a topic
 
     def topic(self, text: str, limit: int = 6) -> list[Entry]:
         """Entries about a bare topic word (``抚恤``, ``优待证``, ``上学``): a user who types only a topic
         wants to see what can be asked about it, not one guessed answer. Empty unless the cleaned text is
-        at most :attr:`TOPIC_MAX_CHARS` characters and at least two entries name it in a question,
+        2 to :attr:`TOPIC_MAX_CHARS` Chinese characters, a telling word (not a question word such as
+        怎么办, not a word as common as 工作) and at least two entries name it in a question,
         alternate, tag or keyword; entries naming it in their question first, each group in KB order,
         at most ``limit``."""
         clean = self.text.clean((text or "")[:100])
-        if not clean or len(clean) > self.TOPIC_MAX_CHARS:
-            return []
+        if not 2 <= len(clean) <= self.TOPIC_MAX_CHARS or not _CJK_ONLY.fullmatch(clean):
+            return []  # digits (a menu choice), latin, one character (在吗 → 在): not a topic
+        if clean in _QUESTION_WORDS or self.text.info(clean) < self.TOPIC_MIN_INFO:
+            return []  # 怎么办, 什么, 工作: words every question may use, not what it is about
         if self._topic_texts is None:
             self._topic_texts = [(self.text.clean(e.question),
                                   "\n".join(self.text.clean(t) for t in (*e.alternates, *e.tags, *e.keywords)))

@@ -9,6 +9,7 @@ POST buttons (no JavaScript) to pause or stop the alerts.
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -152,7 +153,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         if not isinstance(did, int):
             return _problem(403, "链接无效", "这个链接无效或不完整。")
         raw_page = request.query.get("page", "1")
-        page = int(raw_page) if raw_page.isdigit() and 0 < int(raw_page) < 10_000 else 1
+        page = int(raw_page) if re.fullmatch(r"[0-9]{1,4}", raw_page) and int(raw_page) > 0 else 1
         now = runtime.clock.now()
         async with runtime.db.session() as s:
             d = await get_digest(s, did)
@@ -181,7 +182,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 f'<div class="row note">截止：{e(deadline_text(p.deadline))}　点此查看详情和联系方式</div></a>'
             )
         head = f'<p class="note">{d.day.month}月{d.day.day}日为您找到 {d.total} 个岗位'
-        head += f"，其中 {gone} 个已截止，未列出" if gone else ""
+        head += f"，其中 {gone} 个已截止或已变更，未列出" if gone else ""
         head += f"（第 {page}/{pages} 页）。</p>" if pages > 1 else "。</p>"
         if not views:
             items.append('<div class="card">这些岗位都已截止。请在公众号回复“找工作”查看最新岗位。</div>')

@@ -81,7 +81,7 @@ async def test_digest_page_lists_every_match_still_open(db: Database, config: Co
         resp = await client.get(_path(digest.payload["url"]))
         body = await resp.text()
         assert resp.status == 200
-        assert "找到 8 个岗位" in body and "其中 1 个已截止" in body
+        assert "找到 8 个岗位" in body and "其中 1 个已截止或已变更" in body
         assert body.count('class="item card"') == 7 and "岗位0" not in body
         # Each entry opens the posting page with this user's own signed link.
         first = body.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
@@ -95,6 +95,32 @@ async def test_digest_page_lists_every_match_still_open(db: Database, config: Co
         forged = sign(config, {"k": "jd", "u": "d", "d": other.ref_id}, 3600, now=epoch_of(clock.now()))
         r = await client.get(f"/jobs/d/{forged}")
         assert r.status == 404
+
+
+async def test_digest_page_pages_through_a_long_list(db: Database, config: Config) -> None:
+    from bot.web.jobs import PAGE
+
+    clock = FakeClock(T0)
+    await add_sub(db, "many", T0, mode="daily", digest_minute=19 * 60)
+    await store(db, config, [posting(title=f"岗位{i:02d}") for i in range(PAGE + 5)], T0)
+    due = datetime(2026, 4, 4, 11, 0)
+    async with db.session() as s:
+        await run_digests(s, due, config)
+    (digest,) = await _alerts(db, "many")
+    clock.set(due + timedelta(minutes=5))
+    async with app_client(config, clock) as (client, _):
+        url = _path(digest.payload["url"])
+        seen: set[str] = set()
+        for page, items in ((1, PAGE), (2, 5)):
+            body = await (await client.get(url, params={"page": str(page)})).text()
+            assert body.count('class="item card"') == items and f"第 {page}/2 页" in body
+            seen |= {t for t in (f"岗位{i:02d}" for i in range(PAGE + 5)) if t in body}
+            assert ("下一页" in body) == (page == 1) and ("上一页" in body) == (page == 2)
+        assert len(seen) == PAGE + 5  # every posting on exactly one of the two pages
+        # Odd page values fall back to a valid page instead of failing: never 500.
+        for odd in ("0", "-1", "abc", "\u00b2", "99999", "3"):
+            r = await client.get(url, params={"page": odd})
+            assert r.status == 200 and 'class="item card"' in await r.text()
 
 
 async def test_pause_and_unsubscribe_buttons(db: Database, config: Config) -> None:

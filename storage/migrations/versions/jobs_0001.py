@@ -73,11 +73,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("openid", sa.String(64), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("after_id", sa.Integer(), nullable=False),
-        sa.Column("upto_id", sa.Integer(), nullable=False),
-        sa.Column("criteria", sa.Text(), nullable=False),
-        sa.Column("shown_ids", sa.Text(), nullable=False),
-        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("posting_ids", sa.Text(), nullable=False),
+        sa.Column("shown", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_jobs_digests"),
     )

@@ -5,7 +5,8 @@ through the outbox and its channel policy (kefu in the window, else the broadcas
 SMS). The same notice (title, text, filters, link) queued again for the same local day is ignored,
 so running the command twice by mistake sends nothing twice. ``--at`` schedules it: the rows wait in
 the outbox until then (recipients are the followers at queueing time; whoever unfollows before it is
-due gets nothing).
+due gets nothing); the same notice at the same send time is queued once. A scheduled notice cannot be
+taken back from the command line yet.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def notice_key(title: str, text: str, role: str | None, township: str | None, url: str | None, day: str) -> str:
-    """The idempotency key of one notice: the same notice on the same local day is queued once."""
+    """The idempotency key of one notice: the same notice for the same local day (or, scheduled, the same
+    local send time ``YYYY-MM-DDTHHMM``) is queued once."""
     digest = hashlib.sha256("\x1f".join([title, text, role or "", township or "", url or ""]).encode()).hexdigest()
     return f"broadcast:{day}:{digest[:16]}"
 
@@ -66,8 +68,10 @@ async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str
     from storage.outbox import Push, enqueue
 
     when = at if at is not None and at > now else now
-    day = fmt_local(when, tz, "%Y-%m-%d")
-    key = notice_key(title, text, role, township, url, day)
+    # Sent now: once per notice and local day. Scheduled: once per notice and send time, so a notice
+    # scheduled for later can still be sent now, or scheduled again at a corrected time.
+    slot = fmt_local(when, tz, "%Y-%m-%dT%H%M" if at is not None and at > now else "%Y-%m-%d")
+    key = notice_key(title, text, role, township, url, slot)
     async with db.session() as s:
         q = select(User.openid, User.roles).where(User.subscribed.is_(True))
         if township:
@@ -132,7 +136,7 @@ def _broadcast(args: argparse.Namespace) -> int:
         if at is not None:
             line += f"，{r['due_at']} 发送"
         if r["already_queued"]:
-            line += f"；{r['already_queued']} 人今天已排过同一通知，未重复"
+            line += f"；{r['already_queued']} 人已排过同一通知（{'同一发送时间' if at is not None else '今天'}），未重复"
         return line
 
     emit(result, args.json, render)

@@ -188,11 +188,19 @@ async def test_scheduled_broadcast_waits_in_the_outbox_until_its_time(cli_env: s
     assert code == 0 and "已排队 1 条" in out and at in out, err
     (r,) = await rows(db)
     assert r.due_at == from_local(datetime.strptime(at, "%Y-%m-%d %H:%M"))
-    assert f":broadcast:{at[:10]}:" in r.idempotency_key  # once per notice and day it goes out
+    assert f":broadcast:{at[:10]}T0800:" in r.idempotency_key  # once per notice and send time
     assert r.payload["data"]["time"].startswith(f"{later.month:02d}月{later.day:02d}日 08:00")
     code, out, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
     assert code == 0 and not calls(fake, TEMPLATE_PATH) and (await rows(db))[0].status == r.status
+    # The same notice again at that time is not queued twice; at a corrected time, or now, it is.
+    args = ["broadcast", "-c", CONFIG, "--title", "清明祭扫", "--text", "欢迎参加"]
+    code, out, _ = await vetbot(capsys, *args, "--at", at)
+    assert code == 0 and "已排队 0 条" in out and "同一发送时间" in out
+    code, out, _ = await vetbot(capsys, *args, "--at", at.replace("08:00", "09:00"))
+    assert code == 0 and "已排队 1 条" in out
+    code, out, _ = await vetbot(capsys, *args)
+    assert code == 0 and "已排队 1 条" in out
     for bad, says in (("2020-01-01 08:00", "in the past"), ("明天早上", "like"), ("2026-13-01 08:00", "like")):
         code, _, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "t", "--text", "x", "--at", bad)
         assert code == 2 and says in err
-    assert len(await rows(db)) == 1
+    assert len(await rows(db)) == 3

@@ -104,22 +104,29 @@ async def seed_subs(db: Database, subs: list[dict]) -> None:
             await s.execute(JobSubscription.__table__.insert(), subs[i:i + 2000])
 
 
+PG_ADMIN = os.environ.get("VETBOT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
 async def fresh_db(backend: str, tmp: Path, name: str) -> str:
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp / name}.db"
     else:
-        admin = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+        admin = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         async with admin.connect() as c:
             await c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
             await c.execute(text(f'CREATE DATABASE "{name}"'))
         await admin.dispose()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        url = _pg_url(name)
     await asyncio.to_thread(upgrade, url)
     return url
 
 
 async def drop_pg(name: str) -> None:
-    admin = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     async with admin.connect() as c:
         await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     await admin.dispose()

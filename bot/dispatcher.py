@@ -256,6 +256,7 @@ class Dispatcher:
             if not stack:
                 ctx.say("已经是第一步了。")
                 ctx.step, ctx.slots, ctx._turn_step = None, {}, None
+                ctx.entry = "back"  # the flow starts over; the text (返回) is not a request
                 await flow.start(ctx)
                 return
             prev = stack.pop()

@@ -110,8 +110,9 @@ class Context:
         self.intent_slots: dict[str, str] = intent_slots or {}
         #: How the current flow was entered: "text" (an intent matched the user's words), "choice"
         #: (a numbered menu pick), "menu" (a custom-menu click), "fallback" (no intent claimed the
-        #: text) or "switch" (another flow handed over). A flow started by "choice"/"menu" should
-        #: not treat ctx.text (a digit, an empty click) as the user's request.
+        #: text), "switch" (another flow handed over) or "back" (返回 at the first step: the flow starts
+        #: over). A flow started by "choice"/"menu"/"back" should not treat ctx.text (a digit, an empty
+        #: click, 返回) as the user's request.
         self.entry = "text"
         # Earlier (step, slots) of this flow, for 返回; maintained by ask().
         self.stack: list[dict[str, Any]] = stack if stack is not None else []

@@ -26,7 +26,6 @@ import asyncio
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import aiohttp  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
+from bench.common import free_port, wait_port  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.fake_wechat import fake_openid  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
@@ -51,22 +51,8 @@ STAFF = "oFakeVetbotStaff_0000000001"
 LATENCY_MS = 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"process on port {port} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listening on port {port}")
 
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"

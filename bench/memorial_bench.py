@@ -23,7 +23,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, wait_port  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
 
@@ -50,20 +50,8 @@ ACTION = {"献花": "flower", "敬礼": "salute", "点烛": "candle", "默哀": 
 MSG_IDS = itertools.count(int(time.time()) * 1_000_000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"server on port {port} did not start")
 
 
 def write_roll(path: Path) -> None:
@@ -205,7 +193,7 @@ def bench(mode: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, dic
                             stdout=log, stderr=subprocess.STDOUT)
     rows = []
     try:
-        wait_port(port)
+        wait_port(port, proc, tmp / f"serve_{mode}.log")
         url = f"http://127.0.0.1:{port}"
         if args.reference:
             r = run_wrk(url, ref_file, args.connections, db, args.reference)

@@ -14,7 +14,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,26 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, wait_port  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
 
 TEXTS = ["帮助", "取消", "我的信息", "取消", "菜单", "2", "取消", "政策问答", "返回", "退出"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"server on port {port} did not start")
 
 
 def make_requests(cfg_path: Path, n: int, users: int, path: str, out: Path, plain: bool) -> None:
@@ -93,12 +81,7 @@ def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, fl
     proc = subprocess.Popen([vetbot, "serve", "-c", str(cfg), "--no-background"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        try:
-            wait_port(port)
-        except SystemExit:
-            log.flush()
-            print((tmp / f"serve_{mode}.log").read_text(encoding="utf-8")[-3000:], file=sys.stderr)
-            raise
+        wait_port(port, proc, tmp / f"serve_{mode}.log")
         reqfile = tmp / f"req_{mode}.tsv"
         make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=(mode == "plain"))
         res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)

@@ -16,13 +16,13 @@ Requires wrk (apt-get install wrk).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import itertools
 import os
 import random
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_port  # noqa: E402
+from bench.common import free_port, wait_port, wrk_once  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
 
@@ -116,37 +116,21 @@ def stored(db: Path) -> int:
 
 
 def run_wrk(url: str, reqfile: Path, conns: int, db: Path, target: int, timeout: float = 170) -> dict[str, float]:
-    """Send the file with wrk until the database holds ``target`` turns, then stop wrk (SIGINT: it prints
-    its statistics). Throughput comes from the server's own turn timestamps, first to last."""
-    threads = 2
+    """Send the file with wrk until the database holds ``target`` turns. Throughput comes from the server's
+    own turn timestamps, first to last."""
     before = stored(db)
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{int(timeout) + 30}s", "--latency", "--timeout", "10s",
-           "-s", str(ROOT / "bench" / "memorial_wrk.lua"), url, "--", str(reqfile), str(threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    end = time.time() + timeout
-    got = before
-    while time.time() < end and got < target:
-        time.sleep(0.1)
-        got = stored(db)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
 
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        assert m, out
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    async def done() -> bool:
+        return stored(db) >= target
 
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sockerr = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockerr.groups())) if sockerr else 0)
+    r = asyncio.run(wrk_once(url, reqfile, conns, done, timeout))
     con = sqlite3.connect(db)
     first, last = con.execute("select min(created_at), max(created_at) from (select created_at from inbound_dedup"
                               " order by created_at limit -1 offset ?)", (before,)).fetchone()
     con.close()
     secs = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
-    return {"secs": max(secs, 1e-6), "p50": pct("50"), "p90": pct("90"), "p99": pct("99"), "errors": errors,
-            "committed": got - before}
+    return {"secs": max(secs, 1e-6), "p50": r["p50"], "p90": r["p90"], "p99": r["p99"], "errors": r["errors"],
+            "committed": stored(db) - before}
 
 
 def check_counts(db: Path, expected: Counter[tuple[int, str]], users: int) -> tuple[bool, list[str]]:

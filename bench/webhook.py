@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_port  # noqa: E402
+from bench.common import cpu_seconds, free_port, wait_port, wrk_stats  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
 
@@ -53,18 +53,7 @@ def run_wrk(url: str, reqfile: Path, duration: int, conns: int) -> dict[str, flo
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "10s",
            "-s", str(ROOT / "bench" / "wrk_requests.lua"), url, "--", str(reqfile), str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sockerr = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockerr.groups())) if sockerr else 0)
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "total": total, "errors": errors}
+    return {**wrk_stats(out), "total": int(re.search(r"(\d+) requests in", out).group(1))}
 
 
 def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
@@ -84,7 +73,9 @@ def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, fl
         wait_port(port, proc, tmp / f"serve_{mode}.log")
         reqfile = tmp / f"req_{mode}.tsv"
         make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=(mode == "plain"))
+        cpu0 = cpu_seconds(proc.pid)
         res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
+        res["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / max(res["total"], 1) * 1e6
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -139,13 +130,16 @@ def main() -> None:
                 rows.append(("WeRoBot echo, gunicorn -w 2 (reference)", r2))
     print(f"\nwebhook benchmark: {args.connections} connections, {args.duration} s, {args.users} users, "
           f"{os.cpu_count()} cores\n")
-    print(f"{'server':44} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'answered':>9} {'committed':>10}")
+    print(f"{'server':44} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'answered':>9} {'committed':>10}"
+          f" {'CPU µs/msg':>11}")
     for name, r in rows:
         committed = r.get("turns_committed", "-")
+        cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
         print(f"{name:44} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):7d} {int(r['total']):9d}"
-              f" {committed!s:>10}")
+              f" {committed!s:>10} {cpu:>11}")
     print("\nanswered = replies wrk received; committed = turns durably stored (>= answered: a reply leaves only"
-          " after its commit;\nthe difference is requests in flight when wrk stopped).")
+          " after its commit;\nthe difference is requests in flight when wrk stopped). CPU µs/msg = the server process's user+system CPU"
+          "\nper answered message: steadier than msgs/s on a shared VM.")
 
 
 if __name__ == "__main__":

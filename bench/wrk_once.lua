@@ -1,0 +1,59 @@
+-- wrk script shared by the benches: sends every request of a file exactly once, split between wrk's
+-- threads by line number. A line is `path?query<TAB>body[<TAB>content type]` (content type default
+-- text/xml). Once a thread's share is used up, the few requests its connections still ask for are
+-- GET /healthz (nothing is sent twice), and the thread stops when it has an answer to each of its share; the
+-- bench watches the server's database and stops wrk with SIGINT, which prints the statistics.
+-- wrk calls request() once on thread 0 before the run to check the request format; that call must not
+-- use up a request.
+local threads = {}
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local file = args[1]
+  local nthreads = tonumber(args[2])
+  reqs = {}
+  local i = 0
+  for line in io.lines(file) do
+    if i % nthreads == id then
+      local tab = line:find("\t")
+      local path, rest = line:sub(1, tab - 1), line:sub(tab + 1)
+      local tab2 = rest:find("\t")
+      local ctype = "text/xml"
+      if tab2 then
+        ctype = rest:sub(tab2 + 1)
+        rest = rest:sub(1, tab2 - 1)
+      end
+      table.insert(reqs, wrk.format("POST", path, {["Content-Type"] = ctype}, rest))
+    end
+    i = i + 1
+  end
+  sent = 0
+  verified = (id ~= 0)
+  spare = wrk.format("GET", "/healthz")
+end
+
+function request()
+  if not verified then
+    verified = true
+    return spare
+  end
+  sent = sent + 1
+  if sent > #reqs then
+    return spare
+  end
+  return reqs[sent]
+end
+
+function response(status, headers, body)
+  if body and body:sub(1, 5) == '{"ok"' then
+    return  -- a spare health check, not one of the file's requests
+  end
+  answered = (answered or 0) + 1
+  if answered >= #reqs then
+    wrk.thread:stop()  -- this thread is done; the bench stops wrk (SIGINT) once the database has every turn
+  end
+end

@@ -7,13 +7,14 @@ not the SQL, which takes microseconds on a local file — set the turn's latency
 ``sqlite+aiosqlite`` dialect drives this object through ``create_async_engine(async_creator=…)``
 exactly as it drives aiosqlite.
 
-The cost: a commit that fsyncs (``synchronous=FULL``) blocks the loop for that fsync. Turns are
-serialised on SQLite's one connection anyway, so nothing else could have used the database in
-that time; HTTP parsing of other requests waits a little.
+The one exception is COMMIT, which under ``synchronous=FULL`` waits for an fsync: it runs on a
+worker thread (one hand-off per batch of turns, not per statement) so that HTTP parsing and
+replies of other requests go on while the disk works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -125,7 +126,11 @@ class InlineConnection:
         return await cur.execute(sql, parameters)
 
     async def commit(self) -> None:
-        self._conn.commit()
+        # The one call that waits on the disk (an fsync under synchronous=FULL): sqlite3 releases
+        # the GIL for it, so running it on a worker thread lets the loop parse and answer other
+        # requests meanwhile. Nothing else can use this connection until the commit returns: the
+        # pool holds exactly one connection and it is checked out to the committer.
+        await asyncio.to_thread(self._conn.commit)
 
     async def rollback(self) -> None:
         self._conn.rollback()

@@ -68,7 +68,7 @@ class Dispatcher:
         self.db, self.services, self.matcher, self.clock = db, services, matcher, clock
         self.cfg = services.config
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._batcher = TurnBatcher(db)
+        self._batcher: TurnBatcher | None = db.batcher if db.is_sqlite else None
 
     def _lock(self, openid: str) -> asyncio.Lock:
         lock = self._locks.get(openid)
@@ -89,12 +89,15 @@ class Dispatcher:
                 finally:
                     await io.finish()
 
+            assert self._batcher is not None
             return await self._batcher.submit(turn)
         async with self._lock(openid), self.db.session() as session:
             return await self.run_turn(OrmTurnIO(session), openid, inbound, dedup_key, control)
 
     async def close(self) -> None:
-        await self._batcher.close()
+        """Stop taking turns: the shared SQLite queue stops (:meth:`Database.close` would stop it too)."""
+        if self._batcher is not None:
+            await self._batcher.close()
 
     # ------------------------------------------------------------------------------------------
     async def run_turn(self, io: Any, openid: str, inbound: Inbound, dedup_key: str,

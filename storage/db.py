@@ -8,17 +8,21 @@ several processes share one database and the database is the coordinator (row lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+if TYPE_CHECKING:
+    from storage.turnbatch import TurnBatcher
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(Exception):
@@ -81,6 +85,42 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._batcher: TurnBatcher | None = None
+
+    @property
+    def batcher(self) -> TurnBatcher:
+        """SQLite: the one group-commit queue for writes driven by requests (chat turns, the answer and
+        tribute pages). Writes that arrive together share one COMMIT, i.e. one fsync under
+        ``synchronous=FULL``; two queues would take turns on the single connection and pay one each."""
+        if self._batcher is None:
+            from storage.turnbatch import TurnBatcher
+
+            self._batcher = TurnBatcher(self)
+        return self._batcher
+
+    async def transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn(session)`` in a transaction and return its result once it is committed.
+
+        On PostgreSQL a plain session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`)
+        in its own SAVEPOINT, so an exception rolls back ``fn``'s work alone and reaches the caller; the
+        session's ``sqlite`` attribute is the raw connection for hot paths written in plain SQL. ``fn``
+        must not open another session (on SQLite that would wait for the connection it holds).
+        """
+        if not self.is_sqlite:
+            async with self.session() as s:
+                return await fn(s)
+        from storage.turnio import LazySession
+
+        async def job(conn: Any, raw: Any) -> T:
+            s = LazySession(conn, raw)
+            try:
+                value = await fn(s)
+                await s.commit()
+                return value
+            finally:
+                await s.close()
+
+        return await self.batcher.submit(job)
 
     @property
     def dialect(self) -> str:
@@ -125,6 +165,9 @@ class Database:
             )
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
         await self.engine.dispose()
 
 

@@ -9,7 +9,6 @@ status, never a 500.
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +19,6 @@ from bot.clock import fmt_local
 from bot.links import LinkError, verify
 from flows.callup import service, texts
 from storage.callup import CLOSED, CallUp, CallUpTarget, Member
-from storage.turnbatch import TurnBatcher
 
 CSS = """
 body{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;font-size:20px;
@@ -96,32 +94,6 @@ def _buttons() -> str:
 def setup(app: web.Application, runtime: Any) -> None:
     """Add the answer page and the staff roster page."""
     tz = runtime.config.bot.timezone
-    # On SQLite every commit is an fsync: answers arriving together share one (group commit, each in
-    # its own SAVEPOINT), as chat turns do. PostgreSQL commits concurrently on its own.
-    batcher = TurnBatcher(runtime.db) if runtime.db.is_sqlite else None
-
-    async def _close_batcher(_: web.Application) -> None:
-        if batcher is not None:
-            await batcher.close()
-
-    app.on_cleanup.append(_close_batcher)
-
-    async def in_transaction(fn: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
-        if batcher is None:
-            async with runtime.db.session() as s:
-                return await fn(s)
-
-        async def job(conn: Any, _raw: Any) -> Any:
-            s = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
-            try:
-                value = await fn(s)
-                await s.commit()
-                return value
-            finally:
-                await s.close()
-
-        return await batcher.submit(job)
-
     async def _load(s: Any, claims: dict[str, Any]) -> tuple[CallUp, CallUpTarget, Member] | web.Response:
         c = await s.get(CallUp, claims["c"])
         m = await s.get(Member, claims["m"])
@@ -175,7 +147,8 @@ def setup(app: web.Application, runtime: Any) -> None:
 
         for attempt in range(3):
             try:
-                r = await in_transaction(record)
+                # On SQLite answers join the chat turns' group commit: one fsync for all that arrive together.
+                r = await runtime.db.transaction(record)
                 break
             except service.CallupError as e:
                 return _error(404, "没有找到这次集结", str(e))

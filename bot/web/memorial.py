@@ -298,12 +298,18 @@ class MemorialPages:
             return _page("无法识别", '<section><h1>无法识别的操作</h1><p><a class="btn light" href="'
                          f'{_esc(self._url(mid, token))}">返回纪念页</a></p></section>', status=400)
         now = self.rt.clock.now()
-        async with self.rt.db.session() as s:
+
+        async def record(s: Any) -> Any:
             ok, name = await self._name_of(s, mid)
             if not ok:
-                return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
-            out = await service.pay_tribute(s, self.cfg, openid=openid, martyr_id=mid, name=name, action=action,
-                                            now=now, silence_push=False)
+                return None
+            return await service.pay_tribute(s, self.cfg, openid=openid, martyr_id=mid, name=name, action=action,
+                                              now=now, silence_push=False)
+
+        # On SQLite page tributes join the chat turns' group commit (one fsync for all that arrive together).
+        out = await self.rt.db.transaction(record)
+        if out is None:
+            return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
         raise web.HTTPSeeOther(self._url(mid, token, did=action, n=out.n, c=int(out.counted)))
 
     async def message(self, request: web.Request) -> web.Response:
@@ -320,13 +326,18 @@ class MemorialPages:
         if not preset and not text:
             return await self._render(request, mid, openid, token, error="请选一句寄语，或写下您想说的话。", status=400)
         now = self.rt.clock.now()
-        async with self.rt.db.session() as s:
+
+        async def record(s: Any) -> Any:
             ok, name = await self._name_of(s, mid)
             if not ok:
-                return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
-            out = await service.leave_message(s, self.cfg, service.word_filter(self.rt.services), openid=openid,
-                                              martyr_id=mid, name=name, text=presets[idx] if preset else text,  # type: ignore[index]
-                                              preset=preset, now=now)
+                return None
+            return await service.leave_message(s, self.cfg, service.word_filter(self.rt.services), openid=openid,
+                                               martyr_id=mid, name=name, text=presets[idx] if preset else text,  # type: ignore[index]
+                                               preset=preset, now=now)
+
+        out = await self.rt.db.transaction(record)
+        if out is None:
+            return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
         if out.status in (store.APPROVED, store.PENDING):
             raise web.HTTPSeeOther(self._url(mid, token, msg=out.status))
         return await self._render(request, mid, openid, token, error=out.text,

@@ -9,11 +9,13 @@ For each database and roster size, on loopback only:
    starts when the final 确认 is sent and stops when every member's push has been handed to the fake
    WeChat API and accepted (outbox rows ``sent``): "create -> all delivered";
 4. every member answers once, half on the answer page (POST /r/<token>), half in chat (1 / 2 30 / 3),
-   all queued at once and sent over ``--connections`` connections; latency is per request (send ->
-   response). The roster is then compared with the answers sent: counts must be exact.
+   all sent by wrk (Debian's ``wrk``; a C load generator, so the client does not eat the server's CPU as a
+   Python client on the same 2 cores would) over ``--connections`` connections, each request once;
+   latency is wrk's per request (send -> response). The roster is then compared with the answers sent:
+   counts must be exact.
 
 Reference figures measured in the same run: the delivery floor that ``outbox.concurrency`` connections
-allow at the fake's latency, and GET /healthz latency under the same load (the server's own floor).
+allow at the fake's latency, and GET /healthz latency at the same concurrency (the server's own floor).
 
     python bench/callup_bench.py [--sizes 1170,20000] [--dbs sqlite,postgresql] [--connections 32]
         [--answers N]   # answers per run (default: every member for the county, 3000 for the city)
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,7 +43,7 @@ import aiohttp  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from bench.common import free_port, wait_port  # noqa: E402
+from bench.common import cpu_seconds, free_port, wait_port, wrk_get, wrk_once  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.fake_wechat import fake_openid  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
@@ -70,13 +73,6 @@ def write_roster(path: Path, n: int) -> None:
             name = SURNAMES[i % 20] + GIVEN[(i // 20) % len(GIVEN)] + GIVEN[(i // 600) % len(GIVEN)]
             w.writerow([f"第{t + 1:03d}应急队", name, str(13000000000 + i), sk, f"乡镇{t // 2 + 1:02d}",
                         fake_openid(i)])
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 async def pg_create(name: str) -> str:
@@ -221,44 +217,37 @@ class Run:
                                                 .limit(self.answers))).all())
         finally:
             await db.close()
-        plan: list[tuple[str, Any]] = []
         expect = {"yes": 0, "late": 0, "no": 0}
         chat_words = {"yes": "1", "late": "2 30", "no": "3"}
-        for i, (mid, openid) in enumerate(members):
-            a = "yes" if i % 10 < 6 else "late" if i % 10 < 8 else "no"
-            expect[a] += 1
-            if i % 2 == 0:
-                url = service.answer_link(self.cfg, c, mid)
-                plan.append(("web", (url[url.index("/r/"):], {"a": a, **({"eta": "30"} if a == "late" else {})})))
-            else:
-                s = self.side.sign(text_xml(openid, chat_words[a]))
-                plan.append(("chat", (s.query, s.body.encode())))
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        for item in plan:
-            queue.put_nowait(item)
-        lat: dict[str, list[float]] = {"web": [], "chat": []}
-        errors: list[str] = []
+        reqfile = self.tmp / f"answers_{self.dbkind}_{self.n}.tsv"
+        with reqfile.open("w", encoding="utf-8") as f:
+            for i, (mid, openid) in enumerate(members):
+                a = "yes" if i % 10 < 6 else "late" if i % 10 < 8 else "no"
+                expect[a] += 1
+                if i % 2 == 0:  # the answer page
+                    url = service.answer_link(self.cfg, c, mid)
+                    form = urlencode({"a": a, **({"eta": "30"} if a == "late" else {})})
+                    f.write(f"{url[url.index('/r/'):]}\t{form}\tapplication/x-www-form-urlencoded\n")
+                else:  # chat: signed, encrypted callback
+                    s = self.side.sign(text_xml(openid, chat_words[a]))
+                    body = s.body.replace("\n", "").replace("\t", " ")
+                    f.write(f"{self.cfg.server.path}?{urlencode(s.query)}\t{body}\n")
+        counter = create_async_engine(self.url)
+
+        async def done() -> bool:
+            async with counter.connect() as conn:
+                got = (await conn.execute(text("select count(*) from callup_answers where callup_id = :c"),
+                                          {"c": c.id})).scalar()
+            return bool(got and got >= len(members))
+
         base = f"http://127.0.0.1:{self.port}"
-
-        async def worker() -> None:
-            while not queue.empty():
-                kind, args = queue.get_nowait()
-                t = time.perf_counter()
-                if kind == "web":
-                    async with http.post(base + args[0], data=args[1], allow_redirects=False) as resp:
-                        await resp.read()
-                        ok = resp.status == 303
-                else:
-                    async with http.post(base + self.cfg.server.path, params=args[0], data=args[1]) as resp:
-                        body = await resp.read()
-                        ok = resp.status == 200 and len(body) > 20
-                lat[kind].append((time.perf_counter() - t) * 1000)
-                if not ok:
-                    errors.append(f"{kind} {resp.status}")
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(self.conns)))
-        wall = time.perf_counter() - t0
+        serve_pid = self.procs[-1].pid
+        cpu0 = cpu_seconds(serve_pid)
+        try:
+            w = await wrk_once(base, reqfile, self.conns, done)
+            cpu_ms = (cpu_seconds(serve_pid) - cpu0) / len(members) * 1000
+        finally:
+            await counter.dispose()
         db = Database(self.url)
         try:
             async with db.session() as s:
@@ -273,26 +262,11 @@ class Run:
         want = {"confirmed": min(needed, expect["yes"]), "standby": max(0, expect["yes"] - needed),
                 "late": expect["late"], "declined": expect["no"], "no_answer": self.n - len(members)}
         got = {k: r[k] for k in want}
-        # /healthz under the same load: the server's own floor
-        ref: list[float] = []
-        hq: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(len(plan)):
-            hq.put_nowait(i)
-
-        async def hworker() -> None:
-            while not hq.empty():
-                hq.get_nowait()
-                t = time.perf_counter()
-                async with http.get(base + "/healthz") as resp:
-                    await resp.read()
-                ref.append((time.perf_counter() - t) * 1000)
-
-        await asyncio.gather(*(hworker() for _ in range(self.conns)))
-        every = lat["web"] + lat["chat"]
-        return {"answers": len(plan), "wall_s": wall, "rps": len(plan) / wall, "p50": pct(every, 50),
-                "p99": pct(every, 99), "p99_web": pct(lat["web"], 99), "p99_chat": pct(lat["chat"], 99),
-                "max": max(every), "errors": len(errors), "exact": got == want, "got": got, "want": want,
-                "healthz_p99": pct(ref, 99), "filled": r["state"] == "filled"}
+        ref = await wrk_get(base + "/healthz", self.conns, 3)  # the server's own floor at the same concurrency
+        return {"answers": len(members), "wall_s": w["wall_s"], "rps": len(members) / w["wall_s"], "p50": w["p50"],
+                "p99": w["p99"], "errors": w["errors"], "exact": got == want, "got": got, "want": want,
+                "healthz_p99": ref["p99"], "filled": r["state"] == "filled", "cpu_ms": cpu_ms,
+                "busy": cpu_ms * len(members) / 1000 / w["wall_s"]}
 
 
 async def one(dbkind: str, n: int, answers: int, conns: int, tmp: Path) -> dict[str, Any]:
@@ -311,6 +285,8 @@ async def one(dbkind: str, n: int, answers: int, conns: int, tmp: Path) -> dict[
 
 
 def main() -> None:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1170,20000")
     ap.add_argument("--dbs", default="sqlite,postgresql")
@@ -332,17 +308,18 @@ def main() -> None:
           f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     hdr = (f"{'db':<10} {'members':>7} {'import s':>8} {'create->reply s':>15} {'create->all sent s':>18} "
            f"{'floor s':>7} | {'answers':>7} {'wall s':>6} {'req/s':>6} {'p50 ms':>6} {'p99 ms':>6} "
-           f"{'p99 web':>7} {'p99 chat':>8} {'healthz p99':>11} {'errors':>6} {'counts':>6}")
+           f"{'CPU ms':>6} {'busy':>4} {'healthz p99':>11} {'errors':>6} {'counts':>6}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         reply_s = f"{r['create_reply_s']:.2f}" + (" late" if r["late_reply"] else "")
         print(f"{r['db']:<10} {r['members']:>7} {r['import_s']:>8.2f} {reply_s:>15} "
               f"{r['delivered_s']:>18.2f} {r['floor_s']:>7.2f} | {r['answers']:>7} {r['wall_s']:>6.2f} "
-              f"{r['rps']:>6.0f} {r['p50']:>6.1f} {r['p99']:>6.1f} {r['p99_web']:>7.1f} {r['p99_chat']:>8.1f} "
+              f"{r['rps']:>6.0f} {r['p50']:>6.1f} {r['p99']:>6.1f} {r['cpu_ms']:>6.2f} {r['busy']:>4.0%} "
               f"{r['healthz_p99']:>11.1f} {r['errors']:>6} {'exact' if r['exact'] else 'WRONG':>6}")
         if not r["exact"]:
             print(f"   got {r['got']} want {r['want']}")
+    print("CPU ms = the server process's CPU per answer; busy = its CPU time / wall time while answers ran (1 core = 100%)")
     print("floor = members / (outbox.concurrency / latency): the fastest any sender can hand them over")
     print("late = the confirming turn ran past server.reply_budget_s: WeChat got `success` at the budget and the "
           "confirmation went out as a customer-service push")

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    bindparam,
     func,
     or_,
     select,
@@ -188,16 +189,39 @@ async def team_by_ref(session: AsyncSession, ref: str | int) -> Team | None:
     return (await session.execute(q)).scalars().first()
 
 
+# Built once: these run on every answer (a whole county answering within minutes), and building a
+# statement and its cache key costs more than SQLite takes to run it.
+_MEMBER_BY_OPENID = select(Member).where(Member.openid == bindparam("o"))
+_LOCK_CALLUP = (select(CallUp).where(CallUp.id == bindparam("c")).with_for_update()
+                .execution_options(populate_existing=True))
+_ANSWERABLE = (select(Member.id, CallUp.id).select_from(Member)
+               .outerjoin(CallUpTarget, CallUpTarget.member_id == Member.id)
+               .outerjoin(CallUp, (CallUp.id == CallUpTarget.callup_id) & CallUp.state.in_(ACTIVE_STATES))
+               .where(Member.openid == bindparam("o"))
+               .order_by(CallUp.created_at.desc(), CallUp.id.desc()))
+
+
 async def member_by_openid(session: AsyncSession, openid: str) -> Member | None:
-    return (await session.execute(select(Member).where(Member.openid == openid))).scalar_one_or_none()
+    return (await session.execute(_MEMBER_BY_OPENID, {"o": openid})).scalar_one_or_none()
+
+
+async def answerable(session: AsyncSession, openid: str) -> tuple[int | None, list[int]]:
+    """(member id or None when the openid is not bound, ids of their active call-ups newest first), in
+    one query and without loading entities: what an answer in chat needs."""
+    member_id: int | None = None
+    callups: list[int] = []
+    for mid, cid in (await session.execute(_ANSWERABLE, {"o": openid})).all():
+        member_id = mid
+        if cid is not None:
+            callups.append(cid)
+    return member_id, callups
 
 
 async def lock_callup(session: AsyncSession, callup_id: int) -> CallUp | None:
     """The call-up row, locked for the rest of the transaction (PostgreSQL; SQLite has one writer).
 
     ``populate_existing`` so a row already in the session is re-read with the lock held."""
-    q = select(CallUp).where(CallUp.id == callup_id).with_for_update().execution_options(populate_existing=True)
-    return (await session.execute(q)).scalar_one_or_none()
+    return (await session.execute(_LOCK_CALLUP, {"c": callup_id})).scalar_one_or_none()
 
 
 async def status_counts(session: AsyncSession, callup_id: int) -> dict[str, int]:

@@ -10,7 +10,7 @@ from bot.clock import fmt_local
 from flows.api import Context, Flow, flow, on_scene
 from flows.callup import service, texts
 from flows.callup.parse import PHONE_RE, clean_phone, parse_eta, parse_until
-from storage.callup import LATE, PENDING, Member, Team, active_targets_of, member_by_openid
+from storage.callup import LATE, PENDING, Member, Team, active_targets_of, answerable, member_by_openid
 
 NOT_BOUND = ("您还没有绑定应急队伍。\n请扫描队伍的二维码，或回复“绑定 队伍码”（队伍码向队长索取），"
              "例如：绑定 123456")
@@ -270,21 +270,19 @@ class Answer(Flow):
     async def start(self, ctx: Context) -> None:
         word = (ctx.intent_slots.get("a") or ctx.text).strip()
         answer = read_answer(word)
-        m = await member_by_openid(ctx.session, ctx.openid)
-        if m is None or answer is None:
-            ctx.say(NOT_BOUND if m is None else "请回复：1 到 / 2 晚到 / 3 不能到")
+        member_id, active = await answerable(ctx.session, ctx.openid)
+        if member_id is None or answer is None:
+            ctx.say(NOT_BOUND if member_id is None else "请回复：1 到 / 2 晚到 / 3 不能到")
             ctx.end()
             return
-        active = await active_targets_of(ctx.session, m.id)
         if not active:
             ctx.say("目前没有需要您回复的集结。回复“我的队伍”查看队伍信息，回复“帮助”查看功能。")
             ctx.end()
             return
-        c, _ = active[0]
         eta = parse_eta(ctx.intent_slots.get("eta") or "") if answer == "late" else None
         try:
-            r = await service.record_answer(ctx.session, ctx.services, c.id, m.id, answer, ctx.now, eta_min=eta,
-                                            via="chat")
+            r = await service.record_answer(ctx.session, ctx.services, active[0], member_id, answer, ctx.now,
+                                            eta_min=eta, via="chat")
         except service.CallupError as e:
             ctx.say(str(e))
             ctx.end()
@@ -293,7 +291,7 @@ class Answer(Flow):
         if len(active) > 1:
             ctx.say(f"（您还有 {len(active) - 1} 个进行中的集结，回复“我的队伍”查看，或点通知里的链接分别回复。）")
         if r.recorded_as == LATE and eta is None:
-            ctx.slots.update(callup_id=c.id, member_id=m.id)
+            ctx.slots.update(callup_id=active[0], member_id=member_id)
             await ctx.ask("eta", self.ASK_ETA)
             return
         ctx.end()

@@ -351,18 +351,16 @@ async def roster_members(session: AsyncSession, c: CallUp) -> list[dict[str, Any
 
 async def _quorum(session: AsyncSession, c: CallUp) -> tuple[bool, int, dict[str, int]]:
     """(met, counted, missing skills) from the targets as they are now (one query)."""
-    statuses = _counting(c)
+    args = {"c": c.id, "s": list(_counting(c))}
     if c.skills_needed:
-        rows = (await session.execute(select(CallUpTarget.skills).where(
-            CallUpTarget.callup_id == c.id, CallUpTarget.status.in_(statuses)))).scalars().all()
+        rows = (await session.execute(_COUNTED_SKILLS, args)).scalars().all()
         total = len(rows)
         have: dict[str, int] = {}
         for skills in rows:
             for sk in set(skills or []):
                 have[sk] = have.get(sk, 0) + 1
     else:
-        total = int((await session.execute(select(func.count()).select_from(CallUpTarget).where(
-            CallUpTarget.callup_id == c.id, CallUpTarget.status.in_(statuses)))).scalar() or 0)
+        total = int((await session.execute(_COUNTED, args)).scalar() or 0)
         have = {}
     missing = {s: k - have.get(s, 0) for s, k in c.skills_needed.items() if have.get(s, 0) < k}
     return total >= c.needed and not missing, total, missing
@@ -375,10 +373,18 @@ async def _quorum(session: AsyncSession, c: CallUp) -> tuple[bool, int, dict[str
 # Built once: answers are the hot path (a whole county answering within minutes).
 _TARGET_Q = select(CallUpTarget.id, CallUpTarget.status).where(
     CallUpTarget.callup_id == bindparam("c"), CallUpTarget.member_id == bindparam("m")).with_for_update()
-_TARGET_SET = update(CallUpTarget).where(CallUpTarget.id == bindparam("t")).values(
+# Core statements on the tables (not the ORM entities): the ORM's bulk UPDATE/INSERT machinery cost more
+# than the rest of an answer. No CallUpTarget entity of the answered row is loaded in this transaction
+# before them (record_answer reads plain columns), so nothing in the session goes stale.
+_TARGETS = CallUpTarget.__table__
+_TARGET_SET = update(_TARGETS).where(_TARGETS.c.id == bindparam("t")).values(
     status=bindparam("status"), answered_at=bindparam("answered_at"), answered_via=bindparam("answered_via"),
     eta_min=bindparam("eta_min"))
-_ANSWER_ADD = insert(CallUpAnswer)
+_ANSWER_ADD = insert(CallUpAnswer.__table__)
+_COUNTED = select(func.count()).select_from(_TARGETS).where(
+    _TARGETS.c.callup_id == bindparam("c"), _TARGETS.c.status.in_(bindparam("s", expanding=True)))
+_COUNTED_SKILLS = select(_TARGETS.c.skills).where(
+    _TARGETS.c.callup_id == bindparam("c"), _TARGETS.c.status.in_(bindparam("s", expanding=True)))
 
 
 async def record_answer(session: AsyncSession, services: Services, callup_id: int, member_id: int, answer: str,

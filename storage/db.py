@@ -8,6 +8,8 @@ several processes share one database and the database is the coordinator (row lo
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +40,28 @@ def _sqlite_path(url: str) -> str | None:
     if not u.drivername.startswith("sqlite"):
         return None
     return u.database or ":memory:"
+
+
+def _ensure_wal(cur: Any, wait_s: float = 10.0) -> None:
+    """Put the SQLite file in WAL mode (persistent: once set, every later connection finds it so).
+
+    Switching needs an exclusive lock on the file, so a process opening a database that is not yet in
+    WAL mode while another process writes to it gets "database is locked" once the busy timeout is
+    over. ``vetbot db upgrade`` leaves the file in WAL mode, so this is rare; it is retried for
+    ``wait_s`` seconds and skipped when the file already is in WAL mode (nothing to lock then)."""
+    cur.execute("PRAGMA journal_mode")  # (DB-API: what execute() returns is not defined; fetch from cur)
+    mode = str(cur.fetchone()[0]).lower()
+    if mode in ("wal", "memory"):
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Database:
@@ -71,9 +95,9 @@ class Database:
             @event.listens_for(self.engine.sync_engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute(f"PRAGMA synchronous={sync_mode}")
                 cur.execute("PRAGMA busy_timeout=10000")
+                _ensure_wal(cur)
+                cur.execute(f"PRAGMA synchronous={sync_mode}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
@@ -197,6 +221,14 @@ def upgrade(url: str, revision: str = "heads") -> None:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(_alembic_config(url), revision)
+    if path and path != ":memory:":
+        # WAL from the start: processes started together (serve, outbox run) then never need the
+        # exclusive lock that switching journal modes takes (see _ensure_wal).
+        con = sqlite3.connect(path, timeout=10)
+        try:
+            _ensure_wal(con.cursor())
+        finally:
+            con.close()
 
 
 async def upgrade_async(url: str, revision: str = "heads") -> None:

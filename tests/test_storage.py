@@ -75,3 +75,45 @@ async def test_turns_of_one_user_serialise_across_processes(db_url: str) -> None
     assert len(spans) == 4
     for a, b in itertools.pairwise(spans):
         assert b[1] >= a[2] - 0.01, f"turns overlapped: {a} and {b}"
+
+
+def test_upgrade_leaves_sqlite_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Processes started together on a fresh file must not race to switch its journal mode."""
+    import sqlite3
+
+    from storage.db import upgrade
+
+    path = tmp_path / "fresh.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()
+
+
+def test_switching_to_wal_waits_for_another_process_lock(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Switching needs an exclusive lock; while another connection reads, it is retried, not failed."""
+    import sqlite3
+    import threading
+
+    from storage.db import _ensure_wal
+
+    path = tmp_path / "rollback.db"
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (x)")
+    setup.commit()
+    setup.close()
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM t").fetchall()  # a shared lock: no exclusive lock for anyone
+    threading.Timer(1.0, lambda: reader.execute("COMMIT")).start()
+    other = sqlite3.connect(path, timeout=0.05)  # a busy timeout far shorter than the reader's hold
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _ensure_wal(other.cursor(), wait_s=0.1)
+        _ensure_wal(other.cursor(), wait_s=5)
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        other.close()
+        reader.close()

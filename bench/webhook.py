@@ -1,8 +1,8 @@
 """Webhook throughput: signed WeChat text messages from 1,000 users through intent matching.
 
 Starts `vetbot serve` (one process, SQLite, no background loops) on loopback, replays pre-signed
-callbacks with wrk (Debian's `wrk`; falls back to an aiohttp client), and prints msgs/s, p50/p99 and
-errors. In the same run, for scale, the same load against a WeRoBot echo bot under gunicorn (2 workers).
+callbacks with wrk (Debian's `wrk`, required), and prints msgs/s, p50/p99, errors and the server's CPU
+time per message. In the same run, for scale, the same load against a WeRoBot echo bot under gunicorn (2 workers).
 Durability is not weakened: each turn commits its dedup record and conversation before the reply.
 
     python bench/webhook.py [--duration 15] [--connections 32] [--modes plain,aes] [--no-werobot]

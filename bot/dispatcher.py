@@ -95,9 +95,8 @@ class Dispatcher:
             return await self.run_turn(OrmTurnIO(session), openid, inbound, dedup_key, control)
 
     async def close(self) -> None:
-        """Stop taking turns: the shared SQLite queue stops (:meth:`Database.close` would stop it too)."""
-        if self._batcher is not None:
-            await self._batcher.close()
+        """Nothing of its own to release: the SQLite turn queue belongs to the database (shared with the
+        answer and tribute pages) and stops in :meth:`storage.db.Database.close`."""
 
     # ------------------------------------------------------------------------------------------
     async def run_turn(self, io: Any, openid: str, inbound: Inbound, dedup_key: str,

@@ -48,11 +48,15 @@ def _ensure_wal(cur: Any, wait_s: float = 10.0) -> None:
     Switching needs an exclusive lock on the file, so a process opening a database that is not yet in
     WAL mode while another process writes to it gets "database is locked" once the busy timeout is
     over. ``vetbot db upgrade`` leaves the file in WAL mode, so this is rare; it is retried for
-    ``wait_s`` seconds and skipped when the file already is in WAL mode (nothing to lock then)."""
+    ``wait_s`` seconds (with a 100 ms busy timeout per try, which the caller raises afterwards) and
+    skipped when the file already is in WAL mode (nothing to lock then)."""
     cur.execute("PRAGMA journal_mode")  # (DB-API: what execute() returns is not defined; fetch from cur)
     mode = str(cur.fetchone()[0]).lower()
     if mode in ("wal", "memory"):
         return
+    # SQLite's busy wait applies to the switch too: keep it short so the loop below does the waiting
+    # (the caller sets its own busy timeout afterwards).
+    cur.execute("PRAGMA busy_timeout=100")
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -95,8 +99,8 @@ class Database:
             @event.listens_for(self.engine.sync_engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA busy_timeout=10000")
                 _ensure_wal(cur)
+                cur.execute("PRAGMA busy_timeout=10000")
                 cur.execute(f"PRAGMA synchronous={sync_mode}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()

@@ -7,16 +7,18 @@ not the SQL, which takes microseconds on a local file — set the turn's latency
 ``sqlite+aiosqlite`` dialect drives this object through ``create_async_engine(async_creator=…)``
 exactly as it drives aiosqlite.
 
-The one exception is COMMIT, which under ``synchronous=FULL`` waits for an fsync: it runs on a
-worker thread (one hand-off per batch of turns, not per statement) so that HTTP parsing and
-replies of other requests go on while the disk works.
+The one exception is COMMIT, which under ``synchronous=FULL`` waits for an fsync: it runs on the
+connection's own thread (one hand-off per batch of turns, not per statement) so that HTTP parsing
+and replies of other requests go on while the disk works.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
@@ -109,6 +111,7 @@ class InlineConnection:
         self._conn = conn
         # SQLAlchemy's adapter checks ``_connection`` before commit/rollback.
         self._connection: sqlite3.Connection | None = conn
+        self._committer: ThreadPoolExecutor | None = None
 
     @property
     def isolation_level(self) -> str | None:
@@ -126,25 +129,38 @@ class InlineConnection:
         return await cur.execute(sql, parameters)
 
     async def commit(self) -> None:
-        # The one call that waits on the disk (an fsync under synchronous=FULL): sqlite3 releases
-        # the GIL for it, so running it on a worker thread lets the loop parse and answer other
-        # requests meanwhile. Nothing else can use this connection until the commit returns: the
-        # pool holds exactly one connection and it is checked out to the committer.
-        await asyncio.to_thread(self._conn.commit)
+        # The one call that waits on the disk (an fsync under synchronous=FULL): sqlite3 releases the
+        # GIL for it, so running it on a thread lets the loop parse and answer other requests meanwhile.
+        # The connection's own thread, not the loop's default executor: that one also runs DNS lookups
+        # and Q&A questions, and a commit queued behind them would hold up every turn. Nothing else uses
+        # the connection meanwhile: the pool holds exactly one and it is checked out to the committer.
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vetbot-sqlite-commit")
+        fut = asyncio.get_running_loop().run_in_executor(self._committer, self._conn.commit)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # Cancelled (shutdown) while the thread commits: wait for it, so that nobody closes or
+            # rolls back the connection under a running COMMIT, then pass the cancellation on.
+            while not fut.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({fut})
+            raise
 
     async def rollback(self) -> None:
         self._conn.rollback()
 
     async def close(self) -> None:
-        if self._connection is not None:
-            self._conn.close()
-            self._connection = None
+        self.stop()
 
     def stop(self) -> None:
-        """Force-close (SQLAlchemy's terminate)."""
+        """Close (also SQLAlchemy's terminate); the commit thread ends with it."""
         if self._connection is not None:
             self._conn.close()
             self._connection = None
+        if self._committer is not None:
+            self._committer.shutdown(wait=False)
+            self._committer = None
 
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)

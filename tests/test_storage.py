@@ -108,7 +108,7 @@ def test_switching_to_wal_waits_for_another_process_lock(tmp_path) -> None:  # t
     reader.execute("BEGIN")
     reader.execute("SELECT * FROM t").fetchall()  # a shared lock: no exclusive lock for anyone
     threading.Timer(1.0, lambda: reader.execute("COMMIT")).start()
-    other = sqlite3.connect(path, timeout=0.05)  # a busy timeout far shorter than the reader's hold
+    other = sqlite3.connect(path)  # Python's default 5 s busy timeout: _ensure_wal must use its own, short one
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             _ensure_wal(other.cursor(), wait_s=0.1)
@@ -117,3 +117,31 @@ def test_switching_to_wal_waits_for_another_process_lock(tmp_path) -> None:  # t
     finally:
         other.close()
         reader.close()
+
+
+async def test_a_cancelled_commit_waits_for_its_thread() -> None:
+    """Shutdown may cancel a turn batch mid-COMMIT; the connection must not be closed under the thread."""
+    import threading
+    import time
+
+    from storage.sqlite_inline import InlineConnection
+
+    class SlowCommit:
+        finished = threading.Event()
+
+        def commit(self) -> None:
+            time.sleep(0.3)
+            self.finished.set()
+
+        def close(self) -> None:
+            pass
+
+    slow = SlowCommit()
+    conn = InlineConnection(slow)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(conn.commit())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slow.finished.is_set(), "the cancellation surfaced before the COMMIT's thread was done"
+    await conn.close()

@@ -1,10 +1,10 @@
 -- wrk script shared by the benches: sends every request of a file exactly once, split between wrk's
 -- threads by line number. A line is `path?query<TAB>body[<TAB>content type]` (content type default
--- text/xml). Once a thread's share is used up, the few requests its connections still ask for are
--- GET /healthz (nothing is sent twice), and the thread stops when it has an answer to each of its share; the
--- bench watches the server's database and stops wrk with SIGINT, which prints the statistics.
--- wrk calls request() once on thread 0 before the run to check the request format; that call must not
--- use up a request.
+-- text/xml). Once a thread's share is sent, its connections wait (delay) instead of sending more, so
+-- wrk's latency figures hold the file's requests only; the thread stops when it has an answer to each
+-- of its share. The bench watches the server's database and stops wrk with SIGINT, which prints the
+-- statistics. wrk calls request() once on thread 0 before the run to check the request format; that
+-- call must not use up a request.
 local threads = {}
 
 function setup(thread)
@@ -36,6 +36,13 @@ function init(args)
   spare = wrk.format("GET", "/healthz")
 end
 
+function delay()
+  if sent >= #reqs then
+    return 600000  -- this thread's share is sent: nothing more to send (ms)
+  end
+  return 0
+end
+
 function request()
   if not verified then
     verified = true
@@ -43,7 +50,7 @@ function request()
   end
   sent = sent + 1
   if sent > #reqs then
-    return spare
+    return spare  -- only if a delay ran out before the bench stopped wrk
   end
   return reqs[sent]
 end

@@ -77,9 +77,13 @@ class Dispatcher:
             self._locks[openid] = lock
         return lock
 
-    async def handle(self, openid: str, inbound: Inbound, dedup_key: str,
-                     control: TurnControl | None = None) -> str | None:
-        """Run (or replay) one turn; returns the passive reply text, or None for ``success``."""
+    def start(self, openid: str, inbound: Inbound, dedup_key: str,
+              control: TurnControl | None = None) -> asyncio.Future[str | None]:
+        """Start (or replay) one turn; the future resolves with the passive reply text (None for
+        ``success``) once the turn is committed. It runs to the end even if nobody waits for it.
+
+        On SQLite the turn joins the group-commit queue and runs in its worker (no task of its own:
+        a task and the shield around it cost ~15 µs of a ~380 µs turn); elsewhere it is a task."""
         control = control or TurnControl()
         if self.db.is_sqlite:
             async def turn(conn: Any, raw: Any) -> str | None:
@@ -90,7 +94,15 @@ class Dispatcher:
                     await io.finish()
 
             assert self._batcher is not None
-            return await self._batcher.submit(turn)
+            return self._batcher.enqueue(turn)
+        return asyncio.ensure_future(self._locked_turn(openid, inbound, dedup_key, control))
+
+    async def handle(self, openid: str, inbound: Inbound, dedup_key: str,
+                     control: TurnControl | None = None) -> str | None:
+        """Run (or replay) one turn; returns the passive reply text, or None for ``success``."""
+        return await asyncio.shield(self.start(openid, inbound, dedup_key, control))
+
+    async def _locked_turn(self, openid: str, inbound: Inbound, dedup_key: str, control: TurnControl) -> str | None:
         async with self._lock(openid), self.db.session() as session:
             return await self.run_turn(OrmTurnIO(session), openid, inbound, dedup_key, control)
 

@@ -47,13 +47,18 @@ class TurnBatcher:
         self.batches = 0
         self.turns = 0
 
-    async def submit(self, fn: TurnFn) -> Any:
-        """Run ``fn`` in the next batch; returns its result once the batch has committed."""
+    def enqueue(self, fn: TurnFn) -> asyncio.Future[Any]:
+        """Queue ``fn`` for the next batch; the future resolves with its result once the batch has
+        committed. Cancelling the future does not stop ``fn``: a queued turn always runs."""
         job = _Job(fn)
         self._queue.put_nowait(job)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="vetbot-turn-batcher")
-        return await asyncio.shield(job.future)
+        return job.future
+
+    async def submit(self, fn: TurnFn) -> Any:
+        """Run ``fn`` in the next batch; returns its result once the batch has committed."""
+        return await asyncio.shield(self.enqueue(fn))
 
     async def close(self) -> None:
         if self._worker is not None:

@@ -284,3 +284,47 @@ async def retry_failed(db: Database, now: datetime, ids: Iterable[int] | None = 
         done = {r.id for r in result}
     refused = [] if want is None else [i for i in want if i not in done]
     return len(done), refused
+
+
+def _notice_key(idempotency_key: str) -> str:
+    """The notice's own key from a row's ``openid:key`` (openids hold no colon)."""
+    return idempotency_key.split(":", 1)[1] if ":" in idempotency_key else idempotency_key
+
+
+async def pending_broadcasts(db: Database) -> list[dict[str, Any]]:
+    """Broadcast notices with pushes still waiting (scheduled ones, or a send in progress), one entry per
+    notice key: ``key``, ``due_at`` (earliest, naive UTC), ``title``, ``pending``; soonest first."""
+    async with db.session() as s:
+        rows = (await s.execute(select(T.c.idempotency_key, T.c.due_at, T.c.payload).where(
+            T.c.status == "pending", T.c.purpose == "broadcast"))).all()
+    out: dict[str, dict[str, Any]] = {}
+    for ikey, due, payload in rows:
+        key = _notice_key(ikey)
+        e = out.get(key)
+        if e is None:
+            title = ((payload or {}).get("data") or {}).get("title") or ""
+            out[key] = {"key": key, "due_at": due, "title": title, "pending": 1}
+        else:
+            e["pending"] += 1
+            e["due_at"] = min(e["due_at"], due)
+    return sorted(out.values(), key=lambda e: (e["due_at"], e["key"]))
+
+
+async def cancel_broadcast(db: Database, key: str) -> dict[str, int]:
+    """Cancel the pushes of one broadcast notice (its key as ``vetbot broadcast`` prints it) that have not
+    gone out: pending rows become ``cancelled`` ("cancelled by staff"). Rows a sender has already claimed
+    or sent are left alone. Returns ``cancelled`` and, of the rest of that notice, ``sent`` / ``sending``
+    / ``failed`` / ``cancelled_before``."""
+    of_key = [T.c.purpose == "broadcast", T.c.idempotency_key.endswith(":" + key, autoescape=True)]
+    async with db.session() as s:
+        result = await s.execute(
+            update(T).where(*of_key, T.c.status == "pending")
+            .values(status="cancelled", last_error="cancelled by staff", claimed_by=None, claimed_at=None)
+            .returning(T.c.id),
+            execution_options={"synchronize_session": False})
+        cancelled = len(result.all())
+        counts = dict((await s.execute(select(T.c.status, func.count()).where(*of_key)
+                                       .group_by(T.c.status))).all())
+    return {"cancelled": cancelled, "sent": int(counts.get("sent", 0)), "sending": int(counts.get("sending", 0)),
+            "failed": int(counts.get("failed", 0)),
+            "cancelled_before": int(counts.get("cancelled", 0)) - cancelled}

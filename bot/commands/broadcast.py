@@ -5,8 +5,8 @@ through the outbox and its channel policy (kefu in the window, else the broadcas
 SMS). The same notice (title, text, filters, link) queued again for the same local day is ignored,
 so running the command twice by mistake sends nothing twice. ``--at`` schedules it: the rows wait in
 the outbox until then (recipients are the followers at queueing time; whoever unfollows before it is
-due gets nothing); the same notice at the same send time is queued once. A scheduled notice cannot be
-taken back from the command line yet.
+due gets nothing); the same notice at the same send time is queued once. ``vetbot outbox scheduled``
+lists notices still waiting and ``vetbot outbox cancel KEY`` takes one back.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _broadcast(args: argparse.Namespace) -> int:
             return f"符合条件的关注者 {r['recipients']} 人（dry run：未排队）"
         line = f"已排队 {r['queued']} 条通知（recipients {r['recipients']}）"
         if at is not None:
-            line += f"，{r['due_at']} 发送"
+            line += f"，{r['due_at']} 发送；撤回：vetbot outbox cancel -c … {r['key']}"
         if r["already_queued"]:
             line += f"；{r['already_queued']} 人已排过同一通知（{'同一发送时间' if at is not None else '今天'}），未重复"
         return line

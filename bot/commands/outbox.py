@@ -29,6 +29,20 @@ cancelled ones (the user unfollowed) are never sent.
   vetbot outbox retry -c vetbot.yaml --all-failed
 """
 
+SCHEDULED_HELP = """\
+Broadcast notices with pushes still waiting: scheduled ones (vetbot broadcast --at) and sends in
+progress, with the key to cancel them by.
+
+  vetbot outbox scheduled -c vetbot.yaml
+"""
+
+CANCEL_HELP = """\
+Take back a broadcast notice: its pushes that have not gone out yet are cancelled (pushes a sender
+already holds or has sent are not). KEY is what `vetbot broadcast` and `vetbot outbox scheduled` print.
+
+  vetbot outbox cancel -c vetbot.yaml broadcast:2026-04-04T0800:3f9a0c1d2b4e5f60
+"""
+
 RUN_HELP = """\
 Run an outbox sender without the web server (e.g. an extra sender process on PostgreSQL, or
 delivering a backlog with the bot stopped). `vetbot serve` already runs one.
@@ -39,7 +53,7 @@ delivering a backlog with the bot stopped). `vetbot serve` already runs one.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``vetbot outbox status|retry|run``."""
+    """Add ``vetbot outbox status|retry|scheduled|cancel|run``."""
     p = sub.add_parser("outbox", help="推送队列：查看状态、重发失败、单独运行发送进程",
                        description="The push queue (outbox).")
     osub = p.add_subparsers(dest="outbox_cmd", required=True)
@@ -54,6 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("ids", nargs="*", type=int, metavar="ID", help="outbox row ids (see status / the database)")
     rt.add_argument("--all-failed", action="store_true", help="every failed push")
     rt.set_defaults(func=_retry)
+    sc = osub.add_parser("scheduled", help="broadcast notices still waiting to go out (with their keys)",
+                         description=SCHEDULED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config(sc)
+    sc.add_argument("--json", action="store_true", help="machine-readable output")
+    sc.set_defaults(func=_scheduled)
+    ca = osub.add_parser("cancel", help="take back a broadcast notice that has not gone out",
+                         description=CANCEL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config(ca)
+    ca.add_argument("key", help="the notice's key (broadcast:…)")
+    ca.add_argument("--json", action="store_true", help="machine-readable output")
+    ca.set_defaults(func=_cancel)
     rn = osub.add_parser("run", help="run a sender process without the web server", description=RUN_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config(rn)
@@ -132,6 +157,61 @@ def _retry(args: argparse.Namespace) -> int:
     if refused:
         print(f"vetbot: not requeued (not failed, or no such id): {', '.join(map(str, refused))}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _scheduled(args: argparse.Namespace) -> int:
+    from bot.clock import fmt_local
+    from storage.outbox_repo import pending_broadcasts
+
+    cfg = config_of(args)
+
+    async def go() -> list[dict[str, Any]]:
+        async with database(cfg) as db:
+            return await pending_broadcasts(db)
+
+    items = run(go())
+    for e in items:
+        e["due_at"] = fmt_local(e["due_at"], cfg.bot.timezone, "%Y-%m-%d %H:%M")
+
+    def render(xs: list[dict[str, Any]]) -> str:
+        if not xs:
+            return "没有等待发送的群发通知。"
+        lines = [f"等待发送的群发通知 {len(xs)} 条（取消：vetbot outbox cancel -c … KEY）"]
+        lines += [f"  {e['due_at']}  {e['pending']:>6} 人  {e['title']}\n      {e['key']}" for e in xs]
+        return "\n".join(lines)
+
+    emit(items, args.json, render)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from storage.outbox_repo import cancel_broadcast
+
+    key = args.key.strip()
+    if not key.startswith("broadcast:"):
+        print(f"vetbot: {key!r} is not a broadcast key (they start with broadcast:; see `vetbot outbox scheduled`)",
+              file=sys.stderr)
+        return 2
+    cfg = config_of(args)
+
+    async def go() -> dict[str, int]:
+        async with database(cfg) as db:
+            return await cancel_broadcast(db, key)
+
+    r = run(go())
+    if not any(r.values()):
+        print(f"vetbot: no broadcast with key {key} (see `vetbot outbox scheduled`)", file=sys.stderr)
+        return 2
+
+    def render(d: dict[str, int]) -> str:
+        line = f"已取消 {d['cancelled']} 条未发出的推送（cancelled {d['cancelled']}）"
+        gone = d["sent"] + d["sending"]
+        if gone:
+            line += f"；{gone} 条已发出或正在发送，无法撤回"
+        return line
+
+    emit(r, args.json, render)
     return 0
 
 

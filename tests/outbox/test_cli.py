@@ -204,3 +204,42 @@ async def test_scheduled_broadcast_waits_in_the_outbox_until_its_time(cli_env: s
         code, _, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "t", "--text", "x", "--at", bad)
         assert code == 2 and says in err
     assert len(await rows(db)) == 3
+
+
+async def test_a_scheduled_broadcast_is_listed_and_can_be_taken_back(cli_env: str, db: Database,
+                                                                      fake: FakeWeChatServer,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.clock import to_local
+
+    now = SystemClock().now()
+    for i in (40, 41):
+        await add_user(db, uid(i), now, roles="veteran")
+    later = (to_local(now, "Asia/Shanghai") + timedelta(days=3)).replace(hour=9, minute=30, second=0, microsecond=0)
+    at = later.strftime("%Y-%m-%d %H:%M")
+    code, out, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "座谈会", "--text", "改期另行通知",
+                                  "--at", at, "--json")
+    assert code == 0, err
+    key = json.loads(out)["key"]
+    code, out, _ = await vetbot(capsys, "outbox", "scheduled", "-c", CONFIG, "--json")
+    assert code == 0 and json.loads(out) == [{"key": key, "due_at": at, "title": "座谈会", "pending": 2}]
+    code, out, _ = await vetbot(capsys, "outbox", "scheduled", "-c", CONFIG)
+    assert key in out and "座谈会" in out and at in out
+
+    code, out, err = await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, key)
+    assert code == 0 and "已取消 2 条" in out, err
+    assert {(r.status, r.last_error) for r in await rows(db)} == {("cancelled", "cancelled by staff")}
+    code, out, _ = await vetbot(capsys, "outbox", "scheduled", "-c", CONFIG)
+    assert "没有等待发送的群发通知" in out
+    code, _, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    assert code == 0 and not calls(fake, TEMPLATE_PATH)
+
+    # A notice already sent cannot be taken back, and the command says so; unknown keys are refused.
+    code, out, _ = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "通知", "--text", "今天", "--json")
+    sent_key = json.loads(out)["key"]
+    await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    code, out, _ = await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, sent_key, "--json")
+    assert code == 0 and json.loads(out)["cancelled"] == 0 and json.loads(out)["sent"] == 2
+    code, _, err = await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, "broadcast:2020-01-01:0000")
+    assert code == 2 and "no broadcast" in err
+    code, _, err = await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, "callup:1")
+    assert code == 2 and "not a broadcast key" in err

@@ -38,7 +38,8 @@ progress, with the key to cancel them by.
 
 CANCEL_HELP = """\
 Take back a broadcast notice: its pushes that have not gone out yet are cancelled (pushes a sender
-already holds or has sent are not). KEY is what `vetbot broadcast` and `vetbot outbox scheduled` print.
+already holds or has sent are not). KEY is what `vetbot outbox scheduled` lists (and `vetbot broadcast
+prints with --at or --json).
 
   vetbot outbox cancel -c vetbot.yaml broadcast:2026-04-04T0800:3f9a0c1d2b4e5f60
 """

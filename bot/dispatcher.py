@@ -6,7 +6,8 @@ retry of the same message finds the dedup row and gets the stored reply; a turn 
 back completely, so the retry runs it afresh: a turn never runs twice and never half-runs.
 
 Turns of one user run one at a time: on PostgreSQL an asyncio lock per openid in this process
-and a row lock (``SELECT … FOR UPDATE``) on the user's conversation across processes; on SQLite
+and a row lock on the user's conversation across processes (taken by the upsert that loads it,
+:class:`storage.turnio.PgTurnIO`); on SQLite
 all turns go through :class:`storage.turnbatch.TurnBatcher`, one after another on the single
 connection, committed in groups (see :mod:`storage.turnio` for why the core rows use plain SQL).
 """
@@ -29,7 +30,7 @@ from storage.db import Database
 from storage.models import Conversation, OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
 from storage.turnbatch import TurnBatcher
-from storage.turnio import OrmTurnIO, SqliteTurnIO
+from storage.turnio import PgTurnIO, SqliteTurnIO
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Dispatcher:
 
     async def _locked_turn(self, openid: str, inbound: Inbound, dedup_key: str, control: TurnControl) -> str | None:
         async with self._lock(openid), self.db.session() as session:
-            return await self.run_turn(OrmTurnIO(session), openid, inbound, dedup_key, control)
+            return await self.run_turn(PgTurnIO(session), openid, inbound, dedup_key, control)
 
     async def close(self) -> None:
         """Nothing of its own to release: the SQLite turn queue belongs to the database (shared with the

@@ -2,16 +2,16 @@
 
 Two implementations with one interface:
 
-* :class:`OrmTurnIO` — SQLAlchemy ORM in the turn's session; used on PostgreSQL, where the
-  conversation row is locked ``FOR UPDATE`` so one user's turns serialise across processes.
+* :class:`PgTurnIO` — Core statements on the turn's connection (PostgreSQL), three round trips a
+  turn; the conversation row is locked so one user's turns serialise across processes.
 * :class:`SqliteTurnIO` — plain SQL on the sqlite3 connection underneath SQLAlchemy, inside the
   batch transaction of :class:`storage.turnbatch.TurnBatcher`. On this machine an ORM ``get``
   costs ~215 µs and the same SELECT in sqlite3 ~15 µs; a turn needs six of them, so this is what
   lets one process take thousands of messages a second. Flows still get an ORM session
   (created lazily, joined to the same transaction through a SAVEPOINT) for their own tables.
 
-The rows are exposed as :class:`UserRecord` / :class:`ConvRecord` (SQLite) or the ORM objects
-(PostgreSQL); both offer the same attributes and role helpers, so flows cannot tell them apart.
+The rows are exposed as :class:`UserRecord` / :class:`ConvRecord` on both databases: plain objects with
+the columns as attributes and the role helpers; a record remembers which user columns a turn changed.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.models import Conversation, InboundDedup, RoleMixin, User
-from storage.sql import insert_ignore, is_postgres
 
 _TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
 
@@ -66,6 +66,10 @@ class UserRecord(RoleMixin):
             self._dirty.add(name)
         object.__setattr__(self, name, value)
 
+    def changed_values(self) -> dict[str, Any]:
+        """The columns a turn changed, as Python values (for SQLAlchemy statements)."""
+        return {k: getattr(self, k) for k in self._dirty}
+
     def changes(self) -> dict[str, Any]:
         out = {}
         for k in self._dirty:
@@ -91,6 +95,10 @@ class ConvRecord:
                 v = bool(v)
             setattr(self, k, v)
 
+    def values(self) -> dict[str, Any]:
+        """Every column as a Python value (for SQLAlchemy statements, which serialise the JSON)."""
+        return {k: getattr(self, k) for k in self.COLUMNS}
+
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k in self.COLUMNS:
@@ -115,36 +123,86 @@ def _new_conv(openid: str, now: datetime) -> dict[str, Any]:
             "expired": False}
 
 
-class OrmTurnIO:
-    """Core rows through the ORM session of the turn (PostgreSQL, and any non-SQLite database)."""
+_CONV = Conversation.__table__
+_USERS = User.__table__
+_DEDUP = InboundDedup.__table__
+
+
+def _bound(table: Any, names: Any, prefix: str) -> dict[str, Any]:
+    """``{column: bindparam(prefix + column)}`` typed like the column (JSON, dates, booleans)."""
+    return {n: bindparam(prefix + n, type_=table.c[n].type) for n in names}
+
+
+# Statements built once: building and caching an upsert or a CTE statement per turn cost more CPU than
+# the round trips they save.
+_CONV_NEW = tuple(_new_conv("", datetime(2000, 1, 1)))
+_CONV_INS = pg_insert(_CONV).values(_bound(_CONV, _CONV_NEW, ""))
+_CONV_LOCK = _CONV_INS.on_conflict_do_update(
+    index_elements=["openid"], set_={"openid": _CONV_INS.excluded.openid}).returning(*_CONV.c)
+_ONE = select(literal(1).label("one")).subquery("one")
+# The dedup record and the user's row in one round trip (both may be missing).
+_SEEN_AND_USER = (
+    select(_DEDUP.c.reply, _DEDUP.c.key.is_not(None).label("seen"), *_USERS.c)
+    .select_from(_ONE.outerjoin(_DEDUP, _DEDUP.c.key == bindparam("k"))
+                 .outerjoin(_USERS, _USERS.c.openid == bindparam("o"))))
+_USER_BY_OPENID = select(*_USERS.c).where(_USERS.c.openid == bindparam("o"))
+_USER_NEW = tuple(_new_user("", datetime(2000, 1, 1), False))
+_USER_INS = pg_insert(_USERS).values(_bound(_USERS, _USER_NEW, "")).on_conflict_do_nothing(index_elements=["openid"])
+_SAVES: dict[frozenset[str], Any] = {}
+
+
+def _save_stmt(changed: frozenset[str]) -> Any:
+    """Dedup insert + conversation update (+ update of the ``changed`` user columns) as one statement."""
+    stmt = _SAVES.get(changed)
+    if stmt is None:
+        stmt = pg_insert(_DEDUP).values(_bound(_DEDUP, ("key", "reply", "created_at", "expires_at"), "d_"))
+        if changed:
+            stmt = stmt.add_cte(update(_USERS).where(_USERS.c.openid == bindparam("u_key"))
+                                .values(_bound(_USERS, sorted(changed), "u_")).cte("u"))
+        stmt = stmt.add_cte(update(_CONV).where(_CONV.c.openid == bindparam("c_key"))
+                            .values(_bound(_CONV, ConvRecord.COLUMNS, "c_")).cte("c"))
+        _SAVES[changed] = stmt
+    return stmt
+
+
+class PgTurnIO:
+    """Core rows with Core statements on the turn's connection (PostgreSQL).
+
+    Three round trips instead of the ORM's seven: the conversation row is created-or-locked by one
+    ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (the row lock that serialises one user's turns
+    across processes, as ``SELECT … FOR UPDATE`` did), the dedup record and the user's row come in one
+    SELECT, and the user update, conversation update and dedup insert go out as one statement
+    (data-modifying CTEs). Flows get the turn's ORM session for their own tables."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
     async def load(self, openid: str, key: str, now: datetime,
                    subscribing: bool) -> tuple[bool, str | None, Any, Any]:
-        s = self.session
-        if is_postgres(s):
-            await insert_ignore(s, Conversation.__table__, {
-                **_new_conv(openid, now)}, index_elements=["openid"])
-            conv = (await s.execute(select(Conversation).where(Conversation.openid == openid)
-                                    .with_for_update())).scalar_one()
-        else:
-            conv = await s.get(Conversation, openid)
-            if conv is None:
-                conv = Conversation(**_new_conv(openid, now))
-                s.add(conv)
-        prior = await s.get(InboundDedup, key)
-        if prior is not None:
-            return True, prior.reply, None, conv
-        user = await s.get(User, openid)
-        if user is None:
-            user = User(**_new_user(openid, now, subscribing))
-            s.add(user)
-        return False, None, user, conv
+        conn = await self.session.connection()
+        crow = (await conn.execute(_CONV_LOCK, _new_conv(openid, now))).mappings().one()
+        conv = ConvRecord(dict(crow))
+        row = (await conn.execute(_SEEN_AND_USER, {"k": key, "o": openid})).mappings().one()
+        if row["seen"]:
+            return True, row["reply"], None, conv
+        if row["openid"] is not None:
+            return False, None, UserRecord({k: row[k] for k in UserRecord.COLUMNS}), conv
+        values = _new_user(openid, now, subscribing)
+        if (await conn.execute(_USER_INS, values)).rowcount == 1:
+            return False, None, UserRecord(values), conv
+        # Written meanwhile by something that is not a turn (turns of one user are serialised above).
+        urow = (await conn.execute(_USER_BY_OPENID, {"o": openid})).mappings().one()
+        return False, None, UserRecord(dict(urow)), conv
 
-    async def save(self, user: Any, conv: Any, key: str, reply: str | None, now: datetime, ttl: timedelta) -> None:
-        self.session.add(InboundDedup(key=key, reply=reply, created_at=now, expires_at=now + ttl))
+    async def save(self, user: UserRecord, conv: ConvRecord, key: str, reply: str | None, now: datetime,
+                   ttl: timedelta) -> None:
+        await self.session.flush()  # the flow's ORM changes first, as on SQLite
+        changed = user.changed_values()
+        params: dict[str, Any] = {"d_key": key, "d_reply": reply, "d_created_at": now, "d_expires_at": now + ttl,
+                                  "c_key": conv.openid, **{f"c_{k}": v for k, v in conv.values().items()}}
+        if changed:
+            params.update({f"u_{k}": v for k, v in changed.items()}, u_key=user.openid)
+        await (await self.session.connection()).execute(_save_stmt(frozenset(changed)), params)
 
     async def finish(self) -> None:
         """Nothing to do: the caller's session commits everything."""

@@ -310,21 +310,29 @@ async def pending_broadcasts(db: Database) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda e: (e["due_at"], e["key"]))
 
 
+CANCELLED_BY_STAFF = "cancelled by staff"
+
+
+def broadcast_rows(key: str) -> list[Any]:
+    """WHERE conditions for the outbox rows of one broadcast notice (rows are keyed ``openid:key``)."""
+    return [T.c.purpose == "broadcast", T.c.idempotency_key.endswith(":" + key, autoescape=True)]
+
+
 async def cancel_broadcast(db: Database, key: str) -> dict[str, int]:
-    """Cancel the pushes of one broadcast notice (its key as ``vetbot broadcast`` prints it) that have not
-    gone out: pending rows become ``cancelled`` ("cancelled by staff"). Rows a sender has already claimed
-    or sent are left alone. Returns ``cancelled`` and, of the rest of that notice, ``sent`` / ``sending``
-    / ``failed`` / ``cancelled_before``."""
-    of_key = [T.c.purpose == "broadcast", T.c.idempotency_key.endswith(":" + key, autoescape=True)]
+    """Cancel the pushes of one broadcast notice (its key as ``vetbot outbox scheduled`` lists it) that
+    have not gone out: pending rows, and failed ones (so a later ``outbox retry --all-failed`` cannot
+    send them), become ``cancelled`` (:data:`CANCELLED_BY_STAFF`). Rows a sender holds right now are left
+    alone; one that meets a temporary error goes back to pending, and cancelling again catches it.
+    Returns ``cancelled`` and, of the rest of that notice, ``sent`` / ``sending`` / ``cancelled_before``."""
+    of_key = broadcast_rows(key)
     async with db.session() as s:
         result = await s.execute(
-            update(T).where(*of_key, T.c.status == "pending")
-            .values(status="cancelled", last_error="cancelled by staff", claimed_by=None, claimed_at=None)
+            update(T).where(*of_key, T.c.status.in_(("pending", "failed")))
+            .values(status="cancelled", last_error=CANCELLED_BY_STAFF, claimed_by=None, claimed_at=None)
             .returning(T.c.id),
             execution_options={"synchronize_session": False})
         cancelled = len(result.all())
         counts = dict((await s.execute(select(T.c.status, func.count()).where(*of_key)
                                        .group_by(T.c.status))).all())
     return {"cancelled": cancelled, "sent": int(counts.get("sent", 0)), "sending": int(counts.get("sending", 0)),
-            "failed": int(counts.get("failed", 0)),
             "cancelled_before": int(counts.get("cancelled", 0)) - cancelled}

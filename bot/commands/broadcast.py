@@ -16,7 +16,7 @@ import hashlib
 import sys
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bot.commands.common import add_config, config_of, database, emit, run
 
@@ -64,8 +64,9 @@ async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str
     """Queue the notice in one transaction, due at ``at`` (naive UTC; default ``now``); returns
     recipients, queued and already-queued counts."""
     from bot.clock import fmt_local
-    from storage.models import User
+    from storage.models import OutboxMessage, User
     from storage.outbox import Push, enqueue
+    from storage.outbox_repo import CANCELLED_BY_STAFF, broadcast_rows
 
     when = at if at is not None and at > now else now
     # Sent now: once per notice and local day. Scheduled: once per notice and send time, so a notice
@@ -82,6 +83,11 @@ async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str
                       if not role or role in (r.roles or "").split(",")]
         queued = 0
         if not dry_run and recipients:
+            # A notice staff cancelled and now queue again goes out anew: its cancelled rows would
+            # otherwise hold the idempotency keys and the new ones be skipped as duplicates.
+            t = OutboxMessage.__table__
+            await s.execute(delete(t).where(*broadcast_rows(key), t.c.status == "cancelled",
+                                            t.c.last_error == CANCELLED_BY_STAFF))
             data = {"title": title, "content": text, "time": fmt_local(when, tz)}
             pushes = [Push(openid=o, purpose="broadcast", key=key, text=f"【{title}】{text}", data=data, url=url,
                            priority=priority, due_at=when) for o in recipients]

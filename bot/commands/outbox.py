@@ -37,9 +37,9 @@ progress, with the key to cancel them by.
 """
 
 CANCEL_HELP = """\
-Take back a broadcast notice: its pushes that have not gone out yet are cancelled (pushes a sender
-already holds or has sent are not). KEY is what `vetbot outbox scheduled` lists (and `vetbot broadcast
-prints with --at or --json).
+Take back a broadcast notice: its pushes that have not gone out yet (pending, or failed) are cancelled;
+pushes a sender holds right now or has sent are not. KEY is what `vetbot outbox scheduled` lists
+(`vetbot broadcast` prints it with --at or --json). The same notice queued again later goes out anew.
 
   vetbot outbox cancel -c vetbot.yaml broadcast:2026-04-04T0800:3f9a0c1d2b4e5f60
 """
@@ -207,9 +207,11 @@ def _cancel(args: argparse.Namespace) -> int:
 
     def render(d: dict[str, int]) -> str:
         line = f"已取消 {d['cancelled']} 条未发出的推送（cancelled {d['cancelled']}）"
-        gone = d["sent"] + d["sending"]
-        if gone:
-            line += f"；{gone} 条已发出或正在发送，无法撤回"
+        if d["sent"]:
+            line += f"；{d['sent']} 条已发出，无法撤回"
+        if d["sending"]:
+            line += (f"；{d['sending']} 条正在发送：发出的无法撤回，因临时错误退回队列的，"
+                     "几分钟后再执行一次本命令即可取消")
         return line
 
     emit(r, args.json, render)

@@ -225,13 +225,27 @@ async def test_a_scheduled_broadcast_is_listed_and_can_be_taken_back(cli_env: st
     code, out, _ = await vetbot(capsys, "outbox", "scheduled", "-c", CONFIG)
     assert key in out and "座谈会" in out and at in out
 
+    from sqlalchemy import update
+
+    from storage.models import OutboxMessage
+
+    async with db.session() as s:  # one push already failed: cancelling must keep `retry --all-failed` off it
+        await s.execute(update(OutboxMessage).where(OutboxMessage.openid == uid(41)).values(status="failed"))
     code, out, err = await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, key)
     assert code == 0 and "已取消 2 条" in out, err
     assert {(r.status, r.last_error) for r in await rows(db)} == {("cancelled", "cancelled by staff")}
     code, out, _ = await vetbot(capsys, "outbox", "scheduled", "-c", CONFIG)
     assert "没有等待发送的群发通知" in out
+    code, out, _ = await vetbot(capsys, "outbox", "retry", "-c", CONFIG, "--all-failed")
+    assert "requeued 0" in out
     code, _, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
     assert code == 0 and not calls(fake, TEMPLATE_PATH)
+    # Queued again after the cancel (same text, same time), the notice goes out anew.
+    code, out, err = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "座谈会", "--text", "改期另行通知",
+                                  "--at", at)
+    assert code == 0 and "已排队 2 条" in out, err
+    assert sorted(r.status for r in await rows(db)) == ["pending", "pending"]
+    await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, key)
 
     # A notice already sent cannot be taken back, and the command says so; unknown keys are refused.
     code, out, _ = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "通知", "--text", "今天", "--json")

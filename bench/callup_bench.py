@@ -43,7 +43,7 @@ import aiohttp  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from bench.common import cpu_seconds, free_port, wait_port, wrk_get, wrk_once  # noqa: E402
+from bench.common import callback_line, cpu_seconds, free_port, wait_port, wrk_get, wrk_once  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.fake_wechat import fake_openid  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
@@ -204,7 +204,7 @@ class Run:
             await db.close()
         return {"create_reply_s": created_s, "late_reply": late, "delivered_s": time.perf_counter() - t0}
 
-    async def answer_all(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+    async def answer_all(self) -> dict[str, Any]:
         from flows.callup import service
         from storage.callup import CallUp, Member
         from storage.db import Database
@@ -229,9 +229,7 @@ class Run:
                     form = urlencode({"a": a, **({"eta": "30"} if a == "late" else {})})
                     f.write(f"{url[url.index('/r/'):]}\t{form}\tapplication/x-www-form-urlencoded\n")
                 else:  # chat: signed, encrypted callback
-                    s = self.side.sign(text_xml(openid, chat_words[a]))
-                    body = s.body.replace("\n", "").replace("\t", " ")
-                    f.write(f"{self.cfg.server.path}?{urlencode(s.query)}\t{body}\n")
+                    f.write(callback_line(self.side, text_xml(openid, chat_words[a]), self.cfg.server.path))
         counter = create_async_engine(self.url)
 
         async def done() -> bool:
@@ -278,7 +276,7 @@ async def one(dbkind: str, n: int, answers: int, conns: int, tmp: Path) -> dict[
             res.update(await run.fan_out(http))
             res["floor_s"] = n / (run.cfg.outbox.concurrency / (LATENCY_MS / 1000))
             res["sender_conc"] = run.cfg.outbox.concurrency
-            res.update(await run.answer_all(http))
+            res.update(await run.answer_all())
         return res
     finally:
         await run.close()

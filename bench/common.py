@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 
 def free_port() -> int:
@@ -60,6 +61,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 WRK_ONCE = Path(__file__).resolve().parent / "wrk_once.lua"
+
+
+def callback_line(side: Any, xml: str, path: str) -> str:
+    """One line of a wrk request file (see wrk_once.lua): ``xml`` signed (and encrypted, in safe mode) by
+    ``side`` (a :class:`bot.sim.WeChatSide`) as WeChat would post it to ``path``."""
+    s = side.sign(xml)
+    body = s.body.replace("\n", "").replace("\t", " ")
+    return f"{path}?{urlencode(s.query)}\t{body}\n"
 
 
 async def wrk_once(url: str, reqfile: Path, conns: int, done: Callable[[], Awaitable[bool]],

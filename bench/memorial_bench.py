@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_port, wrk_once  # noqa: E402
+from bench.common import callback_line, free_port, wait_port, wrk_once  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
 
@@ -102,9 +102,7 @@ def write_requests(cfg_path: Path, msgs: list[tuple[str, str]], out: Path, plain
     side = WeChatSide(load_config(cfg_path, env))
     with out.open("w", encoding="utf-8") as f:
         for openid, text in msgs:
-            s = side.sign(text_xml(openid, text, msg_id=next(MSG_IDS)))
-            q = "&".join(f"{k}={v}" for k, v in s.query.items())
-            f.write(f"{path}?{q}\t{s.body}\n")
+            f.write(callback_line(side, text_xml(openid, text, msg_id=next(MSG_IDS)), path))
 
 
 def stored(db: Path) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, free_port, wait_port, wrk_stats  # noqa: E402
+from bench.common import callback_line, cpu_seconds, free_port, wait_port, wrk_stats  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.sim import WeChatSide, text_xml  # noqa: E402
 
@@ -42,10 +42,7 @@ def make_requests(cfg_path: Path, n: int, users: int, path: str, out: Path, plai
     with out.open("w", encoding="utf-8") as f:
         for i in range(n):
             xml = text_xml(f"bench_user_{i % users:04d}", TEXTS[(i // users) % len(TEXTS)], msg_id=msgid + i)
-            s = side.sign(xml)
-            q = "&".join(f"{k}={v}" for k, v in s.query.items())
-            body = s.body.replace("\n", "").replace("\t", " ")
-            f.write(f"{path}?{q}\t{body}\n")
+            f.write(callback_line(side, xml, path))
 
 
 def run_wrk(url: str, reqfile: Path, duration: int, conns: int) -> dict[str, float]:

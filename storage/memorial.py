@@ -549,6 +549,12 @@ async def opt_out(session: AsyncSession, openid: str) -> bool:
 
 
 async def is_opted_in(session: AsyncSession, openid: str) -> bool:
+    """Whether ``openid`` asked for Qingming / 9·30 reminders. On a batched SQLite chat turn one plain
+    SELECT: through the ORM the memorial menu's turn paid for a whole lazily created session (its
+    SAVEPOINT, the identity-map ``get``, commit and close) to read one row."""
+    raw = sqlite_of(session)
+    if raw is not None:
+        return raw.execute("SELECT 1 FROM memorial_reminders WHERE openid = ?", (openid,)).fetchone() is not None
     return (await session.get(MemorialReminder, openid)) is not None
 
 

@@ -30,12 +30,22 @@ from storage.models import Conversation, InboundDedup, RoleMixin, User
 _TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
 
 
+_last_ts: tuple[datetime | None, str | None] = (None, None)  # one tuple: replaced whole, safe across threads
+
+
 def _ts(v: datetime | None) -> str | None:
     """``v`` as SQLAlchemy stores a naive DateTime on SQLite (:data:`_TS`); isoformat writes the same text
-    several times faster than strftime, which showed up as 3-4% of a webhook turn."""
+    several times faster than strftime, which showed up as 3-4% of a webhook turn. The last answer is
+    kept: a turn stores its ``now`` four or five times (last_seen, last_message_at, updated_at, dedup)."""
+    global _last_ts
     if v is None:
         return None
-    return v.isoformat(" ", "microseconds") if v.tzinfo is None else v.strftime(_TS)
+    last = _last_ts
+    if v is last[0]:
+        return last[1]
+    text = v.isoformat(" ", "microseconds") if v.tzinfo is None else v.strftime(_TS)
+    _last_ts = (v, text)
+    return text
 
 
 def _dt(v: Any) -> datetime | None:
@@ -78,6 +88,10 @@ class UserRecord(RoleMixin):
         return out
 
 
+_EMPTY_JSON = frozenset({"{}", "[]", "null"})
+_EMPTY_TEXT = {dict: "{}", list: "[]"}
+
+
 class ConvRecord:
     """A conversations row read with plain SQL."""
 
@@ -88,7 +102,11 @@ class ConvRecord:
         for k in self.COLUMNS:
             v = values.get(k)
             if k in self._JSON:
-                v = json.loads(v) if isinstance(v, str) else (v if v is not None else ({} if k == "slots" else []))
+                # Most conversations are idle: their slots / stack / choices are empty, skip the parser.
+                if v is None or (v.__class__ is str and v in _EMPTY_JSON):
+                    v = {} if k == "slots" else []
+                elif isinstance(v, str):
+                    v = json.loads(v)
             elif k == "updated_at":
                 v = _dt(v)
             elif k == "expired":
@@ -104,7 +122,8 @@ class ConvRecord:
         for k in self.COLUMNS:
             v = getattr(self, k)
             if k in self._JSON:
-                v = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                empty = _EMPTY_TEXT.get(v.__class__) if not v else None  # idle conversations: no encoder
+                v = empty or json.dumps(v, ensure_ascii=False, separators=(",", ":"))
             elif k == "updated_at":
                 v = _ts(v)
             elif k == "expired":

@@ -73,3 +73,38 @@ async def test_user_changes_from_a_flow_persist_on_the_fast_path(sqlite_url: str
                                                                      "family")
     finally:
         await rt.close()
+
+
+@flow
+class _Stuck(Flow):
+    """Writes a ticket, then hangs (a remote call that never answers): the batch must not wait for it."""
+
+    name = "test_stuck"
+
+    async def start(self, ctx: Context) -> None:
+        ctx.session.add(Ticket(openid=ctx.openid, text="stuck", context={}, status="open", created_at=ctx.now))
+        await ctx.session.flush()
+        await asyncio.sleep(3600)
+
+
+async def test_a_stuck_turn_times_out_alone_and_the_batch_commits(sqlite_url: str) -> None:
+    cfg = make_config(sqlite_url, bot__fallback_flow="test_stuck")
+    rt = await build_runtime(cfg, clock=FakeClock())
+    try:
+        d = rt.dispatcher
+        d._batcher.turn_timeout = 0.2
+        results = await asyncio.wait_for(asyncio.gather(
+            d.handle("u_stuck", Inbound(kind="text", text="随便说点什么"), "s1", TurnControl()),
+            d.handle("u_ok", Inbound(kind="text", text="帮助"), "s2", TurnControl()),
+            return_exceptions=True,
+        ), 10)
+        assert isinstance(results[0], TimeoutError)
+        assert "您可以回复数字办理" in results[1]
+        # The worker is still good for the next batch.
+        again = await asyncio.wait_for(d.handle("u_ok", Inbound(kind="text", text="帮助"), "s3", TurnControl()), 10)
+        assert "您可以回复数字办理" in again
+        async with rt.db.session() as s:
+            assert (await s.execute(select(func.count(Ticket.id)))).scalar() == 0
+            assert set((await s.execute(select(InboundDedup.key))).scalars()) == {"s2", "s3"}
+    finally:
+        await rt.close()

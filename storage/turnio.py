@@ -62,14 +62,17 @@ class UserRecord(RoleMixin):
         c.name for c in User.__table__.columns if c.type.python_type is bool)
 
     def __init__(self, values: dict[str, Any]) -> None:
-        object.__setattr__(self, "_dirty", set())
+        d = self.__dict__  # written directly: __setattr__ would mark every column as changed
+        d["_dirty"] = set()
+        get = values.get
         for k in self.COLUMNS:
-            v = values.get(k)
-            if k in self._DATES:
-                v = _dt(v)
-            elif k in self._BOOLS and v is not None:
-                v = bool(v)
-            object.__setattr__(self, k, v)
+            d[k] = get(k)
+        for k in self._DATES:
+            if d[k].__class__ is str:
+                d[k] = datetime.fromisoformat(d[k])
+        for k in self._BOOLS:
+            if d[k] is not None:
+                d[k] = bool(d[k])
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.COLUMNS and getattr(self, name, None) != value:
@@ -99,19 +102,19 @@ class ConvRecord:
     _JSON: ClassVar[frozenset[str]] = frozenset({"slots", "stack", "choices"})
 
     def __init__(self, values: dict[str, Any]) -> None:
+        d = self.__dict__
+        get = values.get
         for k in self.COLUMNS:
-            v = values.get(k)
-            if k in self._JSON:
-                # Most conversations are idle: their slots / stack / choices are empty, skip the parser.
-                if v is None or (v.__class__ is str and v in _EMPTY_JSON):
-                    v = {} if k == "slots" else []
-                elif isinstance(v, str):
-                    v = json.loads(v)
-            elif k == "updated_at":
-                v = _dt(v)
-            elif k == "expired":
-                v = bool(v)
-            setattr(self, k, v)
+            d[k] = get(k)
+        for k in self._JSON:
+            v = d[k]
+            # Most conversations are idle: their slots / stack / choices are empty, skip the parser.
+            if v is None or (v.__class__ is str and v in _EMPTY_JSON):
+                d[k] = {} if k == "slots" else []
+            elif isinstance(v, str):
+                d[k] = json.loads(v)
+        d["updated_at"] = _dt(d["updated_at"])
+        d["expired"] = bool(d["expired"])
 
     def values(self) -> dict[str, Any]:
         """Every column as a Python value (for SQLAlchemy statements, which serialise the JSON)."""
@@ -260,6 +263,14 @@ class LazySession:
             self._session = None
 
 
+_SQL_SEEN = "SELECT reply FROM inbound_dedup WHERE key = ?"
+_SQL_CONV = f"SELECT {', '.join(ConvRecord.COLUMNS)} FROM conversations WHERE openid = ?"
+_SQL_USER = f"SELECT {', '.join(UserRecord.COLUMNS)} FROM users WHERE openid = ?"
+_SQL_CONV_PUT = (f"INSERT OR REPLACE INTO conversations ({', '.join(ConvRecord.COLUMNS)}) "
+                 f"VALUES ({', '.join('?' * len(ConvRecord.COLUMNS))})")  # conv.row() lists COLUMNS in order
+_SQL_DEDUP_PUT = "INSERT INTO inbound_dedup (key, reply, created_at, expires_at) VALUES (?, ?, ?, ?)"
+
+
 class SqliteTurnIO:
     """Core rows with plain SQL on the batch connection (SQLite only)."""
 
@@ -270,14 +281,12 @@ class SqliteTurnIO:
     async def load(self, openid: str, key: str, now: datetime,
                    subscribing: bool) -> tuple[bool, str | None, Any, Any]:
         raw = self.raw
-        row = raw.execute("SELECT reply FROM inbound_dedup WHERE key = ?", (key,)).fetchone()
-        crow = raw.execute(f"SELECT {', '.join(ConvRecord.COLUMNS)} FROM conversations WHERE openid = ?",
-                           (openid,)).fetchone()
+        row = raw.execute(_SQL_SEEN, (key,)).fetchone()
+        crow = raw.execute(_SQL_CONV, (openid,)).fetchone()
         conv = ConvRecord(dict(zip(ConvRecord.COLUMNS, crow, strict=True)) if crow else _new_conv(openid, now))
         if row is not None:
             return True, row[0], None, conv
-        urow = raw.execute(f"SELECT {', '.join(UserRecord.COLUMNS)} FROM users WHERE openid = ?",
-                           (openid,)).fetchone()
+        urow = raw.execute(_SQL_USER, (openid,)).fetchone()
         if urow is None:
             values = _new_user(openid, now, subscribing)
             user = UserRecord(values)
@@ -297,11 +306,8 @@ class SqliteTurnIO:
         if changes:
             raw.execute(f"UPDATE users SET {', '.join(f'{k} = ?' for k in changes)} WHERE openid = ?",
                         (*changes.values(), user.openid))
-        row = conv.row()
-        raw.execute(f"INSERT OR REPLACE INTO conversations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                    tuple(row.values()))
-        raw.execute("INSERT INTO inbound_dedup (key, reply, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                    (key, reply, _ts(now), _ts(now + ttl)))
+        raw.execute(_SQL_CONV_PUT, tuple(conv.row().values()))
+        raw.execute(_SQL_DEDUP_PUT, (key, reply, _ts(now), _ts(now + ttl)))
 
     async def finish(self) -> None:
         await self.session.close()

@@ -2,10 +2,11 @@
 
 Starts `vetbot serve` (one process, SQLite, no background loops) on loopback, replays pre-signed
 callbacks with wrk (Debian's `wrk`, required), and prints msgs/s, p50/p99, errors and the server's CPU
-time per message. In the same run, for scale, the same load against a WeRoBot echo bot under gunicorn (2 workers).
+time per message. In the same run, for scale, the same load against a WeRoBot echo bot under gunicorn (2 workers)
+and two floors (bench/floors.py): vetbot's app with every turn answered at once, and a bare aiohttp handler.
 Durability is not weakened: each turn commits its dedup record and conversation before the reply.
 
-    python bench/webhook.py [--duration 15] [--connections 32] [--modes plain,aes] [--no-werobot]
+    python bench/webhook.py [--duration 15] [--connections 32] [--modes plain,aes] [--no-werobot] [--no-floors]
 """
 
 from __future__ import annotations
@@ -53,23 +54,24 @@ def run_wrk(url: str, reqfile: Path, duration: int, conns: int) -> dict[str, flo
     return {**wrk_stats(out), "total": int(re.search(r"(\d+) requests in", out).group(1))}
 
 
-def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    port = free_port()
-    db = tmp / f"bench_{mode}.db"
-    cfg = ROOT / "config.example.yaml"  # its relative paths (KB, word lists) resolve beside it
+def _env(port: int, db: Path, mode: str) -> dict[str, str]:
     env = {**os.environ, "VETBOT_SERVER__PORT": str(port), "VETBOT_LOGGING__LEVEL": "WARNING",
            "VETBOT_DATABASE__URL": f"sqlite+aiosqlite:///{db}", "VETBOT_BOT__FALLBACK_FLOW": "help"}
     if mode == "plain":
         env["VETBOT_WECHAT__ENCODING_AES_KEY"] = ""
-    vetbot = str(Path(sys.executable).parent / "vetbot")
-    subprocess.run([vetbot, "db", "upgrade", "-c", str(cfg)], env=env, check=True, capture_output=True)
-    log = (tmp / f"serve_{mode}.log").open("w")
-    proc = subprocess.Popen([vetbot, "serve", "-c", str(cfg), "--no-background"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return env
+
+
+def _drive(cmd: list[str], env: dict[str, str], port: int, name: str, args: argparse.Namespace, tmp: Path,
+           plain: bool) -> dict[str, float]:
+    """Start ``cmd``, wait for its port, send fresh signed requests with wrk; figures plus CPU µs/msg."""
+    cfg = ROOT / "config.example.yaml"  # its relative paths (KB, word lists) resolve beside it
+    log = (tmp / f"serve_{name}.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_port(port, proc, tmp / f"serve_{mode}.log")
-        reqfile = tmp / f"req_{mode}.tsv"
-        make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=(mode == "plain"))
+        wait_port(port, proc, tmp / f"serve_{name}.log")
+        reqfile = tmp / f"req_{name}.tsv"
+        make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=plain)
         cpu0 = cpu_seconds(proc.pid)
         res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
         res["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / max(res["total"], 1) * 1e6
@@ -77,11 +79,34 @@ def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, fl
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+    return res
+
+
+def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    port = free_port()
+    db = tmp / f"bench_{mode}.db"
+    cfg = ROOT / "config.example.yaml"
+    env = _env(port, db, mode)
+    vetbot = str(Path(sys.executable).parent / "vetbot")
+    subprocess.run([vetbot, "db", "upgrade", "-c", str(cfg)], env=env, check=True, capture_output=True)
+    res = _drive([vetbot, "serve", "-c", str(cfg), "--no-background"], env, port, mode, args, tmp,
+                 plain=(mode == "plain"))
     con = sqlite3.connect(db)
     res["turns_committed"] = con.execute("select count(*) from inbound_dedup").fetchone()[0]
     res["users"] = con.execute("select count(*) from users").fetchone()[0]
     con.close()
     return res
+
+
+def bench_floor(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    """bench/floors.py: aiohttp alone, or vetbot's app with the turns answered at once (plain mode)."""
+    port = free_port()
+    env = _env(port, tmp / f"floor_{kind}.db", "plain")
+    if kind == "gateway":
+        subprocess.run([str(Path(sys.executable).parent / "vetbot"), "db", "upgrade", "-c",
+                        str(ROOT / "config.example.yaml")], env=env, check=True, capture_output=True)
+    return _drive([sys.executable, str(ROOT / "bench" / "floors.py"), kind, str(port)], env, port,
+                  f"floor_{kind}", args, tmp, plain=True)
 
 
 def bench_werobot(args: argparse.Namespace, tmp: Path) -> dict[str, float] | None:
@@ -112,6 +137,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=150_000, help="distinct pre-signed messages (never replayed)")
     ap.add_argument("--modes", default="plain,aes")
     ap.add_argument("--no-werobot", action="store_true")
+    ap.add_argument("--no-floors", action="store_true", help="skip the two floor rows (bench/floors.py)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -121,6 +147,9 @@ def main() -> None:
         for mode in args.modes.split(","):
             r = bench_vetbot(mode, args, tmp)
             rows.append((f"vetbot serve, SQLite, {mode}", r))
+        if not args.no_floors:
+            rows.append(("floor: vetbot app, turns answered at once", bench_floor("gateway", args, tmp)))
+            rows.append(("floor: aiohttp POST -> success", bench_floor("aiohttp", args, tmp)))
         if not args.no_werobot:
             r2 = bench_werobot(args, tmp)
             if r2:
@@ -134,6 +163,9 @@ def main() -> None:
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
         print(f"{name:44} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):7d} {int(r['total']):9d}"
               f" {committed!s:>10} {cpu:>11}")
+    print("\nfloor rows (bench/floors.py, plain mode): the same requests against vetbot's app with every turn answered at"
+          " once\n(signature, wechatpy parse and reply, aiohttp; no database) and against a bare aiohttp handler: the"
+          " rest of a\nmessage's CPU is its turn.")
     print("\nanswered = replies wrk received; committed = turns durably stored (>= answered: a reply leaves only"
           " after its commit;\nthe difference is requests in flight when wrk stopped). CPU µs/msg = the server process's user+system CPU"
           "\nper answered message: steadier than msgs/s on a shared VM.")

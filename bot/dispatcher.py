@@ -27,10 +27,10 @@ from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
 from flows.api import Context, Inbound, Services, get_flow, scenes
 from storage.db import Database
-from storage.models import Conversation, OutboxMessage
+from storage.models import OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
 from storage.turnbatch import TurnBatcher
-from storage.turnio import PgTurnIO, SqliteTurnIO
+from storage.turnio import ConvRecord, PgTurnIO, SqliteTurnIO
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Dispatcher:
             user.kefu_sent = 0
 
     # ------------------------------------------------------------------------------------------
-    async def _route(self, ctx: Context, conv: Conversation) -> None:
+    async def _route(self, ctx: Context, conv: ConvRecord) -> None:
         inbound = ctx.inbound
         if inbound.kind == "event":
             await self._event(ctx, conv)
@@ -253,7 +253,7 @@ class Dispatcher:
             ctx.entry = "switch"
             await self._start_flow(ctx, name, slots)
 
-    async def _command(self, ctx: Context, conv: Conversation | None, intent: Intent) -> None:
+    async def _command(self, ctx: Context, conv: ConvRecord | None, intent: Intent) -> None:
         if intent.flow == "cancel":
             if ctx.flow:
                 title = get_flow(ctx.flow).title or "当前事项"
@@ -288,7 +288,7 @@ class Dispatcher:
         ctx.ended, ctx._turn_step = False, None
 
     # ------------------------------------------------------------------------------------------
-    async def _event(self, ctx: Context, conv: Conversation) -> None:
+    async def _event(self, ctx: Context, conv: ConvRecord) -> None:
         ev = (ctx.inbound.event or "").lower()
         key = ctx.inbound.event_key or ""
         user = ctx.user
@@ -347,7 +347,7 @@ class Dispatcher:
                 return
 
     # ------------------------------------------------------------------------------------------
-    def _save_conversation(self, ctx: Context, conv: Conversation, now: datetime) -> None:
+    def _save_conversation(self, ctx: Context, conv: ConvRecord, now: datetime) -> None:
         if ctx.ended:
             ctx.flow, ctx.step, ctx.slots, ctx.stack = None, None, {}, []
         conv.flow, conv.step, conv.slots, conv.stack = ctx.flow, ctx.step, ctx.slots, list(ctx.stack)

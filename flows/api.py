@@ -45,7 +45,7 @@ from storage.outbox import Push, enqueue
 if TYPE_CHECKING:
     from bot.config import Config
     from storage.db import Database
-    from storage.models import User
+    from storage.turnio import UserRecord
 
 
 class FlowError(Exception):
@@ -94,7 +94,7 @@ class Inbound:
 class Context:
     """Everything a flow may read or do during one turn."""
 
-    def __init__(self, *, user: User, inbound: Inbound, session: AsyncSession, services: Services,
+    def __init__(self, *, user: UserRecord, inbound: Inbound, session: AsyncSession, services: Services,
                  now: datetime, flow: str | None = None, step: str | None = None,
                  slots: dict[str, Any] | None = None, intent_slots: dict[str, str] | None = None,
                  stack: list[dict[str, Any]] | None = None, reasks: int = 0) -> None:

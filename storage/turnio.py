@@ -53,7 +53,10 @@ def _dt(v: Any) -> datetime | None:
 
 
 class UserRecord(RoleMixin):
-    """A users row read with plain SQL; remembers which columns a turn changed."""
+    """The user's row during a turn (``ctx.user``): the columns of :class:`storage.models.User` as plain
+    attributes, with its role helpers; remembers which columns the turn changed, and the turn writes
+    exactly those back. Not an ORM object: a flow's own queries do not see the turn's changes to it
+    until the turn commits."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = tuple(c.name for c in User.__table__.columns)
     _DATES: ClassVar[frozenset[str]] = frozenset(
@@ -96,7 +99,8 @@ _EMPTY_TEXT = {dict: "{}", list: "[]"}
 
 
 class ConvRecord:
-    """A conversations row read with plain SQL."""
+    """The conversation's row during a turn: the columns of :class:`storage.models.Conversation` as plain
+    attributes (slots / stack / choices decoded); written back whole at the end of the turn."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = tuple(c.name for c in Conversation.__table__.columns)
     _JSON: ClassVar[frozenset[str]] = frozenset({"slots", "stack", "choices"})

@@ -35,7 +35,8 @@ class TurnBatcher:
 
     ``fn(conn, raw)`` gets the SQLAlchemy connection (already in the batch transaction) and the
     sqlite3 connection under it. ``max_batch`` bounds the work one fsync covers; ``turn_timeout``
-    stops one stuck turn from holding everyone.
+    stops one stuck turn from holding everyone. Turns run one after another in the batcher's own task
+    (not a task each): they share its context variables, so a turn must not leave one set.
     """
 
     def __init__(self, db: Database, *, max_batch: int = 64, turn_timeout: float = 30.0) -> None:
@@ -93,6 +94,8 @@ class TurnBatcher:
             raw = (await conn.get_raw_connection()).driver_connection
             raw = getattr(raw, "_conn", raw)  # the sqlite3 connection under the inline adapter
             trans = await conn.begin()
+            worker = asyncio.current_task()
+            assert worker is not None
             try:
                 for job in batch:
                     raw.execute("SAVEPOINT turn")
@@ -100,6 +103,10 @@ class TurnBatcher:
                         # In this task, under a deadline: no task of its own per turn (wait_for's cost).
                         async with asyncio.timeout(self.turn_timeout):
                             value = await job.fn(conn, raw)
+                        if worker.cancelling():
+                            # Cancelled from outside (close()) and the turn swallowed it: stop anyway,
+                            # as wait_for's separate task did (the timeout's own cancel is already undone).
+                            raise asyncio.CancelledError
                     except Exception as e:
                         raw.execute("ROLLBACK TO turn")
                         raw.execute("RELEASE turn")

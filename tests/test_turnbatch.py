@@ -108,3 +108,38 @@ async def test_a_stuck_turn_times_out_alone_and_the_batch_commits(sqlite_url: st
             assert set((await s.execute(select(InboundDedup.key))).scalars()) == {"s2", "s3"}
     finally:
         await rt.close()
+
+
+async def test_close_stops_a_turn_that_swallows_the_cancellation(sqlite_url: str) -> None:
+    """Shutdown cancels the worker mid-turn; a turn that catches CancelledError must not keep it alive
+    (the batch rolls back, the turn's future is cancelled and close() returns)."""
+    from storage.db import Database
+
+    db = Database(sqlite_url)
+    started = asyncio.Event()
+
+    async def swallowing(conn, raw):  # type: ignore[no-untyped-def]
+        raw.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        raw.execute("INSERT INTO t VALUES (1)")
+        started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "slept"
+
+    try:
+        fut = db.batcher.enqueue(swallowing)
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.wait_for(db.batcher.close(), 2)
+        assert fut.cancelled()
+    finally:
+        await db.close()
+    import sqlite3
+
+    con = sqlite3.connect(sqlite_url.split("///", 1)[1])
+    try:
+        assert con.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchone() is None, \
+            "the cancelled batch must have rolled back"
+    finally:
+        con.close()

@@ -71,8 +71,7 @@ class UserRecord(RoleMixin):
         for k in self.COLUMNS:
             d[k] = get(k)
         for k in self._DATES:
-            if d[k].__class__ is str:
-                d[k] = datetime.fromisoformat(d[k])
+            d[k] = _dt(d[k])
         for k in self._BOOLS:
             if d[k] is not None:
                 d[k] = bool(d[k])

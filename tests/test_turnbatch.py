@@ -15,6 +15,12 @@ from storage.models import InboundDedup, Ticket, User
 from tests.conftest import database_url, make_config
 
 
+async def _write_ticket(ctx: Context, text: str) -> None:
+    """A write through the flow's ORM session that the turn's failure must roll back."""
+    ctx.session.add(Ticket(openid=ctx.openid, text=text, context={}, status="open", created_at=ctx.now))
+    await ctx.session.flush()
+
+
 @flow
 class _Boom(Flow):
     """Writes a ticket through the ORM session, then fails: the ticket must not survive."""
@@ -22,8 +28,7 @@ class _Boom(Flow):
     name = "test_boom"
 
     async def start(self, ctx: Context) -> None:
-        ctx.session.add(Ticket(openid=ctx.openid, text="half-done", context={}, status="open", created_at=ctx.now))
-        await ctx.session.flush()
+        await _write_ticket(ctx, "half-done")
         ctx.user.name = "不该保存"
         raise RuntimeError("flow bug")
 
@@ -82,8 +87,7 @@ class _Stuck(Flow):
     name = "test_stuck"
 
     async def start(self, ctx: Context) -> None:
-        ctx.session.add(Ticket(openid=ctx.openid, text="stuck", context={}, status="open", created_at=ctx.now))
-        await ctx.session.flush()
+        await _write_ticket(ctx, "stuck")
         await asyncio.sleep(3600)
 
 

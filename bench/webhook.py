@@ -54,6 +54,14 @@ def run_wrk(url: str, reqfile: Path, duration: int, conns: int) -> dict[str, flo
     return {**wrk_stats(out), "total": int(re.search(r"(\d+) requests in", out).group(1))}
 
 
+CFG = ROOT / "config.example.yaml"  # its relative paths (KB, word lists) resolve beside it
+VETBOT = str(Path(sys.executable).parent / "vetbot")
+
+
+def _migrate(env: dict[str, str]) -> None:
+    subprocess.run([VETBOT, "db", "upgrade", "-c", str(CFG)], env=env, check=True, capture_output=True)
+
+
 def _env(port: int, db: Path, mode: str) -> dict[str, str]:
     env = {**os.environ, "VETBOT_SERVER__PORT": str(port), "VETBOT_LOGGING__LEVEL": "WARNING",
            "VETBOT_DATABASE__URL": f"sqlite+aiosqlite:///{db}", "VETBOT_BOT__FALLBACK_FLOW": "help"}
@@ -65,13 +73,12 @@ def _env(port: int, db: Path, mode: str) -> dict[str, str]:
 def _drive(cmd: list[str], env: dict[str, str], port: int, name: str, args: argparse.Namespace, tmp: Path,
            plain: bool) -> dict[str, float]:
     """Start ``cmd``, wait for its port, send fresh signed requests with wrk; figures plus CPU µs/msg."""
-    cfg = ROOT / "config.example.yaml"  # its relative paths (KB, word lists) resolve beside it
     log = (tmp / f"serve_{name}.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc, tmp / f"serve_{name}.log")
         reqfile = tmp / f"req_{name}.tsv"
-        make_requests(cfg, args.requests, args.users, "/wechat", reqfile, plain=plain)
+        make_requests(CFG, args.requests, args.users, "/wechat", reqfile, plain=plain)
         cpu0 = cpu_seconds(proc.pid)
         res = run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
         res["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / max(res["total"], 1) * 1e6
@@ -85,11 +92,9 @@ def _drive(cmd: list[str], env: dict[str, str], port: int, name: str, args: argp
 def bench_vetbot(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     port = free_port()
     db = tmp / f"bench_{mode}.db"
-    cfg = ROOT / "config.example.yaml"
     env = _env(port, db, mode)
-    vetbot = str(Path(sys.executable).parent / "vetbot")
-    subprocess.run([vetbot, "db", "upgrade", "-c", str(cfg)], env=env, check=True, capture_output=True)
-    res = _drive([vetbot, "serve", "-c", str(cfg), "--no-background"], env, port, mode, args, tmp,
+    _migrate(env)
+    res = _drive([VETBOT, "serve", "-c", str(CFG), "--no-background"], env, port, mode, args, tmp,
                  plain=(mode == "plain"))
     con = sqlite3.connect(db)
     res["turns_committed"] = con.execute("select count(*) from inbound_dedup").fetchone()[0]
@@ -103,8 +108,7 @@ def bench_floor(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, flo
     port = free_port()
     env = _env(port, tmp / f"floor_{kind}.db", "plain")
     if kind == "gateway":
-        subprocess.run([str(Path(sys.executable).parent / "vetbot"), "db", "upgrade", "-c",
-                        str(ROOT / "config.example.yaml")], env=env, check=True, capture_output=True)
+        _migrate(env)
     return _drive([sys.executable, str(ROOT / "bench" / "floors.py"), kind, str(port)], env, port,
                   f"floor_{kind}", args, tmp, plain=True)
 
@@ -122,7 +126,7 @@ def bench_werobot(args: argparse.Namespace, tmp: Path) -> dict[str, float] | Non
     try:
         wait_port(port)
         reqfile = tmp / "req_werobot.tsv"
-        make_requests(ROOT / "config.example.yaml", args.requests, args.users, "/", reqfile, plain=True)
+        make_requests(CFG, args.requests, args.users, "/", reqfile, plain=True)
         return run_wrk(f"http://127.0.0.1:{port}", reqfile, args.duration, args.connections)
     finally:
         proc.terminate()
@@ -163,9 +167,10 @@ def main() -> None:
         cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
         print(f"{name:44} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):7d} {int(r['total']):9d}"
               f" {committed!s:>10} {cpu:>11}")
-    print("\nfloor rows (bench/floors.py, plain mode): the same requests against vetbot's app with every turn answered at"
-          " once\n(signature, wechatpy parse and reply, aiohttp; no database) and against a bare aiohttp handler: the"
-          " rest of a\nmessage's CPU is its turn.")
+    if not args.no_floors:
+        print("\nfloor rows (bench/floors.py, plain mode): the same requests against vetbot's app with every turn answered at"
+              " once\n(signature, wechatpy parse and reply, aiohttp; no database) and against a bare aiohttp handler: the"
+              " rest of a\nmessage's CPU is its turn.")
     print("\nanswered = replies wrk received; committed = turns durably stored (>= answered: a reply leaves only"
           " after its commit;\nthe difference is requests in flight when wrk stopped). CPU µs/msg = the server process's user+system CPU"
           "\nper answered message: steadier than msgs/s on a shared VM.")

@@ -329,11 +329,11 @@ class Dispatcher:
             await self._start_intent(ctx, intent, {})
             return
         if ev == "templatesendjobfinish":
-            msgid = ctx.inbound.extra.get("msg_id")
+            msgid = ctx.inbound.extra.get("msg_id")  # an int, or None when WeChat's MsgID is not a number
             status = ctx.inbound.extra.get("status")
-            if msgid:
+            if isinstance(msgid, int):
                 await ctx.session.execute(
-                    update(OutboxMessage).where(OutboxMessage.wechat_msgid == int(msgid))
+                    update(OutboxMessage).where(OutboxMessage.wechat_msgid == msgid)
                     .values(delivery_status=str(status)[:64] if status else None)
                 )
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 from xml.parsers.expat import ExpatError
@@ -30,6 +31,11 @@ log = logging.getLogger("vetbot.gateway")
 SUCCESS = "success"
 BUSY_TEXT = "系统繁忙，您的消息暂时没能处理，请稍后再发一次。"
 _PARSE_ERRORS = (ValueError, ExpatError, KeyError, TypeError, AttributeError, IndexError)
+#: A DTD or entity declaration anywhere in the XML (before or after decryption): refused, never parsed.
+_DTD = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+#: A Unix timestamp in seconds has 10 digits until the year 2286; more is not a timestamp (and a
+#: 400-digit one would overflow the float comparison with the clock).
+_MAX_TS_DIGITS = 12
 
 
 class Refusal(Exception):
@@ -42,7 +48,7 @@ def to_inbound(msg: Any) -> Inbound | None:
     """Reduce a wechatpy message/event to an :class:`Inbound`; None for types we ignore."""
     raw: dict[str, Any] = getattr(msg, "_data", {}) or {}
     mtype = str(raw.get("MsgType", "")).lower()
-    msg_id = getattr(msg, "id", None) or None
+    msg_id = _int(raw.get("MsgId") or raw.get("MsgID")) or None  # not msg.id: it raises on a non-number
     if mtype == "text":
         return Inbound(kind="text", text=str(raw.get("Content") or ""), msg_id=msg_id)
     if mtype == "voice":
@@ -65,11 +71,19 @@ def to_inbound(msg: Any) -> Inbound | None:
         if event == "location":
             extra = {"latitude": _float(raw.get("Latitude")), "longitude": _float(raw.get("Longitude"))}
         elif event == "templatesendjobfinish":
-            extra = {"msg_id": raw.get("MsgID") or raw.get("MsgId"), "status": raw.get("Status")}
+            extra = {"msg_id": _int(raw.get("MsgID") or raw.get("MsgId")), "status": raw.get("Status")}
         return Inbound(kind="event", event=event, event_key=key, extra=extra)
     if mtype in ("image", "video", "shortvideo", "link", "file"):
         return Inbound(kind=mtype, msg_id=msg_id)
     return None
+
+
+def _int(v: Any) -> int | None:
+    """WeChat's MsgId as a number (it fits a BIGINT); None when absent or not one."""
+    text = str(v).strip() if v is not None else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    return int(text)
 
 
 def _float(v: Any) -> float | None:
@@ -130,7 +144,7 @@ class Gateway:
         return web.Response(status=status, text=reason)
 
     def _check_timestamp(self, ts: str | None) -> None:
-        if not ts or not ts.isdigit():
+        if not ts or not (ts.isascii() and ts.isdigit()) or len(ts) > _MAX_TS_DIGITS:
             raise Refusal(403, "missing or bad timestamp")
         window = self.cfg.server.timestamp_window_s
         if window and abs(self.wall_clock() - int(ts)) > window:
@@ -188,8 +202,7 @@ class Gateway:
         if not nonce:
             raise Refusal(403, "missing nonce")
         assert ts is not None
-        head = body[:4096].upper()
-        if b"<!DOCTYPE" in head or b"<!ENTITY" in body.upper():
+        if _DTD.search(body):
             raise Refusal(400, "XML with DTD or entity declarations")
         encrypted = q.get("encrypt_type", "raw").lower() == "aes"
         if encrypted:
@@ -219,6 +232,8 @@ class Gateway:
             xml = body.decode("utf-8", errors="replace")
         if not xml.strip():
             raise Refusal(400, "empty body")
+        if encrypted and _DTD.search(xml.encode("utf-8", errors="replace")):
+            raise Refusal(400, "XML with DTD or entity declarations")
         try:
             msg = parse_message(xml)
         except (ExpatError, ValueError):
@@ -227,13 +242,18 @@ class Gateway:
             # Well-formed XML that is not a message we know (no MsgType…): acknowledge, do nothing.
             log.info("ignored well-formed XML that is not a message")
             return web.Response(text=SUCCESS)
-        if msg is None or not getattr(msg, "source", None):
-            log.info("ignored XML without FromUserName")
-            return web.Response(text=SUCCESS)
-        inbound = to_inbound(msg)
-        if inbound is None:
-            return web.Response(text=SUCCESS)
-        reply = await self._run(str(msg.source), inbound, dedup_key(msg))
+        try:
+            if msg is None or not getattr(msg, "source", None):
+                log.info("ignored XML without FromUserName")
+                return web.Response(text=SUCCESS)
+            inbound = to_inbound(msg)
+            if inbound is None:
+                return web.Response(text=SUCCESS)
+            openid, key = str(msg.source), dedup_key(msg)
+        except Exception as e:
+            # A field wechatpy cannot read (it converts lazily, on access): the sender's fault, not a 500.
+            raise Refusal(400, f"message fields that cannot be read ({type(e).__name__})") from None
+        reply = await self._run(openid, inbound, key)
         if not reply:
             return web.Response(text=SUCCESS)
         out = create_reply(reply, msg).render()

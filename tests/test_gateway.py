@@ -123,6 +123,46 @@ async def test_bad_xml_is_400_never_500(db_url: str, body: bytes) -> None:
         assert r.status == 400
 
 
+async def test_dtd_late_in_the_body_or_inside_the_encryption_is_refused(db_url: str) -> None:
+    cfg = plain_config(db_url)
+    async with app_client(cfg) as (client, _):
+        late = "<!--" + "x" * 5000 + '-->\n<!DOCTYPE xml SYSTEM "http://example.invalid/x.dtd">' + text_xml("u_dtd", "帮助")
+        status, _ = await post_xml(client, WeChatSide(cfg), late)
+        assert status == 400
+    cfg = safe_config(db_url)
+    async with app_client(cfg) as (client, _):
+        status, _ = await post_xml(client, WeChatSide(cfg), "<!DOCTYPE xml>" + text_xml("u_dtd", "帮助"))
+        assert status == 400, "the check must also run on the decrypted message"
+
+
+@pytest.mark.parametrize("ts", ["9" * 400, "１７００００００００", "²"])
+async def test_absurd_timestamps_are_403_never_500(db_url: str, ts: str) -> None:
+    cfg = plain_config(db_url)
+    async with app_client(cfg) as (client, _):
+        q = {"signature": signature(cfg.wechat.token, ts, "n"), "timestamp": ts, "nonce": "n", "echostr": "e"}
+        assert (await client.get(PATH, params=q)).status == 403
+        r = await client.post(PATH, params=q, data=text_xml("u_ts", "帮助").encode())
+        assert r.status == 403
+
+
+async def test_fields_wechatpy_cannot_convert_never_give_a_500(db_url: str) -> None:
+    cfg = plain_config(db_url)
+    side = WeChatSide(cfg)
+    async with app_client(cfg) as (client, _):
+        odd_id = text_xml("u_odd", "帮助").rsplit("<MsgId>", 1)[0] + "<MsgId>abc</MsgId></xml>"
+        status, body = await post_xml(client, side, odd_id)
+        assert status == 200 and "我的信息" in xmltodict.parse(body)["xml"]["Content"]
+        status, body = await post_xml(client, side, event_xml("u_odd", "TEMPLATESENDJOBFINISH", None,
+                                                               extra={"MsgID": "abc", "Status": "success"}))
+        assert (status, body) == (200, "success")
+        status, body = await post_xml(client, side, event_xml("u_odd", "TEMPLATESENDJOBFINISH", None,
+                                                               extra={"MsgID": "9" * 30, "Status": "success"}))
+        assert (status, body) == (200, "success")
+        bad_time = text_xml("u_odd", "帮助").replace("<CreateTime>", "<CreateTime>x")
+        status, _ = await post_xml(client, side, bad_time)
+        assert status == 200, "CreateTime is only part of an event's dedup key: a bad one is no reason to refuse"
+
+
 async def test_oversized_body_is_413(db_url: str) -> None:
     cfg = plain_config(db_url, server__max_body_bytes=1024)
     async with app_client(cfg) as (client, _):

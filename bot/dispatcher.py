@@ -164,9 +164,11 @@ class Dispatcher:
             ctx.say("目前只能看懂文字消息哦。请直接打字提问，或回复“帮助”查看功能。")
             return
         timeout = timedelta(minutes=self.cfg.bot.conversation_timeout_min)
-        if conv.flow and (conv.expired or ctx.now - conv.updated_at > timeout):
+        if (conv.flow or conv.choices) and (conv.expired or ctx.now - conv.updated_at > timeout):
+            # A flow or a numbered menu left idle: a stale "2" must not pick from yesterday's options.
             ctx.say("上次的对话已超时结束，我们重新开始。")
             self._clear(ctx)
+            conv.choices, conv.choice_kind = [], None
         elif conv.expired:
             conv.expired = False
         roles = ctx.user.role_set
@@ -350,6 +352,11 @@ class Dispatcher:
     def _save_conversation(self, ctx: Context, conv: ConvRecord, now: datetime) -> None:
         if ctx.ended:
             ctx.flow, ctx.step, ctx.slots, ctx.stack = None, None, {}, []
+        if (ctx.inbound.kind == "event" and not ctx.replies and ctx.flow == conv.flow and ctx.step == conv.step
+                and ctx.slots == conv.slots and ctx.stack == conv.stack):
+            # An event WeChat sends on its own (LOCATION reports, TEMPLATESENDJOBFINISH, VIEW …) is not the
+            # user taking part: the conversation keeps its idle clock and its numbered options.
+            return
         conv.flow, conv.step, conv.slots, conv.stack = ctx.flow, ctx.step, ctx.slots, list(ctx.stack)
         # Numbered options are valid for the next message only.
         conv.choices, conv.choice_kind = ctx.choices, ctx.choice_kind

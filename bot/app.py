@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+import bot.ticks  # noqa: F401 - the core ticks, registered wherever a runtime is built (serve, chat, tests)
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.dispatcher import BUILTIN_COMMANDS, Dispatcher

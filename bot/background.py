@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-import bot.ticks  # noqa: F401 - registers the core ticks
 from bot.scheduler import Scheduler
 
 

@@ -1,4 +1,5 @@
-"""Chinese text normalisation shared by intent matching, policy Q&A and the memorial word filter.
+"""Chinese text normalisation shared by intent matching, policy Q&A, the memorial word filter and
+phone numbers.
 
 Users type on phones: full-width letters and digits, traditional characters (relatives in Taiwan and
 Hong Kong, or an input method left in 繁體), stray punctuation and emoji. Everything that compares
@@ -91,3 +92,16 @@ def parse_choice(text: str, upper: int) -> int | None:
 def clip(text: str, limit: int) -> str:
     """Shorten ``text`` to at most ``limit`` characters, ending with … when cut."""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+#: A mainland mobile number after :func:`clean_phone`: ASCII digits only.
+PHONE_RE = re.compile(r"^1[3-9][0-9]{9}$")
+
+
+def clean_phone(text: str) -> str:
+    """The digits of a phone number as typed: full-width digits (Chinese input methods) made ASCII;
+    spaces, dashes and a +86 prefix removed. Validate the result with :data:`PHONE_RE`."""
+    digits = re.sub(r"[^0-9]", "", unicodedata.normalize("NFKC", text))
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from bot.text import PHONE_RE, clean_phone
 from flows.api import Context, Flow, flow
 
-PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
 NAME_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z·•．.]{2,20}$")
 KINDS = [("退役军人", "veteran"), ("军属 / 烈属 / 家属", "family"), ("其他", "other")]
 KIND_LABEL = {"veteran": "退役军人", "family": "军属/家属", "other": "其他"}
@@ -18,14 +18,6 @@ PROMPTS = {
     "township": "请输入您所在的乡镇或街道，例如：城关镇",
     "kind": "",
 }
-
-
-def clean_phone(text: str) -> str:
-    """Digits of a phone number as typed (spaces, dashes, +86 removed)."""
-    digits = re.sub(r"\D", "", text)
-    if digits.startswith("86") and len(digits) == 13:
-        digits = digits[2:]
-    return digits
 
 
 def mask_phone(phone: str | None) -> str:

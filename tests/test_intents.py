@@ -108,3 +108,18 @@ def test_shipped_catalogue_is_valid() -> None:
     keys = [b["key"] for top in menu["button"] for b in top.get("sub_button", [top]) if b.get("type") == "click"]
     missing = [k for k in keys if m.by_menu_key(k) is None]
     assert not missing, f"menu keys in config.example.yaml with no intent: {missing}"
+
+
+@pytest.mark.parametrize(("typed", "digits", "valid"), [
+    ("13800001234", "13800001234", True),
+    ("+86 138-0000-1234", "13800001234", True),
+    ("１３８００００１２３４", "13800001234", True),       # full-width, as Chinese input methods type it
+    ("138０000１２３４", "13800001234", True),            # mixed widths: stored ASCII, usable for SMS
+    ("١٣٨٠٠٠٠١٢٣٤", "", False),                         # other scripts' digits are not a phone number
+    ("12345", "12345", False),
+])
+def test_phone_numbers_are_stored_as_ascii_digits(typed: str, digits: str, valid: bool) -> None:
+    from bot.text import PHONE_RE, clean_phone
+
+    assert clean_phone(typed) == digits
+    assert bool(PHONE_RE.match(clean_phone(typed))) is valid

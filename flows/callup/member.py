@@ -7,9 +7,10 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from bot.clock import fmt_local
+from bot.text import PHONE_RE, clean_phone
 from flows.api import Context, Flow, flow, on_scene
 from flows.callup import service, texts
-from flows.callup.parse import PHONE_RE, clean_phone, parse_eta, parse_until
+from flows.callup.parse import parse_eta, parse_until
 from storage.callup import LATE, PENDING, Member, Team, active_targets_of, answerable, member_by_openid
 
 NOT_BOUND = ("您还没有绑定应急队伍。\n请扫描队伍的二维码，或回复“绑定 队伍码”（队伍码向队长索取），"

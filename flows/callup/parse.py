@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from bot.clock import from_local, to_local
 
-PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
 _CN = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
 
@@ -39,14 +38,6 @@ def cn_int(text: str) -> int | None:
         n_ones = _CN.get(ones, -1) if ones else 0
         return None if n_tens < 0 or n_ones < 0 else n_tens * 10 + n_ones
     return _CN[t] if len(t) == 1 else None
-
-
-def clean_phone(text: str) -> str:
-    """Digits of a phone number as typed (spaces, dashes, +86 removed)."""
-    digits = re.sub(r"\D", "", _nfkc(text))
-    if digits.startswith("86") and len(digits) == 13:
-        digits = digits[2:]
-    return digits
 
 
 # --- times --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flows.callup.parse import PHONE_RE, clean_phone
+from bot.text import PHONE_RE, clean_phone
 from storage.callup import Member, Team
 from storage.models import User
 from storage.sql import insert_ignore

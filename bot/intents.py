@@ -16,6 +16,7 @@ Schema of one file::
         menu: 3                             # listed in the numbered 帮助 menu, at this position
                                             # (true: after the numbered ones, in file order)
         global: false                       # exact-phrase command honoured inside any flow
+                                            # (its keywords also match inside a sentence)
 
 Matching order: menu key > global command (exact) > regex > keywords (minus negatives) > fuzzy
 match of examples. Below the accept threshold but above the suggest threshold the caller offers
@@ -197,7 +198,8 @@ class IntentMatcher:
         self._examples: list[tuple[str, Intent]] = [
             (strip_fillers(normalize(e)), i) for i in intents if not i.is_global for e in i.examples
         ]
-        self._keyword_intents = [i for i in intents if i.keywords and not i.is_global]
+        # A global intent's keywords also match inside a sentence (我要转人工), like any other intent's.
+        self._keyword_intents = [i for i in intents if i.keywords]
         self._regex_intents = [i for i in intents if i.regex]
 
     def by_menu_key(self, key: str) -> Intent | None:

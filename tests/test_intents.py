@@ -110,6 +110,23 @@ def test_shipped_catalogue_is_valid() -> None:
     assert not missing, f"menu keys in config.example.yaml with no intent: {missing}"
 
 
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("我要转人工", "human"),              # a global intent's keyword inside a sentence
+    ("我想联系工作人员问优待证", "human"),
+    ("帮我找工作人员", "human"),          # 找工作 is in it, but a person is asked for
+    ("我要找工作人员", "human"),
+    ("人工", "human"),
+    ("我要找工作 保安", "job_search"),
+    ("有什么工作岗位", "job_search"),
+])
+def test_shipped_catalogue_routes_requests_for_a_person_to_human(text: str, intent: str) -> None:
+    from bot.app import load_matcher
+    from bot.config import load_config
+
+    got = load_matcher(load_config(ROOT / "config.example.yaml", {})).match(text)
+    assert got.intent is not None and got.intent.id == intent, (text, got.how)
+
 @pytest.mark.parametrize(("typed", "digits", "valid"), [
     ("13800001234", "13800001234", True),
     ("+86 138-0000-1234", "13800001234", True),

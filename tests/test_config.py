@@ -72,7 +72,16 @@ def test_every_example_key_is_documented_in_the_dataclasses() -> None:
 
     from bot.config import Config
 
+    import yaml
+
     text = EXAMPLE.read_text(encoding="utf-8")
+    doc = yaml.safe_load(text)
     for f in fields(Config):
-        if not f.metadata.get("internal"):
-            assert f"\n{f.name}:" in "\n" + text, f"section {f.name}: missing from config.example.yaml"
+        if f.metadata.get("internal"):
+            continue
+        assert f"\n{f.name}:" in "\n" + text, f"section {f.name}: missing from config.example.yaml"
+        section = Config.__dataclass_fields__[f.name].default_factory()  # type: ignore[misc]
+        if not hasattr(section, "__dataclass_fields__"):
+            continue
+        missing = [k.name for k in fields(section) if not k.metadata.get("internal") and k.name not in doc[f.name]]
+        assert not missing, f"{f.name}: keys missing from config.example.yaml: {missing}"

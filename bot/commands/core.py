@@ -128,8 +128,11 @@ def _serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    print(f"vetbot serving on http://{host}:{port}{cfg.server.path}", flush=True)
-    web.run_app(make(), host=host, port=port, access_log=None, print=None)
+
+    def listening(*_: object) -> None:  # run_app calls it once the socket listens, after start-up checks
+        print(f"vetbot serving on http://{host}:{port}{cfg.server.path}", flush=True)
+
+    web.run_app(make(), host=host, port=port, access_log=None, print=listening)
     return 0
 
 

@@ -165,8 +165,10 @@ class Dispatcher:
             return
         timeout = timedelta(minutes=self.cfg.bot.conversation_timeout_min)
         if (conv.flow or conv.choices) and (conv.expired or ctx.now - conv.updated_at > timeout):
-            # A flow or a numbered menu left idle: a stale "2" must not pick from yesterday's options.
-            ctx.say("上次的对话已超时结束，我们重新开始。")
+            # A flow or a numbered menu left idle ends. A stale "2" must not pick from yesterday's options:
+            # it gets the note; other text after an old menu (帮助, the welcome) is simply read afresh.
+            if conv.flow or ctx.choice(len(conv.choices)) is not None:
+                ctx.say("上次的对话已超时结束，我们重新开始。")
             self._clear(ctx)
             conv.choices, conv.choice_kind = [], None
         elif conv.expired:

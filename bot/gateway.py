@@ -8,9 +8,10 @@ reason only (no message text, no personal data).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import re
 import time
+import traceback
 from typing import Any
 from xml.parsers.expat import ExpatError
 
@@ -31,8 +32,8 @@ log = logging.getLogger("vetbot.gateway")
 SUCCESS = "success"
 BUSY_TEXT = "系统繁忙，您的消息暂时没能处理，请稍后再发一次。"
 _PARSE_ERRORS = (ValueError, ExpatError, KeyError, TypeError, AttributeError, IndexError)
-#: A DTD or entity declaration anywhere in the XML (before or after decryption): refused, never parsed.
-_DTD = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+#: The dedup key column's width; longer keys keep their start and end in a hash.
+_KEY_WIDTH = 160
 #: A Unix timestamp in seconds has 10 digits until the year 2286; more is not a timestamp (and a
 #: 400-digit one would overflow the float comparison with the clock).
 _MAX_TS_DIGITS = 12
@@ -79,11 +80,34 @@ def to_inbound(msg: Any) -> Inbound | None:
 
 
 def _int(v: Any) -> int | None:
-    """WeChat's MsgId as a number (it fits a BIGINT); None when absent or not one."""
+    """WeChat's MsgId as a number (19 digits at most, a BIGINT); None when absent or not one."""
     text = str(v).strip() if v is not None else ""
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
         return None
-    return int(text)
+    n = int(text)
+    return n if n < 2**63 else None
+
+
+def has_dtd(xml: bytes) -> bool:
+    """True when a DTD (``<!DOCTYPE``, and with it any entity declaration) stands before the root element.
+
+    Only the prolog is read: that is the one place XML allows a DTD, so a user who writes
+    "<!DOCTYPE html>" inside a message's CDATA is not refused. Comments and processing instructions
+    in the prolog are skipped; any other ``<!`` there is refused."""
+    i = 0
+    while True:
+        j = xml.find(b"<", i)
+        if j < 0:
+            return False
+        if xml.startswith(b"<!--", j):
+            end = xml.find(b"-->", j + 4)
+        elif xml.startswith(b"<?", j):
+            end = xml.find(b"?>", j + 2)
+        else:
+            return xml.startswith(b"<!", j)  # the root element, or a DTD before it
+        if end < 0:
+            return False  # an unclosed comment: expat refuses it as malformed
+        i = end + 2
 
 
 def _float(v: Any) -> float | None:
@@ -98,8 +122,13 @@ def dedup_key(msg: Any) -> str:
     raw = getattr(msg, "_data", {}) or {}
     mid = raw.get("MsgId") or raw.get("MsgID")
     if str(raw.get("MsgType", "")).lower() != "event" and mid and str(mid) != "0":
-        return f"m:{mid}"
-    return f"e:{raw.get('FromUserName')}:{raw.get('CreateTime')}:{raw.get('Event')}:{raw.get('EventKey') or ''}"[:160]
+        key = f"m:{mid}"
+    else:
+        key = f"e:{raw.get('FromUserName')}:{raw.get('CreateTime')}:{raw.get('Event')}:{raw.get('EventKey') or ''}"
+    if len(key) <= _KEY_WIDTH:
+        return key
+    # Cut to the column's width without making two long keys equal (events differing at the end).
+    return f"{key[:_KEY_WIDTH - 41]}#{hashlib.sha1(key.encode()).hexdigest()}"
 
 
 async def _done_within(task: asyncio.Future[Any], seconds: float) -> bool:
@@ -202,7 +231,7 @@ class Gateway:
         if not nonce:
             raise Refusal(403, "missing nonce")
         assert ts is not None
-        if _DTD.search(body):
+        if has_dtd(body):
             raise Refusal(400, "XML with DTD or entity declarations")
         encrypted = q.get("encrypt_type", "raw").lower() == "aes"
         if encrypted:
@@ -232,7 +261,7 @@ class Gateway:
             xml = body.decode("utf-8", errors="replace")
         if not xml.strip():
             raise Refusal(400, "empty body")
-        if encrypted and _DTD.search(xml.encode("utf-8", errors="replace")):
+        if encrypted and has_dtd(xml.encode("utf-8", errors="replace")):
             raise Refusal(400, "XML with DTD or entity declarations")
         try:
             msg = parse_message(xml)
@@ -252,6 +281,11 @@ class Gateway:
             openid, key = str(msg.source), dedup_key(msg)
         except Exception as e:
             # A field wechatpy cannot read (it converts lazily, on access): the sender's fault, not a 500.
+            # Where it failed is logged (a bug of ours would show here), never the exception's text,
+            # which may quote the message.
+            tb = traceback.extract_tb(e.__traceback__)
+            where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
+            log.warning("unreadable message fields: %s at %s", type(e).__name__, where)
             raise Refusal(400, f"message fields that cannot be read ({type(e).__name__})") from None
         reply = await self._run(openid, inbound, key)
         if not reply:

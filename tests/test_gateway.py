@@ -133,6 +133,23 @@ async def test_dtd_late_in_the_body_or_inside_the_encryption_is_refused(db_url: 
     async with app_client(cfg) as (client, _):
         status, _ = await post_xml(client, WeChatSide(cfg), "<!DOCTYPE xml>" + text_xml("u_dtd", "帮助"))
         assert status == 400, "the check must also run on the decrypted message"
+        status, _ = await post_xml(client, WeChatSide(cfg), text_xml("u_dtd", "网页开头是<!DOCTYPE html>吗"))
+        assert status == 200, "a user may write <!DOCTYPE in a message: only a DTD before the root is refused"
+
+
+@pytest.mark.parametrize(("xml", "dtd"), [
+    (b"<xml><a>1</a></xml>", False),
+    (b'\xef\xbb\xbf<?xml version="1.0"?>\n<!-- note --><xml/>', False),
+    (b"<xml><Content><![CDATA[<!DOCTYPE html>]]></Content></xml>", False),
+    (b"<!-- <xml> -->  <!DOCTYPE x [<!ENTITY e 'v'>]><xml>&e;</xml>", True),
+    (b"<?pi x?><!doctype xml><xml/>", True),
+    (b"<! DOCTYPE xml><xml/>", True),
+    (b"not xml", False),
+])
+def test_has_dtd_reads_the_prolog_only(xml: bytes, dtd: bool) -> None:
+    from bot.gateway import has_dtd
+
+    assert has_dtd(xml) is dtd
 
 
 @pytest.mark.parametrize("ts", ["9" * 400, "１７００００００００", "²"])
@@ -158,6 +175,10 @@ async def test_fields_wechatpy_cannot_convert_never_give_a_500(db_url: str) -> N
         status, body = await post_xml(client, side, event_xml("u_odd", "TEMPLATESENDJOBFINISH", None,
                                                                extra={"MsgID": "9" * 30, "Status": "success"}))
         assert (status, body) == (200, "success")
+        long_key = "k" * 300  # two events that differ only past the dedup column's width are two events
+        for tail in ("a", "b"):
+            status, body = await post_xml(client, side, event_xml("u_odd", "CLICK", long_key + tail, create_time=1))
+            assert status == 200 and "该菜单暂未开通" in body, "the second must not be taken for a replay"
         bad_time = text_xml("u_odd", "帮助").replace("<CreateTime>", "<CreateTime>x")
         status, _ = await post_xml(client, side, bad_time)
         assert status == 200, "CreateTime is only part of an event's dedup key: a bad one is no reason to refuse"
@@ -254,9 +275,9 @@ async def test_events_subscribe_scene_location_unsubscribe_and_template_status(d
             await enqueue(s, Push(openid="u_ev", purpose="notice", key="n1", text="通知"), runtime.clock.now())
             await enqueue(s, Push(openid="u_ev", purpose="notice", key="n2", text="通知2"), runtime.clock.now())
             row = (await s.execute(select(OutboxMessage).where(OutboxMessage.idempotency_key == "u_ev:n2"))).scalar_one()
-            row.status, row.wechat_msgid = "sent", 4242
+            row.status, row.wechat_msgid = "sent", 6532744578767974183  # 19 digits, as WeChat issues them
         _, body = await post_xml(client, side, event_xml("u_ev", "TEMPLATESENDJOBFINISH", None,
-                                                         extra={"MsgID": 4242, "Status": "failed:user block"}))
+                                                         extra={"MsgID": 6532744578767974183, "Status": "failed:user block"}))
         assert body == "success"
         _, body = await post_xml(client, side, event_xml("u_ev", "unsubscribe"))
         assert body == "success"

@@ -119,6 +119,8 @@ def test_shipped_catalogue_is_valid() -> None:
     ("人工", "human"),
     ("我要找工作 保安", "job_search"),
     ("有什么工作岗位", "job_search"),
+    ("有没有社区工作人员的招聘信息", "job_search"),  # 工作人员 as a job title is still a job search
+    ("社区工作人员招聘会", "job_search"),
 ])
 def test_shipped_catalogue_routes_requests_for_a_person_to_human(text: str, intent: str) -> None:
     from bot.app import load_matcher

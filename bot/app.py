@@ -91,7 +91,11 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
     With ``background`` the outbox sender and the scheduler run inside the app's lifetime.
     """
     cfg = runtime.config
-    app = web.Application(client_max_size=cfg.server.max_body_bytes)
+    # lingering_time=0: a request whose body a handler left unread (refused before reading it, or a body
+    # aiohttp cannot decode) closes its connection after the answer, instead of aiohttp reading and
+    # discarding up to 10 s more of it, which for an undecodable body ended in an "Unhandled exception"
+    # and a dropped answer. WeChat's callbacks and the pages' forms are always read whole.
+    app = web.Application(client_max_size=cfg.server.max_body_bytes, handler_args={"lingering_time": 0})
     app[RUNTIME] = runtime
     gateway = Gateway(cfg, runtime.dispatcher)
     app[GATEWAY] = gateway

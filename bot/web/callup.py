@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import fmt_local
 from bot.links import LinkError, verify
 from flows.callup import service, texts
+from flows.callup.parse import parse_eta
 from storage.callup import CLOSED, CallUp, CallUpTarget, Member
 
 CSS = """
@@ -138,7 +139,7 @@ def setup(app: web.Application, runtime: Any) -> None:
         eta_raw = str(form.get("eta", "") or "").strip()
         if answer not in service.ANSWERS:
             return _error(400, "提交有误", "请点“到”、“晚到”或“不能到”按钮回复。")
-        eta = int(eta_raw) if eta_raw.isdigit() and 0 < int(eta_raw) <= 1440 else None
+        eta = parse_eta(eta_raw) if eta_raw else None  # the chat's reader: 1..1440 minutes, or None
         now = runtime.clock.now()
 
         async def record(s: AsyncSession) -> Any:

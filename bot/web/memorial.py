@@ -274,7 +274,7 @@ class MemorialPages:
         mid = self._martyr_id(request)
         try:
             form = await request.post()
-        except ValueError:
+        except Exception:  # a charset, transfer or content encoding aiohttp cannot decode: the sender's fault
             raise web.HTTPBadRequest(text="bad form") from None
         token = str(form.get("t") or "")
         openid = self._openid(token) if token else None
@@ -345,10 +345,12 @@ class MemorialPages:
 
 
 def _int(v: str | None, default: Any = 0) -> Any:
-    try:
-        return int(v) if v is not None and v != "" else default
-    except ValueError:
+    """A non-negative whole number from a query or form field (ids, counts, a list position); ``default``
+    for anything else, including numbers a database integer column cannot hold."""
+    text = (v or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
         return default
+    return int(text)
 
 
 def setup(app: web.Application, runtime: Any) -> None:

@@ -6,6 +6,7 @@ their transaction, so the counting rule, the moderation rule and the texts exist
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,8 @@ from flows.memorial import texts
 from flows.memorial.wordfilter import WordFilter
 from storage import memorial as store
 from storage.outbox import HIGH, Push, enqueue
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 #: services.extra key of the process's word filter (loaded at start-up).
 WORDS = "memorial_words"
@@ -111,7 +114,7 @@ async def leave_message(session: AsyncSession, config: Any, words: WordFilter, *
     asked kindly to rephrase."""
     mc = config.memorial
     day = local_day(now, config.bot.timezone)
-    body = " ".join(text.split())
+    body = " ".join(_CONTROL.sub(" ", text).split())  # control characters (a NUL from a web form) go
     if not preset:
         if len(body) < 2:
             return MessageOutcome("invalid", "寄语太短了，请再多写几个字。", retry=True)

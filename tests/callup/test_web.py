@@ -71,6 +71,11 @@ async def test_answer_page_get_post_redirect_and_escaping(db_url: str) -> None:
         assert resp.status == 400 and "请点" in await resp.text()
         resp = await client.post(path, data=b"\xff\xfe\x00garbage", headers={"Content-Type": "text/plain"})
         assert resp.status == 400
+        for eta in ("²", "9" * 5000, "፩"):  # isdigit() but not int(), or past int()'s digit limit: gave 500s
+            resp = await client.post(path, data={"a": "late", "eta": eta}, allow_redirects=False)
+            assert resp.status == 303, eta
+        resp = await client.post(path, data={"a": "late", "eta": "１５"}, allow_redirects=False)
+        assert resp.status == 303 and "约晚 15 分钟" in await (await client.get(path)).text()
 
 
 async def test_bad_expired_and_wrong_kind_tokens_get_clear_4xx_pages(db_url: str) -> None:

@@ -24,6 +24,7 @@ from wechatpy.utils import check_signature
 
 from bot.config import Config
 from bot.dispatcher import Dispatcher, TurnControl
+from bot.text import ascii_uint
 from flows.api import Inbound
 from storage.db import DatabaseUnavailable
 
@@ -81,11 +82,8 @@ def to_inbound(msg: Any) -> Inbound | None:
 
 def _int(v: Any) -> int | None:
     """WeChat's MsgId as a number (19 digits at most, a BIGINT); None when absent or not one."""
-    text = str(v).strip() if v is not None else ""
-    if not (text.isascii() and text.isdigit() and len(text) <= 19):
-        return None
-    n = int(text)
-    return n if n < 2**63 else None
+    n = ascii_uint(v, 19)
+    return n if n is not None and n < 2**63 else None
 
 
 def has_dtd(xml: bytes) -> bool:
@@ -173,10 +171,11 @@ class Gateway:
         return web.Response(status=status, text=reason)
 
     def _check_timestamp(self, ts: str | None) -> None:
-        if not ts or not (ts.isascii() and ts.isdigit()) or len(ts) > _MAX_TS_DIGITS:
+        when = ascii_uint(ts, _MAX_TS_DIGITS)
+        if when is None:
             raise Refusal(403, "missing or bad timestamp")
         window = self.cfg.server.timestamp_window_s
-        if window and abs(self.wall_clock() - int(ts)) > window:
+        if window and abs(self.wall_clock() - when) > window:
             raise Refusal(403, "timestamp outside the allowed window")
 
     async def verify_url(self, request: web.Request) -> web.Response:

@@ -105,3 +105,13 @@ def clean_phone(text: str) -> str:
     if digits.startswith("86") and len(digits) == 13:
         digits = digits[2:]
     return digits
+
+
+def ascii_uint(v: object, max_digits: int) -> int | None:
+    """A whole number written in 1..``max_digits`` ASCII digits and nothing else; None for anything else:
+    spaces, signs, other scripts' digits, superscripts (``str.isdigit`` is True for '²', ``int`` fails),
+    and numbers too long for the column or the comparison they are meant for."""
+    text = "" if v is None else str(v)
+    if not (text.isascii() and text.isdigit() and len(text) <= max_digits):
+        return None
+    return int(text)

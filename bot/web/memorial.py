@@ -23,6 +23,7 @@ from aiohttp import web
 
 from bot.clock import fmt_local
 from bot.links import LinkError, verify
+from bot.text import ascii_uint
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
 from storage import memorial as store
@@ -347,10 +348,8 @@ class MemorialPages:
 def _int(v: str | None, default: Any = 0) -> Any:
     """A non-negative whole number from a query or form field (ids, counts, a list position); ``default``
     for anything else, including numbers a database integer column cannot hold."""
-    text = (v or "").strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 9):
-        return default
-    return int(text)
+    n = ascii_uint((v or "").strip(), 9)
+    return default if n is None else n
 
 
 def setup(app: web.Application, runtime: Any) -> None:

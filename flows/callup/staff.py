@@ -94,7 +94,7 @@ class CreateCallup(Flow):
         return "\n".join([
             f"{texts.DRILL if s.get('drill') else ''}【{s['kind']}集结】",
             f"地点：{s['place']}",
-            f"集合：{fmt_local(_dt(s['time']), tz, '%m月%d日 %H:%M')}",
+            f"集合：{fmt_local(_dt(s['time']), tz)}",
             f"需要：{s['needed']}人" + (f"（{skills}）" if skills else ""),
             f"队伍：{s.get('scope_label') or '全部队伍'}",
             f"将通知 {bound} 人（共 {total} 人，请假 {total - avail} 人，未绑定微信 {avail - bound} 人）",

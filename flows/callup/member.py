@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from bot.answers import CONFIRM, CallupReading, parse_callup_answer
+from bot.answers import CONFIRM, CallupReading, parse_callup_answer, parse_yes_no
 from bot.clock import to_local
 from bot.text import PHONE_RE, clean_phone
 from flows.api import Context, Flow, before_route, flow, on_scene
@@ -78,6 +78,8 @@ class Bind(Flow):
             await self._code(ctx, ctx.text)
             return
         if ctx.step == "scan_confirm":
+            if ctx.picked is None and parse_yes_no(ctx.text, digits=False):
+                ctx.picked = "bind"  # 绑定到该队伍？ 好的 / 要得
             if ctx.picked == "bind":
                 team = await _team(ctx, int(ctx.slots.get("team_id", 0)))
                 await ctx.ask("phone", f"队伍：{team.name if team else ''}\n{ASK_PHONE}")

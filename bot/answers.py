@@ -48,9 +48,14 @@ def _clauses(text: str) -> list[str]:
     return [c for c in _PUNCT.split(_clean(text)) if c]
 
 
+_REPEAT = re.compile(r"^(.{1,3}?)\1{1,3}$")
+
+
 def _bare(clause: str) -> str:
-    """A clause without leading interjections and trailing particles (要得嘛 → 要得)."""
-    c = clause
+    """A clause without leading interjections, trailing particles and repetition (要得嘛 → 要得, 好的好的 →
+    好的, 中中中 → 中)."""
+    m = _REPEAT.match(clause)
+    c = m.group(1) if m and m.group(1) not in ("嗯", "恩", "哈", "呵", "嘿") else clause
     for _ in range(3):
         c2 = _TAIL.sub("", _HEAD.sub("", c)) or c
         if c2 == c:
@@ -190,7 +195,8 @@ _YES = frozenset({
     "好吧", "好呀", "行", "行的", "行吧", "可以", "可以的", "中", "中中", "管", "要得", "要的", "得", "得嘞", "成",
     "妥", "妥了", "确认", "确定", "同意", "没问题", "没得问题", "没有问题", "ok", "okay", "okk", "y", "yes", "嗯",
     "嗯嗯", "嗯呐", "嗯哪", "恩", "恩恩", "要", "需要", "就这样", "就这么办", "照办", "办吧", "来吧", "整", "安排",
-    "麻烦了", "那好", "那行", "好的呢", "好哒", "好滴呢", "中嘞", "中啊", "阔以", "可", "👌", "👍",
+    "麻烦了", "那好", "那行", "好的呢", "好哒", "好滴呢", "中嘞", "中啊", "阔以", "可", "👌", "👍", "这么办", "这样",
+    "这样吧", "就这样吧", "收到", "明白",
 })
 _NO = frozenset({
     "2", "不", "不是", "不对", "否", "不用", "不用了", "不要", "不要了", "不了", "别", "别了", "算了", "算了吧", "不行",
@@ -198,6 +204,7 @@ _NO = frozenset({
     "甭", "甭了", "不得", "要不得", "使不得", "no", "n", "nope", "先不", "先不了", "先不用", "暂时不", "暂时不用",
     "还是不了", "还是算了", "再说吧", "以后再说", "改天吧", "改天", "不弄了", "不搞了", "不整了", "不发了", "不去了",
     "不办了", "不想", "不想要", "不愿意", "免了", "省省", "不麻烦了", "不用麻烦了", "不着急", "错了",
+    "以后再说吧", "再说", "下次吧", "下次再说", "下回吧",
 })
 # Words that only acknowledge: they lose to any other answer in the same message (嗯，不用了 = no).
 _WEAK_YES = frozenset({"嗯", "嗯嗯", "恩", "恩恩", "嗯呐", "嗯哪", "好吧", "那好", "那行", "麻烦了"})
@@ -227,7 +234,7 @@ def _yes_no_clause(c: str) -> bool | None:
         return False
     if _NO_HEAD.match(c) and len(c) <= 8:
         return False
-    if re.fullmatch(r"(?:好|行|可以|中|没问题|确认|确定|同意|对)(?:的|了|啦|吧|滴|哈|呀|啊)*", c):
+    if re.fullmatch(r"(?:好|行|可以|中|没问题|确认|确定|同意|对|ok|okay)(?:的|了|啦|吧|滴|哈|呀|啊)*", c):
         return True
     return None
 
@@ -249,7 +256,7 @@ def parse_yes_no(text: str, *, digits: bool = True) -> bool | None:
     strong: set[bool] = set()
     weak: set[bool] = set()
     for c in cl:
-        if _COURTESY.match(_bare(c)):
+        if _COURTESY.match(c) or _COURTESY.match(_bare(c)):
             continue
         v = _yes_no_clause(c)
         if v is None:
@@ -443,13 +450,13 @@ def parse_callup_answer(text: str) -> CallupReading | None:
     best = max(s for _, s, _ in readings)
     strong = {a for a, s, _ in readings if s >= 0.9}
     if {NO, YES} <= strong or {NO, LATE} <= strong:
-        answer, conf, why = NO if NO in strong else LATE, 0.4, "says opposite things"
+        answer, conf, why = NO if NO in strong else LATE, CONFIRM, "says opposite things"
     elif NO in kinds and (NO in strong or not strong):
         answer = NO
         conf = max(s for a, s, _ in readings if a == NO)
         why = next(w for a, s, w in readings if a == NO and s == conf)
         if YES in kinds and conf < 0.9 and max(s for a, s, _ in readings if a == YES) >= 0.9:
-            conf, why = 0.4, "says opposite things"
+            conf, why = CONFIRM, "says opposite things"
     elif LATE in kinds:
         answer, conf = LATE, max(s for a, s, _ in readings if a == LATE)
         why = next(w for a, s, w in readings if a == LATE and s == conf)
@@ -785,5 +792,5 @@ def match_township(text: str, names: list[str] | tuple[str, ...]) -> TownshipMat
         return None
     scored.sort(key=lambda x: -x[0])
     top = scored[0][0]
-    tied = [n for s, n, _ in scored if s >= top - 0.05 and n != scored[0][1]]
+    tied = [] if top == 1.0 else [n for s, n, _ in scored if s >= top - 0.05 and n != scored[0][1]]
     return TownshipMatch(scored[0][1], top, scored[0][2], tuple(tied[:2]))

@@ -31,16 +31,26 @@ RECORD = 0.75
 CONFIRM = 0.5
 
 
+# Cantonese function words (relatives in Guangdong and Hong Kong write as they speak): 唔 = 不, 係 = 是 …
+_YUE = [("唔使", "不用"), ("唔洗", "不用"), ("唔该", "谢谢"), ("唔該", "谢谢"), ("多谢晒", "谢谢"), ("唔", "不"),
+        ("係", "是"), ("系唔系", "是不是"), ("冇", "没"), ("咗", "了"), ("嘅", "的"), ("喺", "在"), ("啲", "些"),
+        ("佢", "他"), ("嚟", "来"), ("乜嘢", "什么"), ("边度", "哪里"), ("點解", "为什么"), ("点解", "为什么"), ("得唔得", "行不行")]
+
+
 def _clean(text: str) -> str:
-    """NFKC (full-width digits and letters), traditional → simplified, lower case, no whitespace.
-    Punctuation stays: it separates clauses."""
-    t = to_simplified(unicodedata.normalize("NFKC", text or "")).lower()
+    """NFKC (full-width digits and letters), traditional → simplified, Cantonese function words made
+    Mandarin, lower case, no whitespace. Punctuation stays: it separates clauses."""
+    t = unicodedata.normalize("NFKC", text or "")
+    if any(ch in t for ch in "唔係冇咗嘅喺啲佢嚟乜點"):
+        for a, b in _YUE:
+            t = t.replace(a, b)
+    t = to_simplified(t).lower()
     return "".join(t.split())
 
 
 _PUNCT = re.compile(r"[，,。.!！?？;；:：、~～…—\-\"'“”‘’()（）【】\[\]<>《》/|]+")
 # Particles and interjections people add without changing the meaning.
-_TAIL = re.compile(r"(?:啊|呀|吖|哈|哦|喔|噢|嘛|呗|咯|啦|哟|嘞|滴|哇|撒|噻|额|的嘞|了哈|哈哈|嘿嘿|呵呵)+$")
+_TAIL = re.compile(r"(?:啊|呀|吖|哈|哦|喔|噢|嘛|呗|咯|啦|喇|嘅|哟|嘞|滴|哇|撒|噻|额|的嘞|了哈|哈哈|嘿嘿|呵呵)+$")
 _HEAD = re.compile(r"^(?:嗯+|恩+|哦+|噢+|额+|呃+|啊+|那个|那就|那|就|这个|报告|队长|领导|同志|老师)(?=.)")
 
 
@@ -204,7 +214,7 @@ _NO = frozenset({
     "甭", "甭了", "不得", "要不得", "使不得", "no", "n", "nope", "先不", "先不了", "先不用", "暂时不", "暂时不用",
     "还是不了", "还是算了", "再说吧", "以后再说", "改天吧", "改天", "不弄了", "不搞了", "不整了", "不发了", "不去了",
     "不办了", "不想", "不想要", "不愿意", "免了", "省省", "不麻烦了", "不用麻烦了", "不着急", "错了",
-    "以后再说吧", "再说", "下次吧", "下次再说", "下回吧",
+    "以后再说吧", "再说", "下次吧", "下次再说", "下回吧", "没必要", "不必要", "用不着", "犯不着", "没这个必要",
 })
 # Words that only acknowledge: they lose to any other answer in the same message (嗯，不用了 = no).
 _WEAK_YES = frozenset({"嗯", "嗯嗯", "恩", "恩恩", "嗯呐", "嗯哪", "好吧", "那好", "那行", "麻烦了"})
@@ -228,6 +238,8 @@ _NO_HEAD = re.compile(r"^(?:不用|不要|不必|不需要|别|甭|不想|先不
 
 def _yes_no_clause(c: str) -> bool | None:
     c = _bare(c)
+    if c[-1:] in ("吧", "了") and c[:-1] in _NO:  # 拉倒吧, 用不着了: the particle softens a no, it does not ask
+        c = c[:-1]
     if c in _YES:
         return True
     if c in _NO:
@@ -399,7 +411,8 @@ _CALLUP_RULES: list[tuple[re.Pattern[str], str, float, str]] = [(re.compile(p), 
      r"会晚|要晚|得晚|可能晚|稍晚|稍后|晚些|迟到|堵车|路上堵|等(?:我|等)|(?:一会儿?|等会儿?|待会儿?|过会儿?)(?:就)?(?:到|来|去|过去|过来)",
      LATE, 0.9, "late"),
     # yes
-    (r"^(?:1|一|到|有|在|我在|是|我到|报到|到到)$|马上|立刻|立即|即刻|这就|现在就|随时|准时|按时|一定|保证|肯定|"
+    (r"^(?:1|一|到|有|在|我在|是|我到|报到|到到)$|(?:已经|已)到(?:了|达|位|现场|地方|集合点|那|这)|"
+     r"^到(?:了|现场了|位了|达)$|马上|立刻|立即|即刻|这就|现在就|随时|准时|按时|一定|保证|肯定|"
      r"出发|动身|上路|在路上|路上了|赶来|赶过去|赶去|在赶|往那边|算我一个|带上我|随叫随到|我去|我来|俺去|俺来|"
      r"能(?:去|来|到|参加)|可以(?:去|来|到|参加)|会(?:去|来|到)|^(?:去|来|参加|报名)(?:了|的|吧)?$", YES, 0.95, "coming"),
     # acknowledgements: 收到 is "roger" (see module docs: it counts as 到 in a call-up, confirmed in the reply)
@@ -475,11 +488,6 @@ def parse_callup_answer(text: str) -> CallupReading | None:
 # End dates (请假 …)
 _WEEKDAYS = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6, "末": 6, "七": 6,
              "1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6}
-_SPRING = {2024: date(2024, 2, 10), 2025: date(2025, 1, 29), 2026: date(2026, 2, 17), 2027: date(2027, 2, 6),
-           2028: date(2028, 1, 26), 2029: date(2029, 2, 13), 2030: date(2030, 2, 3), 2031: date(2031, 1, 23),
-           2032: date(2032, 2, 11), 2033: date(2033, 1, 31), 2034: date(2034, 2, 19), 2035: date(2035, 2, 8)}
-
-
 def _qingming(year: int) -> date:
     try:
         from flows.memorial.calendar import qingming
@@ -487,6 +495,16 @@ def _qingming(year: int) -> date:
         return qingming(year)
     except (ImportError, ValueError):  # pragma: no cover - the memorial ships with the bot
         return date(year, 4, 5 if year % 4 in (2, 3) else 4)
+
+
+def _lunar(year: int, month: int, day: int) -> date | None:
+    """A lunar-calendar day of ``year`` as a solar date (lunardate covers 1900-2099)."""
+    from lunardate import LunarDate
+
+    try:
+        return LunarDate(year, month, day).to_solar_date()
+    except ValueError:
+        return None
 
 
 def _festival(name: str, year: int) -> tuple[date, date] | None:
@@ -500,16 +518,18 @@ def _festival(name: str, year: int) -> tuple[date, date] | None:
     if name in ("清明", "清明节"):
         q = _qingming(year)
         return q, q
-    if name in ("春节", "过年", "大年初一", "年"):
-        d = _SPRING.get(year)
-        return None if d is None else (d, d + timedelta(days=6))
-    if name in ("元宵", "元宵节"):
-        d = _SPRING.get(year)
-        return None if d is None else (d + timedelta(days=14), d + timedelta(days=14))
+    if name in ("八一", "建军节"):
+        return date(year, 8, 1), date(year, 8, 1)
+    lunar = {"春节": (1, 1, 6), "过年": (1, 1, 6), "大年初一": (1, 1, 6), "元宵": (1, 15, 0), "元宵节": (1, 15, 0),
+             "端午": (5, 5, 2), "端午节": (5, 5, 2), "中秋": (8, 15, 2), "中秋节": (8, 15, 2)}.get(name)
+    if lunar is not None:
+        d = _lunar(year, lunar[0], lunar[1])
+        return None if d is None else (d, d + timedelta(days=lunar[2]))
     return None
 
 
-_FESTIVALS = "元旦|五一节|五一|劳动节|国庆节|国庆|十一长假|十一|清明节|清明|春节|过年|大年初一|元宵节|元宵"
+_FESTIVALS = ("元旦|五一节|五一|劳动节|国庆节|国庆|十一长假|十一|清明节|清明|春节|过年|大年初一|元宵节|元宵|端午节|端午|"
+              "中秋节|中秋|八一|建军节")
 _AFTER = r"(?:以后|之后|过后|后|完)"
 
 
@@ -528,11 +548,62 @@ def _num(s: str) -> int | None:
     return None if n is None else round(n.value)
 
 
+FOR, THROUGH, AFTER, BEFORE = "for", "through", "after", "before"
+
+
+@dataclass(frozen=True)
+class DatePhrase:
+    """What a date phrase names, before the end-date rule is applied.
+
+    ``day`` is the day the words name: 5月20日 for 到5月20日, 5月20日以后 and 5月20日之前; for a duration of N
+    days (三天) the day N days after today (the first day back). ``relation`` says how the leave relates to
+    it: ``for`` (a duration), ``through`` (到X, or X alone), ``after`` (X以后 · 过完X) or ``before`` (X之前).
+    ``days`` is the number of days said (durations only); ``holiday_end`` the last day of a festival's
+    public holiday (五一 → 5月5日)."""
+
+    day: date
+    relation: str
+    days: int | None = None
+    holiday_end: date | None = None
+
+    @property
+    def last_day(self) -> date:
+        """THE end-date rule, the only place it is written: the last day away, inclusive.
+
+        A duration counts today as day 1 (三天 from 12月5日 → 12月7日); 到X and X are X; X以后 is X, or the
+        last day of X's holiday for a festival (五一以后 → 5月5日); X之前 is the day before X."""
+        if self.relation in (FOR, BEFORE):
+            return self.day - timedelta(days=1)
+        if self.relation == AFTER and self.holiday_end is not None:
+            return self.holiday_end
+        return self.day
+
+
+def parse_date_phrase(text: str, today: date) -> DatePhrase | None:
+    """Read 三天 / 下周三 / 五一以后 / 到5月20日 … against ``today`` (the user's local date); None when
+    unreadable. See :func:`parse_end_date` for the words understood."""
+    t = re.sub(r"(?<=\d)[.\-/](?=\d)", "#", _clean(text))  # 5.20, 2026-05-20: keep the separators
+    t = _PUNCT.sub("", t).replace("#", "-")
+    t = re.sub(r"^(?:我要|我想|俺要|俺想|想|要|先|大概|可能|差不多|估计|准备)*", "", t)
+    t = re.sub(r"^(?:请假|请|休假|休息|歇|休|不在|出门|外出)?(?:到|至|直到|一直到|等到)?", "", t)
+    t = re.sub(r"(?:的)?假$", "", t)
+    t = re.sub(r"(?:左右|吧|啊|呀|为止|那天|再回来|回来|就回来|才回来|回|再说)+$", "", t)
+    # 后天下午 · 周五上午十点: the day is what counts for a leave
+    t = re.sub(rf"(?<=.)(?:凌晨|早上|上午|中午|下午|傍晚|晚上|夜里|白天)(?:{NUMBER_RE}(?:点|时)(?:半|\d+分?)?)?$", "", t)
+    if not t:
+        return None
+    m = re.fullmatch(r"(.+?)(?:之前|以前|前)", t)
+    if m and not re.fullmatch(r".*(?:天|周|星期|礼拜|月|年)", m.group(1)):
+        p = _end_date_core(m.group(1), today)
+        return None if p is None else DatePhrase(p.day, BEFORE)
+    return _end_date_core(t, today)
+
+
 def parse_end_date(text: str, today: date) -> date | None:
     """The last day (inclusive) a text like 三天 / 下周三 / 到5月20日 names, counted from ``today`` (the user's
     local date); None when unreadable. The caller checks the range (not in the past, not too far).
 
-    The one rule: the answer is **the last day included**.
+    The one rule (:attr:`DatePhrase.last_day`): the answer is **the last day included**.
 
     * a duration counts today as day 1: 三天 → today + 2, 一周 → today + 6, 半个月 → today + 14, 一个月 →
       the day before the same date next month; 三天后 and 过两天 are read the same way (三天, 两天);
@@ -542,32 +613,19 @@ def parse_end_date(text: str, today: date) -> date | None:
       (weeks start on Monday); 这周三 this week's (which may have passed); 周末 is Sunday;
     * 今天, 明天, 后天, 大后天; 月底 / 下月底 (the month's last day), 月中 (15th), 下月初 (the 1st), 年底;
     * festivals: 到五一 is 5月1日; 五一以后 / 国庆后 / 过完年 mean "back after the holiday", so the holiday's last
-      day (五一 5月5日, 国庆 10月7日, 春节 正月初七); 元旦, 清明 and 元宵 are single days;
+      day (五一 5月5日, 国庆 10月7日, 春节 正月初七, 端午 and 中秋 two days after); 元旦, 清明, 元宵 and 八一 are
+      single days; lunar festivals through the lunardate package;
     * X之前 / X以前 is the day before X.
     """
-    t = re.sub(r"(?<=\d)[.\-/](?=\d)", "#", _clean(text))  # 5.20, 2026-05-20: keep the separators
-    t = _PUNCT.sub("", t).replace("#", "-")
-    t = re.sub(r"^(?:我要|我想|俺要|俺想|想|要|先|大概|可能|差不多|估计|准备)*", "", t)
-    t = re.sub(r"^(?:请假|请|休假|休息|歇|休|不在|出门|外出)?(?:到|至|直到|一直到|等到)?", "", t)
-    t = re.sub(r"(?:的)?假$", "", t)
-    t = re.sub(r"(?:左右|吧|啊|呀|为止|那天|再回来|回来|就回来|才回来|回|再说)+$", "", t)
-    if not t:
-        return None
-    before = False
-    m = re.fullmatch(r"(.+?)(?:之前|以前|前)", t)
-    if m and not re.fullmatch(r".*(?:天|周|星期|礼拜|月|年)", m.group(1)):
-        t, before = m.group(1), True
-    d = _end_date_core(t, today)
-    if d is None:
-        return None
-    return d - timedelta(days=1) if before else d
+    p = parse_date_phrase(text, today)
+    return None if p is None else p.last_day
 
 
-def _end_date_core(t: str, today: date) -> date | None:
+def _end_date_core(t: str, today: date) -> DatePhrase | None:
     rel = {"今天": 0, "今儿": 0, "今日": 0, "明天": 1, "明儿": 1, "明日": 1, "明个": 1, "明儿个": 1, "后天": 2,
            "后儿": 2, "后儿个": 2, "大后天": 3}
     if t in rel:
-        return today + timedelta(days=rel[t])
+        return DatePhrase(today + timedelta(days=rel[t]), THROUGH)
     # durations: 三天, 3日, 两周, 一个星期, 半个月, 两个月, 一年, 三天后, 过两天, 请三天
     m = re.fullmatch(rf"(?:过|再过|请|休)?(?P<n>{NUMBER_RE}|半)?(?P<ge>个)?(?P<half>半)?"
                      r"(?P<u>天|日|晚|宿|周|星期|礼拜|月|年)(?:后|以后|之后)?", t)
@@ -583,25 +641,25 @@ def _end_date_core(t: str, today: date) -> date | None:
             n = (parsed.value if parsed else 0) + (0.5 if m.group("half") else 0)
         if unit in ("天", "日", "晚", "宿"):
             days = round(n)
-            return today + timedelta(days=days - 1) if days >= 1 else None
+            return DatePhrase(today + timedelta(days=days), FOR, days) if days >= 1 else None
         if unit in ("周", "星期", "礼拜") and (m.group("ge") or unit != "周" or True):
             if unit in ("星期", "礼拜", "周") and n_raw is None and not m.group("half"):
                 return None
             days = round(n * 7)
-            return today + timedelta(days=days - 1) if days >= 1 else None
+            return DatePhrase(today + timedelta(days=days), FOR, days) if days >= 1 else None
         if unit == "月":
             if n == 0.5:
-                return today + timedelta(days=14)
+                return DatePhrase(today + timedelta(days=15), FOR, 15)
             whole, half = int(n), n - int(n)
             end = _add_months(today, whole) + timedelta(days=15 if half else 0)
-            return end - timedelta(days=1) if whole or half else None
+            return DatePhrase(end, FOR, (end - today).days) if whole or half else None
         if unit == "年":
-            if n == 0.5:
-                return _add_months(today, 6) - timedelta(days=1)
-            return _add_months(today, 12 * round(n)) - timedelta(days=1) if n >= 1 else None
+            end = _add_months(today, 6 if n == 0.5 else 12 * round(n))
+            return DatePhrase(end, FOR, (end - today).days) if n >= 0.5 else None
     m = re.fullmatch(r"个把(?:月)", t)
     if m:
-        return _add_months(today, 1) - timedelta(days=1)
+        end = _add_months(today, 1)
+        return DatePhrase(end, FOR, (end - today).days)
     # weekdays
     m = re.fullmatch(r"(?P<rel>下下|下个|下|这个|这|本|今)?(?:周|星期|礼拜|礼拜天|礼拜日)(?P<d>[一二三四五六日天末1-7])?", t)
     if m and (m.group("d") or t.endswith(("礼拜天", "礼拜日"))):
@@ -609,12 +667,12 @@ def _end_date_core(t: str, today: date) -> date | None:
         rel = m.group("rel")
         monday = today - timedelta(days=today.weekday())
         if rel in ("下", "下个"):
-            return monday + timedelta(days=7 + wd)
+            return DatePhrase(monday + timedelta(days=7 + wd), THROUGH)
         if rel == "下下":
-            return monday + timedelta(days=14 + wd)
+            return DatePhrase(monday + timedelta(days=14 + wd), THROUGH)
         if rel in ("这", "这个", "本", "今"):
-            return monday + timedelta(days=wd)
-        return today + timedelta(days=(wd - today.weekday()) % 7)
+            return DatePhrase(monday + timedelta(days=wd), THROUGH)
+        return DatePhrase(today + timedelta(days=(wd - today.weekday()) % 7), THROUGH)
     # month parts
     parts = {"月底": ("this", "end"), "月末": ("this", "end"), "这个月底": ("this", "end"),
              "本月底": ("this", "end"), "下月底": ("next", "end"), "下个月底": ("next", "end"),
@@ -624,14 +682,14 @@ def _end_date_core(t: str, today: date) -> date | None:
     if t in parts:
         which, part = parts[t]
         if which == "year":
-            return date(today.year, 12, 31)
+            return DatePhrase(date(today.year, 12, 31), THROUGH)
         base = today if which == "this" else _add_months(today.replace(day=1), 1)
         if part == "end":
-            return _month_end(base)
+            return DatePhrase(_month_end(base), THROUGH)
         if part == "mid":
             d = base.replace(day=15)
-            return d if d >= today else _add_months(d, 1)
-        return base.replace(day=1)
+            return DatePhrase(d if d >= today else _add_months(d, 1), THROUGH)
+        return DatePhrase(base.replace(day=1), THROUGH)
     # festivals
     if re.fullmatch(r"(?:等)?(?:过完年|过了年|年后|过年后|过年以后|年以后)", t):
         t = "春节后"
@@ -642,13 +700,12 @@ def _end_date_core(t: str, today: date) -> date | None:
             span = _festival(m.group("f"), year)
             if span is None:
                 continue
-            day = span[1] if after else span[0]
-            if day >= today:
-                return day
+            if (span[1] if after else span[0]) >= today:
+                return DatePhrase(span[0], AFTER if after else THROUGH, holiday_end=span[1])
         return None
     # dates: 2026-05-20, 5月20日, 5.20, 5/20, 五月二十号, 20号, 下个月10号
     m = re.fullmatch(rf"(?:(?P<y>\d{{4}})[-/.年])?(?P<mo>\d{{1,2}}|[{_CN_CHARS}]{{1,3}})(?:[-/.]|月份?)"
-                     rf"(?P<d>\d{{1,2}}|[{_CN_CHARS}]{{1,3}})(?:日|号)?{_AFTER}?", t)
+                     rf"(?P<d>\d{{1,2}}|[{_CN_CHARS}]{{1,3}})(?:日|号)?(?P<after>{_AFTER})?", t)
     if m:
         mo, dd = _num(m.group("mo")), _num(m.group("d"))
         if mo is None or dd is None:
@@ -662,8 +719,8 @@ def _end_date_core(t: str, today: date) -> date | None:
                 d = d.replace(year=d.year + 1)
             except ValueError:
                 return None
-        return d
-    m = re.fullmatch(rf"(?P<next>下个?月|下月)?(?P<d>\d{{1,2}}|[{_CN_CHARS}]{{1,3}})(?:日|号){_AFTER}?", t)
+        return DatePhrase(d, AFTER if m.group("after") else THROUGH)
+    m = re.fullmatch(rf"(?P<next>下个?月|下月)?(?P<d>\d{{1,2}}|[{_CN_CHARS}]{{1,3}})(?:日|号)(?P<after>{_AFTER})?", t)
     if m:
         dd = _num(m.group("d"))
         if dd is None or not 1 <= dd <= 31:
@@ -673,7 +730,7 @@ def _end_date_core(t: str, today: date) -> date | None:
             if dd <= calendar.monthrange(base.year, base.month)[1]:
                 d = base.replace(day=dd)
                 if d >= today or m.group("next"):
-                    return d
+                    return DatePhrase(d, AFTER if m.group("after") else THROUGH)
             base = _add_months(base, 1)
         return None
     return None
@@ -691,6 +748,8 @@ _TOWN_SUFFIX = re.compile(r"(?:街道办事处|街道办|街道|办事处|民族
 _TOWN_FILLER_HEAD = re.compile(r"^(?:我|俺|咱|额|偶|我们|俺们|咱们|我家|俺家|家|老家)?(?:是|在|住在|住|家在|属于|归|就在|现在在|现住)?"
                                r"(?:本县|县里|咱县|我们县)?")
 _TOWN_FILLER_TAIL = re.compile(r"(?:的人|人|的|那边|这边|那块|这块|那里|这里|那儿|这儿|一带|附近|那片|这片|上|里)+$")
+# Ways of saying "the county town"; its township is usually 城关镇 (asked back, never stored unasked).
+_COUNTY_SEAT = frozenset({"县城", "城里", "城区", "县城里", "老城", "县里", "城关"})
 _FUZZY_PY = [("zh", "z"), ("ch", "c"), ("sh", "s"), ("ang", "an"), ("eng", "en"), ("ing", "in"), ("l", "n"),
              ("f", "h"), ("r", "y")]
 
@@ -766,14 +825,21 @@ def match_township(text: str, names: list[str] | tuple[str, ...]) -> TownshipMat
     cores = {n: township_core(n) for n in names}
     scored: list[tuple[float, str, str]] = []
     tcore = township_core(t)
+    latin = re.sub(r"[^a-z]", "", t) if t.isascii() else ""
     for n in names:
         c, core = canon[n], cores[n]
         if t == c:
             scored.append((1.0, n, "exact"))
         elif tcore == core or t == core:
             scored.append((0.97, n, "name without 镇/乡/街道"))
-        elif len(core) >= 2 and (c in t or core in t):
+        elif len(c) > len(core) and c in t:
+            scored.append((0.95, n, "full name in the text"))  # 高桥乡周家村: 高桥乡, not the 周家 in 周家村
+        elif len(core) >= 2 and core in t:
             scored.append((0.9, n, "named in the text"))
+        elif latin and latin in ("".join(_pinyin(core)), "".join(_pinyin(c))):
+            scored.append((0.92, n, "typed in pinyin"))
+        elif t in _COUNTY_SEAT and core.startswith("城关"):
+            scored.append((0.6, n, "the county seat"))
         elif len(t) >= 2 and t in core:
             scored.append((0.6 if len(t) < len(core) else 0.9, n, "part of the name"))
         else:
@@ -792,5 +858,5 @@ def match_township(text: str, names: list[str] | tuple[str, ...]) -> TownshipMat
         return None
     scored.sort(key=lambda x: -x[0])
     top = scored[0][0]
-    tied = [] if top == 1.0 else [n for s, n, _ in scored if s >= top - 0.05 and n != scored[0][1]]
+    tied = [] if top == 1.0 else [n for s, n, _ in scored if top - s < 0.04 and n != scored[0][1]]
     return TownshipMatch(scored[0][1], top, scored[0][2], tuple(tied[:2]))

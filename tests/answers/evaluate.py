@@ -70,21 +70,50 @@ def check(category: str, case: Any, context: dict[str, Any]) -> tuple[bool, str]
         text, want = case
         got = A.parse_end_date(str(text), context["today"])
         return got == _as_date(want), f"{text!r}: want {want}, got {got}"
+    if category == "date_phrases":
+        text, want = str(case["text"]), _as_date(case.get("day"))
+        p = A.parse_date_phrase(text, context["today"])
+        ok = (p is None) if want is None else (p is not None and p.day == want
+                                               and (case.get("days") is None or p.days == case["days"]))
+        return ok, f"{text!r} ({case.get('kind')}): want {want} days={case.get('days')}, got {p}"
     if category == "townships":
         text, want = str(case["text"]), case.get("expect")
         m = A.match_township(text, context["names"])
-        if want is None:
-            return m is None, f"{text!r}: want none, got {m}"
+        if want is None:  # nothing to store: no match, or a tie the bot asks about
+            return m is None or bool(m.alternatives), f"{text!r}: want none, got {m}"
         ok = m is not None and m.name == want and ("sure" not in case or m.sure == case["sure"])
         return ok, f"{text!r}: want {want} sure={case.get('sure')}, got {m}"
     raise ValueError(f"unknown category {category!r}")
 
 
+def _from_holdout(doc: dict[str, Any]) -> dict[str, Any]:
+    """The held-out file's layout (branch nludata: reference / callup_answers / yes_no / dates with the
+    day the words name / townships with list + mentions) in this file's terms. Its dates name the day the
+    words point at (三天 = reference + 3, 到X / X以后 / X之前 = X), which is :class:`bot.answers.DatePhrase`'s
+    ``day``, so they are scored as category ``date_phrases``."""
+    today = _as_date(doc["reference"]["date"])
+    out: dict[str, Any] = {}
+    out["callup"] = [{"text": c["text"], "answer": c.get("meaning"),
+                      **({"eta": c.get("eta_min")} if c.get("meaning") == "late" else {})}
+                     for c in doc.get("callup_answers") or []]
+    out["yes_no"] = [[c["text"], c.get("meaning")] for c in doc.get("yes_no") or []]
+    out["date_phrases"] = {"today": today, "cases": [{"text": c["text"], "day": c.get("date"), "days": c.get("days"),
+                                                       "kind": c.get("kind")} for c in doc.get("dates") or []]}
+    towns = doc.get("townships") or {}
+    out["townships"] = {"names": towns.get("list") or [], "cases": [
+        {"text": c["text"], "expect": c.get("township"),
+         **({"sure": not c.get("confirm", False)} if c.get("township") else {})}
+        for c in towns.get("mentions") or []]}
+    return out
+
+
 def cases_of(doc: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
-    """(category, case, context) for every case of a loaded file."""
+    """(category, case, context) for every case of a loaded file (either layout)."""
+    if "reference" in doc:
+        doc = _from_holdout(doc)
     out: list[tuple[str, Any, dict[str, Any]]] = []
     for category, body in doc.items():
-        if category == "dates":
+        if category in ("dates", "date_phrases"):
             ctx = {"today": _as_date(body["today"])}
             out += [(category, c, ctx) for c in body["cases"]]
         elif category == "townships":

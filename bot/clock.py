@@ -52,6 +52,16 @@ def from_local(when: datetime, tz: str = "Asia/Shanghai") -> datetime:
     return when.replace(tzinfo=ZoneInfo(tz)).astimezone(UTC).replace(tzinfo=None)
 
 
-def fmt_local(when: datetime | None, tz: str = "Asia/Shanghai", pattern: str = "%m月%d日 %H:%M") -> str:
-    """Format a naive UTC time in local time for a user-facing text."""
-    return "" if when is None else to_local(when, tz).strftime(pattern)
+#: Patterns for users: 5月20日 14:00 and 5月20日 — no leading zeros ("05月20日" reads like a form, not like
+#: speech). ``{month}`` and ``{day}`` are filled before strftime; every user-facing date goes through these.
+USER_DATETIME = "{month}月{day}日 %H:%M"
+USER_DATE = "{month}月{day}日"
+
+
+def fmt_local(when: datetime | None, tz: str = "Asia/Shanghai", pattern: str = USER_DATETIME) -> str:
+    """Format a naive UTC time in local time: strftime ``pattern`` plus ``{month}``/``{day}`` without
+    leading zeros (default :data:`USER_DATETIME`: 5月20日 14:00)."""
+    if when is None:
+        return ""
+    local = to_local(when, tz)
+    return local.strftime(pattern.replace("{month}", str(local.month)).replace("{day}", str(local.day)))

@@ -79,6 +79,9 @@ class BotConfig:
     fuzzy_suggest: float = 65.0
     # openids that get the staff role when they first write (more can be granted with `vetbot users role`).
     staff_openids: list[str] = field(default_factory=list)
+    # The county's townships and sub-districts (乡镇/街道). 我的信息 matches what people type (城关, 俺是城关的,
+    # 城關鎮, 成关) to one of them and stores that name, so `broadcast --township` finds them; empty = free text.
+    townships: list[str] = field(default_factory=list)
     welcome: str = (
         "您好，欢迎关注！这里是退役军人服务号。可以直接打字提问，比如“优待证怎么办”。"
         "回复“帮助”随时查看功能，回复“人工”给工作人员留言。"
@@ -513,5 +516,11 @@ def _validate(cfg: Config, label: str) -> None:
         raise ConfigError(f"{label}: server.path must start with '/' (got {cfg.server.path!r})")
     if cfg.database.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
         raise ConfigError(f"{label}: database.sqlite_synchronous must be NORMAL, FULL or EXTRA")
+    towns = [t.strip() for t in cfg.bot.townships]
+    if any(not t for t in towns) or len(set(towns)) != len(towns):
+        dup = next((t for t in towns if towns.count(t) > 1), "")
+        raise ConfigError(f"{label}: bot.townships " + (f"lists '{dup}' twice" if dup else "has an empty name")
+                          + " (hint: one name per township, e.g. [城关镇, 竹阳街道])")
+    cfg.bot.townships = towns
     if cfg.server.reply_budget_s <= 0 or cfg.server.reply_budget_s >= 5:
         raise ConfigError(f"{label}: server.reply_budget_s must be between 0 and 5 seconds (WeChat waits 5 s)")

@@ -25,7 +25,7 @@ from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
-from flows.api import Context, Inbound, Services, get_flow, scenes
+from flows.api import Context, Inbound, Services, before_route_hooks, get_flow, scenes
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
@@ -178,6 +178,15 @@ class Dispatcher:
         if cmd is not None and cmd.allowed(roles):
             await self._command(ctx, conv, cmd)
             return
+        # before_route hooks (flows.api) read the message before the open menu and the active flow: an open
+        # call-up's 1/2/3 must not pick item 1 of a menu left open (issue 14, item 13). A hook that claims
+        # the message replies itself; when it asks nothing of its own, the open menu stays open for the next message.
+        ctx.asked_at = conv.updated_at if (conv.flow or conv.choices) else None
+        for hook in before_route_hooks():
+            if await hook(ctx):
+                if ctx.flow == conv.flow and not ctx.choices:
+                    ctx.choices, ctx.choice_kind = list(conv.choices), conv.choice_kind
+                return
         if conv.choices:
             n = ctx.choice(len(conv.choices))
             if n is not None:

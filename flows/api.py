@@ -25,7 +25,8 @@ A flow never sees aiohttp or the WeChat client. Example::
             ctx.say("您怎么称呼？")
 
 Scheduled work registers with :func:`tick`; QR-scene handlers with :func:`on_scene`; start-up
-work (loading a knowledge base) with :func:`on_startup`.
+work (loading a knowledge base) with :func:`on_startup`; a message that must be read before the open
+numbered menu and the active flow (an open call-up's answer) with :func:`before_route`.
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ class Context:
         self.rerouted = False
         self.reasks = reasks
         self.pushes = 0
+        #: When the question now waiting for an answer — the active flow's step or a numbered menu — was
+        #: asked (naive UTC); None when nothing waits. Set by the dispatcher for :func:`before_route` hooks.
+        self.asked_at: datetime | None = None
 
     # --- reading -------------------------------------------------------------------------------
     @property
@@ -265,6 +269,8 @@ SceneFn = Callable[[Context, str], Awaitable[bool]]
 _SCENES: dict[str, SceneFn] = {}
 StartupFn = Callable[[Services], Awaitable[None]]
 _STARTUP: list[StartupFn] = []
+BeforeRouteFn = Callable[[Context], Awaitable[bool]]
+_BEFORE_ROUTE: dict[str, BeforeRouteFn] = {}
 
 
 def flow(cls: FlowFactory) -> FlowFactory:
@@ -303,6 +309,24 @@ def on_startup(fn: StartupFn) -> StartupFn:
     """Run ``fn(services)`` once when the app (or the in-process chat) starts."""
     _STARTUP.append(fn)
     return fn
+
+
+def before_route(fn: BeforeRouteFn) -> BeforeRouteFn:
+    """Register ``fn(ctx) -> bool``, run for every text message after the global commands (帮助, 取消 …)
+    and before the open numbered menu, the active flow and intent matching. Returning True means the
+    hook handled the message (it replied, and may have set ``ctx.flow``/``ctx.step`` to ask a follow-up);
+    the dispatcher then drops the open menu and routes nothing else.
+
+    For messages that must win over whatever the conversation was doing — an answer to an open call-up
+    from a member who has not answered it. Hooks run on every message: return False fast (check a role
+    before querying) and claim only what is unmistakably yours; ``ctx.asked_at`` tells when the waiting
+    question was asked. Registered by qualified name, so re-importing a module does not add it twice."""
+    _BEFORE_ROUTE[f"{fn.__module__}.{fn.__qualname__}"] = fn
+    return fn
+
+
+def before_route_hooks() -> list[BeforeRouteFn]:
+    return list(_BEFORE_ROUTE.values())
 
 
 def load_all() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bot.text import PHONE_RE, clean_phone
+from bot.answers import match_township, parse_yes_no
+from bot.text import PHONE_RE, clean_phone, clip
 from flows.api import Context, Flow, flow
 
 NAME_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z·•．.]{2,20}$")
@@ -59,11 +60,17 @@ class Profile(Flow):
             await ctx.ask("kind", "")
             ctx.choose(KINDS, header="请选择您的身份：")
             return
-        await ctx.ask(field, PROMPTS[field])
+        prompt = PROMPTS[field]
+        towns = ctx.config.bot.townships
+        if field == "township" and towns:
+            prompt = f"请输入您所在的乡镇或街道，例如：{towns[0]}"
+        await ctx.ask(field, prompt)
 
     async def prompt(self, ctx: Context, step: str) -> None:
         if step == "menu":
             await self._menu(ctx)
+        elif step == "township_confirm":
+            await self._ask(ctx, "township")
         else:
             await self._ask(ctx, step)
 
@@ -105,12 +112,9 @@ class Profile(Flow):
             u.phone = phone
             await self._next(ctx, "phone")
         elif ctx.step == "township":
-            town = ctx.text.replace(" ", "")
-            if not 2 <= len(town) <= 20:
-                ctx.reask("请输入乡镇或街道名称（2-20个字），例如：城关镇")
-                return
-            u.township = town
-            await self._next(ctx, "township")
+            await self._township(ctx)
+        elif ctx.step == "township_confirm":
+            await self._township_confirm(ctx)
         elif ctx.step == "kind":
             if ctx.picked is None:
                 if ctx.reask("请回复数字 1、2 或 3 选择身份。"):
@@ -122,3 +126,54 @@ class Profile(Flow):
             if ctx.picked in ("veteran", "family"):
                 u.add_role(ctx.picked)
             await self._next(ctx, "kind")
+
+    # --- township: matched to bot.townships -------------------------------------------------------
+    def _town_hint(self, towns: list[str]) -> str:
+        if len(towns) <= 12:
+            return "本县的乡镇（街道）有：" + "、".join(towns)
+        return f"请输入乡镇或街道的名字，例如：{towns[0]}、{towns[1]}"
+
+    async def _township(self, ctx: Context) -> None:
+        """Free text when ``bot.townships`` is empty; otherwise one of its names (asked back when unsure)."""
+        towns = ctx.config.bot.townships
+        if not towns:
+            town = ctx.text.replace(" ", "")
+            if not 2 <= len(town) <= 20:
+                ctx.reask("请输入乡镇或街道名称（2-20个字），例如：城关镇")
+                return
+            ctx.user.township = town
+            await self._next(ctx, "township")
+            return
+        m = match_township(ctx.text, towns)
+        if m is None:
+            ctx.reask(f"没有找到“{clip(ctx.text.strip(), 12)}”。{self._town_hint(towns)}\n请再输入一次：")
+            return
+        if m.sure:
+            ctx.user.township = m.name
+            await self._next(ctx, "township")
+            return
+        options = [m.name, *m.alternatives]
+        await ctx.ask("township_confirm", "")
+        ctx.slots["towns"] = options
+        if len(options) == 1:
+            ctx.choose([("是", m.name), ("不是，重新输入", "")], header=f"您是说 {m.name} 吗？")
+        else:
+            ctx.choose([(n, n) for n in options] + [("都不是，重新输入", "")], header="您说的是哪一个？")
+
+    async def _township_confirm(self, ctx: Context) -> None:
+        options = list(ctx.slots.get("towns") or [])
+        picked = ctx.picked
+        if picked is None:
+            yn = parse_yes_no(ctx.text, digits=False)
+            if yn is True and len(options) == 1:
+                picked = options[0]
+            elif yn is False:
+                picked = ""
+            else:
+                await self._township(ctx)  # the name typed again (or another one)
+                return
+        if picked in ctx.config.bot.townships:
+            ctx.user.township = picked
+            await self._next(ctx, "township")
+            return
+        await self._ask(ctx, "township")

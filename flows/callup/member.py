@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
-from bot.clock import fmt_local
+from bot.answers import CONFIRM, CallupReading, parse_callup_answer, parse_yes_no
+from bot.clock import to_local
 from bot.text import PHONE_RE, clean_phone
-from flows.api import Context, Flow, flow, on_scene
+from flows.api import Context, Flow, before_route, flow, on_scene
 from flows.callup import service, texts
-from flows.callup.parse import parse_eta, parse_until
-from storage.callup import LATE, PENDING, Member, Team, active_targets_of, answerable, member_by_openid
+from flows.callup.parse import leave_last_day, parse_eta, parse_until
+from storage.callup import (
+    ACTIVE_STATES,
+    LATE,
+    PENDING,
+    CallUp,
+    CallUpTarget,
+    Member,
+    Team,
+    active_targets_of,
+    answerable,
+    member_by_openid,
+)
 
 NOT_BOUND = ("您还没有绑定应急队伍。\n请扫描队伍的二维码，或回复“绑定 队伍码”（队伍码向队长索取），"
              "例如：绑定 123456")
 ASK_PHONE = "请输入您在队伍名册上登记的手机号（11位）：\n（回复“取消”退出）"
-ANSWER_WORDS = {"1": "yes", "到": "yes", "收到到": "yes", "2": "late", "晚到": "late", "3": "no", "不能到": "no",
-                "不到": "no", "来不了": "no", "去不了": "no"}
+#: The numbered answers of every call-up notice (texts.REPLY_HINT).
+DIGIT_ANSWERS = {1: "yes", 2: "late", 3: "no", "1": "yes", "2": "late", "3": "no"}
+LATE_ANSWER = "late"
 
 
 def _skills(m: Member) -> str:
@@ -63,6 +78,8 @@ class Bind(Flow):
             await self._code(ctx, ctx.text)
             return
         if ctx.step == "scan_confirm":
+            if ctx.picked is None and parse_yes_no(ctx.text, digits=False):
+                ctx.picked = "bind"  # 绑定到该队伍？ 好的 / 要得
             if ctx.picked == "bind":
                 team = await _team(ctx, int(ctx.slots.get("team_id", 0)))
                 await ctx.ask("phone", f"队伍：{team.name if team else ''}\n{ASK_PHONE}")
@@ -169,7 +186,7 @@ class MyTeam(Flow):
         if m.available(ctx.now):
             lines.append("状态：在岗（回复“请假”暂停接收通知）")
         else:
-            lines.append(f"状态：请假至 {fmt_local(m.away_until, tz, '%m月%d日')}（回复“恢复”恢复在岗）")
+            lines.append(f"状态：请假至 {leave_last_day(m.away_until, tz)}（含，回复“恢复”恢复在岗）")
         active = await active_targets_of(ctx.session, m.id)
         if active:
             lines.append("")
@@ -192,7 +209,7 @@ class Leave(Flow):
 
     name = "callup_leave"
     title = "请假"
-    ASK = "请假到哪天？例如：3天、明天、5月20日\n（回复“取消”退出）"
+    ASK = "请假到哪天？例如：三天、下周三、5月20日、五一以后\n（回复“取消”退出）"
 
     async def start(self, ctx: Context) -> None:
         m = await member_by_openid(ctx.session, ctx.openid)
@@ -216,8 +233,7 @@ class Leave(Flow):
                 ctx.reask("没看懂日期。" + self.ASK)
             return
         m.away_until, m.updated_at = until, ctx.now
-        last = fmt_local(until - timedelta(minutes=1), tz, "%m月%d日")
-        ctx.say(f"已请假至 {last}（含）。期间不会收到新的集结通知，到期自动恢复。\n提前回来请回复“恢复”。")
+        ctx.say(f"已请假至 {leave_last_day(until, tz)}（含）。期间不会收到新的集结通知，到期自动恢复。\n提前回来请回复“恢复”。")
         ctx.end()
 
     async def step(self, ctx: Context) -> None:
@@ -255,62 +271,171 @@ class Resume(Flow):
         await self.start(ctx)
 
 
+#: Said back when an answer was read from words rather than 1 / 2 / 3, so a misreading is one message away.
+CHANGE_HINT = "如有变化，随时回复：1 到 / 2 晚到 / 3 不能到。"
+ASK_WHICH = "没太明白您的意思。请回复数字：1 到 / 2 晚到 / 3 不能到"
+#: Active call-ups of a member (newest first) with their answer and when the member was called: what the
+#: before-route hook needs, in one query.
+_ACTIVE_TARGETS = (select(CallUpTarget.callup_id, CallUpTarget.member_id, CallUpTarget.status,
+                          CallUpTarget.created_at)
+                   .join(Member, Member.id == CallUpTarget.member_id)
+                   .join(CallUp, CallUp.id == CallUpTarget.callup_id)
+                   .where(Member.openid == bindparam("o"), CallUp.state.in_(ACTIVE_STATES))
+                   .order_by(CallUp.created_at.desc(), CallUp.id.desc()))
+
+
 def read_answer(text: str) -> str | None:
-    """'1' / '到' -> yes, '2' / '晚到' -> late, '3' / '不能到' -> no."""
-    return ANSWER_WORDS.get(text.strip())
+    """1 / 到 / 马上到 / 收到 -> yes, 2 / 晚到 / 晚半个钟头 -> late, 3 / 不能到 / 去不了 -> no; None when the text
+    is not an answer that can be recorded (see :func:`bot.answers.parse_callup_answer`)."""
+    reading = parse_callup_answer(text)
+    return reading.answer if reading is not None and reading.recordable else None
+
+
+async def _minutes_late(ctx: Context, callup_id: int, at: tuple[int, int]) -> int:
+    """A stated arrival time (九点到) as minutes after the assembly time (0 when not late)."""
+    c = await ctx.session.get(CallUp, callup_id)
+    if c is None:
+        return 0
+    tz = ctx.config.bot.timezone
+    assemble = to_local(c.assemble_at, tz)
+    arrive = assemble.replace(hour=at[0], minute=at[1])
+    if at[0] < 12 and arrive < assemble - timedelta(hours=6):
+        arrive += timedelta(hours=12)  # 九点到 said for a 20:30 call-up means 21:00
+    if arrive < assemble - timedelta(hours=12):
+        arrive += timedelta(days=1)
+    minutes = int((arrive - assemble).total_seconds() // 60)
+    return max(0, min(minutes, 1440))
+
+
+async def _record(ctx: Context, callup_id: int, member_id: int, reading: CallupReading, others: int,
+                  *, from_words: bool) -> None:
+    """Record a reading of the member's reply on one call-up and say so; a 晚到 without a time asks once."""
+    answer, eta = reading.answer, reading.eta_min
+    if answer == LATE_ANSWER and eta is None and reading.at_clock is not None:
+        eta = await _minutes_late(ctx, callup_id, reading.at_clock)
+        if eta == 0:
+            answer = "yes"  # arriving by the assembly time is 到
+    try:
+        r = await service.record_answer(ctx.session, ctx.services, callup_id, member_id, answer, ctx.now,
+                                        eta_min=eta or None, via="chat")
+    except service.CallupError as e:
+        ctx.say(str(e))
+        return
+    ctx.say(r.message + (f"\n{CHANGE_HINT}" if from_words and r.recorded_as is not None else ""))
+    if others:
+        ctx.say(f"（您还有 {others} 个进行中的集结，回复“我的队伍”查看，或点通知里的链接分别回复。）")
+    if r.recorded_as == LATE and not eta:
+        _enter(ctx, "eta", {"callup_id": callup_id, "member_id": member_id})
+        ctx.say(Answer.ASK_ETA)
+
+
+def _enter(ctx: Context, step: str, slots: dict[str, Any]) -> None:
+    """Put the conversation into the answer flow at ``step`` (from the hook, where no flow was started)."""
+    ctx.flow, ctx.step, ctx.slots, ctx.stack, ctx.reasks, ctx.ended = Answer.name, step, slots, [], 0, False
+
+
+@before_route
+async def open_callup_answer_first(ctx: Context) -> bool:
+    """An answer to an open call-up wins over a menu left open or a flow in progress (issue 14, item 13),
+    and own words (俺去不了，腰扭了 · 大概晚半个钟头) reach the call-up although no flow waits for them.
+
+    For a member who has NOT answered their newest call-up: 1 / 2 / 3 and clear own words are recorded;
+    unsure words (嗯 · 对不起) get one "1 到 / 2 晚到 / 3 不能到" question. A question the bot asked AFTER the
+    member was called (a menu opened since) keeps its digits: the member is answering that. For a member
+    who has answered, only clear own words with nothing else waiting change the answer (去不了了); digits
+    go the usual way (the callup_answer intent when no menu is open)."""
+    if "volunteer" not in ctx.user.role_set or ctx.flow == Answer.name:
+        return False
+    digit = ctx.choice(3)
+    reading = None
+    if digit is None:
+        reading = parse_callup_answer(ctx.text)
+        if reading is None or reading.confidence < CONFIRM:
+            return False
+    rows = (await ctx.session.execute(_ACTIVE_TARGETS, {"o": ctx.openid})).all()
+    if not rows:
+        return False
+    pending = [r for r in rows if r.status == PENDING]
+    if pending:
+        target = pending[0]
+        if ctx.asked_at is not None and ctx.asked_at > target.created_at:
+            return False  # the menu or question came after the call-up: the member is answering it
+        if digit is not None:
+            reading = CallupReading(DIGIT_ANSWERS[digit], 1.0)
+        assert reading is not None
+        if not reading.recordable:
+            _enter(ctx, "which", {"callup_id": target.callup_id, "member_id": target.member_id})
+            ctx.say(ASK_WHICH)
+            return True
+        await _record(ctx, target.callup_id, target.member_id, reading, len(rows) - 1, from_words=digit is None)
+        return True
+    if reading is None or not reading.recordable or ctx.asked_at is not None:
+        return False
+    latest = rows[0]
+    await _record(ctx, latest.callup_id, latest.member_id, reading, len(rows) - 1, from_words=True)
+    return True
 
 
 @flow
 class Answer(Flow):
-    """1 / 2 / 3 (到 / 晚到 / 不能到) answers the member's latest open call-up; 晚到 asks the ETA."""
+    """1 / 2 / 3 (到 / 晚到 / 不能到, or the member's own words) answers the member's latest open call-up;
+    晚到 without a time asks the ETA once."""
 
     name = "callup_answer"
     title = "回复集结"
-    ASK_ETA = "大约晚多久到？请回复分钟数，例如：30（不确定可回复“取消”）"
+    ASK_ETA = "大约晚多久到？例如：30分钟、半个钟头、一个小时（不确定可回复“不确定”）"
 
     async def start(self, ctx: Context) -> None:
         word = (ctx.intent_slots.get("a") or ctx.text).strip()
-        answer = read_answer(word)
+        reading = parse_callup_answer(ctx.text) or parse_callup_answer(word)
         member_id, active = await answerable(ctx.session, ctx.openid)
-        if member_id is None or answer is None:
-            ctx.say(NOT_BOUND if member_id is None else "请回复：1 到 / 2 晚到 / 3 不能到")
+        if member_id is None:
+            ctx.say(NOT_BOUND)
             ctx.end()
             return
         if not active:
             ctx.say("目前没有需要您回复的集结。回复“我的队伍”查看队伍信息，回复“帮助”查看功能。")
             ctx.end()
             return
-        eta = parse_eta(ctx.intent_slots.get("eta") or "") if answer == "late" else None
-        try:
-            r = await service.record_answer(ctx.session, ctx.services, active[0], member_id, answer, ctx.now,
-                                            eta_min=eta, via="chat")
-        except service.CallupError as e:
-            ctx.say(str(e))
+        if reading is None or not reading.recordable:
+            ctx.say(texts.REPLY_HINT)
             ctx.end()
             return
-        ctx.say(r.message)
-        if len(active) > 1:
-            ctx.say(f"（您还有 {len(active) - 1} 个进行中的集结，回复“我的队伍”查看，或点通知里的链接分别回复。）")
-        if r.recorded_as == LATE and eta is None:
-            ctx.slots.update(callup_id=active[0], member_id=member_id)
-            await ctx.ask("eta", self.ASK_ETA)
-            return
         ctx.end()
+        await _record(ctx, active[0], member_id, reading, len(active) - 1,
+                      from_words=word not in DIGIT_ANSWERS and word not in ("到", "晚到", "不能到"))
 
     async def step(self, ctx: Context) -> None:
+        s = ctx.slots
+        if ctx.step == "which":
+            digit = ctx.choice(3)
+            reading = CallupReading(DIGIT_ANSWERS[digit], 1.0) if digit else parse_callup_answer(ctx.text)
+            if reading is None or not reading.recordable:
+                ctx.reroute()  # asked once already: this is something else, route it afresh
+                return
+            ctx.end()
+            await _record(ctx, int(s["callup_id"]), int(s["member_id"]), reading, 0, from_words=digit is None)
+            return
         if ctx.step != "eta":
             ctx.end()
             return
         eta = parse_eta(ctx.text)
+        reading = parse_callup_answer(ctx.text) if eta is None else None
+        if eta is None and reading is not None and reading.at_clock is not None:
+            eta = await _minutes_late(ctx, int(s["callup_id"]), reading.at_clock) or None
         if eta is None:
-            if read_answer(ctx.text) is not None:  # a fresh 1 / 2 / 3: answer again
-                ctx.reroute()
+            if reading is not None and reading.recordable and reading.answer != LATE_ANSWER:
+                ctx.reroute()  # a fresh 到 / 不能到: answer again
                 return
-            ctx.reask("请回复分钟数，例如：30；不确定请回复“取消”。")
+            if ctx.reasks or re.search(r"不确定|不知道|说不准|说不好|不一定|看情况|尽快|尽量", ctx.text):
+                ctx.say("好的，已记录晚到（时间未定）。请尽快前往，注意安全！")
+                ctx.end()
+                return
+            ctx.reask("请回复大约晚多少分钟，例如：30、半个钟头；不确定请回复“不确定”。")
             return
-        ok = await service.set_eta(ctx.session, int(ctx.slots["callup_id"]), int(ctx.slots["member_id"]), eta, ctx.now)
+        ok = await service.set_eta(ctx.session, int(s["callup_id"]), int(s["member_id"]), eta, ctx.now)
         ctx.say(f"已记录：约晚 {eta} 分钟到。注意安全！" if ok else "您的回复已有变化，未记录到达时间。")
         ctx.end()
 
     async def prompt(self, ctx: Context, step: str) -> None:
-        ctx.say(self.ASK_ETA)
+        ctx.say(self.ASK_ETA if step == "eta" else ASK_WHICH)

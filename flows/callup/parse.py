@@ -10,6 +10,7 @@ import re
 import unicodedata
 from datetime import datetime, timedelta
 
+from bot.answers import fmt_day, parse_end_date, parse_minutes
 from bot.clock import from_local, to_local
 
 _CN = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
@@ -182,71 +183,38 @@ def parse_skill_option(text: str, skills: list[str]) -> tuple[str, int]:
 
 
 # --- leave (请假) ---------------------------------------------------------------------------------------
-_DAYS = re.compile(rf"^(?:请假)?{_NUM}\s*(天|日|周|个?星期|个?礼拜)$")
+#: The furthest a leave may reach (a year and a day: 请假一年 on 29 February still fits).
+MAX_LEAVE_DAYS = 366
 
 
 def parse_until(text: str, now: datetime, tz: str) -> datetime | None:
-    """When a leave ends -> naive UTC of the local midnight after the last day away; None if unreadable.
+    """When a leave ends -> naive UTC of the local midnight after the last day away; None if unreadable,
+    in the past or more than a year ahead.
 
-    3天 (today and the next two days) · 一周 · 明天 · 后天 · 5月20日 · 5-20 · 2026-05-20 · 到5月20日."""
-    t = _nfkc(text).replace(" ", "")
-    for prefix in ("请假到", "请假至", "请假", "到", "至", "直到"):
-        if t.startswith(prefix):
-            t = t[len(prefix):]
-            break
-    t = t.rstrip("。.!！")
+    The words are read by :func:`bot.answers.parse_end_date` (三天, 一周, 半个月, 下周三, 周五, 五一以后, 国庆后,
+    月底, 后天, 到5月20日, 5.20, 十号 …), whose one rule is that the date named is the last day away,
+    inclusive. Show it with :func:`leave_last_day`, never by formatting the stored instant."""
     local_today = to_local(now, tz).date()
-    last = None
-    m = _DAYS.match(t)
-    if m:
-        n = cn_int(m.group(1))
-        if not n:
-            return None
-        days = n * 7 if m.group(2) in ("周", "星期", "个星期", "礼拜", "个礼拜") else n
-        last = local_today + timedelta(days=days - 1)
-    elif t in ("今天", "今日"):
-        last = local_today
-    elif t in ("明天", "明日"):
-        last = local_today + timedelta(days=1)
-    elif t in ("后天",):
-        last = local_today + timedelta(days=2)
-    elif t in ("一周", "一星期", "一个星期"):
-        last = local_today + timedelta(days=6)
-    else:
-        md = re.match(r"^(?:(\d{4})[-/.年])?(\d{1,2})[-/.月](\d{1,2})[日号]?$", t)
-        if not md:
-            return None
-        try:
-            last = local_today.replace(year=int(md.group(1) or local_today.year), month=int(md.group(2)),
-                                       day=int(md.group(3)))
-        except ValueError:
-            return None
-        if md.group(1) is None and last < local_today:
-            last = last.replace(year=last.year + 1)
-    if last < local_today or last > local_today + timedelta(days=366):
+    last = parse_end_date(text, local_today)
+    if last is None or last < local_today or last > local_today + timedelta(days=MAX_LEAVE_DAYS):
         return None
     nxt = last + timedelta(days=1)
     return from_local(datetime(nxt.year, nxt.month, nxt.day), tz)
 
 
+def leave_last_day(away_until: datetime, tz: str) -> str:
+    """The last day away of a leave stored as :func:`parse_until` stores it: 5月20日 (inclusive).
+
+    ``away_until`` is the instant the member is available again (local midnight after the last day),
+    so the last day is the local date of the instant just before it."""
+    return fmt_day(to_local(away_until - timedelta(microseconds=1), tz).date())
+
+
 # --- ETA (晚到) -----------------------------------------------------------------------------------------
 def parse_eta(text: str) -> int | None:
-    """'30' · '30分钟' · '半小时' · '1小时' · '一个半小时' -> minutes (1..1440); None otherwise."""
-    t = _nfkc(text).replace(" ", "")
-    for suffix in ("左右", "后到", "以后", "后", "吧", "。", "到"):
-        if t.endswith(suffix) and len(t) > len(suffix):
-            t = t[: -len(suffix)]
-    if t in ("半小时", "半个小时", "半个钟头"):
-        return 30
-    m = re.match(rf"^{_NUM}(个)?(半)?(小时|钟头)$", t)
-    if m:
-        h = cn_int(m.group(1))
-        return None if h is None else min(1440, h * 60 + (30 if m.group(3) else 0)) or None
-    m = re.match(rf"^{_NUM}(分钟|分)?$", t)
-    if m:
-        n = cn_int(m.group(1))
-        return n if n and 1 <= n <= 1440 else None
-    return None
+    """Minutes late (1..1440) in the member's words, None otherwise: 30 · 30分钟 · 半小时 · 晚半个钟头 ·
+    二十分钟后到 · 一个小时左右 · 一个半小时 · 个把小时 (see :func:`bot.answers.parse_minutes`)."""
+    return parse_minutes(text)
 
 
 def split_names(text: str) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.answers import parse_yes_no
 from bot.clock import fmt_local
 from flows.api import Context, Flow, flow
 from flows.callup import service, texts
@@ -94,7 +95,7 @@ class CreateCallup(Flow):
         return "\n".join([
             f"{texts.DRILL if s.get('drill') else ''}【{s['kind']}集结】",
             f"地点：{s['place']}",
-            f"集合：{fmt_local(_dt(s['time']), tz, '%m月%d日 %H:%M')}",
+            f"集合：{fmt_local(_dt(s['time']), tz)}",
             f"需要：{s['needed']}人" + (f"（{skills}）" if skills else ""),
             f"队伍：{s.get('scope_label') or '全部队伍'}",
             f"将通知 {bound} 人（共 {total} 人，请假 {total - avail} 人，未绑定微信 {avail - bound} 人）",
@@ -149,6 +150,8 @@ class CreateCallup(Flow):
                 s["scope_label"] = "、".join(t.name for t in teams)
             await self.prompt(ctx, "drill")
         elif ctx.step == "drill":
+            if ctx.picked is None and (yn := parse_yes_no(ctx.text, digits=False)) is not None:
+                ctx.picked = yn  # 这次是演练吗？ 是的 / 不是
             if ctx.picked is None:
                 if ctx.reask("请回复 1（演练）或 2（真实集结）。"):
                     ctx.choose([("演练", True), ("真实集结", False)])
@@ -156,6 +159,8 @@ class CreateCallup(Flow):
             s["drill"] = bool(ctx.picked)
             await self.prompt(ctx, "confirm")
         elif ctx.step == "confirm":
+            if ctx.picked is None:  # 好的 / 发吧 / 不发了 / 算了 in own words
+                ctx.picked = {True: "go", False: "stop", None: None}[parse_yes_no(ctx.text, digits=False)]
             if ctx.picked == "stop":
                 ctx.say("已取消，没有发送任何通知。")
                 ctx.end()
@@ -274,6 +279,8 @@ class CloseCallup(Flow):
             await self._confirm(ctx, c)
             return
         if ctx.step == "confirm":
+            if ctx.picked is None:  # 好的 / 结束吧 / 不用了 in own words
+                ctx.picked = {True: "go", False: "stop", None: None}[parse_yes_no(ctx.text, digits=False)]
             if ctx.picked == "go":
                 c, r, now_closed = await service.close_callup(ctx.session, ctx.services, int(ctx.slots["callup_id"]),
                                                               ctx.openid, ctx.now)

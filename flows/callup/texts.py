@@ -20,7 +20,7 @@ def label(c: CallUp) -> str:
 
 
 def when(c: CallUp, tz: str) -> str:
-    return fmt_local(c.assemble_at, tz, "%m月%d日 %H:%M")
+    return fmt_local(c.assemble_at, tz)
 
 
 def need_text(c: CallUp) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import update
 
+from bot.answers import parse_yes_no
 from flows.api import Context, Flow, flow
 from flows.jobs.alerts import settings
 from flows.jobs.matching import split_words
@@ -308,8 +309,12 @@ class JobSubscribe(Flow):
         await self._next(ctx, "quiet")
 
     async def _on_confirm(self, ctx: Context) -> None:
-        if ctx.picked == "yes" or ctx.norm in ("确认", "确定", "好", "好的", "是"):
+        yn = parse_yes_no(ctx.text, digits=False) if ctx.picked is None else None
+        if ctx.picked == "yes" or yn is True:
             await self._save(ctx, edited=False)
+        elif yn is False:
+            ctx.say("好的，这次没有订阅。想订阅时回复“订阅岗位”。")
+            ctx.end()
         elif ctx.picked == "redo" or ctx.norm in ("重新填写", "重填"):
             ctx.slots["d"] = _draft_defaults(ctx)
             await self._ask(ctx, "place")
@@ -339,6 +344,12 @@ class JobSubscribe(Flow):
         ctx.choose([("现在就看看符合条件的在招岗位", "browse")], footer="不看请回复“取消”。")
 
     async def _on_done(self, ctx: Context) -> None:
+        if ctx.picked is None and (yn := parse_yes_no(ctx.text, digits=False)) is not None:
+            if not yn:
+                ctx.say("好的。回复“找工作”随时可以查看岗位。")
+                ctx.end()
+                return
+            ctx.picked = "browse"
         if ctx.picked == "browse":
             ctx.switch("jobs_search", {"mine": "1"})
             return
@@ -362,6 +373,8 @@ class JobMine(JobSubscribe):
         await self._menu(ctx, sub)
 
     async def _on_offer(self, ctx: Context) -> None:
+        if ctx.picked is None and parse_yes_no(ctx.text, digits=False):
+            ctx.picked = "subscribe"
         if ctx.picked == "subscribe":
             ctx.switch("jobs_subscribe")
             return
@@ -387,8 +400,10 @@ class JobUnsubscribe(Flow):
 
     async def step(self, ctx: Context) -> None:
         v = ctx.picked
-        if v is None and ctx.norm in ("确定", "确定退订", "是", "退订", "确认"):
+        if v is None and ctx.norm in ("确定退订", "退订"):
             v = "yes"
+        if v is None:  # 确定退订吗？ 是的 / 退吧 / 不用了 / 算了
+            v = {True: "yes", False: "no", None: None}[parse_yes_no(ctx.text, digits=False)]
         if v == "yes":
             sub = await get_subscription(ctx.session, ctx.openid)
             if sub is not None:

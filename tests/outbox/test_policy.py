@@ -444,7 +444,7 @@ async def test_late_reply_template_gets_title_content_and_time_defaults(db: Data
     assert data["keyword1"]["value"] == "优待证在乡镇退役军人服务站办理。"
     r = TemplateRenderer({"x": TemplateSpec("T", {"t": "{time}", "c": "{content}"}, "")})
     _, fields, _ = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
-    assert fields == {"t": "04月04日 09:00", "c": "自己的内容"}
+    assert fields == {"t": "4月4日 09:00", "c": "自己的内容"}
 
 
 async def test_rate_limiter_spaces_calls_per_path() -> None:

@@ -60,18 +60,20 @@ def test_import_reports_every_bad_row_and_imports_nothing(cli, db_url: str, tmp_
     code, _, err = cli("martyrs", "import", "-c", CONFIG, str(tmp_path / "missing.csv"))
     assert code == 2 and "file not found" in err
     wrong = tmp_path / "wrong.csv"
-    wrong.write_text("姓名,性别,家乡\n张三,男,某县\n", encoding="utf-8")
+    wrong.write_text("姓名,性别,老家\n张三,男,某县\n", encoding="utf-8")
     code, _, err = cli("martyrs", "import", "-c", CONFIG, str(wrong))
-    assert code == 2 and "missing columns: hometown" in err and "unknown columns: 家乡" in err
+    assert code == 2 and "line 1, column hometown: 缺少这一列（籍贯）" in err
+    assert "line 1, column 老家: 不认识的列名" in err and "line 1, column biography: 缺少这一列" in err
 
 
 def test_import_then_reimport_updates(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = cli("martyrs", "import", "-c", CONFIG, str(SAMPLE), "--check")
-    assert code == 0 and "12 records valid" in out
+    assert code == 0 and "12 rows valid (UTF-8); dry run, nothing imported: 12 new" in out
+    assert "line 2: 新增 张建国（示例省东山县城关镇，1951-11 牺牲）" in out
     code, out, _ = cli("martyrs", "import", "-c", CONFIG, str(SAMPLE))
     assert code == 0 and "12 new, 0 updated" in out
     code, out, _ = cli("martyrs", "import", "-c", CONFIG, str(SAMPLE))
-    assert code == 0 and "0 new, 12 updated" in out
+    assert code == 0 and "0 new, 0 updated, 12 unchanged" in out
     code, out, _ = cli("martyrs", "list", "-c", CONFIG, "-q", "zjg", "--json")
     data = json.loads(out)
     assert data["total"] == 1 and data["records"][0]["name"] == "张建国"

@@ -95,7 +95,7 @@ class Memorial(Flow):
         lines = ["【云端祭英烈】缅怀先烈，致敬英雄。"]
         if people:
             lines.append(f"已有 {people:,} 人参与云端祭扫。")
-        link = service.page_link(ctx.config, ctx.openid, store.MEMORIAL, ctx.now)
+        link = await service.page_link(ctx.session, ctx.config, ctx.openid, store.MEMORIAL, ctx.now)
         ctx.say("\n".join(lines))
         options = [(label + ("（向全体英烈）" if v == "flower" else ""), v) for label, v in ACTION_MENU]
         options += [("查找英烈（姓名/首字母/籍贯/部队）", "search"),
@@ -114,7 +114,7 @@ class Memorial(Flow):
         c = await store.counts(ctx.session, m.id)
         messages = await store.approved_count(ctx.session, m.id)
         ctx.say(texts.card(m, c, messages, ctx.config.memorial.bio_chars))
-        link = service.page_link(ctx.config, ctx.openid, m.id, ctx.now)
+        link = await service.page_link(ctx.session, ctx.config, ctx.openid, m.id, ctx.now)
         options = [*ACTION_MENU, ("查找其他英烈", "search")]
         ctx.choose(options, header="回复数字：", footer=f'<a href="{link}">打开纪念页（事迹全文、寄语）</a>\n回复“取消”退出。')
 

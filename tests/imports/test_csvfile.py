@@ -135,7 +135,7 @@ def test_empty_file_and_header_only() -> None:
     assert "文件是空的" in err.message and "name,phone,note" in err.message
     table = read_csv(b"name,phone\n", roster.SCHEMA)
     assert table.fatal  # the roster's header lacks columns
-    table = read_csv("team,name,phone,skills,township\n".encode(), roster.SCHEMA)
+    table = read_csv(b"team,name,phone,skills,township\n", roster.SCHEMA)
     roster.validate(table, SKILLS)
     assert [str(e) for e in table.errors] == ["line 2, column -: 没有数据：第一行列名下面至少要有一行队员"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.text import normalize
+from bot.text import normalize, plain_text
 from flows.api import Context, Flow, Services, flow, on_startup
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
@@ -172,7 +172,7 @@ class Memorial(Flow):
         if not total:
             ctx.step, ctx.slots = "home", {}
             ctx.choose([(texts.phrase(action, None), action), ("查找英烈", "search")],
-                       header=f"名录里没有找到“{name}”。您可以：", footer="回复“取消”退出。")
+                       header=f"名录里没有找到“{plain_text(name)}”。您可以：", footer="回复“取消”退出。")
 
     async def _search(self, ctx: Context, query: str, quiet: bool = False) -> int:
         """Run a search and show page 1 (one hit: its card, or the pending tribute paid). Returns the total."""
@@ -182,7 +182,7 @@ class Memorial(Flow):
         total, page = await store.search_martyrs(ctx.session, q, letters=letters, limit=ps)
         if total == 0:
             if not quiet:
-                ctx.reask(f"没有找到“{query.strip()}”。可以换个写法：姓名的一部分、拼音首字母（如 hjg）、"
+                ctx.reask(f"没有找到“{plain_text(query.strip())}”。可以换个写法：姓名的一部分、拼音首字母（如 hjg）、"
                           "籍贯或部队。回复“取消”退出。")
             return 0
         action = ctx.slots.get("act")
@@ -309,7 +309,7 @@ class Memorial(Flow):
             ctx.slots.pop("act", None)
             if await self._search(ctx, ctx.text, quiet=True):
                 return
-            ctx.say(f"没有找到“{ctx.text}”。")
+            ctx.say(f"没有找到“{plain_text(ctx.text)}”。")
             await self._show_page(ctx)
             return
         if await self._maybe_search(ctx):

@@ -349,28 +349,27 @@ def _read_header(table: Table, names: list[str]) -> None:
 
 # --- cells -------------------------------------------------------------------------------------------
 
-#: Bidirectional overrides can make a text read differently from what it is; refused like controls.
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Control characters (tab and line breaks aside) and the bidirectional overrides that make a text read
+#: differently from what it is.
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _INVISIBLE = str.maketrans("", "", "\ufeff\u200b")
 
 
-def _bad_char(value: str, multiline: bool) -> str | None:
+def _bad_char(value: str) -> str | None:
     """A description of the first control character in ``value`` (never the value itself), or None."""
-    for ch in value:
-        o = ord(ch)
-        if ch in "\n\r\t":
-            continue
-        if o < 0x20 or 0x7F <= o <= 0x9F:
-            what = "空字符（NUL）" if o == 0 else f"控制字符（U+{o:04X}）"
-            return f"含有看不见的{what}，请删除后重新导入（常见于从别的系统复制来的内容）"
-        if ch in _BIDI:
-            return f"含有改变文字方向的控制字符（U+{o:04X}），请删除后重新导入"
-    return None
+    m = _BAD_CHAR.search(value)
+    if m is None:
+        return None
+    o = ord(m.group())
+    if 0x202A <= o <= 0x2069:
+        return f"含有改变文字方向的控制字符（U+{o:04X}），请删除后重新导入"
+    what = "空字符（NUL）" if o == 0 else f"控制字符（U+{o:04X}）"
+    return f"含有看不见的{what}，请删除后重新导入（常见于从别的系统复制来的内容）"
 
 
 def clean_cell(value: str, multiline: bool) -> str:
     """Trimmed text of a cell without markup; single-line cells get whitespace runs collapsed."""
-    v = value.translate(_INVISIBLE)
+    v = value.translate(_INVISIBLE) if ("\ufeff" in value or "\u200b" in value) else value
     v = strip_markup(v)
     if multiline:
         v = v.replace("\r\n", "\n").replace("\r", "\n")
@@ -408,6 +407,8 @@ def read_csv(data: bytes | Path, schema: Schema) -> Table:
         table.fatal = True
         return table
     width = len(header)
+    unnamed = [i for i, h in enumerate(header) if not header_key(h)]
+    cols = [(c, table.columns.get(c.name)) for c in schema.columns]
     line = 1
     while True:
         line += 1
@@ -426,19 +427,19 @@ def read_csv(data: bytes | Path, schema: Schema) -> Table:
                                    "请用英文双引号把整个值括起来（Excel 另存为 CSV 会自动这样做）")
             continue
         rec = Record(line, {})
-        for i, v in enumerate(values[:width]):
-            if v.strip() and not header_key(header[i]):
+        for i in unnamed:
+            if i < len(values) and values[i].strip():
                 table.error(line, "-", f"{column_letter(i)} 列没有列名却填了内容：请补上列名或删掉这一列")
                 rec.ok = False
-        for c in schema.columns:
-            idx = table.columns.get(c.name)
+        for c, idx in cols:
             v = values[idx] if idx is not None and idx < len(values) else ""
-            bad = _bad_char(v, c.multiline)
-            if bad:
-                table.error(line, c.name, bad)
-                rec.ok = False
-                continue
-            v = clean_cell(v, c.multiline)
+            if v:
+                bad = _bad_char(v)
+                if bad:
+                    table.error(line, c.name, bad)
+                    rec.ok = False
+                    continue
+                v = clean_cell(v, c.multiline)
             if c.not_empty and not v:
                 table.error(line, c.name, f"{c.label}不能为空")
                 rec.ok = False

@@ -221,8 +221,9 @@ class MemorialConfig:
     reminder_hour: int = 8
     # Search results per page in chat.
     page_size: int = 5
-    # Signed per-user memorial page links (tribute buttons without login) stay valid this long.
-    link_ttl_h: int = 168
+    # Personal memorial page links (tribute buttons and 寄语 without login; an opaque token stored hashed)
+    # stay valid this long. Short: a forwarded link should not outlive the afternoon.
+    link_ttl_h: int = 6
     # Free-text 寄语 length limit, and how many 寄语 one user may leave on one target per day.
     message_max_chars: int = 200
     messages_per_day: int = 3

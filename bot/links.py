@@ -1,4 +1,7 @@
-"""HMAC-signed, expiring links: members answer a call-up and users pay tribute without logging in.
+"""HMAC-signed, expiring links: members answer a call-up and open job pages without logging in.
+
+(Memorial page links no longer use these: their claims are readable, so they carry an opaque token kept
+in the database instead — :mod:`storage.linktokens`, which other links can move to.)
 
 A token is ``base64url(json claims) + "." + base64url(hmac_sha256(secret_key, claims))``. Claims
 carry ``exp`` (epoch seconds) when the link expires. The secret is ``server.secret_key``.

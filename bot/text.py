@@ -8,6 +8,7 @@ text compares the output of :func:`normalize`, so that 「優待證，怎麼辦�
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from functools import lru_cache
@@ -115,3 +116,101 @@ def ascii_uint(v: object, max_digits: int) -> int | None:
     if not (text.isascii() and text.isdigit() and len(text) <= max_digits):
         return None
     return int(text)
+
+
+# --- markup in stored and user text ----------------------------------------------------------------
+#
+# WeChat shows an ``<a href="…">label</a>`` inside a text message as a live link with only the label
+# visible, so a CSV field or a user's text that carries one becomes a phishing link sent by the official
+# account. Two defences: imports keep the text and drop the tags (:func:`strip_markup`), and every reply
+# that puts stored or user text into a chat message passes it through :func:`plain_text`, whatever the
+# database holds. Links the bot builds itself (its own pages) are added around that text, never from it.
+
+#: HTML element names whose tags are dropped. Anything else in angle brackets (``<Java工程师>``,
+#: ``年龄<45岁``) is text, not markup: it stays, and :func:`plain_text` makes its brackets harmless.
+_HTML_TAGS = frozenset("""
+a abbr address area article aside audio b base bdi bdo big blink blockquote body br button canvas caption
+center cite code col colgroup data dd del details dfn dialog dir div dl dt em embed fieldset figcaption figure
+font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins kbd label legend
+li link main map mark marquee menu meta meter nav noscript object ol optgroup option output p param picture
+pre progress q rp rt ruby s samp script section select small source span strike strong style sub summary sup
+svg table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr xml math
+""".split())
+# Possessive quantifiers: no backtracking on a long run of spaces or an unclosed tag.
+_ATTRS = r"""(?:\s(?:[^<>"']++|"[^"]*+"|'[^']*+')*+)?+"""
+_TAG_RE = re.compile(r"<\s*+/?\s*+([A-Za-z][A-Za-z0-9]*+)" + _ATTRS + r"/?>")
+_BLOCK_OPEN_RE = re.compile(r"<\s*+(script|style|iframe|object|noscript|template)\b[^>]*+>", re.IGNORECASE)
+_COMMENT_RE = re.compile(r"<!--.*?(?:-->|$)|<![A-Za-z][^<>]*+>|<\?[^<>]*+>", re.DOTALL)
+_LINE_BREAK_TAGS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
+#: ``&name;`` / ``&#123;`` / ``&#x1F;`` (and the forms without ';' browsers accept).
+_ENTITY_START_RE = re.compile(r"&(?=#?[A-Za-z0-9]+)")
+
+
+def _drop_blocks(text: str) -> str:
+    """``<script>…</script>`` and the like go whole (their content is code, not text); linear time."""
+    low = text.lower()
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()  # names with no closing tag further on (keeps many open tags linear)
+    while True:
+        m = _BLOCK_OPEN_RE.search(text, pos)
+        if m is None:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:m.start()])
+        name = m.group(1).lower()
+        close = -1 if name in unclosed else low.find(f"</{name}", m.end())
+        if close < 0:  # never closed: drop the opening tag only
+            unclosed.add(name)
+            pos = m.end()
+            continue
+        end = low.find(">", close)
+        pos = len(text) if end < 0 else end + 1
+
+
+def _drop_tags(text: str) -> str:
+    text = _drop_blocks(text)
+    text = _COMMENT_RE.sub("", text)
+
+    def tag(m: re.Match[str]) -> str:
+        name = m.group(1).lower()
+        if name not in _HTML_TAGS:
+            return m.group(0)
+        return "\n" if name in _LINE_BREAK_TAGS and not m.group(0).startswith("</") else ""
+
+    return _TAG_RE.sub(tag, text)
+
+
+def strip_markup(text: str) -> str:
+    """The text of ``text`` without HTML: tags of HTML elements dropped (their content kept; ``<br>`` and
+    ``<p>`` become line breaks; ``<script>``/``<style>`` go whole), comments dropped, entities decoded
+    (``&amp;`` → ``&``). Entity-encoded tags (``&lt;a href…&gt;``) are decoded and dropped too. Text
+    that only looks like a bracket (``年龄<45岁``, ``<Java工程师>``) stays as it is.
+
+    For imported fields (CSV): what staff see in the chat and on the page is the text, never markup."""
+    if not text or ("<" not in text and "&" not in text):
+        return text
+    for _ in range(4):  # decoding may reveal new tags (&lt;b&gt;); a few rounds reach a fixed point
+        new = _drop_tags(html.unescape(_drop_tags(text)))
+        if new == text:
+            break
+        text = new
+    # Whitespace left where tags were: no trailing spaces, no runs of blank lines.
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def plain_text(text: str | None) -> str:
+    """``text`` made safe to put into a chat reply or push: no live markup, whatever it holds.
+
+    Use it wherever text from the database or from users goes into a reply (job and martyr cards, a
+    寄语 shown back, a staff reply, a broadcast …). Tags are dropped as :func:`strip_markup` does; any
+    ``<`` or ``>`` left becomes its full-width twin (＜ ＞) and an ``&`` that could start an entity
+    becomes ＆, so WeChat can never build a link (``<a href>``) out of it. Text without ``<``, ``>`` or
+    ``&`` is returned unchanged (the common case costs one scan)."""
+    if not text:
+        return ""
+    if "<" not in text and ">" not in text and "&" not in text:
+        return text
+    t = strip_markup(text).replace("<", "＜").replace(">", "＞")
+    return _ENTITY_START_RE.sub("＆", t)

@@ -27,3 +27,12 @@ async def purge_dedup(t: TickContext) -> None:
     """Drop dedup records past their expiry (WeChat retries within seconds; we keep them for hours)."""
     async with t.db.session() as s:
         await s.execute(delete(InboundDedup).where(InboundDedup.expires_at < t.now))
+
+
+@tick("purge_link_tokens", 3600)
+async def purge_link_tokens(t: TickContext) -> None:
+    """Drop link tokens a day past their expiry (see :mod:`storage.linktokens`)."""
+    from storage.linktokens import purge
+
+    async with t.db.session() as s:
+        await purge(s, t.now)

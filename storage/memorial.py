@@ -367,6 +367,16 @@ async def upsert_martyrs(session: AsyncSession, rows: Sequence[dict[str, Any]], 
     return inserted, len(keys) - inserted
 
 
+async def martyrs_by_key(session: AsyncSession, keys: Sequence[str]) -> dict[str, Martyr]:
+    """The records with these natural keys (an import's preview compares them with the file)."""
+    out: dict[str, Martyr] = {}
+    keys = list(dict.fromkeys(keys))
+    for i in range(0, len(keys), 500):
+        q = select(Martyr).where(Martyr.natural_key.in_(keys[i:i + 500]))
+        out.update((m.natural_key, m) for m in (await session.execute(q)).scalars())
+    return out
+
+
 async def get_martyr(session: AsyncSession, martyr_id: int) -> Martyr | None:
     return await session.get(Martyr, martyr_id)
 

@@ -292,10 +292,12 @@ def _tickets_list(args: argparse.Namespace) -> int:
 
 def _tickets_reply(args: argparse.Namespace) -> int:
     from bot.clock import SystemClock
+    from bot.text import plain_text
     from storage.models import Ticket
     from storage.outbox import HIGH, Push, enqueue
 
     cfg = config_of(args)
+    reply = plain_text(args.text)  # goes into a chat message: never live markup
 
     async def go() -> int:
         now = SystemClock().now()
@@ -306,8 +308,8 @@ def _tickets_reply(args: argparse.Namespace) -> int:
                 return 2
             t.status, t.closed_at, t.staff_reply = "closed", now, args.text
             await enqueue(s, Push(openid=t.openid, purpose="ticket_reply", key=f"ticket:{t.id}:reply",
-                                  text=f"您的留言（编号 {t.id}）已有回复：\n{args.text}", priority=HIGH,
-                                  data={"title": "留言回复", "content": args.text}), now)
+                                  text=f"您的留言（编号 {t.id}）已有回复：\n{reply}", priority=HIGH,
+                                  data={"title": "留言回复", "content": reply}), now)
         print(f"ticket #{args.id} closed; reply queued")
         return 0
 

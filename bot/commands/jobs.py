@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from bot.commands.common import add_config, config_of, database, emit, run
+from bot.commands.imports import add_import_args, run_import
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     im = jsub.add_parser(
         "import", help="import postings from a CSV and push them to matching subscribers",
         description="Columns: company,title,location,salary_min,salary_max,type,requirements,contact,deadline,"
-                    "veteran_priority,source. Every row is validated first; any bad row stops the import with "
-                    "all problems listed (line and column) and nothing stored. The same posting (company + "
-                    "title + location) is updated, never stored twice; new postings are matched against "
-                    "subscriptions and their alerts queued in the same transaction.")
+                    "veteran_priority,source (any order; Chinese names too: 单位,岗位,工作地点,最低月薪,最高月薪,类型,"
+                    "要求,联系方式,截止日期,退役军人优先,来源); UTF-8, UTF-8 with BOM or GBK/GB18030. Every row is "
+                    "validated first; any bad row stops the import with all problems listed as 'line N, column "
+                    "X: …' and nothing stored. The same posting (company + title + location) is updated, never "
+                    "stored twice; new postings are matched against subscriptions and their alerts queued in "
+                    "the same transaction. HTML in a field is dropped (its text kept).")
     add_config(im)
-    im.add_argument("file", type=Path, help="the CSV file (UTF-8 or GBK)")
+    add_import_args(im, dry_run_help="validate and show what would change, store nothing")
     im.add_argument("--source", default="", help="source (which fair) for rows whose source column is empty")
-    im.add_argument("--dry-run", action="store_true", help="validate and report, store nothing")
     im.add_argument("--skip-expired", action="store_true", help="leave out rows whose deadline has passed")
     im.add_argument("--no-notify", action="store_true", help="store postings without pushing them")
-    im.add_argument("--json", action="store_true")
     im.set_defaults(func=_import)
 
     ls = jsub.add_parser("list", help="list postings (open ones by default, newest first)")
@@ -60,60 +60,17 @@ def _fail(msg: str) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from bot.clock import SystemClock
-    from flows.jobs.alerts import settings, store_postings
-    from flows.jobs.csvimport import CsvFileError, read_postings
+    from flows.jobs.alerts import settings
 
-    cfg = config_of(args)
-    s = settings(cfg)
-    now = SystemClock().now()
-    try:
-        result = read_postings(args.file, now=now, tz=s.tz, default_source=args.source,
-                               skip_expired=args.skip_expired)
-    except CsvFileError as e:
-        return _fail(str(e))
-    if result.errors:
-        bad_lines = sorted({e.line for e in result.errors})
-        print(f"vetbot: {args.file}: {len(bad_lines)} bad row(s), nothing imported:", file=sys.stderr)
-        for e in result.errors:
-            print(f"  {e}", file=sys.stderr)
-        return 2
-    notes = [f"第 {ln} 行与第 {first} 行是同一岗位，已跳过" for ln, first in result.duplicates]
-    notes += [f"第 {ln} 行已过截止日期，已跳过" for ln in result.expired]
-    if args.dry_run:
-        data: dict[str, Any] = {"valid": len(result.rows), "duplicates_in_file": len(result.duplicates),
-                                "expired_skipped": len(result.expired), "encoding": result.encoding, "stored": False}
-        emit(data, args.json, lambda d: "\n".join(
-            [*notes, f"ok: {d['valid']} valid posting(s) ({d['encoding']}); dry run, nothing stored"]))
-        return 0
+    settings(config_of(args))  # a bad jobs: section is one line and exit 2 before the file is read
 
-    async def go() -> dict[str, Any]:
-        from tqdm import tqdm
+    def done(report: Any) -> list[str]:
+        d = report.details
+        return [f"matched against {d['subscribers']} subscriber(s): {d['matched_users']} with new matches, "
+                f"{d['instant_pushes']} instant alert(s) queued, {d['digests_scheduled']} digest(s) scheduled"]
 
-        async with database(cfg) as db:
-            bar = tqdm(total=len(result.rows), desc="导入岗位", unit="条", file=sys.stderr,
-                       disable=not sys.stderr.isatty() or args.json)
-            try:
-                async with db.session() as session:
-                    rep = await store_postings(session, result.rows, now, cfg, notify=not args.no_notify,
-                                               progress=bar.update)
-            finally:
-                bar.close()
-        return {**rep.as_dict(), "duplicates_in_file": len(result.duplicates),
-                "expired_skipped": len(result.expired), "encoding": result.encoding}
-
-    data = run(go())
-
-    def render(d: dict[str, Any]) -> str:
-        return "\n".join([
-            *notes,
-            f"imported {args.file.name}: {d['new']} new, {d['updated']} updated, {d['unchanged']} unchanged",
-            f"matched against {d['subscribers']} subscriber(s): {d['matched_users']} with new matches, "
-            f"{d['instant_pushes']} instant alert(s) queued, {d['digests_scheduled']} digest(s) scheduled",
-        ])
-
-    emit(data, args.json, render)
-    return 0
+    return run_import(args, "jobs", dry_run=args.dry_run, done=done, default_source=args.source,
+                      skip_expired=args.skip_expired, notify=not args.no_notify)
 
 
 def _list(args: argparse.Namespace) -> int:

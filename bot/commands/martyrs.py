@@ -1,7 +1,7 @@
 """`vetbot martyrs`: import and list the martyr roll (英烈名录).
 
     vetbot martyrs import -c vetbot.yaml roll.csv            # validate every row, then insert/update
-    vetbot martyrs import -c vetbot.yaml roll.csv --check    # validate only
+    vetbot martyrs import -c vetbot.yaml roll.csv --dry-run  # validate, show what would change
     vetbot martyrs list -c vetbot.yaml [--query 张] [--json]
 
 The CSV schema and the natural key (how a re-import updates instead of duplicating) are documented in
@@ -11,11 +11,10 @@ The CSV schema and the natural key (how a re-import updates instead of duplicati
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
 from bot.commands.common import add_config, config_of, database, emit, run
+from bot.commands.imports import add_import_args, run_import
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     psub = p.add_subparsers(dest="martyrs_cmd", required=True)
     i = psub.add_parser("import", help="import a CSV (validates every row first; re-import updates)",
                         description="Import name,gender,hometown,born,died,unit,place_of_death,burial,biography "
-                                    "[,photo_url][,key]. Every row is validated first; any bad row and nothing is "
-                                    "imported. A record already present (same key, or same name+gender+hometown+"
-                                    "born+died) is updated, never duplicated.")
+                                    "[,photo_url][,key] (any order; Chinese names too: 姓名,性别,籍贯,出生,牺牲,"
+                                    "所属部队,牺牲地点,安葬地,事迹简介,照片,编号); UTF-8, UTF-8 with BOM or GBK/"
+                                    "GB18030. Every row is validated first and every problem listed as 'line N, "
+                                    "column X: …'; any bad row and nothing is imported. A record already present "
+                                    "(same key, or same name+gender+hometown+born+died) is updated, never "
+                                    "duplicated. HTML in a field is dropped (its text kept).")
     add_config(i)
-    i.add_argument("file", type=Path)
-    i.add_argument("--check", action="store_true", help="validate only, import nothing")
+    add_import_args(i)
+    i.add_argument("--check", action="store_true", help="the same as --dry-run")
     i.set_defaults(func=_import)
     ls = psub.add_parser("list", help="list records (search like the chat does)")
     add_config(ls)
@@ -39,45 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from bot.clock import SystemClock
-    from flows.memorial.roll import RollError, read_roll
-    from storage.memorial import upsert_martyrs
-
-    cfg = config_of(args)
-    try:
-        roll = read_roll(args.file)
-    except RollError as e:
-        print(f"vetbot: {args.file}: {e}", file=sys.stderr)
-        return 2
-    if roll.errors:
-        for err in roll.errors:
-            print(f"{args.file}: {err}", file=sys.stderr)
-        print(f"vetbot: {len(roll.errors)} problem(s) in {args.file}; nothing imported (fix them and run again)",
-              file=sys.stderr)
-        return 2
-    if args.check:
-        print(f"ok: {len(roll.rows)} records valid ({roll.encoding}); nothing imported (--check)")
-        return 0
-
-    async def go() -> tuple[int, int]:
-        now = SystemClock().now()
-        inserted = updated = 0
-        batch = 500
-        async with database(cfg) as db, db.session() as s:  # one transaction: all or nothing
-            with tqdm(total=len(roll.rows), unit="rec", desc="importing", file=sys.stderr,
-                      disable=not sys.stderr.isatty()) as bar:
-                for k in range(0, len(roll.rows), batch):
-                    chunk = roll.rows[k:k + batch]
-                    a, b = await upsert_martyrs(s, chunk, now)
-                    inserted, updated = inserted + a, updated + b
-                    bar.update(len(chunk))
-        return inserted, updated
-
-    inserted, updated = run(go())
-    print(f"imported {len(roll.rows)} records from {args.file}: {inserted} new, {updated} updated")
-    return 0
+    return run_import(args, "martyrs", dry_run=args.dry_run or args.check)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """`vetbot memorial`: review 寄语, statistics, campaigns and the sensitive-word list.
 
-    vetbot memorial review -c vetbot.yaml                       # one by one: a 通过 / r 不通过 / s 跳过 / q 退出
+    vetbot memorial review -c vetbot.yaml                       # one by one: a 通过 / r 不通过 (asks why) / s 跳过 / q 退出
     vetbot memorial review -c vetbot.yaml --list [--json]       # list pending only
-    vetbot memorial review -c vetbot.yaml --approve 12 --approve 13 --reject 14 [--reason 广告]
+    vetbot memorial review -c vetbot.yaml --approve 12 --approve 13 --reject 14 [--reason 含有联系方式]
     vetbot memorial stats -c vetbot.yaml [--campaign qingming-2026 | --from 2026-04-01 --to 2026-04-07] [--json]
     vetbot memorial campaign list -c vetbot.yaml [--year 2026]
     vetbot memorial campaign add -c vetbot.yaml july1-2026 --title 七一·缅怀先烈 --day 2026-07-01
@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config(r)
     r.add_argument("--approve", type=int, action="append", default=[], metavar="ID", help="approve message ID")
     r.add_argument("--reject", type=int, action="append", default=[], metavar="ID", help="reject message ID")
-    r.add_argument("--reason", default="", help="staff note stored with rejections (not shown to the author)")
+    r.add_argument("--reason", default="", help="why a message is rejected: stored and sent to the author in a kind "
+                                                "message (e.g. 含有联系方式); without it the author is told kindly, "
+                                                "without a reason")
     r.add_argument("--list", action="store_true", help="only list pending messages")
     r.add_argument("--json", action="store_true", help="with --list: JSON output")
     r.add_argument("--by", default="", help="reviewer name stored with decisions (default: login name)")
@@ -173,7 +175,7 @@ async def _decide(cfg: Any, db: Any, message_id: int, approve: bool, by: str, re
     async with db.session() as s:
         msg = await decide_message(s, message_id, approve, by=by, now=now, reason=reason or None)
         m = await get_martyr(s, msg.martyr_id) if msg.martyr_id else None
-        await notify_decision(s, cfg, msg, m.name if m else None, now)
+        await notify_decision(s, cfg, msg, m.name if m else None, now, reason=None if approve else (reason or None))
         return msg
 
 
@@ -220,8 +222,14 @@ async def _interactive(cfg: Any, by: str, reason: str) -> int:
                 break
             if answer == "s":
                 continue
+            why = reason
+            if answer == "r" and not reason:
+                try:
+                    why = (await asyncio.to_thread(input, "不通过的原因（会委婉地告诉作者，可直接回车不写）：")).strip()
+                except EOFError:
+                    why = ""
             try:
-                await _decide(cfg, db, m.id, answer == "a", by, reason)
+                await _decide(cfg, db, m.id, answer == "a", by, why)
             except NotPending as e:
                 print(f"  （{e}，已跳过）")
                 continue

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from bot.commands.common import add_config, config_of, database, emit, run
+from bot.commands.imports import add_import_args, run_import
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Volunteer teams for call-ups (应急集结).")
     tsub = t.add_subparsers(dest="teams_cmd", required=True)
     i = tsub.add_parser("import", help="import FILE.csv (team,name,phone,skills,township[,openid][,leader])",
-                        description="Validates every row first and imports nothing when any row is bad; "
-                                    "re-importing updates members by phone, never duplicates.")
+                        description="Columns in any order, Chinese names too (队伍,姓名,手机号,技能,乡镇,openid,队长); "
+                                    "UTF-8, UTF-8 with BOM or GBK/GB18030. Every row is checked first and every "
+                                    "problem listed as 'line N, column X: …'; nothing is imported while any row "
+                                    "is bad. Re-importing updates members by phone, never duplicates.")
     add_config(i)
-    i.add_argument("file", type=Path)
-    i.add_argument("--dry-run", action="store_true", help="validate only")
+    add_import_args(i)
     i.set_defaults(func=_import)
     ls = tsub.add_parser("list", help="teams with member, bound and on-leave counts and binding codes")
     add_config(ls)
@@ -36,48 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    def done(report: Any) -> list[str]:
+        if report.details.get("teams_created"):
+            return ["print binding codes and QR scenes with: vetbot teams list / vetbot teams qr TEAM"]
+        return []
 
-    from bot.clock import SystemClock
-    from flows.callup.roster import RosterError, check_against_db, import_roster, parse_roster, read_text
-
-    cfg = config_of(args)
-    if not args.file.is_file():
-        print(f"vetbot: {args.file}: file not found", file=sys.stderr)
-        return 2
-    try:
-        rows = parse_roster(read_text(args.file), cfg.callup.skills, str(args.file))
-    except RosterError as e:
-        for p in e.problems:
-            print(f"{args.file}: {p}", file=sys.stderr)
-        print(f"vetbot: {e}", file=sys.stderr)
-        return 2
-
-    async def go() -> int:
-        now = SystemClock().now()
-        async with database(cfg) as db, db.session() as s:
-            problems = await check_against_db(s, rows)
-            if problems:
-                for p in problems:
-                    print(f"{args.file}: {p}", file=sys.stderr)
-                print(f"vetbot: {args.file}: {len(problems)} bad row(s); nothing was imported", file=sys.stderr)
-                return 2
-            if args.dry_run:
-                print(f"ok: {len(rows)} rows valid (dry run, nothing imported)")
-                return 0
-
-            def bar(it: Any) -> Any:
-                return tqdm(it, total=len(rows), desc="导入", unit="人", file=sys.stderr,
-                            disable=None if len(rows) >= 200 else True)
-
-            res = await import_roster(s, rows, now, progress=bar)
-        print(f"imported {len(rows)} rows: {res.created} new, {res.updated} updated, {res.unchanged} unchanged"
-              + (f"; new teams: {', '.join(res.teams_created)}" if res.teams_created else ""))
-        if res.teams_created:
-            print("print binding codes and QR scenes with: vetbot teams list / vetbot teams qr TEAM")
-        return 0
-
-    return run(go())
+    return run_import(args, "roster", dry_run=args.dry_run, done=done)
 
 
 async def team_rows(s: Any, now: Any) -> list[dict[str, Any]]:

@@ -1,11 +1,20 @@
 """网上纪念馆: ``/m/`` (the memorial as a whole) and ``/m/<id>`` (one martyr).
 
 Anyone may read a page: the record, the counts and the approved 寄语. The tribute buttons and the 寄语
-form act as a user, who is named by the signed link they got in chat (``?t=<token>``, claims
-``{"o": openid, "p": "m"}``, see :func:`flows.memorial.service.page_link`): no login. A forged token
-answers 403, an expired one 410, both with a page that says how to get a fresh link. Forms are plain
-POSTs (they work without JavaScript) answered with a redirect, so reloading never repeats an action;
-the counting rule itself (once per user, target, action and day) lives in the database anyway.
+form act as a user, who is named by the personal link they got in chat (``?t=<token>``: an opaque random
+token stored hashed with its owner and expiry, see :func:`flows.memorial.service.page_link` and
+:mod:`storage.linktokens`): no login. An unknown token answers 403, an expired one (and any link from
+before the upgrade, which carried signed claims) 410, both with a page that says how to get a fresh link.
+
+Who acts is decided in one place, :meth:`MemorialPages.actor`. A link can be forwarded, so the link alone
+does not make the opener its owner: the first browser that acts with a link (a tribute or a 寄语) holds
+it — a random HttpOnly cookie, whose hash is stored on the token. Only that browser may act with the link
+again and see the owner's 寄语 still waiting for review; any other browser reads the page as the public
+does and is told how to get its own link. (When WeChat OAuth arrives, the opener's verified openid
+replaces the cookie there.)
+
+Forms are plain POSTs (they work without JavaScript) answered with a redirect, so reloading never repeats
+an action; the counting rule itself (once per user, target, action and day) lives in the database anyway.
 
 Phone-first HTML with inline CSS, large type and buttons, no external resources; every user-supplied
 text is escaped.
@@ -15,17 +24,19 @@ from __future__ import annotations
 
 import html
 import logging
-from datetime import UTC
+import re
+import secrets
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from bot.clock import fmt_local
-from bot.links import LinkError, verify
 from bot.text import ascii_uint
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
+from storage import linktokens
 from storage import memorial as store
 
 log = logging.getLogger("vetbot.web.memorial")
@@ -33,6 +44,13 @@ log = logging.getLogger("vetbot.web.memorial")
 TRIBUTES = ("flower", "salute", "candle", "silence")
 BUTTON = {"flower": "献花", "salute": "敬礼", "candle": "点烛", "silence": "默哀一分钟"}
 PAGE_MESSAGES = 30
+#: A signed link of earlier releases: base64url(claims) "." base64url(mac).
+OLD_SIGNED = re.compile(r"^[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}$")
+#: The browser's random id (HttpOnly): the first browser that acts with a link holds the link.
+DEVICE_COOKIE = "vb_dev"
+DEVICE_MAX_AGE = 400 * 24 * 3600
+ELSEWHERE = "这个链接已在另一部手机上用过，这里只能浏览。"
+ELSEWHERE_NOTE = ELSEWHERE + "想献花、写寄语，请在公众号里回复“祭英烈”，获取您自己的链接。"
 
 CSS = """
 *{box-sizing:border-box}body{margin:0;font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",
@@ -85,6 +103,27 @@ class LinkProblem(Exception):
         self.status, self.text = status, text
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who a request acts for (see :meth:`MemorialPages.actor`)."""
+
+    #: The link's owner: tributes and 寄语 from this request are theirs. None without a usable link.
+    openid: str | None = None
+    #: The link's token, kept in the page's links and forms.
+    token: str | None = None
+    #: Tribute buttons and the 寄语 form may be used.
+    may_act: bool = False
+    #: The owner's own 寄语 waiting for review may be shown (only to the browser holding the link).
+    private: bool = False
+    #: A line for the page (the link is held by another browser).
+    note: str | None = None
+
+
+def _device(request: web.Request) -> str | None:
+    v = request.cookies.get(DEVICE_COOKIE)
+    return v if linktokens.looks_like_token(v) else None
+
+
 class MemorialPages:
     """The handlers; ``runtime`` gives the database, config and clock."""
 
@@ -92,25 +131,49 @@ class MemorialPages:
         self.rt = runtime
         self.cfg = runtime.config
 
-    # --- helpers -------------------------------------------------------------------------------
-    def _openid(self, token: str | None) -> str | None:
-        """The user a token names; None without a token; LinkProblem for a bad or expired one."""
+    # --- who is acting -------------------------------------------------------------------------
+    async def actor(self, session: Any, request: web.Request, token: str | None, *, acting: bool) -> Actor:
+        """The one place that decides who a page request acts for, and what it may see.
+
+        Without a token: nobody (the public page). A token that was never issued: LinkProblem 403; an
+        expired one, or a signed link from before the upgrade (``claims.mac``): LinkProblem 410. Otherwise
+        the token's owner, with the browser rule: the first browser that acts with the link (``acting``:
+        a POST) holds it; the holder may act and see the owner's pending 寄语; another browser may only
+        read (its POSTs get LinkProblem 403). A browser without our cookie may act with a link nobody
+        holds yet, but never sees pending 寄语. OAuth, when it comes, decides here too."""
         if not token:
-            return None
-        now = self.rt.clock.now().replace(tzinfo=UTC).timestamp()
+            return Actor()
+        if OLD_SIGNED.match(token):  # the signed links of earlier releases carried readable claims
+            raise LinkProblem(410, "这个链接已过期。")
         try:
-            claims = verify(self.cfg, token, now=now)
-        except LinkError as e:
+            row = await linktokens.resolve(session, token, service.LINK_KIND, self.rt.clock.now())
+        except linktokens.LinkTokenError as e:
             if e.reason == "expired":
                 raise LinkProblem(410, "这个链接已过期。") from None
             raise LinkProblem(403, "这个链接无效。") from None
-        openid = claims.get("o")
-        if claims.get("p") != "m" or not isinstance(openid, str) or not openid:
-            raise LinkProblem(403, "这个链接无效。")
-        return openid
+        device = _device(request)
+        holder = linktokens.token_hash(device) if device else None
+        if row.holder is None:
+            if acting and holder is not None and not await linktokens.claim(session, row, holder):
+                raise LinkProblem(403, ELSEWHERE)
+            return Actor(row.openid, token, may_act=True, private=acting and holder is not None)
+        if holder is not None and row.holder == holder:
+            return Actor(row.openid, token, may_act=True, private=True)
+        if acting:
+            raise LinkProblem(403, ELSEWHERE)
+        return Actor(None, token, note=ELSEWHERE_NOTE)
 
+    def _with_device(self, request: web.Request, resp: web.Response) -> web.Response:
+        """Give a browser its random id the first time it comes (see :meth:`actor`)."""
+        if _device(request) is None:
+            resp.set_cookie(DEVICE_COOKIE, secrets.token_urlsafe(24), max_age=DEVICE_MAX_AGE, path="/m",
+                            httponly=True, samesite="Lax",
+                            secure=self.cfg.server.public_url.lower().startswith("https://"))
+        return resp
+
+    # --- helpers -------------------------------------------------------------------------------
     def _link_problem(self, martyr_id: int, p: LinkProblem) -> web.Response:
-        body = (f'<section><h1>{_esc(p.text)}</h1><p>请在公众号里回复“祭英烈”，获取您的专属献花链接。</p>'
+        body = (f'<section><h1>{_esc(p.text)}</h1><p>请在公众号里回复“祭英烈”，获取您的专属链接（不用登录就能献花、写寄语）。</p>'
                 f'<p><a class="btn light" href="{service.page_path(martyr_id)}">不登录，先看看纪念页</a></p></section>')
         return _page(p.text, body, status=p.status)
 
@@ -133,17 +196,18 @@ class MemorialPages:
     # --- GET -----------------------------------------------------------------------------------
     async def show(self, request: web.Request) -> web.Response:
         mid = self._martyr_id(request)
-        token = request.query.get("t")
         try:
-            openid = self._openid(token)
+            resp = await self._render(request, mid, request.query.get("t"))
         except LinkProblem as p:
-            return self._link_problem(mid, p)
-        return await self._render(request, mid, openid, token)
+            resp = self._link_problem(mid, p)
+        return self._with_device(request, resp)
 
-    async def _render(self, request: web.Request, mid: int, openid: str | None, token: str | None, *,
+    async def _render(self, request: web.Request, mid: int, token: str | None, *, who: Actor | None = None,
                       error: str | None = None, draft: str = "", status: int = 200) -> web.Response:
         q = request.query
         async with self.rt.db.session() as s:
+            if who is None:
+                who = await self.actor(s, request, token, acting=False)
             m = await store.get_martyr(s, mid) if mid else None
             if mid and m is None:
                 return _page("没有这条记录", '<section><h1>没有找到这位英烈的记录</h1>'
@@ -154,10 +218,10 @@ class MemorialPages:
             n_msgs = await store.approved_count(s, mid)
             before = _int(q.get("before"), default=None)
             msgs = await store.approved_messages(s, mid, PAGE_MESSAGES, before_id=before)
-            mine = await store.own_pending(s, openid, mid) if openid else []
-            done = (await store.done_today(s, openid, mid, service.local_day(self.rt.clock.now(),
-                                                                            self.cfg.bot.timezone))
-                    if openid else set())
+            mine = await store.own_pending(s, who.openid, mid) if who.private and who.openid else []
+            done = (await store.done_today(s, who.openid, mid, service.local_day(self.rt.clock.now(),
+                                                                                self.cfg.bot.timezone))
+                    if who.may_act and who.openid else set())
             results: list[Any] = []
             total = 0
             search = (q.get("q") or "").strip()[:40] if not mid else ""
@@ -168,10 +232,12 @@ class MemorialPages:
                 else:
                     total, results = await store.search_martyrs(s, "", letters=False, limit=50)
         name = m.name if m else None
+        # Links on the page keep the token only for the browser that may use it.
+        token = who.token if who.may_act else None
         parts: list[str] = []
         refresh = None
         did = q.get("did")
-        if did in store.ACTIONS and openid:
+        if did in store.ACTIONS and who.may_act:
             n = _int(q.get("n"))
             counted = q.get("c") == "1"
             text = texts.counted_text(did, name, n) if counted and n else texts.repeat_text(did, name)
@@ -183,7 +249,7 @@ class MemorialPages:
                     lines.append(f"请起立，为{texts.target_name(name)}默哀一分钟……一分钟后本页会提示您。")
                     refresh = f"60;url={self._url(mid, token, did='silence', end='1')}"
             parts.append(f'<div class="banner">{"<br>".join(_esc(x) for x in lines)}</div>')
-        msg_state = q.get("msg")
+        msg_state = q.get("msg") if who.may_act else None
         if msg_state == store.APPROVED:
             parts.append('<div class="banner">您的寄语已展示在下方。谢谢您！</div>')
         elif msg_state == store.PENDING:
@@ -191,8 +257,8 @@ class MemorialPages:
         if error:
             parts.append(f'<div class="banner error">{_esc(error)}</div>')
         parts.append(self._record(m, counts, n_msgs, people))
-        parts.append(self._actions(mid, token, done) if openid else self._no_token())
-        if openid:
+        parts.append(self._actions(mid, token, done) if who.may_act else self._no_token(who.note))
+        if who.may_act:
             parts.append(self._message_form(mid, token, name, draft))
         parts.append(self._messages(mid, token, name, msgs, mine, n_msgs))
         if not mid:
@@ -222,9 +288,9 @@ class MemorialPages:
                 f'{f"<p class=meta>{meta}</p>" if meta else ""}<dl>{dl}</dl>{bio}</section>'
                 f'<section><div class="counts">{boxes}</div></section>')
 
-    def _no_token(self) -> str:
-        return ('<section><p class="hint">想献花、敬礼？请在公众号里回复“祭英烈”，点开您的专属链接，'
-                "不用登录即可祭扫。</p></section>")
+    def _no_token(self, note: str | None = None) -> str:
+        return (f'<section><p class="hint">{_esc(note) if note else "想献花、敬礼？请在公众号里回复“祭英烈”，点开您的专属链接，不用登录即可祭扫。"}'
+                "</p></section>")
 
     def _actions(self, mid: int, token: str | None, done: set[str]) -> str:
         buttons = "".join(
@@ -271,17 +337,16 @@ class MemorialPages:
                 f'<p><button class="light">查找</button></p></form><ul class="list">{items}</ul>{note}</section>')
 
     # --- POST ----------------------------------------------------------------------------------
-    async def _form(self, request: web.Request) -> tuple[int, Any, str, str]:
+    async def _form(self, request: web.Request) -> tuple[int, Any, str]:
         mid = self._martyr_id(request)
         try:
             form = await request.post()
         except Exception:  # a charset, transfer or content encoding aiohttp cannot decode: the sender's fault
             raise web.HTTPBadRequest(text="bad form") from None
         token = str(form.get("t") or "")
-        openid = self._openid(token) if token else None
-        if openid is None:
+        if not token:
             raise LinkProblem(403, "需要从公众号里的专属链接进入才能祭扫。")
-        return mid, form, token, openid
+        return mid, form, token
 
     async def _name_of(self, session: Any, mid: int) -> tuple[bool, str | None]:
         if not mid:
@@ -291,7 +356,7 @@ class MemorialPages:
 
     async def tribute(self, request: web.Request) -> web.Response:
         try:
-            mid, form, token, openid = await self._form(request)
+            mid, form, token = await self._form(request)
         except LinkProblem as p:
             return self._link_problem(self._martyr_id(request), p)
         action = str(form.get("action") or "")
@@ -301,21 +366,26 @@ class MemorialPages:
         now = self.rt.clock.now()
 
         async def record(s: Any) -> Any:
+            who = await self.actor(s, request, token, acting=True)
             ok, name = await self._name_of(s, mid)
-            if not ok:
+            if not ok or who.openid is None:
                 return None
-            return await service.pay_tribute(s, self.cfg, openid=openid, martyr_id=mid, name=name, action=action,
-                                              now=now, silence_push=False)
+            return await service.pay_tribute(s, self.cfg, openid=who.openid, martyr_id=mid, name=name,
+                                              action=action, now=now, silence_push=False)
 
         # On SQLite page tributes join the chat turns' group commit (one fsync for all that arrive together).
-        out = await self.rt.db.transaction(record)
+        try:
+            out = await self.rt.db.transaction(record)
+        except LinkProblem as p:
+            return self._link_problem(mid, p)
         if out is None:
             return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
-        raise web.HTTPSeeOther(self._url(mid, token, did=action, n=out.n, c=int(out.counted)))
+        raise self._with_device(request, web.HTTPSeeOther(self._url(mid, token, did=action, n=out.n,
+                                                                     c=int(out.counted))))
 
     async def message(self, request: web.Request) -> web.Response:
         try:
-            mid, form, token, openid = await self._form(request)
+            mid, form, token = await self._form(request)
         except LinkProblem as p:
             return self._link_problem(self._martyr_id(request), p)
         presets = self.cfg.memorial.preset_messages
@@ -324,25 +394,32 @@ class MemorialPages:
         preset = idx is not None and not text
         if preset and not 0 <= idx < len(presets):  # type: ignore[operator]
             preset, text = False, ""
-        if not preset and not text:
-            return await self._render(request, mid, openid, token, error="请选一句寄语，或写下您想说的话。", status=400)
-        now = self.rt.clock.now()
+        try:
+            if not preset and not text:
+                return await self._render(request, mid, token, error="请选一句寄语，或写下您想说的话。", status=400)
+            now = self.rt.clock.now()
 
-        async def record(s: Any) -> Any:
-            ok, name = await self._name_of(s, mid)
-            if not ok:
-                return None
-            return await service.leave_message(s, self.cfg, service.word_filter(self.rt.services), openid=openid,
-                                               martyr_id=mid, name=name, text=presets[idx] if preset else text,  # type: ignore[index]
-                                               preset=preset, now=now)
+            async def record(s: Any) -> Any:
+                who = await self.actor(s, request, token, acting=True)
+                ok, name = await self._name_of(s, mid)
+                if not ok or who.openid is None:
+                    return None
+                out = await service.leave_message(s, self.cfg, service.word_filter(self.rt.services),
+                                                  openid=who.openid, martyr_id=mid, name=name,
+                                                  text=presets[idx] if preset else text,  # type: ignore[index]
+                                                  preset=preset, now=now)
+                return who, out
 
-        out = await self.rt.db.transaction(record)
-        if out is None:
-            return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
-        if out.status in (store.APPROVED, store.PENDING):
-            raise web.HTTPSeeOther(self._url(mid, token, msg=out.status))
-        return await self._render(request, mid, openid, token, error=out.text,
-                                  draft="" if out.status == store.REJECTED else text, status=400)
+            done = await self.rt.db.transaction(record)
+            if done is None:
+                return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
+            who, out = done
+            if out.status in (store.APPROVED, store.PENDING):
+                raise self._with_device(request, web.HTTPSeeOther(self._url(mid, token, msg=out.status)))
+            return await self._render(request, mid, token, who=who, error=out.text,
+                                      draft="" if out.status == store.REJECTED else text, status=400)
+        except LinkProblem as p:
+            return self._link_problem(mid, p)
 
 
 def _int(v: str | None, default: Any = 0) -> Any:

@@ -1,42 +1,46 @@
 """The team roster CSV: validation of every row before anything is written, then the import.
 
-Columns: ``team,name,phone,skills,township,openid`` (``openid`` may be left out or empty; optional
-``leader`` marks the team leader with 是/1/y). Skills are separated by ``|``. UTF-8 (with or without
-the BOM Excel writes) or GB18030 (Excel's default "CSV" on a Chinese Windows).
+Columns (any order; Chinese names work too): ``team,name,phone,skills,township`` and optional
+``openid`` and ``leader`` (是/1/y marks the team leader). Skills are separated by ``|``. Reading,
+encodings (UTF-8, UTF-8 with BOM, GBK/GB18030) and the header check are :mod:`bot.csvfile`'s; the
+rules of a roster row are here. A re-import updates members by phone and never duplicates.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.csvfile import Column, PreviewRow, Schema, Table
 from bot.text import PHONE_RE, clean_phone
 from storage.callup import Member, Team
 from storage.models import User
 from storage.sql import insert_ignore
 
-REQUIRED = ("team", "name", "phone", "skills", "township")
-OPTIONAL = ("openid", "leader")
+SCHEMA = Schema("名册", (
+    Column("team", "队伍", required=True, not_empty=True, max_len=64,
+           aliases=("队伍", "队名", "队伍名称", "所属队伍", "应急队伍", "救援队")),
+    Column("name", "姓名", required=True, not_empty=True, max_len=20, aliases=("姓名", "名字", "队员", "队员姓名")),
+    Column("phone", "手机号", required=True, not_empty=True, max_len=20,
+           aliases=("手机", "手机号", "手机号码", "电话", "联系电话", "电话号码", "mobile")),
+    Column("skills", "技能", required=True, max_len=200, aliases=("技能", "特长", "专长", "技能特长")),
+    Column("township", "乡镇", required=True, not_empty=True, max_len=64,
+           aliases=("乡镇", "乡镇街道", "所在乡镇", "街道", "镇")),
+    Column("openid", "微信openid", max_len=64, aliases=("微信openid", "微信号openid")),
+    Column("leader", "队长", max_len=8, aliases=("队长", "是否队长")),
+))
+REQUIRED = tuple(c.name for c in SCHEMA.columns if c.required)
+OPTIONAL = tuple(c.name for c in SCHEMA.columns if not c.required)
 NAME_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z·•．. ]{2,20}$")
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
-YES = {"是", "1", "y", "yes", "true", "队长"}
-
-
-class RosterError(Exception):
-    """The file as a whole is unusable (encoding, header); ``problems`` lists bad rows otherwise."""
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
+YES = {"是", "1", "y", "yes", "true", "队长", "√", "✓"}
+NO = {"", "否", "0", "n", "no", "false", "不是", "×"}
 
 
 @dataclass
@@ -59,112 +63,104 @@ class ImportResult:
     unchanged: int = 0
 
 
-def read_text(path: Path) -> str:
-    """The file's text: UTF-8 (BOM or not), else GB18030; RosterError when neither."""
-    raw = path.read_bytes()
-    for enc in ("utf-8-sig", "gb18030"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    raise RosterError(f"{path}: not UTF-8 or GB18030 text (save the file as CSV UTF-8)")
+def _quote(v: str) -> str:
+    return f"“{v[:20]}{'…' if len(v) > 20 else ''}”"
 
 
-def parse_roster(text: str, skills: list[str], source: str = "roster") -> list[RosterRow]:
-    """Validate every row; raise RosterError listing ALL bad rows (line, column, what is wrong)."""
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise RosterError(f"{source}: the file is empty (expected a header: {','.join(REQUIRED)},openid)") from None
-    cols = [h.strip().lower() for h in header]
-    missing = [c for c in REQUIRED if c not in cols]
-    unknown = [c for c in cols if c and c not in REQUIRED + OPTIONAL]
-    dup = sorted({c for c in cols if c and cols.count(c) > 1})
-    if missing or unknown or dup:
-        parts = []
-        if missing:
-            parts.append(f"missing columns: {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown columns: {', '.join(unknown)}")
-        if dup:
-            parts.append(f"repeated columns: {', '.join(dup)}")
-        raise RosterError(f"{source}: line 1: {'; '.join(parts)} (expected: {','.join(REQUIRED)},openid"
-                          " — openid and leader are optional)")
-    idx = {c: cols.index(c) for c in REQUIRED + OPTIONAL if c in cols}
+def validate(table: Table, skills: list[str]) -> list[RosterRow]:
+    """The roster rows of a read file; every problem goes to ``table.errors`` (line, column, Chinese)."""
     rows: list[RosterRow] = []
-    problems: list[str] = []
     phones: dict[str, int] = {}
     openids: dict[str, int] = {}
-    for line_no, rec in enumerate(reader, start=2):
-        if not any(v.strip() for v in rec):
-            continue  # blank lines (Excel leaves them at the end)
-        if len(rec) > len(cols):
-            problems.append(f"line {line_no}: {len(rec)} values but {len(cols)} columns (a comma inside a value? "
-                            "quote it)")
-            continue
-
-        def get(col: str, rec: list[str] = rec) -> str:
-            i = idx.get(col)
-            return rec[i].strip() if i is not None and i < len(rec) else ""
-
-        bad: list[str] = []
-        team, name, township = get("team"), get("name"), get("township")
-        if not team:
-            bad.append("column team: empty")
-        elif len(team) > 64:
-            bad.append("column team: longer than 64 characters")
-        if not NAME_RE.match(name):
-            bad.append(f"column name: {name!r} is not a name (2-20 Chinese characters or letters)")
-        phone = clean_phone(get("phone"))
-        if not PHONE_RE.match(phone):
-            bad.append(f"column phone: {get('phone')!r} is not an 11-digit mobile number")
+    for rec in table.records:
+        line = rec.line
+        before = len(table.errors)
+        name = rec["name"]
+        if name and not NAME_RE.match(name):
+            table.error(line, "name", f"{_quote(name)}不像姓名（2-20 个汉字或字母）")
+        raw_phone = rec["phone"]
+        phone = clean_phone(raw_phone)
+        if raw_phone and not PHONE_RE.match(phone):
+            table.error(line, "phone", f"{_quote(raw_phone)}不是 11 位手机号")
         elif phone in phones:
-            bad.append(f"column phone: {phone} already on line {phones[phone]}")
-        else:
-            phones[phone] = line_no
-        sk = [s.strip() for s in re.split(r"[|｜]", get("skills")) if s.strip()]
-        unknown_sk = [s for s in sk if s not in skills]
-        if unknown_sk:
-            bad.append(f"column skills: unknown {', '.join(unknown_sk)} (known: {'|'.join(skills)}; "
-                       "separate with |)")
-        if not township:
-            bad.append("column township: empty")
-        elif len(township) > 64:
-            bad.append("column township: longer than 64 characters")
-        openid = get("openid") or None
+            table.error(line, "phone", f"和第 {phones[phone]} 行的手机号重复（同一个人只写一行）")
+        elif phone:
+            phones[phone] = line
+        sk = [s.strip() for s in re.split(r"[|｜/、,，;；]", rec["skills"]) if s.strip()]
+        unknown = [s for s in sk if s not in skills]
+        if unknown:
+            table.error(line, "skills", f"不认识的技能：{'、'.join(unknown)}（可填：{'|'.join(skills)}；"
+                                        "多个技能用 | 隔开）")
+        openid = rec["openid"] or None
         if openid is not None:
             if not OPENID_RE.match(openid):
-                bad.append(f"column openid: {openid!r} does not look like a WeChat openid")
+                table.error(line, "openid", "不像微信 openid（6-64 个字母、数字、_ 或 -）；不知道可以留空")
             elif openid in openids:
-                bad.append(f"column openid: already on line {openids[openid]}")
+                table.error(line, "openid", f"和第 {openids[openid]} 行的 openid 重复")
             else:
-                openids[openid] = line_no
-        leader = get("leader").lower() in YES
-        if bad:
-            problems.append(f"line {line_no}: " + "; ".join(bad))
+                openids[openid] = line
+        leader = rec["leader"].lower()
+        if leader not in YES and leader not in NO:
+            table.error(line, "leader", f"{_quote(rec['leader'])}：队长请填“是”，不是队长留空")
+        if len(table.errors) > before or not rec.ok:
             continue
-        rows.append(RosterRow(line_no, team, name.replace(" ", ""), phone, list(dict.fromkeys(sk)), township,
-                              openid, leader))
-    if problems:
-        raise RosterError(f"{source}: {len(problems)} bad row(s); nothing was imported", problems)
-    if not rows:
-        raise RosterError(f"{source}: no rows after the header")
+        rows.append(RosterRow(line, rec["team"], name.replace(" ", ""), phone, list(dict.fromkeys(sk)),
+                              rec["township"], openid, leader in YES))
+    if not table.errors and not rows:
+        table.error(2, "-", "没有数据：第一行列名下面至少要有一行队员")
     return rows
 
 
-async def check_against_db(session: AsyncSession, rows: list[RosterRow]) -> list[str]:
-    """Problems only the database can show: an openid already bound to another phone's member."""
+async def check_against_db(session: AsyncSession, rows: list[RosterRow], table: Table) -> None:
+    """Problems only the database can show: an openid already bound to the member of another phone."""
     want = {r.openid: r for r in rows if r.openid}
     if not want:
-        return []
-    problems = []
+        return
     q = select(Member.openid, Member.phone).where(Member.openid.in_(list(want)))
     for openid, phone in (await session.execute(q)).all():
         r = want[openid]
         if phone != r.phone:
-            problems.append(f"line {r.line}: column openid: already bound to the member with phone {phone}")
-    return sorted(problems, key=lambda p: int(p.split(":")[0].split()[1]))
+            table.error(r.line, "openid", f"这个 openid 已绑定在手机号尾号 {phone[-4:]} 的队员上")
+
+
+def _summary(r: RosterRow) -> str:
+    return f"{r.name} {r.phone}（{r.team}）" + ("，队长" if r.leader else "")
+
+
+async def plan(session: AsyncSession, rows: list[RosterRow]) -> list[PreviewRow]:
+    """What :func:`import_roster` would do with each row (new / updated with the changed columns /
+    unchanged), without writing: the dry run and the console's preview."""
+    teams = {t.id: t for t in (await session.execute(select(Team))).scalars()}
+    existing = await _members_by_phone(session, [r.phone for r in rows])
+    out = []
+    for r in rows:
+        m = existing.get(r.phone)
+        if m is None:
+            out.append(PreviewRow(r.line, "new", _summary(r)))
+            continue
+        team = teams.get(m.team_id)
+        changes = _changes(m, r, team.name if team else None, team)
+        out.append(PreviewRow(r.line, "updated" if changes else "unchanged", _summary(r), changes))
+    return out
+
+
+def _changes(m: Member, r: RosterRow, team_name: str | None, team: Team | None) -> list[str]:
+    changes = [label for label, old, new in (
+        ("name", m.name, r.name), ("team", team_name, r.team), ("skills", list(m.skills or []), r.skills),
+        ("township", m.township, r.township)) if old != new]
+    if r.openid and m.openid != r.openid:
+        changes.append("openid")
+    if r.leader and (team is None or team.name != r.team or team.leader_phone != r.phone):
+        changes.append("leader")
+    return changes
+
+
+async def _members_by_phone(session: AsyncSession, phones: list[str]) -> dict[str, Member]:
+    existing: dict[str, Member] = {}
+    for i in range(0, len(phones), 1000):
+        q = select(Member).where(Member.phone.in_(phones[i:i + 1000]))
+        existing.update((m.phone, m) for m in (await session.execute(q)).scalars())
+    return existing
 
 
 def new_code(taken: set[str]) -> str:
@@ -179,9 +175,10 @@ def new_code(taken: set[str]) -> str:
 async def import_roster(session: AsyncSession, rows: list[RosterRow], now: datetime,
                         progress: Callable[[Iterable[RosterRow]], Iterable[RosterRow]] = lambda x: x) -> ImportResult:
     """Create missing teams and upsert members by phone (never duplicates). An empty openid never
-    removes an existing binding. Run after :func:`parse_roster` and :func:`check_against_db`."""
+    removes an existing binding. Run after :func:`validate` and :func:`check_against_db`."""
     res = ImportResult()
     teams = {t.name: t for t in (await session.execute(select(Team))).scalars()}
+    by_id = {t.id: t for t in teams.values()}
     codes = {t.code for t in teams.values()}
     for r in rows:
         if r.team not in teams:
@@ -190,26 +187,22 @@ async def import_roster(session: AsyncSession, rows: list[RosterRow], now: datet
             teams[r.team] = t
             res.teams_created.append(r.team)
     await session.flush()
-    existing: dict[str, Member] = {}
-    phones = [r.phone for r in rows]
-    for i in range(0, len(phones), 1000):
-        q = select(Member).where(Member.phone.in_(phones[i:i + 1000]))
-        existing.update((m.phone, m) for m in (await session.execute(q)).scalars())
+    existing = await _members_by_phone(session, [r.phone for r in rows])
     for r in progress(rows):
         team = teams[r.team]
+        m = existing.get(r.phone)
+        old_team = by_id.get(m.team_id) if m is not None else None
+        changed = bool(m is not None and _changes(m, r, old_team.name if old_team else None, old_team))
         if r.leader:
             team.leader, team.leader_phone = r.name, r.phone
-        m = existing.get(r.phone)
         if m is None:
             session.add(Member(phone=r.phone, name=r.name, team_id=team.id, skills=r.skills, township=r.township,
                                openid=r.openid, bound_at=now if r.openid else None, created_at=now, updated_at=now))
             res.created += 1
             continue
-        changed = (m.name, m.team_id, list(m.skills or []), m.township) != (r.name, team.id, r.skills, r.township)
         m.name, m.team_id, m.skills, m.township = r.name, team.id, r.skills, r.township
         if r.openid and m.openid != r.openid:
             m.openid, m.bound_at = r.openid, now
-            changed = True
         if changed:
             m.updated_at = now
             res.updated += 1

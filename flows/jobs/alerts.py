@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, ConfigError
 from bot.links import Signer, sign
+from bot.text import plain_text
 from flows.api import TickContext, on_startup, tick
 from flows.jobs.matching import Criteria, PostingView, SubscriptionIndex, Thresholds, plan
 from flows.jobs.texts import alert_text, deadline_text, salary_text
@@ -410,7 +411,7 @@ def digest_push(config: Config, openid: str, digest_id: int, top: Sequence[JobPo
     lines = [f"【岗位日报】为您找到 {total} 个新岗位" + ("，精选如下：" if total > len(top) else "：")]
     for n, p in enumerate(top, 1):
         star = "★" if p.veteran_priority else ""
-        lines.append(f"{n}. {p.title}｜{p.location}｜{salary_text(p.salary_min, p.salary_max)}{star}")
+        lines.append(f"{n}. {plain_text(p.title)}｜{plain_text(p.location)}｜{salary_text(p.salary_min, p.salary_max)}{star}")
     lines.append("点链接查看全部和联系方式；回复“我的订阅”可修改或退订。")
     titles = "、".join(p.title for p in top[:3])
     return Push(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from bot.text import plain_text
 from flows.api import Context, Flow, flow
 from flows.jobs.alerts import criteria_of, settings
 from flows.jobs.matching import PostingView, matches, norm_place, rank
@@ -103,14 +104,14 @@ class JobSearch(Flow):
         words = ctx.slots.get("words", "")
         if total == 0:
             if words:
-                ctx.say(f"没有找到与“{words}”相关的在招岗位。\n可以少写几个词再试，如“找工作 保安”；"
+                ctx.say(f"没有找到与“{plain_text(words)}”相关的在招岗位。\n可以少写几个词再试，如“找工作 保安”；"
                         "回复“订阅岗位”，有合适的新岗位时通知您。")
             else:
                 ctx.say("目前没有在招的岗位。\n回复“订阅岗位”，有合适的新岗位时第一时间通知您。")
             ctx.end()
             return
         ctx.step = "list"
-        what = f"“{words}”相关" if words else ("符合您订阅条件的" if "ids" in ctx.slots else "在招")
+        what = f"“{plain_text(words)}”相关" if words else ("符合您订阅条件的" if "ids" in ctx.slots else "在招")
         header = f"找到 {total} 个{what}岗位" + (f"（第 {page + 1}/{pages} 页）" if pages > 1 else "") + "："
         options: list[tuple[str, str]] = [(short_line(p), f"p:{p.id}") for p in items]
         if page + 1 < pages:

@@ -1,32 +1,51 @@
-"""Reading and validating a postings CSV (``vetbot jobs import``).
+"""Reading and validating a postings CSV (``vetbot jobs import``, the console's upload).
 
-Columns (header row required, any order)::
+Columns (header row required, any order; Chinese names work too)::
 
     company,title,location,salary_min,salary_max,type,requirements,contact,deadline,veteran_priority,source
 
-Every row is checked before anything is stored; :func:`read_postings` returns all problems with
-their line number and column, so staff fix the file once. Files saved by Excel in China are often
-GBK: UTF-8 (with or without BOM) is tried first, then GB18030.
+Reading, encodings (UTF-8, UTF-8 with BOM, GBK/GB18030), the header check and markup removal are
+:mod:`bot.csvfile`'s; the rules of a posting row are here. Every row is checked before anything is stored;
+all problems come back with their line and column, so staff fix the file once.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.clock import from_local
-from bot.text import normalize
-from storage.jobs import JOB_TYPES, posting_key
+from sqlalchemy.ext.asyncio import AsyncSession
 
-COLUMNS = ("company", "title", "location", "salary_min", "salary_max", "type", "requirements", "contact",
-           "deadline", "veteran_priority", "source")
-REQUIRED = ("company", "title", "location", "contact", "type")
-LIMITS = {"company": 128, "title": 128, "location": 128, "contact": 128, "source": 128, "requirements": 2000}
+from bot.clock import from_local
+from bot.csvfile import Column, PreviewRow, RowError, Schema, Table, read_csv
+from bot.text import normalize
+from storage.jobs import JOB_TYPES, POSTING_FIELDS, existing_keys, posting_key
+
+SCHEMA = Schema("岗位表", (
+    Column("company", "单位", required=True, not_empty=True, max_len=128,
+           aliases=("单位", "公司", "企业", "招聘单位", "用人单位", "单位名称", "企业名称")),
+    Column("title", "岗位", required=True, not_empty=True, max_len=128,
+           aliases=("岗位", "职位", "岗位名称", "职位名称", "招聘岗位")),
+    Column("location", "工作地点", required=True, not_empty=True, max_len=128,
+           aliases=("地点", "工作地点", "工作地址", "地址")),
+    Column("salary_min", "最低月薪", max_len=20, aliases=("最低月薪", "月薪下限", "薪资下限", "最低工资", "工资下限")),
+    Column("salary_max", "最高月薪", max_len=20, aliases=("最高月薪", "月薪上限", "薪资上限", "最高工资", "工资上限")),
+    Column("type", "类型", required=True, not_empty=True, max_len=20,
+           aliases=("类型", "用工类型", "岗位类型", "工作类型", "job_type")),
+    Column("requirements", "要求", max_len=2000, multiline=True,
+           aliases=("要求", "岗位要求", "任职要求", "招聘要求", "职位要求")),
+    Column("contact", "联系方式", required=True, not_empty=True, max_len=128,
+           aliases=("联系方式", "联系人", "联系电话", "联系")),
+    Column("deadline", "截止日期", max_len=20, aliases=("截止日期", "截止", "截止时间", "报名截止")),
+    Column("veteran_priority", "退役军人优先", max_len=10,
+           aliases=("退役军人优先", "优先", "是否退役军人优先", "军人优先")),
+    Column("source", "来源", max_len=128, aliases=("来源", "招聘会", "信息来源")),
+))
+COLUMNS = tuple(c.name for c in SCHEMA.columns)
+REQUIRED = tuple(c.name for c in SCHEMA.columns if c.required)
 NEGOTIABLE = ("面议", "议", "面谈", "待遇面议", "薪资面议", "")
 TYPE_ALIASES = {"全职": "全职", "全日制": "全职", "full": "全职", "fulltime": "全职", "兼职": "兼职", "part": "兼职",
                 "parttime": "兼职", "临时": "兼职", "实习": "实习", "intern": "实习", "见习": "实习"}
@@ -34,20 +53,6 @@ YES = {"是", "y", "yes", "true", "1", "优先", "√", "✓"}
 NO = {"否", "n", "no", "false", "0", "", "不", "×"}
 _DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 _MONEY = re.compile(r"^(\d+(?:\.\d+)?)\s*(万|千|k|K)?\s*(元|元/月|/月)?$")
-
-
-class CsvFileError(Exception):
-    """The file cannot be read at all (missing, wrong columns, not CSV). One line, with a hint."""
-
-
-@dataclass
-class RowError:
-    line: int
-    column: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"第 {self.line} 行 {self.column}：{self.message}"
 
 
 @dataclass
@@ -59,16 +64,7 @@ class ReadResult:
     errors: list[RowError] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line with that posting)
     expired: list[int] = field(default_factory=list)  # lines whose deadline has passed
-    encoding: str = "utf-8"
-
-
-def _decode(data: bytes) -> tuple[str, str]:
-    for enc in ("utf-8-sig", "gb18030"):
-        try:
-            return data.decode(enc), "utf-8" if enc == "utf-8-sig" else enc
-        except UnicodeDecodeError:
-            continue
-    raise CsvFileError("the file is neither UTF-8 nor GBK text (save it as CSV UTF-8 from Excel)")
+    encoding: str = ""
 
 
 def parse_money(text: str) -> int | None:
@@ -109,68 +105,43 @@ def search_text(row: dict[str, Any]) -> str:
     return "\n".join(normalize(str(row[k] or "")) for k in ("title", "company", "location", "requirements"))
 
 
-def read_postings(path: Path, *, now: datetime, tz: str, default_source: str = "",
+def read_postings(data: bytes | Path, *, now: datetime, tz: str, default_source: str = "",
                   skip_expired: bool = False) -> ReadResult:
-    """Parse and validate ``path``; raises CsvFileError when the file itself is unusable."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CsvFileError(f"cannot read {path}: {e.strerror or e}") from None
-    text, enc = _decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise CsvFileError(f"{path} is empty (the first line must be the header: {','.join(COLUMNS)})") from None
-    except csv.Error as e:
-        raise CsvFileError(f"{path}: not a readable CSV file ({e})") from None
-    names = [h.strip().lower() for h in header]
-    missing = [c for c in REQUIRED if c not in names]
-    unknown = [h for h in names if h and h not in COLUMNS]
-    dup = sorted({h for h in names if h and names.count(h) > 1})
-    if missing or unknown or dup:
-        parts = []
-        if missing:
-            parts.append(f"missing columns: {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown columns: {', '.join(unknown)}")
-        if dup:
-            parts.append(f"repeated columns: {', '.join(dup)}")
-        raise CsvFileError(f"{path}: {'; '.join(parts)} (the header must be: {','.join(COLUMNS)})")
-    result = ReadResult(encoding=enc)
+    """Parse and validate a postings file (bytes or a path); every problem is in ``errors``."""
+    table = read_csv(data, SCHEMA)
+    result = ReadResult(encoding=table.encoding)
+    if not table.fatal:
+        validate(table, result, now=now, tz=tz, default_source=default_source, skip_expired=skip_expired)
+    result.errors = table.sorted_errors()
+    return result
+
+
+def validate(table: Table, result: ReadResult, *, now: datetime, tz: str, default_source: str = "",
+             skip_expired: bool = False) -> None:
+    """Fill ``result`` with the valid postings of ``table``; problems go to ``table.errors``."""
     today = _local_date(now, tz)
     seen: dict[str, int] = {}
-    try:
-        for record in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in record):
+    for rec in table.records:
+        line = rec.line
+        before = len(table.errors)
+        row = _row(table, rec.values, line, default_source, tz)
+        if len(table.errors) > before or not rec.ok or row is None:
+            continue
+        if row["deadline"] is not None and row["deadline"] < today:
+            if skip_expired:
+                result.expired.append(line)
                 continue
-            if len(record) > len(names):
-                result.errors.append(RowError(line, "-", f"有 {len(record)} 列，表头只有 {len(names)} 列"
-                                                         "（内容里的逗号请用引号括起来）"))
-                continue
-            raw = {n: (record[i].strip() if i < len(record) else "") for i, n in enumerate(names) if n}
-            row, errs = _row(raw, line, default_source, tz)
-            if errs:
-                result.errors += errs
-                continue
-            if row["deadline"] is not None and row["deadline"] < today:
-                if skip_expired:
-                    result.expired.append(line)
-                    continue
-                result.errors.append(RowError(line, "deadline", f"截止日期 {row['deadline']} 已过"
-                                                                "（改正日期，或加 --skip-expired 跳过过期行）"))
-                continue
-            key = row["natural_key"]
-            if key in seen:
-                result.duplicates.append((line, seen[key]))
-                continue
-            seen[key] = line
-            result.rows.append(row)
-            result.lines.append(line)
-    except csv.Error as e:
-        raise CsvFileError(f"{path}: line {reader.line_num}: not a readable CSV row ({e})") from None
-    return result
+            table.error(line, "deadline", f"截止日期 {row['deadline']} 已过（改正日期，或加 --skip-expired 跳过过期行）")
+            continue
+        key = row["natural_key"]
+        if key in seen:
+            result.duplicates.append((line, seen[key]))
+            continue
+        seen[key] = line
+        result.rows.append(row)
+        result.lines.append(line)
+    if not table.errors and not result.rows and not result.expired and not result.duplicates:
+        table.error(2, "-", "没有数据：第一行列名下面至少要有一行岗位")
 
 
 def _local_date(now: datetime, tz: str) -> date:
@@ -179,36 +150,34 @@ def _local_date(now: datetime, tz: str) -> date:
     return to_local(now, tz).date()
 
 
-def _row(raw: dict[str, str], line: int, default_source: str, tz: str) -> tuple[dict[str, Any], list[RowError]]:
-    errs: list[RowError] = []
-    for col in REQUIRED:
-        if not raw.get(col):
-            errs.append(RowError(line, col, "不能为空"))
-    for col, limit in LIMITS.items():
-        if len(raw.get(col, "")) > limit:
-            errs.append(RowError(line, col, f"太长（{len(raw[col])} 字，最多 {limit} 字）"))
+def _row(table: Table, raw: dict[str, str], line: int, default_source: str, tz: str) -> dict[str, Any] | None:
+    ok = True
     salary: dict[str, int | None] = {}
     for col in ("salary_min", "salary_max"):
         try:
             salary[col] = parse_money(raw.get(col, ""))
         except ValueError as e:
-            errs.append(RowError(line, col, str(e)))
+            table.error(line, col, str(e))
+            ok = False
     lo, hi = salary.get("salary_min"), salary.get("salary_max")
     if lo is not None and hi is not None and lo > hi:
-        errs.append(RowError(line, "salary_max", f"上限 {hi} 小于下限 {lo}"))
+        table.error(line, "salary_max", f"最高月薪 {hi} 小于最低月薪 {lo}")
+        ok = False
     job_type = TYPE_ALIASES.get(normalize(raw.get("type", "")))
     if raw.get("type") and job_type is None:
-        errs.append(RowError(line, "type", f"“{raw['type']}”不是 {'/'.join(JOB_TYPES)} 之一"))
+        table.error(line, "type", f"“{raw['type'][:10]}”不是 {'/'.join(JOB_TYPES)} 之一")
+        ok = False
     try:
         deadline = parse_date(raw.get("deadline", ""))
     except ValueError as e:
-        errs.append(RowError(line, "deadline", str(e)))
-        deadline = None
+        table.error(line, "deadline", str(e))
+        deadline, ok = None, False
     vp = raw.get("veteran_priority", "").strip().lower()
     if vp not in YES and vp not in NO:
-        errs.append(RowError(line, "veteran_priority", f"“{raw['veteran_priority']}”请填 是 或 否"))
-    if errs:
-        return {}, errs
+        table.error(line, "veteran_priority", f"“{raw['veteran_priority'][:10]}”：请填 是 或 否")
+        ok = False
+    if not ok or not all(raw.get(c) for c in REQUIRED):
+        return None
     row: dict[str, Any] = {
         "natural_key": posting_key(raw["company"], raw["title"], raw["location"]),
         "company": raw["company"], "title": raw["title"], "location": raw["location"],
@@ -217,4 +186,24 @@ def _row(raw: dict[str, str], line: int, default_source: str, tz: str) -> tuple[
         "veteran_priority": vp in YES, "source": (raw.get("source") or default_source)[:128],
     }
     row["search_text"] = search_text(row)
-    return row, []
+    return row
+
+
+def summary(row: dict[str, Any]) -> str:
+    """保安队长｜示例安保服务有限公司｜大竹县城关镇: a posting named in a preview."""
+    return f"{row['title']}｜{row['company']}｜{row['location']}"
+
+
+async def plan(session: AsyncSession, rows: list[dict[str, Any]], lines: list[int]) -> list[PreviewRow]:
+    """What storing ``rows`` would do with each: new, updated (with the changed columns) or unchanged —
+    the same comparison :func:`flows.jobs.alerts.store_postings` makes."""
+    existing = await existing_keys(session, [r["natural_key"] for r in rows])
+    out = []
+    for r, line in zip(rows, lines, strict=True):
+        old = existing.get(r["natural_key"])
+        if old is None:
+            out.append(PreviewRow(line, "new", summary(r)))
+            continue
+        changes = [f for f in POSTING_FIELDS if getattr(old, f) != r[f]]
+        out.append(PreviewRow(line, "updated" if changes else "unchanged", summary(r), changes))
+    return out

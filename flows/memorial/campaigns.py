@@ -1,7 +1,8 @@
 """Campaign days: built-in campaigns are written for this year and the next, and on a campaign's day
 (from ``memorial.reminder_hour`` local time) every opted-in follower gets one reminder through the outbox.
 
-The state is in tables: a campaign row with ``reminded_at`` NULL on its day is due; each recipient's push
+Each reminder carries the user's own link to the memorial page (a token valid until the end of the
+campaign's day, see :func:`reminder_ttl`). The state is in tables: a campaign row with ``reminded_at`` NULL on its day is due; each recipient's push
 has the idempotency key ``memorial:remind:<code>``, so a run interrupted half-way (a restart, a crash)
 simply runs again and queues only what is missing.
 """
@@ -9,12 +10,14 @@ simply runs again and queues only what is missing.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from bot.clock import to_local
+from bot.clock import from_local, to_local
 from flows.api import TickContext, tick
 from flows.memorial import service
 from flows.memorial.calendar import builtin_campaigns
+from storage import linktokens
 from storage import memorial as store
 from storage.outbox import Push, enqueue
 
@@ -33,14 +36,32 @@ async def ensure_builtins(session: object, year: int, now: datetime) -> int:
     return new
 
 
-def reminder_push(config: object, campaign: store.MemorialCampaign, openid: str, now: datetime) -> Push:
-    """One reminder: the campaign's words and the user's own signed link to the memorial page."""
-    url = service.page_link(config, openid, store.MEMORIAL, now)
+def reminder_push(config: Any, campaign: store.MemorialCampaign, openid: str, url: str | None = None) -> Push:
+    """One reminder: the campaign's words and ``url`` (the user's own link to the memorial page; the
+    public page when None)."""
+    url = url or service.public_link(config, store.MEMORIAL)
     text = f"【{campaign.title}】{campaign.message or '今天是祭扫纪念日。'}\n回复“祭英烈”即可献花、寄语。"
     return Push(openid=openid, purpose="memorial_reminder", key=f"memorial:remind:{campaign.code}", text=text,
                 url=url, ref_type="memorial_campaign", ref_id=campaign.id,
                 data={"title": campaign.title, "content": campaign.message or "今天是祭扫纪念日。",
                       "time": f"{campaign.day.month}月{campaign.day.day}日", "url": url})
+
+
+def reminder_ttl(config: Any, campaign: store.MemorialCampaign, now: datetime) -> timedelta:
+    """A reminder's link lasts until the end of the campaign's day (local) — people read it over the
+    day — and at least ``memorial.link_ttl_h``."""
+    tz = config.bot.timezone
+    end = from_local(datetime.combine(campaign.day + timedelta(days=1), datetime.min.time()), tz)
+    return max(service.link_ttl(config), end - now)
+
+
+async def reminder_links(session: Any, config: Any, campaign: store.MemorialCampaign, openids: list[str],
+                         now: datetime) -> list[str]:
+    """Personal memorial links for a batch of reminders (one token each, one INSERT for the batch)."""
+    tokens = await linktokens.issue_many(session, service.LINK_KIND, [(o, None) for o in openids],
+                                         reminder_ttl(config, campaign, now), now=now)
+    base = service.public_link(config, store.MEMORIAL)
+    return [f"{base}?t={t}" for t in tokens]
 
 
 async def send_reminders(t: TickContext) -> int:
@@ -60,7 +81,9 @@ async def send_reminders(t: TickContext) -> int:
                 openids = await store.reminder_recipients(s, after, FANOUT_BATCH)
                 if not openids:
                     break
-                new += await enqueue(s, [reminder_push(cfg, campaign, o, t.now) for o in openids], t.now)
+                links = await reminder_links(s, cfg, campaign, openids, t.now)
+                new += await enqueue(s, [reminder_push(cfg, campaign, o, u) for o, u in zip(openids, links, strict=True)],
+                                     t.now)
                 recipients += len(openids)
                 after = openids[-1]
         async with t.db.session() as s:

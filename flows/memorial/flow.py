@@ -2,7 +2,8 @@
 
 Steps (``ctx.step``) of the ``memorial`` flow (``martyr_search`` is the same flow entered at the search):
 
-* ``home``    — the memorial as a whole (target 0): 献花 / 敬礼 / 点烛 / 默哀 / 寄语 / 查找英烈 / 提醒我;
+* ``home``    — the memorial as a whole (target 0): 献花 / 敬礼 / 点烛 / 默哀 / 寄语 / 查找英烈 / 提醒我
+  (提醒我 and 取消提醒 themselves are :mod:`flows.memorial.remind`);
 * ``search``  — waiting for a name, pinyin initials (hjg), hometown or unit;
 * ``results`` — a numbered page of matches (回复数字查看, 回复“下一页”); ``slots.act`` remembers a tribute
   asked for by name (献花 张三 with several 张三: the pick pays it);
@@ -20,9 +21,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.text import normalize
+from bot.text import normalize, plain_text
 from flows.api import Context, Flow, Services, flow, on_startup
-from flows.memorial import service, texts
+from flows.memorial import remind, service, texts
 from flows.memorial.names import clean_query, is_letters
 from flows.memorial.wordfilter import WordFilter
 from storage import memorial as store
@@ -31,8 +32,10 @@ ACTION_MENU = [("献花", "flower"), ("敬礼", "salute"), ("点烛", "candle"),
                ("写寄语", "message")]
 NEXT_PAGE = frozenset({"下一页", "下页", "更多", "下一页结果", "后一页"})
 PREV_PAGE = frozenset({"上一页", "上页", "前一页"})
+# The bare words inside the memorial; anything longer (清明节提醒我, 不要再提醒我了) is rerouted to the
+# memorial_remind / memorial_unremind intents, which say the same.
 REMIND_ON = frozenset({"提醒我", "提醒", "要提醒", "开启提醒", "清明提醒", "祭扫提醒", "祭英烈提醒"})
-REMIND_OFF = frozenset({"取消提醒", "不要提醒", "关闭提醒", "停止提醒", "别提醒了"})
+REMIND_OFF = frozenset({"取消提醒", "不要提醒", "不要提醒了", "关闭提醒", "停止提醒", "别提醒了"})
 SEARCH_WORDS = frozenset({"查找英烈", "查找", "搜索", "查英烈", "找烈士", "英烈名录", "查找其他英烈", "查烈士"})
 HOME_WORDS = frozenset({"纪念馆", "云端祭英烈", "祭英烈", "返回纪念馆"})
 _QUERY_CLEAN = re.compile(r"(烈士|英烈|同志)$")
@@ -65,12 +68,6 @@ class Memorial(Flow):
         if s.get("act"):
             action = texts.action_of(normalize(s["act"])) or "flower"
             await self._by_name(ctx, action, _clean_name(s.get("name", "")))
-        elif "remind" in s:
-            await self._remind(ctx, True)
-            ctx.end()
-        elif "unremind" in s:
-            await self._remind(ctx, False)
-            ctx.end()
         else:
             await self._home(ctx)
 
@@ -95,7 +92,7 @@ class Memorial(Flow):
         lines = ["【云端祭英烈】缅怀先烈，致敬英雄。"]
         if people:
             lines.append(f"已有 {people:,} 人参与云端祭扫。")
-        link = service.page_link(ctx.config, ctx.openid, store.MEMORIAL, ctx.now)
+        link = await service.page_link(ctx.session, ctx.config, ctx.openid, store.MEMORIAL, ctx.now)
         ctx.say("\n".join(lines))
         options = [(label + ("（向全体英烈）" if v == "flower" else ""), v) for label, v in ACTION_MENU]
         options += [("查找英烈（姓名/首字母/籍贯/部队）", "search"),
@@ -114,7 +111,7 @@ class Memorial(Flow):
         c = await store.counts(ctx.session, m.id)
         messages = await store.approved_count(ctx.session, m.id)
         ctx.say(texts.card(m, c, messages, ctx.config.memorial.bio_chars))
-        link = service.page_link(ctx.config, ctx.openid, m.id, ctx.now)
+        link = await service.page_link(ctx.session, ctx.config, ctx.openid, m.id, ctx.now)
         options = [*ACTION_MENU, ("查找其他英烈", "search")]
         ctx.choose(options, header="回复数字：", footer=f'<a href="{link}">打开纪念页（事迹全文、寄语）</a>\n回复“取消”退出。')
 
@@ -172,7 +169,7 @@ class Memorial(Flow):
         if not total:
             ctx.step, ctx.slots = "home", {}
             ctx.choose([(texts.phrase(action, None), action), ("查找英烈", "search")],
-                       header=f"名录里没有找到“{name}”。您可以：", footer="回复“取消”退出。")
+                       header=f"名录里没有找到“{plain_text(name)}”。您可以：", footer="回复“取消”退出。")
 
     async def _search(self, ctx: Context, query: str, quiet: bool = False) -> int:
         """Run a search and show page 1 (one hit: its card, or the pending tribute paid). Returns the total."""
@@ -182,7 +179,7 @@ class Memorial(Flow):
         total, page = await store.search_martyrs(ctx.session, q, letters=letters, limit=ps)
         if total == 0:
             if not quiet:
-                ctx.reask(f"没有找到“{query.strip()}”。可以换个写法：姓名的一部分、拼音首字母（如 hjg）、"
+                ctx.reask(f"没有找到“{plain_text(query.strip())}”。可以换个写法：姓名的一部分、拼音首字母（如 hjg）、"
                           "籍贯或部队。回复“取消”退出。")
             return 0
         action = ctx.slots.get("act")
@@ -228,13 +225,7 @@ class Memorial(Flow):
         ctx.choose([(texts.summary(m), m.id) for m in page], header=head, footer=foot)
 
     async def _remind(self, ctx: Context, on: bool) -> None:
-        if on:
-            new = await store.opt_in(ctx.session, ctx.openid, ctx.now)
-            ctx.say(("好的，" if new else "您已开启提醒。")
-                    + "清明节、9月30日烈士纪念日等祭扫活动当天，我们会提醒您来云端祭英烈。回复“取消提醒”可关闭。")
-        else:
-            gone = await store.opt_out(ctx.session, ctx.openid)
-            ctx.say("已关闭祭扫提醒。" if gone else "您还没有开启祭扫提醒。回复“提醒我”可开启。")
+        await remind.remind(ctx, on)
 
     # --- messages ------------------------------------------------------------------------------
     async def _message(self, ctx: Context) -> None:
@@ -309,7 +300,7 @@ class Memorial(Flow):
             ctx.slots.pop("act", None)
             if await self._search(ctx, ctx.text, quiet=True):
                 return
-            ctx.say(f"没有找到“{ctx.text}”。")
+            ctx.say(f"没有找到“{plain_text(ctx.text)}”。")
             await self._show_page(ctx)
             return
         if await self._maybe_search(ctx):

@@ -22,45 +22,41 @@ unknown soldiers whose facts coincide need a ``key`` each.
 
 from __future__ import annotations
 
-import csv
-import difflib
-import io
 import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.csvfile import Column, PreviewRow, RowError, Schema, Table, read_csv
 from bot.text import normalize
 from flows.memorial.names import name_keys
+from storage import memorial as store
 
-COLUMNS = ("name", "gender", "hometown", "born", "died", "unit", "place_of_death", "burial", "biography")
-OPTIONAL = ("photo_url", "key")
-ALIASES = {
-    "姓名": "name", "性别": "gender", "籍贯": "hometown", "出生": "born", "出生日期": "born", "出生年月": "born",
-    "牺牲": "died", "牺牲日期": "died", "牺牲时间": "died", "部队": "unit", "所属部队": "unit",
-    "牺牲地点": "place_of_death", "安葬地": "burial", "安葬地点": "burial", "事迹": "biography",
-    "事迹简介": "biography", "简介": "biography", "照片": "photo_url", "照片链接": "photo_url", "编号": "key",
-}
-LIMITS = {"name": 64, "hometown": 128, "unit": 200, "place_of_death": 200, "burial": 200, "biography": 5000,
-          "photo_url": 500, "key": 100}
+SCHEMA = Schema("英烈名录", (
+    Column("name", "姓名", required=True, max_len=64, aliases=("姓名", "烈士姓名", "名字")),
+    Column("gender", "性别", required=True, max_len=8, aliases=("性别",)),
+    Column("hometown", "籍贯", required=True, max_len=128, aliases=("籍贯", "出生地", "家乡")),
+    Column("born", "出生", required=True, max_len=20, aliases=("出生", "出生日期", "出生年月", "出生时间")),
+    Column("died", "牺牲", required=True, max_len=20, aliases=("牺牲", "牺牲日期", "牺牲时间", "牺牲年月")),
+    Column("unit", "所属部队", required=True, max_len=200, aliases=("部队", "所属部队", "生前部队", "单位", "生前单位")),
+    Column("place_of_death", "牺牲地点", required=True, max_len=200, aliases=("牺牲地点", "牺牲地")),
+    Column("burial", "安葬地", required=True, max_len=200, aliases=("安葬地", "安葬地点", "安葬", "墓地")),
+    Column("biography", "事迹简介", required=True, max_len=5000, multiline=True,
+           aliases=("事迹", "事迹简介", "简介", "生平事迹", "生平")),
+    Column("photo_url", "照片链接", max_len=500, aliases=("照片", "照片链接", "照片地址")),
+    Column("key", "编号", max_len=100, aliases=("编号", "档案号", "档案编号")),
+))
+COLUMNS = tuple(c.name for c in SCHEMA.columns if c.required)
+OPTIONAL = tuple(c.name for c in SCHEMA.columns if not c.required)
 GENDERS = {"": "", "男": "男", "女": "女", "男性": "男", "女性": "女", "m": "男", "f": "女", "male": "男",
            "female": "女", "未知": "", "不详": ""}
 _DATE_RE = re.compile(r"^(\d{4})(?:[-/.年](\d{1,2})(?:[-/.月](\d{1,2})日?)?月?)?年?$")
-
-
-class RollError(Exception):
-    """The file as a whole cannot be read (encoding, header); one line for the operator."""
-
-
-@dataclass
-class RowError:
-    line: int
-    column: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}, column {self.column}: {self.message}"
+#: Columns compared on a re-import (what "updated" means).
+FIELDS = ("name", "gender", "hometown", "born", "died", "unit", "place_of_death", "burial", "biography",
+          "photo_url")
 
 
 @dataclass
@@ -69,32 +65,33 @@ class Roll:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
-    encoding: str = "utf-8"
+    encoding: str = ""
+    lines: list[int] = field(default_factory=list)
 
 
 def parse_partial_date(text: str, today: date | None = None) -> str:
     """``1951``, ``1951-3``, ``1951年3月2日`` … → ``1951``, ``1951-03``, ``1951-03-02``; ValueError with a
-    reason otherwise. Empty stays empty."""
+    reason (in Chinese) otherwise. Empty stays empty."""
     t = text.strip().replace(" ", "")
     if not t:
         return ""
     m = _DATE_RE.match(t)
     if not m:
-        raise ValueError(f"'{text}' is not a date (write 1951, 1951-03 or 1951-03-02)")
+        raise ValueError(f"“{text}”不是日期（写成 1951、1951-03 或 1951-03-02）")
     y, mo, d = int(m.group(1)), m.group(2), m.group(3)
     last_year = (today or date.today()).year
     if not 1800 <= y <= last_year:
-        raise ValueError(f"year {y} is out of range (1800–{last_year})")
+        raise ValueError(f"年份 {y} 不在 1800–{last_year} 之间")
     if mo is None:
         return f"{y:04d}"
     if not 1 <= int(mo) <= 12:
-        raise ValueError(f"month {mo} in '{text}' does not exist")
+        raise ValueError(f"“{text}”里的月份 {mo} 不存在")
     if d is None:
         return f"{y:04d}-{int(mo):02d}"
     try:
         date(y, int(mo), int(d))
     except ValueError:
-        raise ValueError(f"day {d} in '{text}' does not exist") from None
+        raise ValueError(f"“{text}”里的日 {d} 不存在") from None
     return f"{y:04d}-{int(mo):02d}-{int(d):02d}"
 
 
@@ -106,131 +103,85 @@ def natural_key(row: dict[str, Any]) -> str:
     return ("n:" + "|".join(parts))[:255]
 
 
-def _decode(data: bytes) -> tuple[str, str]:
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("gb18030"), "gb18030"
-    except UnicodeDecodeError:
-        raise RollError("the file is neither UTF-8 nor GBK/GB18030 text (save it as “CSV UTF-8”)") from None
-
-
-def _header(names: list[str]) -> list[str]:
-    known = (*COLUMNS, *OPTIONAL)
-    cols = []
-    for raw in names:
-        n = (raw or "").strip().lstrip("\ufeff")
-        cols.append(ALIASES.get(n, n.lower()))
-    missing = [c for c in COLUMNS if c not in cols]
-    unknown = [c for c in cols if c not in known]
-    dupes = sorted({c for c in cols if cols.count(c) > 1 and c in known})
-    problems = []
-    if missing:
-        problems.append(f"missing columns: {', '.join(missing)}")
-    if unknown:
-        hints = []
-        for u in unknown:
-            near = difflib.get_close_matches(u, known, n=1, cutoff=0.6)
-            hints.append(f"{u or '(empty)'}" + (f" (did you mean {near[0]}?)" if near else ""))
-        problems.append(f"unknown columns: {', '.join(hints)}")
-    if dupes:
-        problems.append(f"columns given twice: {', '.join(dupes)}")
-    if problems:
-        raise RollError("line 1 (header): " + "; ".join(problems)
-                        + f". Expected: {','.join(COLUMNS)} (optional: {','.join(OPTIONAL)})")
-    return cols
-
-
-def read_roll(path: Path, today: date | None = None) -> Roll:
-    """Read and validate the whole file; never stops at the first bad row."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RollError(f"{path}: file not found") from None
-    except OSError as e:
-        raise RollError(f"{path}: cannot read ({e.strerror})") from None
-    text, encoding = _decode(data)
-    return parse_roll(text, today, encoding)
-
-
-def parse_roll(text: str, today: date | None = None, encoding: str = "utf-8") -> Roll:
-    """Validate CSV text (see the module docstring)."""
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise RollError("the file is empty (line 1 must be the header: " + ",".join(COLUMNS) + ")") from None
-    except csv.Error as e:
-        raise RollError(f"line 1: not CSV ({e})") from None
-    cols = _header(header)
-    roll = Roll(encoding=encoding)
+def validate(table: Table, today: date | None = None) -> list[dict[str, Any]]:
+    """The martyr rows of a read file; every problem goes to ``table.errors`` (line, column, Chinese)."""
+    rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    line = reader.line_num
-    while True:
-        start = line + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            roll.errors.append(RowError(start, "-", f"not CSV ({e})"))
-            break
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue  # blank lines (Excel leaves some at the end)
-        if len(values) != len(cols):
-            roll.errors.append(RowError(start, "-", f"{len(values)} fields, the header has {len(cols)} "
-                                                     "(a comma inside a value needs \"quotes\")"))
-            continue
-        row, errors = _row(dict(zip(cols, values, strict=True)), start, today)
-        if errors:
-            roll.errors.extend(errors)
+    for rec in table.records:
+        before = len(table.errors)
+        row = _row(table, rec.line, rec.values, today)
+        if len(table.errors) > before or not rec.ok:
             continue
         key = row["natural_key"]
         if key in seen:
-            roll.errors.append(RowError(start, "key" if row.get("key") else "name",
-                                        f"the same record as line {seen[key]} (same name, gender, hometown and "
-                                        "dates; give each a different value in a 'key' column if they are "
-                                        "different people)"))
+            table.error(rec.line, "key" if table.has("key") and rec["key"] else "name",
+                        f"和第 {seen[key]} 行是同一条记录（姓名、性别、籍贯、出生、牺牲都相同）。如果确实是两个人，"
+                        "请加一列“编号”（key）分别填写")
             continue
-        seen[key] = start
-        roll.rows.append(row)
-    return roll
+        seen[key] = rec.line
+        row["line"] = rec.line
+        rows.append(row)
+    if not table.errors and not rows:
+        table.error(2, "-", "没有数据：第一行列名下面至少要有一行记录")
+    return rows
 
 
-def _row(raw: dict[str, str], line: int, today: date | None) -> tuple[dict[str, Any], list[RowError]]:
-    errors: list[RowError] = []
-    row: dict[str, Any] = {}
-    for col in (*COLUMNS, *OPTIONAL):
-        value = " ".join((raw.get(col) or "").split()) if col != "biography" else (raw.get(col) or "").strip()
-        limit = LIMITS.get(col)
-        if limit and len(value) > limit:
-            errors.append(RowError(line, col, f"{len(value)} characters, at most {limit}"))
-        row[col] = value
+def _row(table: Table, line: int, raw: dict[str, str], today: date | None) -> dict[str, Any]:
+    row: dict[str, Any] = {c.name: raw.get(c.name, "") for c in SCHEMA.columns}
     if not row["name"]:
-        errors.append(RowError(line, "name", "empty (write 无名烈士 for an unknown soldier)"))
+        table.error(line, "name", "姓名不能为空（不知道姓名请写“无名烈士”）")
     gender = GENDERS.get(row["gender"].lower())
     if gender is None:
-        errors.append(RowError(line, "gender", f"'{row['gender']}' is not 男, 女 or empty"))
+        table.error(line, "gender", f"“{row['gender'][:10]}”不是 男、女 或空")
     else:
         row["gender"] = gender
+    bad_date = False
     for col in ("born", "died"):
         try:
             row[col] = parse_partial_date(row[col], today)
         except ValueError as e:
-            errors.append(RowError(line, col, str(e)))
-    if not any(e.column in ("born", "died") for e in errors) and row["born"] and row["died"]:
-        if row["born"] > row["died"][: len(row["born"])]:
-            errors.append(RowError(line, "died", f"{row['died']} is before born {row['born']}"))
+            table.error(line, col, str(e))
+            bad_date = True
+    if not bad_date and row["born"] and row["died"] and row["born"] > row["died"][: len(row["born"])]:
+        table.error(line, "died", f"牺牲日期 {row['died']} 早于出生日期 {row['born']}")
     url = row["photo_url"]
     if url and not re.match(r"^https?://[^\s\"'<>]+$", url):
-        errors.append(RowError(line, "photo_url", "must be an http:// or https:// link"))
-    if errors:
-        return row, errors
+        table.error(line, "photo_url", "照片链接要以 http:// 或 https:// 开头（没有照片可以留空）")
     row["photo_url"] = url or None
     row["natural_key"] = natural_key(row)
-    row["initials"], row["pinyin"] = name_keys(row["name"])
+    row["initials"], row["pinyin"] = name_keys(row["name"]) if row["name"] else ("", "")
     del row["key"]
-    return row, errors
+    return row
+
+
+def read_roll(data: bytes | Path, today: date | None = None) -> Roll:
+    """Read and validate a whole file (bytes or a path); never stops at the first bad row."""
+    table = read_csv(data, SCHEMA)
+    rows = [] if table.fatal else validate(table, today)
+    return Roll(rows=rows, errors=table.sorted_errors(), encoding=table.encoding,
+                lines=[r["line"] for r in rows])
+
+
+def parse_roll(text: str, today: date | None = None) -> Roll:
+    """:func:`read_roll` of CSV text (tests, tools)."""
+    return read_roll(text.encode("utf-8"), today)
+
+
+def summary(row: dict[str, Any]) -> str:
+    """张建国（示例省东山县，1951-11 牺牲）: a row named in a preview."""
+    bits = [b for b in (row["hometown"], f"{row['died']} 牺牲" if row["died"] else "") if b]
+    return f"{row['name']}（{'，'.join(bits)}）" if bits else row["name"]
+
+
+async def plan(session: AsyncSession, rows: list[dict[str, Any]]) -> list[PreviewRow]:
+    """What an import would do with each row: new, updated (with the changed columns) or unchanged."""
+    existing = await store.martyrs_by_key(session, [r["natural_key"] for r in rows])
+    out = []
+    for r in rows:
+        m = existing.get(r["natural_key"])
+        if m is None:
+            out.append(PreviewRow(r["line"], "new", summary(r)))
+            continue
+        changes = [f for f in FIELDS if (getattr(m, f) or None) != (r[f] or None)]
+        out.append(PreviewRow(r["line"], "updated" if changes else "unchanged", summary(r), changes))
+    return out

@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local, to_local
-from bot.links import sign
+from bot.text import clip, plain_text
 from flows.memorial import texts
 from flows.memorial.wordfilter import WordFilter
+from storage import linktokens
 from storage import memorial as store
 from storage.outbox import HIGH, Push, enqueue
 
@@ -33,15 +34,32 @@ def local_day(now: datetime, tz: str) -> date:
     return to_local(now, tz).date()
 
 
+#: ``kind`` of the memorial's link tokens (:mod:`storage.linktokens`).
+LINK_KIND = "memorial"
+
+
 def page_path(martyr_id: int) -> str:
     return "/m/" if martyr_id == store.MEMORIAL else f"/m/{martyr_id}"
 
 
-def page_link(config: Any, openid: str, martyr_id: int, now: datetime) -> str:
-    """The signed per-user link to a memorial page: the page's tribute buttons act as this user, no login."""
-    ttl = config.memorial.link_ttl_h * 3600
-    token = sign(config, {"o": openid, "p": "m"}, ttl_s=ttl, now=now.replace(tzinfo=UTC).timestamp())
-    return f"{config.server.public_url.rstrip('/')}{page_path(martyr_id)}?t={token}"
+def public_link(config: Any, martyr_id: int) -> str:
+    """The page anyone may read (no tribute buttons): for pushes read later, when a personal link would
+    have expired."""
+    return f"{config.server.public_url.rstrip('/')}{page_path(martyr_id)}"
+
+
+def link_ttl(config: Any) -> timedelta:
+    """How long a personal memorial link lives (``memorial.link_ttl_h``)."""
+    return timedelta(hours=config.memorial.link_ttl_h)
+
+
+async def page_link(session: AsyncSession, config: Any, openid: str, martyr_id: int, now: datetime,
+                    ttl: timedelta | None = None) -> str:
+    """A personal link to a memorial page: its tribute buttons and 寄语 form act as ``openid`` without a
+    login. The link holds an opaque random token (stored hashed with its owner, see
+    :mod:`storage.linktokens`) valid ``memorial.link_ttl_h``; it reveals nothing about the user."""
+    token = await linktokens.issue(session, LINK_KIND, openid, None, ttl or link_ttl(config), now=now)
+    return f"{public_link(config, martyr_id)}?t={token}"
 
 
 def word_filter(services: Any) -> WordFilter:
@@ -85,7 +103,9 @@ async def pay_tribute(session: AsyncSession, config: Any, *, openid: str, martyr
         due = now + timedelta(seconds=SILENCE_S)
         who = texts.target_name(name)
         end = f"一分钟默哀结束。感谢您{texts.phrase('silence', name)}，英雄永垂不朽。"
-        url = page_link(config, openid, martyr_id, now)
+        # The public page: this push is on the peak's hot path (no token row to write) and the user who
+        # just paid the tribute needs no buttons from it.
+        url = public_link(config, martyr_id)
         await store.enqueue_push(session, Push(
             openid=openid, purpose="memorial_reminder",
             key=f"memorial:silence:{martyr_id}:{now:%Y%m%d%H%M}", text=end, priority=HIGH, due_at=due,
@@ -128,7 +148,7 @@ async def leave_message(session: AsyncSession, config: Any, words: WordFilter, *
                                       status=store.APPROVED, now=now, day=day)
         res = await store.record_tribute(session, openid, martyr_id, "message", day)
         lead = texts.counted_text("message", name, res.n or 0) if res.counted else "寄语已献上。"
-        return MessageOutcome(store.APPROVED, f"{lead}\n“{body}”已展示在纪念馆中。", msg.id)
+        return MessageOutcome(store.APPROVED, f"{lead}\n“{plain_text(body)}”已展示在纪念馆中。", msg.id)
     hits = words.hits(body)
     if hits:
         await store.add_message(session, openid=openid, martyr_id=martyr_id, text=body, preset=False,
@@ -143,19 +163,27 @@ async def leave_message(session: AsyncSession, config: Any, words: WordFilter, *
     return MessageOutcome(store.PENDING, f"{lead}\n您的寄语已提交，工作人员审核后公开展示，请耐心等待。", msg.id)
 
 
+#: Longest staff reason quoted to the author (the push stays phone-sized).
+REASON_CHARS = 80
+
+
 async def notify_decision(session: AsyncSession, config: Any, msg: store.MemorialMessage, name: str | None,
-                          now: datetime) -> None:
-    """Tell the author how staff decided (kindly, for a rejection), in the transaction of the decision."""
+                          now: datetime, reason: str | None = None) -> None:
+    """Tell the author how staff decided, in the transaction of the decision; a rejection kindly, with
+    staff's reason when they gave one (``reason``, else the one stored with the decision), as plain text:
+    it is put into a chat message."""
     who = texts.target_name(name)
+    why = clip(" ".join(plain_text(reason if reason is not None else (msg.reason or "")).split()), REASON_CHARS)
     if msg.status == store.APPROVED:
         text = f"您给{who}写的寄语已审核通过，已在网上纪念馆展示。谢谢您！"
-        title = "寄语已展示"
+        title, content = "寄语已展示", text
     else:
-        text = (f"您给{who}写的寄语这次没能公开展示，感谢您的理解。"
+        text = (f"您给{who}写的寄语这次没能公开展示" + (f"，原因：{why}" if why else "") + "。感谢您的理解。"
                 "如愿意，可以换一种说法再写一条，或选用预设寄语。")
-        title = "寄语审核结果"
-    url = page_link(config, msg.openid, msg.martyr_id, now)
+        title, content = "寄语审核结果", (f"未能展示：{why}" if why else "寄语未能公开展示")
+    # The public page: a decision may be read days later, when a personal link would have expired.
+    url = public_link(config, msg.martyr_id)
     await enqueue(session, Push(openid=msg.openid, purpose="notice", key=f"memorial:msg:{msg.id}:decided",
                                 text=text, url=url, ref_type="memorial_message", ref_id=msg.id,
-                                data={"title": title, "content": text,
+                                data={"title": title, "content": content,
                                       "time": fmt_local(now, config.bot.timezone), "url": url}), now)

@@ -1,10 +1,13 @@
-"""Words and formatting shared by the chat flow and the memorial pages."""
+"""Words and formatting shared by the chat flow and the memorial pages.
+
+Record fields come from an imported CSV: everything of a record put into a chat text passes through
+:func:`bot.text.plain_text`, so a stored ``<a href>`` can never become a live link in WeChat."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.text import clip
+from bot.text import clip, plain_text
 
 #: Chat and page labels of the actions (storage keys in :data:`storage.memorial.ACTIONS`).
 LABEL = {"flower": "献花", "salute": "敬礼", "candle": "点烛", "silence": "默哀", "message": "寄语"}
@@ -40,6 +43,7 @@ def target_name(name: str | None) -> str:
     """How a target is named in a sentence: 黄继光烈士, 无名烈士, 全体英烈."""
     if not name:
         return "全体英烈"
+    name = plain_text(name)
     return name if name.endswith(("烈士", "英烈")) else f"{name}烈士"
 
 
@@ -103,14 +107,16 @@ FIELD_CHARS = 40
 
 def summary(m: Any) -> str:
     """One line for a result list: 黄继光（四川中江，1952年牺牲）."""
-    bits = [b for b in (clip(m.hometown, 20), f"{fmt_partial(m.died)}牺牲" if m.died else "") if b]
-    return f"{m.name}（{'，'.join(bits)}）" if bits else m.name
+    bits = [b for b in (clip(plain_text(m.hometown), 20), f"{fmt_partial(m.died)}牺牲" if m.died else "") if b]
+    name = plain_text(m.name)
+    return f"{name}（{'，'.join(bits)}）" if bits else name
 
 
 def card(m: Any, c: dict[str, int], messages: int, bio_chars: int) -> str:
     """The record card shown in chat."""
     lines = [f"【{target_name(m.name)}】"]
-    facts = [f"性别：{m.gender}" if m.gender else "", f"籍贯：{clip(m.hometown, FIELD_CHARS)}" if m.hometown else ""]
+    facts = [f"性别：{plain_text(m.gender)}" if m.gender else "",
+             f"籍贯：{clip(plain_text(m.hometown), FIELD_CHARS)}" if m.hometown else ""]
     if any(facts):
         lines.append(" ｜ ".join(f for f in facts if f))
     span = life_span(m.born, m.died)
@@ -118,8 +124,8 @@ def card(m: Any, c: dict[str, int], messages: int, bio_chars: int) -> str:
         lines.append(f"生卒：{span}")
     for label, value in (("部队", m.unit), ("牺牲地点", m.place_of_death), ("安葬地", m.burial)):
         if value:
-            lines.append(f"{label}：{clip(value, FIELD_CHARS)}")
+            lines.append(f"{label}：{clip(plain_text(value), FIELD_CHARS)}")
     if m.biography:
-        lines.append(f"事迹：{clip(m.biography, bio_chars)}")
+        lines.append(f"事迹：{clip(plain_text(m.biography), bio_chars)}")
     lines.append(counts_line(c, messages))
     return "\n".join(lines)

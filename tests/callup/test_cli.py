@@ -51,15 +51,17 @@ def test_import_reports_every_bad_row_and_imports_nothing(db_url: str, tmp_path:
         "二队,赵六,13800000004,驾驶,河东乡,bad openid!\n", encoding="utf-8")
     code, out, err = vetbot(capsys, monkeypatch, db_url, "teams", "import", str(bad))
     assert code == 2 and out == ""
-    assert "line 3: column name: '李'" in err and "column phone: '1380000'" in err and "column skills: unknown 潜水" in err
-    assert "line 4: column team: empty" in err and "column phone: 13800000001 already on line 2" in err
-    assert "column township: empty" in err and "line 5: column openid" in err
-    assert "3 bad row(s); nothing was imported" in err and "Traceback" not in err
+    assert "line 3, column name: “李”不像姓名" in err and "line 3, column phone: “1380000”不是 11 位手机号" in err
+    assert "line 3, column skills: 不认识的技能：潜水" in err
+    assert "line 4, column team: 队伍不能为空" in err and "line 4, column phone: 和第 2 行的手机号重复" in err
+    assert "line 4, column township: 乡镇不能为空" in err and "line 5, column openid" in err
+    assert "7 problem(s) in 3 line(s), nothing imported" in err and "Traceback" not in err
     assert asyncio.run(_count(db_url, Member)) == 0
     cols = tmp_path / "cols.csv"
-    cols.write_text("team,name,mobile,skills,township,remark\n一队,张三,13800000001,驾驶,城关镇,x\n", encoding="utf-8")
+    cols.write_text("team,name,cellphone,skills,township,remark\n一队,张三,13800000001,驾驶,城关镇,x\n", encoding="utf-8")
     code, _, err = vetbot(capsys, monkeypatch, db_url, "teams", "import", str(cols))
-    assert code == 2 and "missing columns: phone" in err and "unknown columns: mobile, remark" in err
+    assert code == 2 and "line 1, column phone: 缺少这一列（手机号）" in err
+    assert "line 1, column cellphone: 不认识的列名" in err and "line 1, column remark: 不认识的列名" in err
     code, _, err = vetbot(capsys, monkeypatch, db_url, "teams", "import", str(tmp_path / "nope.csv"))
     assert code == 2 and "file not found" in err
 

@@ -65,8 +65,9 @@ def test_bad_rows_are_all_listed_and_nothing_is_imported(db_url: str, tmp_path: 
     p.write_text("\n".join(bad) + "\n", encoding="utf-8")
     code, out, err = cli(capsys, "jobs", "import", "-c", CONFIG, str(p))
     assert code == 2 and out == ""
-    assert "2 bad row(s), nothing imported" in err
-    assert "第 5 行 salary_min" in err and "第 10 行 type" in err and "第 10 行 contact" in err
+    assert "3 problem(s) in 2 line(s), nothing imported" in err
+    assert "line 5, column salary_min: “三千”不是金额" in err and "line 10, column type" in err
+    assert "line 10, column contact: 联系方式不能为空" in err
     assert "Traceback" not in err
     assert count(db_url, JobPosting) == 0
 
@@ -74,11 +75,12 @@ def test_bad_rows_are_all_listed_and_nothing_is_imported(db_url: str, tmp_path: 
 def test_wrong_header_and_missing_file_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "x.csv"
     p.write_text("company,title,place\n甲,乙,丙\n", encoding="utf-8")
-    code, _, err = cli(capsys, "jobs", "import", "-c", CONFIG, str(p))
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "missing columns: location, contact, type" in err and "unknown columns: place" in err
+    code, out, err = cli(capsys, "jobs", "import", "-c", CONFIG, str(p))
+    assert code == 2 and out == ""
+    assert "line 1, column place: 不认识的列名" in err and "line 1, column location: 缺少这一列（工作地点）" in err
+    assert "line 1, column contact: 缺少这一列" in err and "line 1, column type: 缺少这一列" in err
     code, _, err = cli(capsys, "jobs", "import", "-c", CONFIG, str(tmp_path / "nope.csv"))
-    assert code == 2 and "cannot read" in err
+    assert code == 2 and "file not found" in err
 
 
 def test_dry_run_stores_nothing(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:

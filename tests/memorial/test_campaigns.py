@@ -78,7 +78,7 @@ async def test_custom_campaign_and_a_run_interrupted_half_way(db_url: str) -> No
 
         async with runtime.db.session() as s:
             c = await campaign_by_code(s, "july1-2026")
-            await enqueue(s, reminder_push(cfg, c, "fan_0", now), now)  # type: ignore[arg-type]
+            await enqueue(s, reminder_push(cfg, c, "fan_0"), now)  # type: ignore[arg-type]
         await _tick(runtime)
         rows = await _reminders(runtime)
         assert [r.openid for r in rows] == [f"fan_{i}" for i in range(5)]

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from bot.cli import main
 from storage.db import Database
-from storage.memorial import PENDING, Martyr, add_message, record_tribute
+from storage.memorial import PENDING, Martyr, MemorialMessage, add_message, record_tribute
 from storage.models import OutboxMessage
 from tests.conftest import ROOT
 from tests.memorial.conftest import SAMPLE
@@ -60,18 +60,20 @@ def test_import_reports_every_bad_row_and_imports_nothing(cli, db_url: str, tmp_
     code, _, err = cli("martyrs", "import", "-c", CONFIG, str(tmp_path / "missing.csv"))
     assert code == 2 and "file not found" in err
     wrong = tmp_path / "wrong.csv"
-    wrong.write_text("姓名,性别,家乡\n张三,男,某县\n", encoding="utf-8")
+    wrong.write_text("姓名,性别,老家\n张三,男,某县\n", encoding="utf-8")
     code, _, err = cli("martyrs", "import", "-c", CONFIG, str(wrong))
-    assert code == 2 and "missing columns: hometown" in err and "unknown columns: 家乡" in err
+    assert code == 2 and "line 1, column hometown: 缺少这一列（籍贯）" in err
+    assert "line 1, column 老家: 不认识的列名" in err and "line 1, column biography: 缺少这一列" in err
 
 
 def test_import_then_reimport_updates(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = cli("martyrs", "import", "-c", CONFIG, str(SAMPLE), "--check")
-    assert code == 0 and "12 records valid" in out
+    assert code == 0 and "12 rows valid (UTF-8); dry run, nothing imported: 12 new" in out
+    assert "line 2: 新增 张建国（示例省东山县城关镇，1951-11 牺牲）" in out
     code, out, _ = cli("martyrs", "import", "-c", CONFIG, str(SAMPLE))
     assert code == 0 and "12 new, 0 updated" in out
     code, out, _ = cli("martyrs", "import", "-c", CONFIG, str(SAMPLE))
-    assert code == 0 and "0 new, 12 updated" in out
+    assert code == 0 and "0 new, 0 updated, 12 unchanged" in out
     code, out, _ = cli("martyrs", "list", "-c", CONFIG, "-q", "zjg", "--json")
     data = json.loads(out)
     assert data["total"] == 1 and data["records"][0]["name"] == "张建国"
@@ -105,6 +107,43 @@ def test_review_approves_rejects_and_tells_the_author(cli, db_url: str, monkeypa
     assert set(texts) == {"a1", "a2", "a3"}
     assert "已审核通过" in texts["a1"] and "没能公开展示" in texts["a2"] and "感谢您的理解" in texts["a2"]
     assert "加微信" not in texts["a2"]
+
+
+def test_reject_reason_reaches_the_author_kindly(cli, db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14 item 12: staff's reason was stored and never told to the author."""
+    now, day = datetime(2026, 4, 4, 2), date(2026, 4, 4)
+
+    async def seed(s):  # type: ignore[no-untyped-def]
+        return [(await add_message(s, openid=o, martyr_id=1 if o == "b1" else 0, text=t, preset=False,
+                                   status=PENDING, now=now, day=day)).id
+                for o, t in (("b1", "加我微信 abc123 一起纪念"), ("b2", "英雄千古"), ("b3", "想念您"))]
+
+    async def seed_martyr(s):  # type: ignore[no-untyped-def]
+        s.add(Martyr(natural_key="k:x", name="张建国", gender="男", hometown="", born="", died="", unit="",
+                     place_of_death="", burial="", biography="", photo_url=None, initials=" zjg ", pinyin="zhangjianguo",
+                     created_at=now, updated_at=now))
+
+    _db_run(db_url, seed_martyr)
+    ids = _db_run(db_url, seed)
+    code, out, _ = cli("memorial", "review", "-c", CONFIG, "--reject", str(ids[0]), "--reason", "含有联系方式")
+    assert code == 0 and f"#{ids[0]} rejected" in out
+    # Interactive: r, then the reason typed at the prompt (with markup, which the chat must not render).
+    monkeypatch.setattr("sys.stdin", io.StringIO('r\n<a href="http://x">内容重复</a>\nr\n\n'))
+    code, out, _ = cli("memorial", "review", "-c", CONFIG)
+    assert code == 0 and "本次通过 0 条，不通过 2 条" in out
+
+    async def notices(s):  # type: ignore[no-untyped-def]
+        rows = await s.execute(select(OutboxMessage.openid, OutboxMessage.payload).where(OutboxMessage.purpose == "notice"))
+        return {o: p for o, p in rows.all()}
+
+    got = _db_run(db_url, notices)
+    assert got["b1"]["text"] == ("您给张建国烈士写的寄语这次没能公开展示，原因：含有联系方式。感谢您的理解。"
+                                 "如愿意，可以换一种说法再写一条，或选用预设寄语。")
+    assert got["b1"]["data"]["content"] == "未能展示：含有联系方式" and got["b1"]["url"].endswith("/m/1")
+    assert "原因：内容重复。" in got["b2"]["text"] and "<a" not in got["b2"]["text"]
+    assert "原因" not in got["b3"]["text"] and "没能公开展示" in got["b3"]["text"]
+    reasons = _db_run(db_url, lambda s: s.execute(select(MemorialMessage.id, MemorialMessage.reason)))
+    assert dict(reasons.all())[ids[0]] == "含有联系方式"
 
 
 def test_stats_campaigns_and_words(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]

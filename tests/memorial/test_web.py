@@ -27,6 +27,11 @@ def _token(url: str) -> str:
     return m.group(1)
 
 
+async def _link(runtime, openid: str, martyr_id: int) -> str:  # type: ignore[no-untyped-def]
+    async with runtime.db.session() as s:
+        return await page_link(s, runtime.config, openid, martyr_id, runtime.clock.now())
+
+
 @pytest.fixture
 async def site(db_url: str):  # type: ignore[no-untyped-def]
     await seed_roll(db_url)
@@ -53,8 +58,8 @@ async def test_anyone_can_read_but_only_a_signed_link_can_act(site) -> None:  # 
 
 
 async def test_tribute_buttons_count_once_per_day(site) -> None:  # type: ignore[no-untyped-def]
-    client, runtime, cfg = site
-    link = _rel(page_link(cfg, "web_user", 1, runtime.clock.now()))
+    client, runtime, _ = site
+    link = _rel(await _link(runtime, "web_user", 1))
     html = await (await client.get(link)).text()
     assert 'action="/m/1/tribute"' in html and 'value="flower">献花' in html and "给张建国烈士写寄语" in html
     token = _token(link)
@@ -75,8 +80,8 @@ async def test_tribute_buttons_count_once_per_day(site) -> None:  # type: ignore
 
 
 async def test_bad_links_and_bad_input_get_clear_4xx_pages(site) -> None:  # type: ignore[no-untyped-def]
-    client, runtime, cfg = site
-    token = _token(page_link(cfg, "web_user", 1, runtime.clock.now()))
+    client, runtime, _ = site
+    token = _token(await _link(runtime, "web_user", 1))
     r = await client.get("/m/1", params={"t": token[:-3] + "xyz"})
     assert r.status == 403 and "链接无效" in await r.text()
     r = await client.post("/m/1/tribute", data={"t": "garbage", "action": "flower"})
@@ -115,15 +120,16 @@ async def test_bad_links_and_bad_input_get_clear_4xx_pages(site) -> None:  # typ
     assert status_line.startswith(b"HTTP/1.1 400"), status_line
     r = await client.post("/m/1/message", data={"t": token, "text": "英雄\x00永垂不朽"}, allow_redirects=False)
     assert r.status == 303, "a NUL from a form is dropped (PostgreSQL refuses it in text)"
-    runtime.clock.advance(hours=cfg.memorial.link_ttl_h + 1)
+    runtime.clock.advance(hours=runtime.config.memorial.link_ttl_h + 1)
     r = await client.get("/m/1", params={"t": token})
     assert r.status == 410 and "链接已过期" in await r.text() and 'href="/m/1"' in await r.text()
 
 
 async def test_messages_moderation_on_the_page(site) -> None:  # type: ignore[no-untyped-def]
-    client, runtime, cfg = site
-    author = _token(page_link(cfg, "author", 2, runtime.clock.now()))
-    other = _token(page_link(cfg, "other", 2, runtime.clock.now()))
+    client, runtime, _ = site
+    author = _token(await _link(runtime, "author", 2))
+    other = _token(await _link(runtime, "other", 2))
+    await client.get("/m/2", params={"t": author})  # the browser opens the link first (and gets its cookie)
     r = await client.post("/m/2/message", data={"t": author, "preset": "0"}, allow_redirects=False)
     assert r.status == 303 and "msg=approved" in r.headers["Location"]
     free = "<script>alert(1)</script>您救下的孩子们都长大了"
@@ -149,8 +155,8 @@ async def test_messages_moderation_on_the_page(site) -> None:  # type: ignore[no
 
 
 async def test_phone_browser_pays_a_tribute(site, browser_page, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    client, runtime, cfg = site
-    url = str(client.make_url(_rel(page_link(cfg, "phone_user", 4, runtime.clock.now()))))
+    client, runtime, _ = site
+    url = str(client.make_url(_rel(await _link(runtime, "phone_user", 4))))
     page = browser_page
     await page.goto(url)
     assert await page.locator("h1").inner_text() == "黄建军烈士"

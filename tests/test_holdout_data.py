@@ -26,10 +26,10 @@ KBS = ROOT / "tests" / "qa" / "kbs"
 INTENTS = ROOT / "tests" / "intents"
 ANSWERS = ROOT / "tests" / "answers"
 # Written for intents the catalogue does not have (yet); the routing file's header explains each.
-EXTRA_INTENTS = {"memorial_remind_cancel", "broadcast"}
+EXTRA_INTENTS = {"broadcast"}
 # Every user-facing intent the routing set was written for must keep at least this many messages.
 ROUTED = ("job_search", "job_subscribe", "job_mine", "job_unsubscribe", "job_pause", "job_resume", "memorial",
-          "memorial_tribute", "martyr_search", "memorial_remind", "memorial_remind_cancel", "profile", "human",
+          "memorial_tribute", "martyr_search", "memorial_remind", "memorial_unremind", "profile", "human",
           "help", "callup_bind", "callup_my_team", "callup_leave", "callup_resume", "callup_answer",
           "callup_create", "callup_status", "callup_close", "broadcast", "policy_qa")
 _T2S = opencc.OpenCC("t2s")

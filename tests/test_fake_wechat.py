@@ -195,7 +195,7 @@ async def test_user_state_follow_window_quota_and_subscribe(http, fake, token):
     gone, quiet, counted, refused = fake_openid(10), fake_openid(11), fake_openid(12), fake_openid(13)
     await post(http, fake, "/__fake__/users", {
         gone: {"followed": False}, quiet: {"kefu_window": False}, counted: {"kefu_quota": 1},
-        refused: {"accept_subscribe": False},
+        refused: {"accept_subscribe": False}, USER: {"subscribe": {"SUB": "accept"}},
     })
     q = {"access_token": token}
 
@@ -300,7 +300,7 @@ async def test_wrong_method_and_unknown_api(http, fake, token):
 
 
 async def test_calls_are_recorded_as_sent(http, fake, token):
-    raw = json.dumps({"touser": USER, "template_id": "T", "data": {"k": {"value": "紧急集结"}}},
+    raw = json.dumps({"touser": USER, "template_id": "T", "data": {"thing1": {"value": "紧急集结"}}},
                      ensure_ascii=False).encode()
     async with http.post(fake.base_url + "/cgi-bin/message/template/send", data=raw,
                          params={"access_token": token}) as resp:

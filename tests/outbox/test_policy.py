@@ -42,7 +42,9 @@ async def test_template_when_no_window_records_msgid_and_fields(db: Database, se
     assert len(sent) == 1 and not calls(fake, KEFU_PATH)
     body = sent[0]["body"]
     assert body["touser"] == uid(1) and body["template_id"].startswith("TPL_NOTICE")
-    assert body["data"] == {"first": {"value": "通知"}, "keyword1": {"value": "本周六上午9点在局里开会"}}
+    # Keyword fields only (WeChat shows no first/remark since 2023-05-04), the time written short.
+    assert body["data"] == {"thing1": {"value": "通知"}, "thing2": {"value": "本周六上午9点在局里开会"},
+                            "time3": {"value": "4月4日 09:00"}}
     assert body["url"] == "http://127.0.0.1:8080/p/1"
     # The gateway matches TEMPLATESENDJOBFINISH on this id.
     assert row.wechat_msgid is not None and row.wechat_msgid > 0
@@ -206,7 +208,7 @@ async def test_transient_errors_give_up_after_max_attempts(db: Database, sender:
 @pytest.mark.parametrize(("setup", "reason"), [
     ("unfollowed", "template: 43004 require subscribe"),
     ("bad_openid", "template: 40003 invalid openid"),
-    ("bad_template", "template: 40037 invalid template_id"),
+    ("bad_template", "no channel (template: 40037 invalid template_id)"),
 ])
 async def test_permanent_failures_are_recorded_at_once(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
                                                        clock: FakeClock, setup: str, reason: str) -> None:
@@ -414,21 +416,69 @@ async def test_result_of_a_reclaimed_row_is_not_written_by_the_old_owner(db: Dat
 
 
 def test_template_placeholders_missing_render_empty_and_warn_once(caplog: pytest.LogCaptureFixture) -> None:
-    r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title}", "k": "{place}：{time}",
-                                                        "bad": "{title.__class__}"}, "{url}")})
+    r = TemplateRenderer({"notice": TemplateSpec("T1", {"thing1": "{title}", "thing2": "{place}：{time}",
+                                                        "thing3": "{title.__class__}"}, "{url}")})
     with caplog.at_level(logging.WARNING, logger="vetbot.outbox"):
         for _ in range(3):
-            tid, data, url = r.render("notice", {"text": "t", "data": {"title": "标题", "time": "9点"}})
-    assert tid == "T1" and url is None
-    assert data == {"first": "标题", "k": "：9点", "bad": ""}
+            out = r.render("notice", {"text": "t", "data": {"title": "标题", "time": "9点"}})
+    assert out.template_id == "T1" and out.url is None
+    # A field left empty by a missing value is not sent at all (WeChat would refuse an empty value).
+    assert out.data == {"thing1": "标题", "thing2": "：9点"}
     warnings = [rec.getMessage() for rec in caplog.records]
-    assert len(warnings) == 2 and any("{place}" in w for w in warnings)
+    assert len(warnings) == 3 and any("{place}" in w for w in warnings)
 
 
 def test_template_bad_format_string_does_not_crash(caplog: pytest.LogCaptureFixture) -> None:
-    r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title"}, "")})
-    _, data, _ = r.render("notice", {"text": "x", "data": {"title": "a"}})
-    assert data == {"first": "{title"}
+    r = TemplateRenderer({"notice": TemplateSpec("T1", {"thing1": "{title"}, "")})
+    out = r.render("notice", {"text": "x", "data": {"title": "a"}})
+    assert out.data == {"thing1": "{title"}
+
+
+def test_retired_fields_are_never_sent() -> None:
+    # A 1,170-member call-up once sent 2,340 first/remark fields nobody saw: the renderer drops them even
+    # if a config got past the check.
+    r = TemplateRenderer({"callup": TemplateSpec("T1", {"first": "{title}", "thing1": "{place}",
+                                                        "remark": "请点击回复"}, "{url}")})
+    out = r.render("callup", {"text": "x", "data": {"title": "集结", "place": "城南水文站"}})
+    assert out.data == {"thing1": "城南水文站"}
+    assert any("first" in n for n in out.notes) and any("remark" in n for n in out.notes)
+
+
+@pytest.mark.parametrize(("fields", "data", "expected"), [
+    # A title or a place keeps its start and ends with …, 20 characters in all.
+    ({"thing1": "{title}"}, {"title": "【应急集结】城南河段防汛抢险（第二批）请立即出发"},
+     {"thing1": "【应急集结】城南河段防汛抢险（第二批）…"}),
+    # Line breaks and emoji go (WeChat drops them; we send what is shown).
+    ({"thing1": "{content}"}, {"content": "今晚8点\n到局里🙂集合"}, {"thing1": "今晚8点 到局里集合"}),
+    # Times in any of the forms features write them come out short; a date with its year for date.
+    ({"time1": "{time}"}, {"time": "2026-07-01 21:30"}, {"time1": "7月1日 21:30"}),
+    ({"time1": "{time}"}, {"time": "07月01日 21:30"}, {"time1": "7月1日 21:30"}),
+    ({"date1": "{time}"}, {"time": "2026-04-05"}, {"date1": "2026年4月5日"}),
+    # A phrase: at most 5 Chinese characters, nothing else.
+    ({"phrase1": "{status}"}, {"status": "已确认到达现场"}, {"phrase1": "已确认到达"}),
+    ({"phone_number1": "{phone}"}, {"phone": "电话：0818-1234567"}, {"phone_number1": "0818-1234567"}),
+    ({"character_string1": "{code}"}, {"code": "编号A-1024"}, {"character_string1": "A-1024"}),
+    ({"amount1": "{pay}"}, {"pay": "3,000元"}, {"amount1": "¥3000"}),
+    # Not a time at all: left out rather than refused by WeChat (47003) for the whole message.
+    ({"thing1": "{title}", "time2": "{deadline}"}, {"title": "岗位", "deadline": "长期有效"}, {"thing1": "岗位"}),
+])
+def test_values_are_shortened_by_type(fields: dict[str, str], data: dict[str, str], expected: dict[str, str]) -> None:
+    from datetime import datetime
+
+    r = TemplateRenderer({"notice": TemplateSpec("T", fields, "")})
+    out = r.render("notice", {"text": "x", "data": data}, datetime(2026, 4, 4, 1, 0))
+    assert out.data == expected
+    assert all(len(v) <= 20 for v in out.data.values())
+
+
+def test_full_time_style_writes_the_year() -> None:
+    from datetime import datetime
+
+    from bot.template_rules import Rules
+
+    r = TemplateRenderer({"notice": TemplateSpec("T", {"time1": "{time}"}, "")}, rules=Rules(time_style="full"))
+    out = r.render("notice", {"text": "x", "data": {"time": "07月01日 21:30"}}, datetime(2026, 4, 4, 1, 0))
+    assert out.data == {"time1": "2026年7月1日 21:30"}
 
 
 async def test_late_reply_template_gets_title_content_and_time_defaults(db: Database, sender: OutboxSender,
@@ -437,14 +487,19 @@ async def test_late_reply_template_gets_title_content_and_time_defaults(db: Data
     from storage.outbox import Push
 
     now = clock.now()  # 2026-04-04 01:00 UTC = 09:00 in Shanghai
-    await queue(db, now, Push(openid=uid(40), purpose="late_reply", key="late:x", text="优待证在乡镇退役军人服务站办理。"))
+    long = "优待证在乡镇退役军人服务站办理，带上身份证、退役证和一寸照片两张，当场受理。"
+    await queue(db, now, Push(openid=uid(40), purpose="late_reply", key="late:x", text=long))
     await sender.deliver_due(now)
-    data = calls(fake, TEMPLATE_PATH)[0]["body"]["data"]
-    assert data["first"]["value"] == "您的消息已有回复"
-    assert data["keyword1"]["value"] == "优待证在乡镇退役军人服务站办理。"
-    r = TemplateRenderer({"x": TemplateSpec("T", {"t": "{time}", "c": "{content}"}, "")})
-    _, fields, _ = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
-    assert fields == {"t": "04月04日 09:00", "c": "自己的内容"}
+    body = calls(fake, TEMPLATE_PATH)[0]["body"]
+    data = body["data"]
+    assert data["thing1"]["value"] == "您的消息已有回复"
+    assert data["thing2"]["value"] == long[:19] + "…"
+    assert data["time3"]["value"] == "4月4日 09:00"
+    # No page of its own: the template links the whole text, signed for this person.
+    assert "/msg/" in body["url"]
+    r = TemplateRenderer({"x": TemplateSpec("T", {"time1": "{time}", "thing2": "{content}"}, "")})
+    out = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
+    assert out.data == {"time1": "4月4日 09:00", "thing2": "自己的内容"}
 
 
 async def test_rate_limiter_spaces_calls_per_path() -> None:

@@ -446,7 +446,7 @@ class FakeWeChat:
         """The current JS-SDK ticket (a new one once it expired)."""
         now = self.now()
         for value, until in self.tickets.items():
-            if until - now > 0:
+            if until - now > self.overlap:  # like tokens: renewed in the last 5 minutes
                 return {"errcode": 0, "errmsg": "ok", "ticket": value, "expires_in": int(until - now)}
         value = secrets.token_urlsafe(64)
         self.tickets[value] = now + self.ticket_ttl

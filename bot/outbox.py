@@ -298,7 +298,8 @@ class TemplateRenderer:
     def _warn(self, purpose: str, what: str, level: int = logging.WARNING) -> None:
         if (purpose, what) not in self._warned:
             self._warned.add((purpose, what))
-            log.log(level, "templates.%s %s (check the push's data or the template fields)", purpose, what)
+            hint = " (check the push's data or the template fields)" if level >= logging.WARNING else ""
+            log.log(level, "templates.%s %s%s", purpose, what, hint)
 
     def _fields(self, purpose: str, where: str, fields: Mapping[str, str], payload: Mapping[str, Any],
                 created_at: datetime | None, notes: list[str], subscribe: bool) -> dict[str, str]:

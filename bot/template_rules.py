@@ -246,7 +246,10 @@ def shorten(kind: str, value: object, rules: Rules = DEFAULT_RULES, *, year: int
             return Shortened(None, f"{raw!r} is not a {kind}; left out", cut=True)
         return Shortened(out, None if out == raw else f"{raw!r} written as {out!r}")
     if kind == "thing":
-        out = cut(raw, limit)
+        # A leading 【tag】 (【应急集结】…) repeats what the template's title says: it goes first when the
+        # value is too long, so the words that differ survive the cut.
+        tagless = re.sub(r"^【[^】]{1,8}】\s*", "", raw) if len(raw) > limit else raw
+        out = cut(tagless or raw, limit)
     elif kind == "phrase":
         out = _keep(raw, r"[\u3400-\u9fff\uf900-\ufaff]")[:limit]
     elif kind == "name":
@@ -329,16 +332,18 @@ def display(name: str, value: object) -> str | None:
 
 def card(title: str, rows: list[tuple[str, str]], link: str | None, width: int = 34) -> str:
     """A text drawing of WeChat's template card (for ``vetbot templates preview``)."""
+    def w(s: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+    label_w = max((w(lbl) for lbl, _ in rows), default=0)
+    body = [label + " " * (label_w - w(label)) + "  " + value for label, value in rows]
+    width = max([width, w(title), *(w(b) for b in body)])
+
     def pad(s: str) -> str:
-        w = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
-        return s + " " * max(width - w, 0)
+        return s + " " * max(width - w(s), 0)
 
     lines = ["┌" + "─" * (width + 2) + "┐", f"│ {pad(title)} │", "│ " + pad("") + " │"]
-    label_w = max((sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in lbl) for lbl, _ in rows),
-                  default=0)
-    for label, value in rows:
-        lw = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in label)
-        lines.append(f"│ {pad(label + ' ' * (label_w - lw) + '  ' + value)} │")
+    lines += [f"│ {pad(b)} │" for b in body]
     if link:
         lines.append("│ " + pad("") + " │")
         lines.append(f"│ {pad('查看详情 >')} │")

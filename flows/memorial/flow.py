@@ -25,6 +25,7 @@ from flows.api import Context, Flow, Services, flow, on_startup
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
 from flows.memorial.wordfilter import WordFilter
+from flows.notices import offer
 from storage import memorial as store
 
 ACTION_MENU = [("献花", "flower"), ("敬礼", "salute"), ("点烛", "candle"), ("默哀一分钟", "silence"),
@@ -232,6 +233,8 @@ class Memorial(Flow):
             new = await store.opt_in(ctx.session, ctx.openid, ctx.now)
             ctx.say(("好的，" if new else "您已开启提醒。")
                     + "清明节、9月30日烈士纪念日等祭扫活动当天，我们会提醒您来云端祭英烈。回复“取消提醒”可关闭。")
+            if line := await offer(ctx, "memorial_reminder"):  # 订阅通知 consent (flows/notices.py)
+                ctx.say(line)
         else:
             gone = await store.opt_out(ctx.session, ctx.openid)
             ctx.say("已关闭祭扫提醒。" if gone else "您还没有开启祭扫提醒。回复“提醒我”可开启。")

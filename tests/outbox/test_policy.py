@@ -447,7 +447,7 @@ def test_retired_fields_are_never_sent() -> None:
 @pytest.mark.parametrize(("fields", "data", "expected"), [
     # A title or a place keeps its start and ends with …, 20 characters in all.
     ({"thing1": "{place}"}, {"place": "城南水文站东侧二号堤坝北端集合点（沿河堤路进入）"},
-     {"thing1": "城南水文站东侧二号堤坝北端集合点（沿…"}),
+     {"thing1": "城南水文站东侧二号堤坝北端集合点（沿河…"}),
     # A leading 【tag】 repeats the template's title: it goes first, so the words that differ survive.
     ({"thing1": "{title}"}, {"title": "【应急集结】城南河段防汛抢险（第二批）请立即出发"},
      {"thing1": "城南河段防汛抢险（第二批）请立即出发"}),

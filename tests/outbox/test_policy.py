@@ -8,12 +8,14 @@ from datetime import timedelta
 import pytest
 
 from bot.clock import FakeClock
-from bot.config import TemplateSpec
+from bot.config import Config, TemplateSpec
 from bot.fake_wechat import FakeWeChatServer, FaultRule
 from bot.outbox import OutboxSender, TemplateRenderer, build_sender
 from storage.db import Database
+from storage.outbox import Push
 from tests.outbox.conftest import (
     KEFU_PATH,
+    SUBSCRIBE_PATH,
     TEMPLATE_PATH,
     FakeSmsGateway,
     add_user,
@@ -554,3 +556,163 @@ async def test_slow_pass_is_not_reclaimed_by_another_sender_regression_duplicate
         assert len(calls(fake, TEMPLATE_PATH)) == 6
     finally:
         await sender.close()
+
+
+# -- 订阅通知 (subscribe notices) ---------------------------------------------------------------------
+
+
+async def give_consent(db: Database, fake: FakeWeChatServer, openid: str, template_id: str, now, *,
+                       kind: str = "long_term", ours: bool = True, wechat: bool = True) -> None:
+    """The person accepted ``template_id`` in WeChat's popup: WeChat knows it, and (through the event) we do."""
+    from storage.subscribe import Choice, record_choices
+
+    if wechat:
+        fake.state.templates.setdefault(template_id, {"type": "subscribe", "title": "", "fields": {}})["kind"] = kind
+        fake.state.subscribe_choice(openid, template_id, "accept")
+    if ours:
+        async with db.session() as s:
+            await record_choices(s, openid, [Choice(template_id, "accept")], now, scene="1",
+                                 kinds={template_id: kind})
+
+
+async def consent_row(db: Database, openid: str, template_id: str):  # type: ignore[no-untyped-def]
+    from storage.subscribe import SubscribeConsent
+
+    async with db.session() as s:
+        return await s.get(SubscribeConsent, (openid, template_id))
+
+
+def callup_push(openid: str, key: str = "c1") -> Push:
+    return Push(openid=openid, purpose="callup", key=key, text="【应急集结】防汛 城南河段\n请回复 1 到 / 2 晚到 / 3 不能到",
+                data={"title": "【应急集结】防汛·城南河段防汛抢险（第二批）", "place": "城南水文站东侧二号堤坝集合点",
+                      "time": "07月01日 21:30", "content": "需要20人。请点击回复：到 / 晚到 / 不能到"},
+                url="http://127.0.0.1:8080/r/abc", priority=0)
+
+
+async def test_subscribe_notice_with_consent_goes_before_the_template(db: Database, sender: OutboxSender,
+                                                                      fake: FakeWeChatServer, cfg: Config,
+                                                                      clock: FakeClock) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["callup"].subscribe.template_id
+    await add_user(db, uid(50), now)
+    await give_consent(db, fake, uid(50), sub_id, now)
+    await queue(db, now, callup_push(uid(50)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(50))
+    assert row.status == "sent" and row.channel == "subscribe" and not calls(fake, TEMPLATE_PATH)
+    (sent,) = calls(fake, SUBSCRIBE_PATH)
+    body = sent["body"]
+    assert body["touser"] == uid(50) and body["template_id"] == sub_id and body["page"] == "http://127.0.0.1:8080/r/abc"
+    assert set(body["data"]) == {"thing1", "thing2", "time3"}
+    assert all(len(v["value"]) <= 20 for v in body["data"].values())
+    assert sent["rendered"]["fields"][0] == {"name": "thing1", "label": "集结事项", "value": "防汛·城南河段防汛抢险（第二批）"}
+    # A long-term consent is kept for the next call-up.
+    assert (await consent_row(db, uid(50), sub_id)).status == "accept"
+
+
+async def test_one_time_consent_carries_one_notice(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                                   cfg: Config, clock: FakeClock) -> None:
+    now = clock.now()
+    sub = cfg.templates["job_alert"].subscribe
+    sub.kind = "one_time"
+    await add_user(db, uid(51), now)
+    await give_consent(db, fake, uid(51), sub.template_id, now, kind="one_time")
+    await queue(db, now, notice(uid(51), key="j1", purpose="job_alert"), notice(uid(51), key="j2", purpose="job_alert"))
+    await sender.deliver_due(now)
+    assert sorted(r.channel for r in await rows(db)) == ["subscribe", "template"]
+    assert len(calls(fake, SUBSCRIBE_PATH)) == 1  # never a second bizsend that WeChat would refuse
+    c = await consent_row(db, uid(51), sub.template_id)
+    assert c.credits == 0 and c.sent_count == 1
+
+
+async def test_43101_falls_through_to_the_template_and_forgets_the_consent(db: Database, sender: OutboxSender,
+                                                                           fake: FakeWeChatServer, cfg: Config,
+                                                                           clock: FakeClock) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["callup"].subscribe.template_id
+    await add_user(db, uid(52), now)
+    # We recorded a consent, but the person has since turned it off (and the change event got lost).
+    await give_consent(db, fake, uid(52), sub_id, now, wechat=False)
+    await queue(db, now, callup_push(uid(52)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(52))
+    assert row.status == "sent" and row.channel == "template" and row.skipped_channels == ["subscribe"]
+    assert calls(fake, SUBSCRIBE_PATH)[0]["errcode"] == 43101
+    c = await consent_row(db, uid(52), sub_id)
+    assert c.status == "reject" and c.last_result == "43101"
+    # The next call-up does not try it again.
+    await queue(db, now, callup_push(uid(52), key="c2"))
+    await sender.deliver_due(now)
+    assert len(calls(fake, SUBSCRIBE_PATH)) == 1
+
+
+async def test_a_broadcast_nobody_asked_for_uses_consent_or_nothing(db: Database, sender: OutboxSender,
+                                                                    fake: FakeWeChatServer, cfg: Config,
+                                                                    clock: FakeClock,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["broadcast"].subscribe.template_id
+    await add_user(db, uid(53), now)
+    await add_user(db, uid(54), now)
+    await give_consent(db, fake, uid(54), sub_id, now)
+    with caplog.at_level(logging.WARNING, logger="vetbot.outbox"):
+        await queue(db, now, notice(uid(53), key="b", purpose="broadcast"), notice(uid(54), key="b", purpose="broadcast"))
+        await sender.deliver_due(now)
+    r53, r54 = await row_of(db, uid(53)), await row_of(db, uid(54))
+    assert r54.status == "sent" and r54.channel == "subscribe"
+    assert r53.status == "failed" and "not allowed for broadcast" in r53.last_error
+    assert not calls(fake, TEMPLATE_PATH)
+    # The failure is in the log once, with its reason and never the push's text.
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1 and "not allowed for broadcast" in failed[0] and "本周六" not in failed[0]
+    assert uid(53) not in failed[0]
+
+
+async def test_47003_from_the_subscribe_notice_still_reaches_the_person(db: Database, sender: OutboxSender,
+                                                                        fake: FakeWeChatServer, cfg: Config,
+                                                                        clock: FakeClock,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["callup"].subscribe.template_id
+    for i in (55, 56):
+        await add_user(db, uid(i), now)
+        await give_consent(db, fake, uid(i), sub_id, now)
+    fake.state.add_fault(FaultRule(path=SUBSCRIBE_PATH, errcode=47003, errmsg="argument invalid! data.time3.value invalid",
+                                   count=2))
+    with caplog.at_level(logging.ERROR, logger="vetbot.outbox"):
+        await queue(db, now, callup_push(uid(55)), callup_push(uid(56)))
+        await sender.deliver_due(now)
+    assert [r.channel for r in await rows(db)] == ["template", "template"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "templates.callup" in errors[0] and "47003" in errors[0]
+
+
+async def test_a_transient_error_gives_a_one_time_consent_back(db: Database, sender: OutboxSender,
+                                                                fake: FakeWeChatServer, cfg: Config,
+                                                                clock: FakeClock) -> None:
+    now = clock.now()
+    sub = cfg.templates["job_alert"].subscribe
+    sub.kind = "one_time"
+    await add_user(db, uid(57), now)
+    await give_consent(db, fake, uid(57), sub.template_id, now, kind="one_time")
+    fake.state.add_fault(FaultRule(path=SUBSCRIBE_PATH, errcode=-1, count=1))
+    await queue(db, now, notice(uid(57), key="j", purpose="job_alert"))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(57))
+    assert row.status == "pending" and (await consent_row(db, uid(57), sub.template_id)).credits == 1
+    await sender.deliver_due(row.due_at)
+    row = await row_of(db, uid(57))
+    assert row.status == "sent" and row.channel == "subscribe"
+    assert (await consent_row(db, uid(57), sub.template_id)).credits == 0
+
+
+async def test_two_senders_never_spend_one_one_time_consent_twice(db: Database, clock: FakeClock) -> None:
+    import asyncio
+
+    from storage.subscribe import Choice, record_choices, reserve
+
+    now = clock.now()
+    async with db.session() as s:
+        await record_choices(s, uid(58), [Choice("SUB1", "accept")], now, scene="1", kinds={"SUB1": "one_time"})
+    got = await asyncio.gather(*(reserve(db, uid(58), "SUB1", now) for _ in range(5)))
+    assert sum(got) == 1

@@ -11,12 +11,12 @@ must be one of the account's JS接口安全域名 (console: 设置与开发 → 
 
 The ticket comes from ``GET /cgi-bin/ticket/getticket?type=jsapi`` (7200 s, and the daily quota is
 small), so like the access token it is shared by every process through the database: the
-``wechat_tokens`` row ``<appid>#jsapi`` (:class:`storage.tokens.DbTokenStore`), refreshed by one
-process at a time ahead of its expiry.
+``wechat_tokens`` row ``<appid>#jsapi``, refreshed ahead of its expiry (see :meth:`JsSdk.ticket`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -53,23 +53,44 @@ class JsSdk:
         self._clock = clock
         self.store = DbTokenStore(db, f"{config.wechat.appid}#jsapi"[:64], clock=clock)
         self._cached: tuple[str, float] | None = None
+        self._lock = asyncio.Lock()
+        self.db = db
 
     async def ticket(self) -> str:
-        """A jsapi_ticket valid for at least :data:`REFRESH_MARGIN_S` more seconds."""
+        """A jsapi_ticket valid for at least :data:`REFRESH_MARGIN_S` more seconds.
+
+        Unlike the access token, the ticket is fetched *outside* a database transaction: fetching it
+        needs the access token, which may itself need the database (on SQLite, the one connection a
+        held transaction would keep). Within a process one fetch runs at a time; two processes that
+        both find the ticket expired may both fetch one, which is harmless (a few a day)."""
         now = self._clock()
         if self._cached is not None and self._cached[1] - now > REFRESH_MARGIN_S:
             return self._cached[0]
-        stored = await self.store.load()
-        if stored is not None and stored[1] - now > REFRESH_MARGIN_S:
-            self._cached = stored
-            return stored[0]
+        async with self._lock:
+            stored = await self.store.load()
+            if stored is not None and stored[1] - self._clock() > REFRESH_MARGIN_S:
+                self._cached = stored
+                return stored[0]
+            ticket, expires_in = await self.client.jsapi_ticket()
+            self._cached = (ticket, self._clock() + expires_in)
+            await self._save(*self._cached)
+            return ticket
 
-        async def fetch(_force: bool) -> tuple[str, int]:
-            return await self.client.jsapi_ticket()
+    async def _save(self, ticket: str, expires_at: float) -> None:
+        from datetime import UTC, datetime
 
-        ticket = await self.store.refresh(fetch, stored[0] if stored is not None else None)
-        self._cached = await self.store.load()
-        return ticket
+        from sqlalchemy import update
+
+        from storage.models import WeChatToken
+        from storage.sql import insert_ignore
+
+        async with self.db.session() as s:
+            await insert_ignore(s, WeChatToken.__table__, {"appid": self.store.appid, "access_token": "",
+                                                           "expires_at": 0.0, "updated_at": None},
+                                index_elements=["appid"])
+            await s.execute(update(WeChatToken).where(WeChatToken.appid == self.store.appid).values(
+                access_token=ticket, expires_at=expires_at,
+                updated_at=datetime.fromtimestamp(self._clock(), UTC).replace(tzinfo=None)))
 
     async def config_for(self, url: str) -> dict[str, Any]:
         """``{appId, timestamp, nonceStr, signature}`` for a page at ``url`` (its public address)."""

@@ -63,8 +63,10 @@ async def test_outbox_run_once_status_and_retry(cli_env: str, db: Database, fake
     assert code == 0
     assert "推送队列 outbox: 3 条" in out and "sent 1" in out and "failed 1" in out
     assert "template 1" in out and "template: 43004 require subscribe" in out
+    assert "kefu 0  subscribe 0  template 1  sms 0" in out  # every channel, 订阅通知 included
     code, out, _ = await vetbot(capsys, "outbox", "status", "-c", CONFIG, "--json")
     data = json.loads(out)
+    assert data["by_channel"] == {"kefu": 0, "subscribe": 0, "template": 1, "sms": 0}
     assert data["by_status"]["pending"] == 1 and data["by_purpose"]["notice"]["failed"] == 1
     assert data["failure_reasons"] == [{"reason": "template: 43004 require subscribe", "count": 1}]
 

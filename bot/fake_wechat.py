@@ -13,10 +13,22 @@ and the official ``getStableAccessToken`` page):
 * ``GET /cgi-bin/token``: the classic endpoint, a new token on every call. Its tokens form a line of
   their own: the platform isolates classic and stable tokens from each other.
 * Every other API wants ``?access_token=``: missing 41001, unknown or superseded 40001, expired 42001.
-* Sends check ``touser`` (40003 unless it looks like an openid, see :data:`OPENID_RE`), follow state
-  (43004 on template/subscribe sends; a customer-service send to an unfollowed user answers 45015 as
-  the platform does, "response out of time limit or subscription is canceled") and the kefu window
+* Sends check ``touser`` (40003 unless it looks like an openid, see :data:`OPENID_RE`; the demo's
+  ``openid_rule: demo`` also takes short ids, :data:`DEMO_OPENID_RE`), follow state (43004 on
+  template/subscribe sends; a customer-service send to an unfollowed user answers 45015 as the
+  platform does, "response out of time limit or subscription is canceled") and the kefu window
   (45015, and 45047 once a user's ``kefu_quota`` is used up).
+* Template messages and 订阅通知 follow WeChat's rules of today (:mod:`bot.template_rules`): a keyword
+  value that breaks its type (a malformed ``time``, a ``phrase`` over 5 Chinese characters, a 订阅通知
+  ``thing`` over 20, an untyped field in a 订阅通知) is refused with 47003 naming the field; a template
+  id the account lacks gets 40037 once templates are registered (``/__fake__/templates``; a fresh fake
+  takes any id); ``first``/``remark`` are accepted but not shown. Each accepted send is recorded with a
+  ``rendered`` view: the title and fields as the person sees them (20 characters with …, no line
+  breaks, no emoji). ``bizsend`` also needs the person's consent for the template (43101 otherwise;
+  a one-time consent allows one notice).
+* ``GET /cgi-bin/media/get`` serves registered media (and :data:`DEMO_VOICE_MEDIA_ID`, a short AMR
+  clip); unknown ids get 40007. ``GET /cgi-bin/ticket/getticket?type=jsapi`` hands out a JS-SDK ticket,
+  the same one until its last 5 minutes.
 
 API errors come back as HTTP 200 with ``errcode``/``errmsg`` (plus `` rid: ...`` like the real
 thing), bodies are UTF-8 JSON with raw Chinese. Every API call is recorded, even when a fault
@@ -31,13 +43,24 @@ Control endpoints (never recorded as calls):
                            "drop", "body", "count", "probability"}``; ``path`` may be ``"*"``;
                            ``count`` < 0 means until reset. ``DELETE`` clears the rules
 ``POST /__fake__/users``   ``{"<openid>": {"followed": false, "kefu_window": false, "kefu_quota": 0,
-                           "accept_subscribe": false, "nickname": ...}}`` (merged into the state)
+                           "subscribe": {"<template_id>": "accept"}, "accept_subscribe": false (a blanket
+                           yes/no), "nickname": ...}}`` (merged into the state)
 ``POST /__fake__/config``  ``{"latency_ms", "token_ttl", "overlap", "force_refresh_interval",
-                           "force_refresh_daily_limit", "appid", "secret"}``; ``GET`` reads it
+                           "force_refresh_daily_limit", "appid", "secret", "openid_rule", "ticket_ttl"}``;
+                           ``GET`` reads it
 ``POST /__fake__/clock``   ``{"advance": seconds}`` moves the fake's clock (token expiry without
                            sleeping); ``GET`` reads it
 ``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
-``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, clock offset
+``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, consents, media,
+                           tickets, clock offset (registered templates stay: they are the account's)
+``POST /__fake__/templates``  ``{"<id>": {"type": "template" | "subscribe", "title", "fields": {name:
+                           label}, "kind": "one_time" | "long_term"}}``; ``GET`` lists them
+``POST /__fake__/subscribe``  a person's popup choice ``{"openid", "templates": {"<id>": "accept" |
+                           "reject"}, "event": "popup" | "change", "scene"}``: recorded, and the event
+                           XML WeChat would send the bot is returned (``{"xml"}``); ``GET`` lists consents
+``POST /__fake__/media``   ``{"media_id", "base64", "content_type"}`` registers a media file
+``POST /__fake__/jssdk/verify``  ``{"url", "nonceStr", "timestamp", "signature"}``: checks a ``wx.config``
+                           signature against the tickets issued, as WeChat's client does
 ========================  ====================================================================
 
 Use it in-process with :class:`FakeWeChatServer` (``async with FakeWeChatServer() as fake:``) or as a

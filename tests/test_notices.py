@@ -212,3 +212,21 @@ async def test_the_full_text_page_of_a_push(db_url: str, config: Config) -> None
 def test_consent_model_is_registered() -> None:
     assert SubscribeConsent.__tablename__ == "subscribe_consents"
     assert Path(__file__).exists()
+
+
+async def test_the_chat_tool_presses_allow_and_sends_voice(db_url: str) -> None:
+    """`vetbot chat` against the demo: /allow gives 订阅通知 consent through the fake, /voice sends a voice."""
+    from tests.helpers import chat_session
+
+    async with FakeWeChatServer() as fake:
+        cfg = make_config(db_url, wechat__api_base=fake.base_url)
+        fake.state.add_templates(templates_of(cfg))
+        async with chat_session(cfg) as chat:
+            said = await chat.allow("my_openid", ["callup", "nosuch"])
+            assert said.startswith("已允许订阅通知")
+            async with chat.runtime.db.session() as s:
+                (c,) = await consents_of(s, "my_openid")
+            assert c.template_id == cfg.templates["callup"].subscribe.template_id and c.status == "accept"
+            assert ("my_openid", c.template_id) in fake.state.consents
+            assert "没有配置" in await chat.allow("my_openid", ["late_reply"])
+            assert "打字" in (await chat.voice("my_openid") or "")

@@ -103,7 +103,8 @@ class ChatSession:
         url = self.config.wechat.api_base.rstrip("/") + "/__fake__/subscribe"
         async with self.http.post(url, json={"openid": openid, "templates": ids, "scene": 1}) as resp:
             if resp.status != 200:
-                return f"假微信 API 没有接受（HTTP {resp.status}）：只有本地演示的假微信 API 支持 /allow"
+                why = (await resp.text())[:120]
+                return f"假微信 API 没有接受（HTTP {resp.status}：{why}）：/allow 只适用于本地演示的假微信 API"
             xml = (await resp.json())["xml"]
         await self.send_xml(xml)
         return f"已允许订阅通知：{'、'.join(ids)}"

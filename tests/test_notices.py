@@ -221,6 +221,7 @@ async def test_the_chat_tool_presses_allow_and_sends_voice(db_url: str) -> None:
     async with FakeWeChatServer() as fake:
         cfg = make_config(db_url, wechat__api_base=fake.base_url)
         fake.state.add_templates(templates_of(cfg))
+        fake.state.openid_rule = "demo"  # as `vetbot serve --with-fake-wechat` runs it
         async with chat_session(cfg) as chat:
             said = await chat.allow("my_openid", ["callup", "nosuch"])
             assert said.startswith("已允许订阅通知")

@@ -292,7 +292,9 @@ def check(kind: str, value: object, rules: Rules = DEFAULT_RULES, *, subscribe: 
     if not text.strip():
         return "is empty"
     if any(ch in text for ch in "\r\n"):
-        return "line breaks are not allowed" if subscribe else None
+        if subscribe:
+            return "line breaks are not allowed"
+        text = clean(text)  # a template message shows it on one line; the type's rule still applies
     limit = rules.limit(kind)
     if kind == "thing":
         return f"more than {limit} characters" if subscribe and len(text) > limit else None

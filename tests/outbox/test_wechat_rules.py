@@ -42,6 +42,10 @@ def assert_obeys_the_rules(fake: FakeWeChatServer) -> int:
             value = item["value"]
             assert len(value) <= 20, f"{name}: {value!r} is {len(value)} characters"
             assert "\n" not in value and value.strip() == value
+        registered = fake.state.templates.get(c["body"]["template_id"])
+        if registered and registered["fields"]:
+            # Every field the card has is filled: nothing left out for want of a valid value.
+            assert set(data) == set(registered["fields"]), (c["body"]["template_id"], data)
         if c["errcode"] == 0:
             # What the person sees is exactly what was sent: nothing cut or dropped by WeChat.
             shown = {f["name"]: f["value"] for f in c["rendered"]["fields"]}

@@ -113,3 +113,62 @@ async def test_the_readmes_openids_reach_the_demo_fake_and_a_failure_is_logged_o
         finally:
             await sender.close()
             await db.close()
+
+
+@pytest.mark.slow
+async def test_the_demo_serves_the_readmes_ids_with_the_configs_templates(tmp_path: Path) -> None:
+    """`vetbot serve --with-fake-wechat` (what ./scripts/run.sh runs): the fake knows the config's templates
+    and takes the README's short ids; the README's `vetbot chat --as my_openid` reaches it."""
+    import asyncio
+    import os
+    import socket
+    import sys
+
+    import aiohttp
+
+    from storage.db import upgrade_async
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    bot_port, api_port = free_port(), free_port()
+    db = tmp_path / "demo.db"
+    await upgrade_async(f"sqlite+aiosqlite:///{db}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VETBOT_")}
+    env.update({"PYTHONPATH": str(ROOT), "VETBOT_DATABASE__URL": f"sqlite+aiosqlite:///{db}",
+                "VETBOT_WECHAT__API_BASE": f"http://127.0.0.1:{api_port}", "VETBOT_QA__USE_ENCODER": "false",
+                "VETBOT_SERVER__PORT": str(bot_port)})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "serve", "-c", str(EXAMPLE), "--with-fake-wechat",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        assert proc.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+            assert line, "vetbot serve stopped"
+            if "vetbot serving on" in line:
+                break
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{api_port}"
+            async with http.get(base + "/__fake__/config") as r:
+                assert (await r.json())["openid_rule"] == "demo"
+            async with http.get(base + "/__fake__/templates") as r:
+                templates = (await r.json())["templates"]
+            cfg = load_config(EXAMPLE, {})
+            assert templates[cfg.templates["callup"].template_id]["type"] == "template"
+            assert templates[cfg.templates["callup"].subscribe.template_id]["kind"] == "long_term"
+            # The README's chat example talks to the bot as `my_openid`.
+            chat = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "chat", "-c", str(EXAMPLE), "--url",
+                f"http://127.0.0.1:{bot_port}/wechat", "--as", "my_openid",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=env, cwd=str(tmp_path))
+            out, err = await asyncio.wait_for(chat.communicate("帮助\n/allow callup\n/quit\n".encode()), 60)
+            assert chat.returncode == 0, err.decode()[-1000:]
+            assert "回复数字" in out.decode() or "1." in out.decode()
+            assert "已允许订阅通知" in out.decode()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)

@@ -61,7 +61,7 @@ from bot.clock import fmt_local, to_local
 from bot.config import Config, SubscribeSpec, TemplateSpec
 from bot.links import sign_link
 from bot.sms import SmsClient, SmsError
-from bot.template_rules import DEFAULT_RULES, Rules, field_kind, retired_hint, shorten
+from bot.template_rules import DEFAULT_RULES, Rules, Shortened, field_kind, retired_hint, shorten
 from bot.wechat_api import (
     InvalidArgument,
     InvalidTemplate,
@@ -193,6 +193,14 @@ def _compile(pattern: str) -> list[_Part]:
     return parts
 
 
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    pattern: str
+    kind: str | None  # None: a field WeChat no longer shows (first/remark), never sent
+    where: str
+
+
 @dataclass
 class Rendered:
     """A template message or 订阅通知 ready to send: ``data`` holds only keyword fields, each shortened to
@@ -223,6 +231,19 @@ class TemplateRenderer:
         self.rules = rules
         self._warned: set[tuple[str, str]] = set()
         self._compiled: dict[str, list[_Part] | None] = {}
+        # A fan-out sends the same title, place and time to every member: shorten each value once.
+        self._fits: dict[tuple[str, str, int | None, bool], Shortened] = {}
+        self._years: dict[datetime, int] = {}
+        self._plans: dict[tuple[str, str], tuple[list[_Field], bool]] = {}
+
+    def _fit(self, kind: str, text: str, year: int | None, subscribe: bool) -> Shortened:
+        key = (kind, text, year, subscribe)
+        fit = self._fits.get(key)
+        if fit is None:
+            if len(self._fits) >= 4096:
+                self._fits.clear()
+            fit = self._fits[key] = shorten(kind, text, self.rules, year=year, subscribe=subscribe)
+        return fit
 
     def has(self, purpose: str) -> bool:
         """Whether a template message is configured for ``purpose``."""
@@ -301,27 +322,43 @@ class TemplateRenderer:
             hint = " (check the push's data or the template fields)" if level >= logging.WARNING else ""
             log.log(level, "templates.%s %s%s", purpose, what, hint)
 
+    def _plan(self, purpose: str, where: str, fields: Mapping[str, str]) -> tuple[list[_Field], bool]:
+        """Each field's name, pattern, keyword type (None: a retired field, never sent) and log label,
+        worked out once per template; and whether any field needs the push's year (time/date)."""
+        key = (purpose, where)
+        plan = self._plans.get(key)
+        if plan is None:
+            items = [_Field(name, pattern, None if retired_hint(name) else (field_kind(name) or "thing"),
+                            f"{where}.{name}") for name, pattern in fields.items()]
+            plan = self._plans[key] = (items, any(f.kind in ("time", "date") for f in items))
+        return plan
+
     def _fields(self, purpose: str, where: str, fields: Mapping[str, str], payload: Mapping[str, Any],
                 created_at: datetime | None, notes: list[str], subscribe: bool) -> dict[str, str]:
-        year = to_local(created_at, self.tz).year if created_at is not None else None
+        plan, needs_year = self._plan(purpose, where, fields)
+        year = None
+        if needs_year and created_at is not None:
+            year = self._years.get(created_at)
+            if year is None:
+                if len(self._years) >= 4096:
+                    self._years.clear()
+                year = self._years[created_at] = to_local(created_at, self.tz).year
         data: dict[str, str] = {}
-        for name, pattern in fields.items():
-            if retired_hint(name):  # first/remark: WeChat shows nothing of them; never send them
-                notes.append(f"{name}: not shown by WeChat, not sent")
+        for f in plan:
+            if f.kind is None:  # first/remark: WeChat shows nothing of them; never send them
+                notes.append(f"{f.name}: not shown by WeChat, not sent")
                 continue
-            text = self._fmt(purpose, f"{where}.{name}", pattern, payload, created_at)
-            kind = field_kind(name) or "thing"
-            fit = shorten(kind, text, self.rules, year=year, subscribe=subscribe)
-            if fit.value is None:
-                notes.append(f"{name}: {fit.note}")
-                self._warn(purpose, f"{where}.{name}: {kind} value left out ({fit.note})")
-                continue
+            fit = self._fit(f.kind, self._fmt(purpose, f.where, f.pattern, payload, created_at), year, subscribe)
             if fit.note:
-                notes.append(f"{name}: {fit.note}")
-                if fit.cut:
-                    self._warn(purpose, f"{where}.{name}: values are shortened to fit a {kind} field "
-                                        f"(the full text is on the linked page)", logging.INFO)
-            data[name] = fit.value
+                notes.append(f"{f.name}: {fit.note}")
+                if fit.value is None:
+                    self._warn(purpose, f"{f.where}: {f.kind} value left out ({fit.note})")
+                    continue
+                if fit.cut and (purpose, f.where) not in self._warned:
+                    self._warned.add((purpose, f.where))
+                    log.info("templates.%s %s: values are shortened to fit a %s field (the full text is on the "
+                             "linked page)", purpose, f.where, f.kind)
+            data[f.name] = fit.value  # type: ignore[assignment]
         return data
 
     def render(self, purpose: str, payload: Mapping[str, Any], created_at: datetime | None = None,

@@ -93,25 +93,21 @@ def retired_hint(name: str) -> str | None:
 # Cleaning: what WeChat drops (line breaks, emoji) we drop ourselves, so what we send is what is shown.
 
 
-def _is_emoji(ch: str) -> bool:
-    o = ord(ch)
-    return (0x1F000 <= o <= 0x1FAFF or 0x2600 <= o <= 0x27BF or 0x2B00 <= o <= 0x2BFF or 0xFE00 <= o <= 0xFE0F
-            or o in (0x200D, 0x20E3, 0x3030, 0x303D, 0x3297, 0x3299) or 0xE0020 <= o <= 0xE007F
-            or 0xE000 <= o <= 0xF8FF)
+#: Emoji (pictographs, dingbats, arrows and stars, variation selectors, joiners, keycaps, tags), private-use
+#: characters and invisible format/control characters: WeChat drops or mangles them, so we drop them.
+_DROP = re.compile(
+    "[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE00-\uFE0F\u200B-\u200F\u202A-\u202E"
+    "\u2060-\u2064\u20E3\u3030\u303D\u3297\u3299\U000E0000-\U000E007F\uE000-\uF8FF\uFEFF\u00AD"
+    "\x00-\x08\x0E-\x1F\x7F-\x9F]")
+_BREAKS = re.compile("[\r\n\t\u2028\u2029\v\f]")
+_SPACES = re.compile(" {2,}")
 
 
 def clean(value: object) -> str:
     """The value as one line: line breaks and tabs become spaces, emoji and control characters go, runs of
     spaces shrink to one."""
-    out = []
-    for ch in str(value):
-        if ch in "\r\n\t\u2028\u2029\v\f":
-            out.append(" ")
-        elif _is_emoji(ch) or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co"):
-            continue
-        else:
-            out.append(ch)
-    return re.sub(r" {2,}", " ", "".join(out)).strip()
+    text = _DROP.sub("", _BREAKS.sub(" ", str(value)))
+    return _SPACES.sub(" ", text).strip()
 
 
 def _cjk(ch: str) -> bool:

@@ -108,6 +108,8 @@ TEMPLATE_BASIS = {
     "job_alert": REQUESTED, "memorial_reminder": REQUESTED,
     "broadcast": UNREQUESTED,
 }
+#: The set of people with 订阅通知 consent per template is read again after this many seconds.
+CONSENT_CACHE_S = 5.0
 #: Signed links to a push's full text (/msg/<token>) stay valid this long.
 FULL_TEXT_LINK_TTL_S = 30 * 86400
 TOKEN_PATH = "/cgi-bin/stable_token"
@@ -496,6 +498,7 @@ class OutboxSender:
         self.rng = rng or random.Random()
         self._paused: dict[str, tuple[datetime, str]] = {}
         self._config_errors: set[tuple[str, str]] = set()
+        self._consent_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -709,11 +712,27 @@ class OutboxSender:
                                       quota_after_event=c.kefu_quota_after_event)
         if channel == SUBSCRIBE:
             sub = self.templates.subscribe_spec(row.purpose)
+            if sub is None or row.openid not in await self._consenting(sub.template_id, now):
+                return False
             # Consent is taken like a kefu slot: atomically, before sending (a one-time consent is spent).
-            return sub is not None and await consent.reserve(self.db, row.openid, sub.template_id, now)
+            return await consent.reserve(self.db, row.openid, sub.template_id, now)
         if channel == TEMPLATE:
             return self.templates.has(row.purpose) and template_allowed(row.purpose, row.payload)
         return bool(self.sms is not None and self.sms.enabled and user.phone and row.payload.get("text"))
+
+    async def _consenting(self, template_id: str, now: datetime) -> frozenset[str]:
+        """Who may get a 订阅通知 on ``template_id`` now, read at most every :data:`CONSENT_CACHE_S`: a
+        call-up to 1,170 members then costs one query, not 1,170 reservation UPDATEs for people who never
+        consented. A consent given since falls to the next channel for that moment; a consent withdrawn
+        since is caught by the atomic reservation."""
+        loop_now = asyncio.get_running_loop().time()
+        hit = self._consent_cache.get(template_id)
+        if hit is not None and loop_now - hit[0] < CONSENT_CACHE_S:
+            return hit[1]
+        async with self.db.session() as s:
+            people = frozenset(await consent.consenting(s, template_id))
+        self._consent_cache[template_id] = (loop_now, people)
+        return people
 
     async def deliver_one(self, row: ClaimedRow, user: UserState, now: datetime | None = None) -> Outcome:
         """Decide the channel for one claimed row and try it, falling through to the next channel when

@@ -147,6 +147,13 @@ async def accepted(session: AsyncSession, openid: str, template_ids: Iterable[st
     return {r.template_id for r in rows}
 
 
+async def consenting(session: AsyncSession, template_id: str) -> set[str]:
+    """Everyone a notice on ``template_id`` can go out to now (the sender reads it once per fan-out)."""
+    rows = await session.execute(select(T.c.openid).where(
+        T.c.template_id == template_id, T.c.status == ACCEPT, or_(T.c.kind == LONG_TERM, T.c.credits > 0)))
+    return {r.openid for r in rows}
+
+
 async def consents_of(session: AsyncSession, openid: str) -> list[SubscribeConsent]:
     """Every recorded choice of one person (staff views, tests)."""
     rows = await session.execute(select(SubscribeConsent).where(SubscribeConsent.openid == openid)

@@ -133,12 +133,11 @@ async def test_every_purpose_through_every_channel_obeys_the_rules(db: Database,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the size matters here, not the database
 async def test_a_1170_member_callup_sends_only_fields_a_member_sees(db: Database, db_url: str,
                                                                     fake: FakeWeChatServer, clock: FakeClock) -> None:
     # The county's real size: 32 teams, 1,170 members. It once sent 2,340 template fields (first and
     # remark) that no member could see; now every body carries the template's keyword fields only.
-    if "postgresql" in db_url:
-        pytest.skip("the size matters, not the database: SQLite suffices")
     from flows.callup.service import CallupSpec, create_callup
     from tests.callup.conftest import roster_rows, seed
 

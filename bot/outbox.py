@@ -498,7 +498,7 @@ class OutboxSender:
         self.rng = rng or random.Random()
         self._paused: dict[str, tuple[datetime, str]] = {}
         self._config_errors: set[tuple[str, str]] = set()
-        self._consent_cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._consent_cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -712,15 +712,18 @@ class OutboxSender:
                                       quota_after_event=c.kefu_quota_after_event)
         if channel == SUBSCRIBE:
             sub = self.templates.subscribe_spec(row.purpose)
-            if sub is None or row.openid not in await self._consenting(sub.template_id, now):
+            kind = (await self._consenting(sub.template_id, now)).get(row.openid) if sub is not None else None
+            if kind is None or sub is None:
                 return False
-            # Consent is taken like a kefu slot: atomically, before sending (a one-time consent is spent).
+            if kind == consent.LONG_TERM:
+                return True  # nothing to spend; a withdrawn consent comes back as 43101 and is recorded
+            # A one-time consent is spent like a kefu slot: atomically, before sending.
             return await consent.reserve(self.db, row.openid, sub.template_id, now)
         if channel == TEMPLATE:
             return self.templates.has(row.purpose) and template_allowed(row.purpose, row.payload)
         return bool(self.sms is not None and self.sms.enabled and user.phone and row.payload.get("text"))
 
-    async def _consenting(self, template_id: str, now: datetime) -> frozenset[str]:
+    async def _consenting(self, template_id: str, now: datetime) -> dict[str, str]:
         """Who may get a 订阅通知 on ``template_id`` now, read at most every :data:`CONSENT_CACHE_S`: a
         call-up to 1,170 members then costs one query, not 1,170 reservation UPDATEs for people who never
         consented. A consent given since falls to the next channel for that moment; a consent withdrawn
@@ -730,7 +733,7 @@ class OutboxSender:
         if hit is not None and loop_now - hit[0] < CONSENT_CACHE_S:
             return hit[1]
         async with self.db.session() as s:
-            people = frozenset(await consent.consenting(s, template_id))
+            people = await consent.consenting(s, template_id)
         self._consent_cache[template_id] = (loop_now, people)
         return people
 
@@ -799,7 +802,8 @@ class OutboxSender:
 
     async def _release_consent(self, row: ClaimedRow) -> None:
         sub = self.templates.subscribe_spec(row.purpose)
-        if sub is not None:
+        cached = self._consent_cache.get(sub.template_id) if sub is not None else None
+        if sub is not None and (cached is None or cached[1].get(row.openid) != consent.LONG_TERM):
             try:
                 await consent.release(self.db, row.openid, sub.template_id)
             except Exception as e:  # the retry will simply find one notice less
@@ -847,6 +851,9 @@ class OutboxSender:
             sub = self.templates.subscribe_spec(row.purpose)
             if sub is not None:  # our record said yes, WeChat says no: believe WeChat from now on
                 await consent.refused(self.db, row.openid, sub.template_id, now)
+                cached = self._consent_cache.get(sub.template_id)
+                if cached is not None:
+                    cached[1].pop(row.openid, None)
             raise _Skip(_reason(channel, e)) from None
         except (InvalidArgument, InvalidTemplate) as e:
             # The configuration, not the person: say so loudly (once), and still reach the person.

@@ -50,6 +50,8 @@ class SubscribeConsent(Base):
     accepted_at: Mapped[datetime | None] = mapped_column(DateTime)
     rejected_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # Notices sent on a one-time consent (a long-term one is not written to per notice: a call-up to a
+    # thousand members would cost a thousand writes).
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     last_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     # The last delivery result WeChat reported (subscribe_msg_sent_event ErrorStatus, or an errcode).
@@ -147,11 +149,12 @@ async def accepted(session: AsyncSession, openid: str, template_ids: Iterable[st
     return {r.template_id for r in rows}
 
 
-async def consenting(session: AsyncSession, template_id: str) -> set[str]:
-    """Everyone a notice on ``template_id`` can go out to now (the sender reads it once per fan-out)."""
-    rows = await session.execute(select(T.c.openid).where(
+async def consenting(session: AsyncSession, template_id: str) -> dict[str, str]:
+    """Everyone a notice on ``template_id`` can go out to now, with the kind of their consent
+    (``one_time`` / ``long_term``); the sender reads it once per fan-out."""
+    rows = await session.execute(select(T.c.openid, T.c.kind).where(
         T.c.template_id == template_id, T.c.status == ACCEPT, or_(T.c.kind == LONG_TERM, T.c.credits > 0)))
-    return {r.openid for r in rows}
+    return {r.openid: r.kind for r in rows}
 
 
 async def consents_of(session: AsyncSession, openid: str) -> list[SubscribeConsent]:

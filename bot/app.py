@@ -76,7 +76,14 @@ async def build_runtime(config: Config, *, clock: Clock | None = None, db: Datab
         await db.close()
         raise
     dispatcher = Dispatcher(db, services, matcher, clock)
-    return Runtime(config, db, clock, services, matcher, dispatcher)
+    runtime = Runtime(config, db, clock, services, matcher, dispatcher)
+    if config.speech.webhook_url:
+        # Voice messages without WeChat's Recognition go to our recogniser first (bot/voice.py).
+        from bot.voice import VoicePipeline
+
+        services.extra["voice"] = voice = VoicePipeline.build(config, db)
+        runtime.extra.setdefault("closers", []).append(voice.close)
+    return runtime
 
 
 def _web_modules() -> list[Any]:

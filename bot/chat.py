@@ -38,7 +38,7 @@ from sqlalchemy import select
 
 from bot.clock import FakeClock, SystemClock
 from bot.config import Config
-from bot.sim import WeChatSide, event_xml, text_xml
+from bot.sim import WeChatSide, event_xml, text_xml, voice_xml
 from bot.yamlfile import YamlFileError, line_of, load_yaml
 from storage.models import OutboxMessage
 
@@ -84,6 +84,30 @@ class ChatSession:
         reply = await self.send_xml(event_xml(openid, event, key))
         self.log.append((openid, f"[{event} {key or ''}]", reply))
         return reply
+
+    async def voice(self, openid: str, media_id: str = "") -> str | None:
+        """Send a voice message without WeChat's Recognition (the fake serves its demo clip)."""
+        from bot.fake_wechat import DEMO_VOICE_MEDIA_ID
+
+        reply = await self.send_xml(voice_xml(openid, media_id or DEMO_VOICE_MEDIA_ID))
+        self.log.append((openid, "[voice]", reply))
+        return reply
+
+    async def allow(self, openid: str, purposes: list[str]) -> str:
+        """Press 允许 in WeChat's 订阅通知 popup for the purposes' templates (fake WeChat API only): the fake
+        records the consent and the event it returns is posted to the bot, as WeChat does."""
+        ids = {self.config.templates[p].subscribe.template_id: "accept" for p in purposes  # type: ignore[union-attr]
+               if p in self.config.templates and self.config.templates[p].subscribe is not None}
+        if not ids:
+            return f"没有配置这些用途的订阅通知模板：{' '.join(purposes) or '（未指定）'}"
+        url = self.config.wechat.api_base.rstrip("/") + "/__fake__/subscribe"
+        async with self.http.post(url, json={"openid": openid, "templates": ids, "scene": 1}) as resp:
+            if resp.status != 200:
+                why = (await resp.text())[:120]
+                return f"假微信 API 没有接受（HTTP {resp.status}：{why}）：/allow 只适用于本地演示的假微信 API"
+            xml = (await resp.json())["xml"]
+        await self.send_xml(xml)
+        return f"已允许订阅通知：{'、'.join(ids)}"
 
     async def pushes(self, openid: str) -> list[OutboxMessage]:
         db = self.runtime.db if self.runtime is not None else None
@@ -219,7 +243,8 @@ async def _run_tick(chat: ChatSession, name: str) -> None:
 
 async def interactive(chat: ChatSession, openid: str) -> None:
     """A terminal chat: type messages, see replies; /as OPENID switches user, /event NAME [KEY], /quit."""
-    print(f"已连接 {chat.url}，您的身份：{openid}。输入 /quit 退出，/as 用户 切换身份，/event subscribe 发送事件。")
+    print(f"已连接 {chat.url}，您的身份：{openid}。输入 /quit 退出，/as 用户 切换身份，/event subscribe 发送事件，"
+          "/voice 发一条语音，/allow callup job_alert 在订阅通知弹窗里点“允许”（本地假微信）。")
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -239,6 +264,10 @@ async def interactive(chat: ChatSession, openid: str) -> None:
             if line.startswith("/event "):
                 parts = line.split()
                 reply = await chat.event(openid, parts[1], parts[2] if len(parts) > 2 else None)
+            elif line == "/voice" or line.startswith("/voice "):
+                reply = await chat.voice(openid, line[len("/voice"):].strip())
+            elif line.startswith("/allow"):
+                reply = await chat.allow(openid, line[len("/allow"):].split())
             else:
                 reply = await chat.send(openid, line)
         except (aiohttp.ClientError, ScriptFailure) as e:

@@ -124,13 +124,117 @@ class OutboxConfig:
             raise ConfigError("outbox.rate_per_s must be 0 (unlimited) or more")
 
 
+def _check_fields(raw: Any, where: str) -> None:
+    """Keyword fields only: WeChat's current templates name fields by type (thing1, time2 …); the old
+    ``first``/``remark``/``keywordN`` fields are refused with a hint and the line they are on."""
+    from bot.template_rules import field_kind, retired_hint
+
+    if isinstance(raw, _EnvText):
+        raw = _from_env_text(raw, structured=True)
+    if not isinstance(raw, dict):
+        return
+    lines = raw.get("__lines__", {})
+    for name in raw:
+        if name == "__lines__":
+            continue
+        at = f"line {lines[name]}: " if name in lines else ""
+        hint = retired_hint(str(name))
+        if hint:
+            raise ConfigError(f"{at}{where}.{name}: {hint}")
+        if field_kind(str(name)) is None:
+            raise ConfigError(f"{at}{where}.{name}: not a WeChat keyword field; fields are named by type and "
+                              "number as on the template's detail page: thing1, time2, date3, phrase4, "
+                              "character_string5, number6, amount7, name8, phone_number9, car_number10")
+
+
+@dataclass
+class SubscribeSpec:
+    """The 订阅通知 (subscribe notice) template of a push purpose."""
+
+    template_id: str = ""
+    # long_term: one consent, many notices (public services such as 政务民生); one_time: one per consent.
+    kind: str = "one_time"
+    # Keyword field -> format string over the push; empty = the same fields as the template message.
+    fields: dict[str, str] = field(default_factory=dict)
+    # The template's title and field labels as WeChat shows them (for `vetbot templates preview`).
+    title: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("one_time", "long_term"):
+            raise ConfigError(f"subscribe.kind must be one_time or long_term (got {self.kind!r})")
+
+    @classmethod
+    def _config_check(cls, key: str, raw: Any, where: str) -> None:
+        if key == "fields":
+            _check_fields(raw, where)
+
+
 @dataclass
 class TemplateSpec:
+    """The template message (模板消息) of a push purpose, and optionally its 订阅通知 template."""
+
     template_id: str = ""
-    # Field name in the template -> format string over the push's payload, e.g. {"first": "{title}"}.
+    # Keyword field -> format string over the push's payload, e.g. {"thing1": "{title}", "time2": "{time}"}.
     fields: dict[str, str] = field(default_factory=dict)
     # Link opened by the template message; a format string over the payload (e.g. "{url}").
     url: str = "{url}"
+    # The template's title and field labels as WeChat shows them (for `vetbot templates preview`).
+    title: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    # The 订阅通知 template of the same purpose (sent instead of the template message where the person
+    # gave consent); None = none.
+    subscribe: SubscribeSpec | None = None
+
+    @classmethod
+    def _config_check(cls, key: str, raw: Any, where: str) -> None:
+        if key == "fields":
+            _check_fields(raw, where)
+
+
+@dataclass
+class TemplateRulesConfig:
+    """WeChat's keyword rules (see bot/template_rules.py); change only if WeChat changes them."""
+
+    # Longest value per keyword type, in characters (the official 订阅通知 page's numbers).
+    max_chars: dict[str, int] = field(default_factory=lambda: {
+        "thing": 20, "number": 32, "letter": 32, "symbol": 5, "character_string": 32, "amount": 10,
+        "phone_number": 17, "car_number": 8, "name": 10, "phrase": 5})
+    # How times are written: short = 12月5日 14:30, full = 2026年12月5日 14:30 (the documented form).
+    time_style: str = "short"
+
+    def __post_init__(self) -> None:
+        if self.time_style not in ("short", "full"):
+            raise ConfigError(f"template_rules.time_style must be short or full (got {self.time_style!r})")
+        for k, v in self.max_chars.items():
+            if v < 1:
+                raise ConfigError(f"template_rules.max_chars.{k} must be at least 1")
+
+    def rules(self) -> Any:
+        """The :class:`bot.template_rules.Rules` of this section."""
+        from bot.template_rules import DEFAULT_MAX_CHARS, Rules
+
+        return Rules(max_chars={**DEFAULT_MAX_CHARS, **self.max_chars}, time_style=self.time_style)
+
+
+@dataclass
+class SpeechConfig:
+    """A speech recogniser for voice messages WeChat did not transcribe (its Recognition is retiring)."""
+
+    # POST the voice (AMR/Speex bytes) here; answer JSON {"text": "..."}. Empty = off.
+    webhook_url: str = ""
+    # HMAC-SHA256 of the raw body, sent as "<hmac_header>: sha256=<hex>" (empty secret: no header).
+    hmac_secret: str = ""
+    hmac_header: str = "X-Vetbot-Signature"
+    timeout_s: float = 8.0
+    # Voice files larger than this are not downloaded (WeChat's voice messages are at most 60 s, ~100 KB).
+    max_bytes: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"speech.webhook_url must start with http:// or https:// (got {self.webhook_url!r})")
+        if self.timeout_s <= 0:
+            raise ConfigError("speech.timeout_s must be more than 0")
 
 
 @dataclass
@@ -277,12 +381,14 @@ class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     templates: dict[str, TemplateSpec] = field(default_factory=dict)
+    template_rules: TemplateRulesConfig = field(default_factory=TemplateRulesConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     qa: QAConfig = field(default_factory=QAConfig)
     callup: CallupConfig = field(default_factory=CallupConfig)
     memorial: MemorialConfig = field(default_factory=MemorialConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     # WeChat custom menu (the JSON body of /cgi-bin/menu/create), pushed with `vetbot menu push`.
     menu: dict[str, Any] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -404,6 +510,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             at = f"line {line}: " if line else ""
             src = f" set by environment variable VETBOT_{path.upper().replace('.', '__')}" if not line else ""
             raise ConfigError(f"{at}unknown key '{path}'{src} ({hint})")
+        check = getattr(cls, "_config_check", None)
+        if check is not None:
+            # Checks that need the raw YAML (with the lines of nested keys) before conversion.
+            try:
+                check(key, value, path)
+            except ConfigError as e:
+                line = lines.get(str(key))
+                if line and not str(e).startswith("line "):
+                    raise ConfigError(f"line {line}: {e}") from None
+                raise
         try:
             kwargs[key] = _coerce(value, hints[key], path)
         except ConfigError as e:
@@ -525,3 +641,19 @@ def _validate(cfg: Config, label: str) -> None:
     cfg.bot.townships = towns
     if cfg.server.reply_budget_s <= 0 or cfg.server.reply_budget_s >= 5:
         raise ConfigError(f"{label}: server.reply_budget_s must be between 0 and 5 seconds (WeChat waits 5 s)")
+    _validate_templates(cfg, label)
+
+
+def _validate_templates(cfg: Config, label: str) -> None:
+    """``templates:`` keys are push purposes; a 订阅通知 template must not share the template message's id."""
+    from storage.outbox import PURPOSES
+
+    for purpose, spec in cfg.templates.items():
+        if purpose not in PURPOSES:
+            near = difflib.get_close_matches(purpose, PURPOSES, n=1, cutoff=0.5)
+            hint = f"did you mean '{near[0]}'?" if near else f"push purposes: {', '.join(PURPOSES)}"
+            raise ConfigError(f"{label}: templates.{purpose}: not a push purpose ({hint})")
+        sub = spec.subscribe
+        if sub is not None and sub.template_id and sub.template_id == spec.template_id:
+            raise ConfigError(f"{label}: templates.{purpose}.subscribe.template_id is the template message's id; "
+                              "订阅通知 templates have their own ids (公众号 → 订阅通知 → 我的模板)")

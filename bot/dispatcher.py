@@ -25,7 +25,8 @@ from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
-from flows.api import Context, Inbound, Services, before_route_hooks, get_flow, scenes
+from flows.api import Context, Inbound, Services, before_route_hooks, event_handlers, get_flow, scenes
+from flows.voice import voice_turn
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
@@ -86,6 +87,11 @@ class Dispatcher:
         On SQLite the turn joins the group-commit queue and runs in its worker (no task of its own:
         a task and the shield around it cost ~15 µs of a ~380 µs turn); elsewhere it is a task."""
         control = control or TurnControl()
+        voice = self.services.extra.get("voice")
+        if voice is not None and inbound.kind == "voice" and not inbound.extra.get("voice"):
+            # Our speech recogniser runs before the turn, outside its transaction and lock, then starts
+            # the turn with the text; past the reply budget the reply goes out later (bot/voice.py).
+            return voice.start(self, openid, inbound, dedup_key, control)
         if self.db.is_sqlite:
             async def turn(conn: Any, raw: Any) -> str | None:
                 io = SqliteTurnIO(conn, raw)
@@ -160,6 +166,8 @@ class Dispatcher:
             ctx.user.location_at = ctx.now
             ctx.say("已收到您的位置。回复“帮助”查看可以办理的事项。")
             return
+        if (inbound.kind == "voice" or inbound.extra.get("voice")) and await voice_turn(ctx):
+            return  # voice: counted; without text, a kind hint at most once a day (flows/voice.py)
         if inbound.kind != "text" or not ctx.text:
             ctx.say("目前只能看懂文字消息哦。请直接打字提问，或回复“帮助”查看功能。")
             return
@@ -349,6 +357,10 @@ class Dispatcher:
                     update(OutboxMessage).where(OutboxMessage.wechat_msgid == msgid)
                     .values(delivery_status=str(status)[:64] if status else None)
                 )
+            return
+        handler = event_handlers().get(ev)
+        if handler is not None:  # events a feature registered with flows.api.on_event (订阅通知 choices …)
+            await handler(ctx)
             return
         # VIEW, MASSSENDJOBFINISH and everything else: nothing to say.
 

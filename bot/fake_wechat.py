@@ -13,10 +13,22 @@ and the official ``getStableAccessToken`` page):
 * ``GET /cgi-bin/token``: the classic endpoint, a new token on every call. Its tokens form a line of
   their own: the platform isolates classic and stable tokens from each other.
 * Every other API wants ``?access_token=``: missing 41001, unknown or superseded 40001, expired 42001.
-* Sends check ``touser`` (40003 unless it looks like an openid, see :data:`OPENID_RE`), follow state
-  (43004 on template/subscribe sends; a customer-service send to an unfollowed user answers 45015 as
-  the platform does, "response out of time limit or subscription is canceled") and the kefu window
+* Sends check ``touser`` (40003 unless it looks like an openid, see :data:`OPENID_RE`; the demo's
+  ``openid_rule: demo`` also takes short ids, :data:`DEMO_OPENID_RE`), follow state (43004 on
+  template/subscribe sends; a customer-service send to an unfollowed user answers 45015 as the
+  platform does, "response out of time limit or subscription is canceled") and the kefu window
   (45015, and 45047 once a user's ``kefu_quota`` is used up).
+* Template messages and 订阅通知 follow WeChat's rules of today (:mod:`bot.template_rules`): a keyword
+  value that breaks its type (a malformed ``time``, a ``phrase`` over 5 Chinese characters, a 订阅通知
+  ``thing`` over 20, an untyped field in a 订阅通知) is refused with 47003 naming the field; a template
+  id the account lacks gets 40037 once templates are registered (``/__fake__/templates``; a fresh fake
+  takes any id); ``first``/``remark`` are accepted but not shown. Each accepted send is recorded with a
+  ``rendered`` view: the title and fields as the person sees them (20 characters with …, no line
+  breaks, no emoji). ``bizsend`` also needs the person's consent for the template (43101 otherwise;
+  a one-time consent allows one notice).
+* ``GET /cgi-bin/media/get`` serves registered media (and :data:`DEMO_VOICE_MEDIA_ID`, a short AMR
+  clip); unknown ids get 40007. ``GET /cgi-bin/ticket/getticket?type=jsapi`` hands out a JS-SDK ticket,
+  the same one until its last 5 minutes.
 
 API errors come back as HTTP 200 with ``errcode``/``errmsg`` (plus `` rid: ...`` like the real
 thing), bodies are UTF-8 JSON with raw Chinese. Every API call is recorded, even when a fault
@@ -31,13 +43,24 @@ Control endpoints (never recorded as calls):
                            "drop", "body", "count", "probability"}``; ``path`` may be ``"*"``;
                            ``count`` < 0 means until reset. ``DELETE`` clears the rules
 ``POST /__fake__/users``   ``{"<openid>": {"followed": false, "kefu_window": false, "kefu_quota": 0,
-                           "accept_subscribe": false, "nickname": ...}}`` (merged into the state)
+                           "subscribe": {"<template_id>": "accept"}, "accept_subscribe": false (a blanket
+                           yes/no), "nickname": ...}}`` (merged into the state)
 ``POST /__fake__/config``  ``{"latency_ms", "token_ttl", "overlap", "force_refresh_interval",
-                           "force_refresh_daily_limit", "appid", "secret"}``; ``GET`` reads it
+                           "force_refresh_daily_limit", "appid", "secret", "openid_rule", "ticket_ttl"}``;
+                           ``GET`` reads it
 ``POST /__fake__/clock``   ``{"advance": seconds}`` moves the fake's clock (token expiry without
                            sleeping); ``GET`` reads it
 ``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
-``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, clock offset
+``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, consents, media,
+                           tickets, clock offset (registered templates stay: they are the account's)
+``POST /__fake__/templates``  ``{"<id>": {"type": "template" | "subscribe", "title", "fields": {name:
+                           label}, "kind": "one_time" | "long_term"}}``; ``GET`` lists them
+``POST /__fake__/subscribe``  a person's popup choice ``{"openid", "templates": {"<id>": "accept" |
+                           "reject"}, "event": "popup" | "change", "scene"}``: recorded, and the event
+                           XML WeChat would send the bot is returned (``{"xml"}``); ``GET`` lists consents
+``POST /__fake__/media``   ``{"media_id", "base64", "content_type"}`` registers a media file
+``POST /__fake__/jssdk/verify``  ``{"url", "nonceStr", "timestamp", "signature"}``: checks a ``wx.config``
+                           signature against the tickets issued, as WeChat's client does
 ========================  ====================================================================
 
 Use it in-process with :class:`FakeWeChatServer` (``async with FakeWeChatServer() as fake:``) or as a
@@ -47,6 +70,8 @@ separate process with ``vetbot fake-wechat --port 8081``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import random
 import re
@@ -61,8 +86,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.template_rules import DEFAULT_RULES, check, display, field_kind
+
 __all__ = [
     "DEFAULT_APPID",
+    "DEMO_OPENID_RE",
+    "DEMO_VOICE_MEDIA_ID",
     "ERRMSG",
     "OPENID_RE",
     "FakeWeChat",
@@ -70,6 +99,7 @@ __all__ = [
     "FaultRule",
     "create_app",
     "fake_openid",
+    "templates_of",
 ]
 
 DEFAULT_APPID = "wx0000000000000000"
@@ -78,6 +108,14 @@ DEFAULT_APPID = "wx0000000000000000"
 #: with ``o``); the fake accepts 16-64 so that names, phone numbers, e-mail addresses, Chinese text and
 #: empty strings are refused with 40003 while hand-written test ids stay easy. See :func:`fake_openid`.
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+#: The ``openid_rule: demo`` of the local demo (``vetbot serve --with-fake-wechat``): the short, readable ids
+#: of the README and the conversation scripts (``my_openid``, ``staff_demo``) pass; Chinese text, spaces,
+#: empty strings and bare phone numbers (11 digits) still get 40003.
+DEMO_OPENID_RE = re.compile(r"^(?!1\d{10}$)[A-Za-z0-9_-]{1,64}$")
+#: A voice message's media id every fake knows (``GET /cgi-bin/media/get`` serves a short AMR clip).
+DEMO_VOICE_MEDIA_ID = "vetbot_demo_voice_media_0001"
+#: A short AMR-NB file: the magic header and a few silent 12.2 kbit/s frames (32 bytes each).
+DEMO_AMR = b"#!AMR\n" + (b"\x3c" + b"\x00" * 31) * 25
 
 #: errmsg texts as the platform writes them (a `` rid: ...`` suffix is appended to errors).
 ERRMSG: dict[int, str] = {
@@ -101,6 +139,7 @@ ERRMSG: dict[int, str] = {
     40026: "invalid sub button key size",
     40027: "invalid sub button url size",
     40037: "invalid template_id",
+    40097: "invalid args",
     40125: "invalid appsecret",
     40164: "invalid ip, not in whitelist",
     41001: "access_token missing",
@@ -120,6 +159,7 @@ ERRMSG: dict[int, str] = {
     45047: "out of response count limit",
     45065: "clientmsgid exist",
     47001: "data format error",
+    47003: "argument invalid!",
     48001: "api unauthorized",
 }
 
@@ -147,6 +187,23 @@ def fake_openid(n: int | str = 0) -> str:
     """A deterministic, realistic 28-character openid for tests and benchmarks (``fake_openid(7)``)."""
     tail = str(n)
     return "o" + "FakeVetbotUser_" + tail.rjust(12, "0")[-12:]
+
+
+def templates_of(config: Any) -> dict[str, dict[str, Any]]:
+    """The templates a vetbot config uses, in the form of :meth:`FakeWeChat.add_templates` (the demo and
+    the tests register them, so the fake refuses every other id with 40037 as the platform does)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in config.templates.values():
+        if spec.template_id:
+            labels = {name: spec.labels.get(name, name) for name in spec.fields}
+            out[spec.template_id] = {"type": "template", "title": spec.title, "fields": labels}
+        sub = spec.subscribe
+        if sub is not None and sub.template_id:
+            names = sub.fields or spec.fields
+            labels = {name: (sub.labels or spec.labels).get(name, name) for name in names}
+            out[sub.template_id] = {"type": "subscribe", "title": sub.title or spec.title, "fields": labels,
+                                    "kind": sub.kind}
+    return out
 
 
 def _error(errcode: int, errmsg: str | None = None) -> dict[str, Any]:
@@ -252,6 +309,20 @@ class FakeWeChat:
     menu: dict[str, Any] | None = None
     clientmsgids: dict[str, tuple[float, int, int]] = field(default_factory=dict)
     clock_offset: float = 0.0
+    #: "strict": openids of 16-64 letters, digits, _ or - (:data:`OPENID_RE`); "demo": the short ids of the
+    #: local demo too (:data:`DEMO_OPENID_RE`). A fake-only setting: the real platform has its own ids.
+    openid_rule: str = "strict"
+    #: The account's templates, as added in the console: id -> {"type": "template" | "subscribe",
+    #: "title", "fields": {name: label}, "kind": "one_time" | "long_term" (订阅通知)}. While none is
+    #: registered any id is accepted (a fresh fake); once some are, other ids get 40037.
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: 订阅通知 consent the platform knows of: (openid, template_id) -> {"status", "kind", "remaining"}.
+    consents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: Temporary media: media_id -> (bytes, content type). The demo voice clip is always there.
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    #: JS-SDK tickets handed out: ticket -> valid until (fake clock).
+    tickets: dict[str, float] = field(default_factory=dict)
+    ticket_ttl: int = 7200
     _last_force_at: float | None = None
     _forces_by_day: Counter[int] = field(default_factory=Counter)
     _msgid: int = 2_000_000_000
@@ -277,6 +348,9 @@ class FakeWeChat:
         self.current.clear()
         self.menu = None
         self.clientmsgids.clear()
+        self.consents.clear()
+        self.media.clear()
+        self.tickets.clear()
         self.clock_offset = 0.0
         self._last_force_at = None
         self._forces_by_day.clear()
@@ -312,11 +386,112 @@ class FakeWeChat:
         return self.users.get(openid, {})
 
     def set_users(self, users: dict[str, dict[str, Any]]) -> None:
-        """Merge per-user state (``followed``, ``kefu_window``, ``kefu_quota``, ``accept_subscribe``, profile)."""
+        """Merge per-user state (``followed``, ``kefu_window``, ``kefu_quota``, ``accept_subscribe``, profile).
+
+        ``subscribe: {"<template_id>": "accept" | "reject" | {"status", "remaining"}}`` records 订阅通知
+        consent (as :meth:`subscribe_choice` does)."""
         for openid, fields in users.items():
             if not isinstance(fields, dict):
                 raise ValueError(f"state of {openid!r} must be an object")
+            fields = dict(fields)
+            subs = fields.pop("subscribe", None)
+            if subs is not None:
+                if not isinstance(subs, dict):
+                    raise ValueError('subscribe must be {"<template_id>": "accept" | "reject" | {...}}')
+                for tid, choice in subs.items():
+                    if isinstance(choice, dict):
+                        self.subscribe_choice(openid, tid, str(choice.get("status", "accept")),
+                                              remaining=choice.get("remaining"))
+                    else:
+                        self.subscribe_choice(openid, tid, str(choice))
             self.users.setdefault(openid, {}).update(fields)
+
+    # -- 订阅通知 consent, templates, media --------------------------------------------------------
+    def template_kind(self, template_id: str) -> str:
+        """``one_time`` or ``long_term`` for a 订阅通知 template (one_time unless registered otherwise)."""
+        return str(self.templates.get(template_id, {}).get("kind") or "one_time")
+
+    def subscribe_choice(self, openid: str, template_id: str, status: str, *, remaining: Any = None) -> None:
+        """A person accepted or rejected a 订阅通知 template (popup), or turned it off (change event).
+
+        A one-time acceptance allows one more notice; a long-term one allows notices until rejected."""
+        if status not in ("accept", "reject"):
+            raise ValueError("status must be accept or reject")
+        key = (openid, template_id)
+        kind = self.template_kind(template_id)
+        cur = self.consents.get(key)
+        if status == "reject":
+            self.consents[key] = {"status": "reject", "kind": kind, "remaining": 0}
+            return
+        left = int(remaining) if remaining is not None else (
+            (cur["remaining"] if cur and cur["status"] == "accept" else 0) + 1)
+        self.consents[key] = {"status": "accept", "kind": kind, "remaining": left}
+
+    def spend_consent(self, openid: str, template_id: str) -> bool:
+        """Whether a notice may go out (and spend a one-time consent)."""
+        user = self.user(openid)
+        if "accept_subscribe" in user:  # a blanket yes/no set through /__fake__/users
+            return bool(user["accept_subscribe"])
+        c = self.consents.get((openid, template_id))
+        if c is None or c["status"] != "accept":
+            return False
+        if c["kind"] == "long_term":
+            return True
+        if c["remaining"] <= 0:
+            return False
+        c["remaining"] -= 1
+        return True
+
+    def add_templates(self, templates: dict[str, dict[str, Any]]) -> None:
+        """Register templates as if added in the console (see :attr:`templates`)."""
+        for tid, spec in templates.items():
+            if not isinstance(spec, dict) or spec.get("type", "template") not in ("template", "subscribe"):
+                raise ValueError(f"template {tid!r}: needs type template or subscribe")
+            if spec.get("kind", "one_time") not in ("one_time", "long_term"):
+                raise ValueError(f"template {tid!r}: kind must be one_time or long_term")
+            self.templates[str(tid)] = {"type": spec.get("type", "template"), "title": spec.get("title", ""),
+                                        "fields": dict(spec.get("fields") or {}),
+                                        "kind": spec.get("kind", "one_time")}
+
+    def known_template(self, template_id: str, type_: str) -> bool:
+        """Whether ``template_id`` is an account template of ``type_`` (any id while none is registered)."""
+        if not self.templates:
+            return True
+        spec = self.templates.get(template_id)
+        return spec is not None and spec["type"] == type_
+
+    def get_media(self, media_id: str) -> tuple[bytes, str] | None:
+        if media_id == DEMO_VOICE_MEDIA_ID:
+            return DEMO_AMR, "audio/amr"
+        return self.media.get(media_id)
+
+    def jsapi_ticket(self) -> dict[str, Any]:
+        """The current JS-SDK ticket (a new one once it expired)."""
+        now = self.now()
+        for value, until in self.tickets.items():
+            if until - now > self.overlap:  # like tokens: renewed in the last 5 minutes
+                return {"errcode": 0, "errmsg": "ok", "ticket": value, "expires_in": int(until - now)}
+        value = secrets.token_urlsafe(64)
+        self.tickets[value] = now + self.ticket_ttl
+        return {"errcode": 0, "errmsg": "ok", "ticket": value, "expires_in": self.ticket_ttl}
+
+    def verify_jssdk(self, url: str, noncestr: str, timestamp: str, signature: str) -> str | None:
+        """What WeChat's client checks in ``wx.config``: None when the signature matches a valid ticket
+        for ``url`` (without its #fragment), else the reason."""
+        now = self.now()
+        base = url.split("#", 1)[0]
+        for ticket, until in self.tickets.items():
+            if until <= now:
+                continue
+            raw = f"jsapi_ticket={ticket}&noncestr={noncestr}&timestamp={timestamp}&url={base}"
+            if hashlib.sha1(raw.encode("utf-8")).hexdigest() == signature:
+                return None
+        return "invalid signature" if self.tickets else "no ticket issued"
+
+    def openid_ok(self, value: Any) -> bool:
+        """Whether ``value`` is an openid the fake accepts under :attr:`openid_rule`."""
+        rule = DEMO_OPENID_RE if self.openid_rule == "demo" else OPENID_RE
+        return isinstance(value, str) and rule.match(value) is not None
 
     # -- tokens ---------------------------------------------------------------------------------
     def _issue(self, kind: str) -> _Token:
@@ -381,6 +556,8 @@ class FakeWeChat:
             "overlap": self.overlap,
             "force_refresh_interval": self.force_refresh_interval,
             "force_refresh_daily_limit": self.force_refresh_daily_limit,
+            "openid_rule": self.openid_rule,
+            "ticket_ttl": self.ticket_ttl,
         }
 
     def configure(self, settings: dict[str, Any]) -> None:
@@ -390,7 +567,10 @@ class FakeWeChat:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         casts: dict[str, Callable[[Any], Any]] = {
             "latency_ms": float, "token_ttl": int, "overlap": int, "force_refresh_interval": float,
+            "ticket_ttl": int,
         }
+        if settings.get("openid_rule", "strict") not in ("strict", "demo"):
+            raise ValueError("openid_rule must be strict or demo")
         for key, value in settings.items():
             if key in casts:
                 value = casts[key](value)
@@ -405,10 +585,6 @@ class FakeWeChat:
 
 _BAD = object()
 _EMPTY = object()
-
-
-def _valid_openid(value: Any) -> bool:
-    return isinstance(value, str) and OPENID_RE.match(value) is not None
 
 
 def _need_object(body: Any) -> dict[str, Any] | None:
@@ -460,7 +636,7 @@ class _Api:
     # messages
     def _recipient(self, body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
         touser = body.get("touser")
-        if not _valid_openid(touser):
+        if not self.s.openid_ok(touser):
             return None, _error(40003)
         return touser, None
 
@@ -493,6 +669,47 @@ class _Api:
             user["kefu_quota"] = int(quota) - 1
         return dict(_OK)
 
+    def _data(self, body: dict[str, Any], *, subscribe: bool) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """The ``data`` values, or the platform's error: 47001 for a malformed ``data``, 47003 (naming the
+        field, as the platform's errmsg does) for a value that breaks its keyword type's rule."""
+        data = body.get("data", {} if not subscribe else None)
+        if not isinstance(data, dict) or (subscribe and not data):
+            return {}, _error(47001)
+        values: dict[str, str] = {}
+        for name, item in data.items():
+            value = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                return {}, _error(47003, f"argument invalid! data.{name}.value is emtpy")
+            value = str(value)
+            kind = field_kind(name)
+            if kind is None:
+                if subscribe or (name not in ("first", "remark") and not name.startswith("keyword")):
+                    # 订阅通知 and category templates know only typed keyword fields.
+                    return {}, _error(47003, f"argument invalid! data.{name}.value invalid")
+            else:
+                why = check(kind, value, DEFAULT_RULES, subscribe=subscribe)
+                if why is not None:
+                    return {}, _error(47003, f"argument invalid! data.{name}.value invalid")
+            values[name] = value
+        return values, None
+
+    def _rendered(self, template_id: str, values: dict[str, str], link: str | None) -> dict[str, Any]:
+        """What the person sees: the template's title, its keyword fields in order (label, the value
+        without line breaks and emoji, cut to 20 characters with …), never ``first``/``remark``."""
+        spec = self.s.templates.get(template_id, {})
+        labels = spec.get("fields") or {}
+        order = list(labels) + [n for n in values if n not in labels]
+        fields = []
+        for name in order:
+            if name not in values:
+                continue
+            shown = display(name, values[name])
+            if shown is None:
+                continue
+            fields.append({"name": name, "label": labels.get(name, name), "value": shown})
+        return {"title": spec.get("title", ""), "fields": fields, "url": link or None,
+                "hidden": sorted(n for n in values if display(n, values[n]) is None)}
+
     def template_send(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
         err = _need_object(body)
         if err:
@@ -500,13 +717,18 @@ class _Api:
         touser, err = self._recipient(body)
         if err:
             return err
-        if not isinstance(body.get("template_id"), str) or not body["template_id"]:
+        tid = body.get("template_id")
+        if not isinstance(tid, str) or not tid or not self.s.known_template(tid, "template"):
             return _error(40037)
-        if not isinstance(body.get("data", {}), dict) or not isinstance(body.get("url", ""), str):
+        if not isinstance(body.get("url", ""), str):
             return _error(47001)
+        values, err = self._data(body, subscribe=False)
+        if err:
+            return err
         if not self.s.user(touser).get("followed", True):
             return _error(43004)
-        return {"errcode": 0, "errmsg": "ok", "msgid": self.s._next_msgid()}
+        return {"errcode": 0, "errmsg": "ok", "msgid": self.s._next_msgid(),
+                "_rendered": self._rendered(tid, values, body.get("url"))}
 
     def subscribe_send(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
         err = _need_object(body)
@@ -515,16 +737,32 @@ class _Api:
         touser, err = self._recipient(body)
         if err:
             return err
-        if not isinstance(body.get("template_id"), str) or not body["template_id"]:
+        tid = body.get("template_id")
+        if not isinstance(tid, str) or not tid or not self.s.known_template(tid, "subscribe"):
             return _error(40037)
-        if not isinstance(body.get("data"), dict):
-            return _error(47001)
+        page = body.get("page")
+        if page is not None and (not isinstance(page, str) or not re.match(r"^https?://[^\s]+$", page)):
+            return _error(47003, "argument invalid! page invalid")
+        values, err = self._data(body, subscribe=True)
+        if err:
+            return err
         user = self.s.user(touser)
         if not user.get("followed", True):
             return _error(43004)
-        if not user.get("accept_subscribe", True):
+        if not self.s.spend_consent(touser, tid):
             return _error(43101)
-        return dict(_OK)
+        return {"errcode": 0, "errmsg": "ok", "_rendered": self._rendered(tid, values, page)}
+
+    def media_get(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        media = self.s.get_media(query.get("media_id", ""))
+        if media is None:
+            return _error(40007)
+        return {"_file": media, "_name": query.get("media_id", "")}
+
+    def getticket(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        if query.get("type") not in ("jsapi", "wx_card"):
+            return _error(40097)
+        return self.s.jsapi_ticket()
 
     def mass_sendall(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
         err = _need_object(body)
@@ -587,7 +825,7 @@ class _Api:
     # users
     def user_info(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
         openid = query.get("openid")
-        if not _valid_openid(openid):
+        if not self.s.openid_ok(openid):
             return _error(40003)
         user = self.s.user(openid)
         if not user.get("followed", True):
@@ -661,6 +899,8 @@ _ROUTES: dict[str, tuple[str, str, bool]] = {
     "/cgi-bin/menu/create": ("POST", "menu_create", True),
     "/cgi-bin/menu/get": ("GET", "menu_get", True),
     "/cgi-bin/user/info": ("GET", "user_info", True),
+    "/cgi-bin/media/get": ("GET", "media_get", True),
+    "/cgi-bin/ticket/getticket": ("GET", "getticket", True),
 }
 
 STATE_KEY: web.AppKey[FakeWeChat] = web.AppKey("fake_wechat", FakeWeChat)
@@ -765,9 +1005,16 @@ def create_app(
             result = (fake.check_token(request.query.get("access_token")) if needs_token else None) or getattr(
                 api, name
             )(body, dict(request.query))
+        rendered = result.pop("_rendered", None)
+        if rendered is not None:
+            record["rendered"] = rendered
         errcode = result.get("errcode", 0)
         record["errcode"] = errcode
         fake.errcodes[str(errcode)] += 1
+        if "_file" in result:
+            content, ctype = result["_file"]
+            return web.Response(body=content, content_type=ctype, headers={
+                "Content-Disposition": f'attachment; filename="{result["_name"]}.amr"'})
         return _json(result)
 
     async def get_calls(request: web.Request) -> web.Response:
@@ -863,6 +1110,67 @@ def create_app(
         fake.reset()
         return _json({"ok": True})
 
+    async def get_templates(request: web.Request) -> web.Response:
+        return _json({"templates": fake.templates})
+
+    async def post_templates(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text='body must be {"<template_id>": {"type": "template" | "subscribe", ...}}')
+        try:
+            fake.add_templates(data)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return _json({"ok": True, "templates": len(fake.templates)})
+
+    async def get_subscribe(request: web.Request) -> web.Response:
+        return _json({"consents": [{"openid": o, "template_id": t, **c} for (o, t), c in fake.consents.items()]})
+
+    async def post_subscribe(request: web.Request) -> web.Response:
+        """A person chose in a 订阅通知 popup (or turned a template off): the platform records it and sends
+        the bot the event, whose XML is returned (POST it to the bot's callback, signed)."""
+        from bot.sim import subscribe_event_xml
+
+        data = await read_json(request)
+        if not isinstance(data, dict) or not fake.openid_ok(data.get("openid")):
+            raise web.HTTPBadRequest(text='body must be {"openid", "templates": {"<id>": "accept" | "reject"}, '
+                                          '"event": "popup" | "change", "scene": 1}')
+        choices = data.get("templates")
+        event = data.get("event", "popup")
+        if not isinstance(choices, dict) or not choices or event not in ("popup", "change"):
+            raise web.HTTPBadRequest(text='templates must be {"<id>": "accept" | "reject"}; event popup or change')
+        try:
+            for tid, status in choices.items():
+                fake.subscribe_choice(data["openid"], str(tid), str(status))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        scene = str(data.get("scene", 1))
+        items = [{"TemplateId": t, "SubscribeStatusString": st, **({"PopupScene": scene} if event == "popup" else {})}
+                 for t, st in choices.items()]
+        xml = subscribe_event_xml(data["openid"], f"subscribe_msg_{event}_event", items,
+                                  create_time=int(fake.now()))
+        return _json({"ok": True, "xml": xml})
+
+    async def post_media(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        try:
+            media_id = str(data["media_id"])
+            content = base64.b64decode(data.get("base64", "")) if data.get("base64") else DEMO_AMR
+        except (KeyError, TypeError, ValueError):
+            raise web.HTTPBadRequest(text='body must be {"media_id", "base64"?, "content_type"?}') from None
+        fake.media[media_id] = (content, str(data.get("content_type") or "audio/amr"))
+        return _json({"ok": True, "bytes": len(content)})
+
+    async def post_jssdk_verify(request: web.Request) -> web.Response:
+        """What WeChat's client does with wx.config: check the signature against the tickets issued."""
+        data = await read_json(request)
+        try:
+            why = fake.verify_jssdk(str(data["url"]), str(data["nonceStr"]), str(data["timestamp"]),
+                                    str(data["signature"]))
+        except (KeyError, TypeError):
+            raise web.HTTPBadRequest(text='body must be {"url", "nonceStr", "timestamp", "signature"}') from None
+        return _json({"ok": why is None, "reason": why})
+
     app.router.add_get("/__fake__/calls", get_calls)
     app.router.add_get("/__fake__/stats", get_stats)
     app.router.add_get("/__fake__/faults", get_faults)
@@ -877,6 +1185,12 @@ def create_app(
     app.router.add_get("/__fake__/tokens", get_tokens)
     app.router.add_post("/__fake__/tokens", post_tokens)
     app.router.add_post("/__fake__/reset", post_reset)
+    app.router.add_get("/__fake__/templates", get_templates)
+    app.router.add_post("/__fake__/templates", post_templates)
+    app.router.add_get("/__fake__/subscribe", get_subscribe)
+    app.router.add_post("/__fake__/subscribe", post_subscribe)
+    app.router.add_post("/__fake__/media", post_media)
+    app.router.add_post("/__fake__/jssdk/verify", post_jssdk_verify)
     app.router.add_route("*", "/cgi-bin/{tail:.*}", handle_api)
     return app
 

@@ -55,10 +55,12 @@ def to_inbound(msg: Any) -> Inbound | None:
         return Inbound(kind="text", text=str(raw.get("Content") or ""), msg_id=msg_id)
     if mtype == "voice":
         rec = raw.get("Recognition")
+        # The audio, for our own recogniser (bot/voice.py): WeChat is retiring Recognition.
+        media = {"media_id": str(raw.get("MediaId") or "")[:128], "format": str(raw.get("Format") or "")[:16]}
         # WeChat's own speech recognition: elderly users often speak instead of typing.
         if rec:
-            return Inbound(kind="text", text=str(rec), msg_id=msg_id, extra={"voice": True})
-        return Inbound(kind="voice", msg_id=msg_id)
+            return Inbound(kind="text", text=str(rec), msg_id=msg_id, extra={"voice": "wechat", **media})
+        return Inbound(kind="voice", msg_id=msg_id, extra=media)
     if mtype == "location":
         return Inbound(kind="location", msg_id=msg_id, extra={
             "latitude": _float(raw.get("Location_X")), "longitude": _float(raw.get("Location_Y")),
@@ -74,10 +76,35 @@ def to_inbound(msg: Any) -> Inbound | None:
             extra = {"latitude": _float(raw.get("Latitude")), "longitude": _float(raw.get("Longitude"))}
         elif event == "templatesendjobfinish":
             extra = {"msg_id": _int(raw.get("MsgID") or raw.get("MsgId")), "status": raw.get("Status")}
+        elif event.startswith("subscribe_msg_"):
+            extra = {"subscribe": _subscribe_list(raw)}  # 订阅通知 choices and results (flows/notices.py)
         return Inbound(kind="event", event=event, event_key=key, extra=extra)
     if mtype in ("image", "video", "shortvideo", "link", "file"):
         return Inbound(kind=mtype, msg_id=msg_id)
     return None
+
+
+def _subscribe_list(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``<List>`` entries of a 订阅通知 event as plain dicts: ``template_id``, ``status``
+    (SubscribeStatusString), ``scene`` (PopupScene), ``msg_id``, ``error_code``, ``error_status``.
+
+    WeChat wraps them in SubscribeMsgPopupEvent / SubscribeMsgChangeEvent / SubscribeMsgSentEvent (the
+    official change-event sample uses the popup tag, so any of them is read); one entry comes as a
+    mapping, several as a list. Entries without a template id are dropped."""
+    out: list[dict[str, Any]] = []
+    for tag in ("SubscribeMsgPopupEvent", "SubscribeMsgChangeEvent", "SubscribeMsgSentEvent"):
+        block = raw.get(tag)
+        items = block.get("List") if isinstance(block, dict) else None
+        for item in items if isinstance(items, list) else [items]:
+            if not isinstance(item, dict) or not isinstance(item.get("TemplateId"), str):
+                continue
+            out.append({"template_id": item["TemplateId"].strip()[:64],
+                        "status": str(item.get("SubscribeStatusString") or "").strip().lower()[:16],
+                        "scene": str(item.get("PopupScene") or "").strip()[:16] or None,
+                        "msg_id": _int(item.get("MsgID") or item.get("MsgId")),
+                        "error_code": str(item.get("ErrorCode") or "").strip()[:16] or None,
+                        "error_status": str(item.get("ErrorStatus") or "").strip()[:64] or None})
+    return out[:50]
 
 
 def _int(v: Any) -> int | None:

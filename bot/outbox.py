@@ -11,15 +11,22 @@ Channel policy, decided per row when it is sent (not when it is queued):
    and 5 messages after the user wrote, 1 min and 3 messages after a menu click / follow / scan. A
    slot is taken atomically in ``users.kefu_sent`` before sending (the dispatcher resets the count
    when the user interacts).
-2. **template** when ``templates.<purpose>`` is configured: fields and url are format strings over
-   the push's ``data`` plus ``text`` and ``url``; a missing placeholder renders empty (logged once).
-3. **sms** through the webhook (:mod:`bot.sms`) when configured and the user has a phone.
-4. otherwise ``failed`` with ``no channel`` (and why the others were skipped).
+2. **subscribe** (订阅通知, ``bizsend``) when ``templates.<purpose>.subscribe`` is configured and the
+   person gave consent for that template (:mod:`storage.subscribe`; a one-time consent is spent
+   atomically before sending, a long-term one is kept).
+3. **template** when ``templates.<purpose>`` is configured and WeChat's rules allow a template
+   message for the purpose (:data:`TEMPLATE_BASIS`: disaster warnings, or what the person asked for).
+   Fields are keyword fields only, each filled from the push and shortened to its type's rule by
+   :class:`TemplateRenderer`; a push without a page of its own links its full text (``/msg/…``).
+4. **sms** through the webhook (:mod:`bot.sms`) when configured and the user has a phone.
+5. otherwise ``failed`` with ``no channel`` (and why the others were skipped).
 
-45015 (window closed) / 45047 (count used up) put the channel in ``skipped_channels`` and move on
-to the next channel at once. Users who unfollowed get nothing (``cancelled``). Transient errors
-(-1, 45009, 45011, timeouts, HTTP 5xx, dropped connections) retry with exponential backoff and
-jitter up to ``outbox.max_attempts``; 45009/45011 also pause that API path until the quota resets.
+45015 (window closed) / 45047 (count used up) / 43101 (no 订阅通知 consent) / 47003 (a value WeChat
+refuses) / 40037 (unknown template id) put the channel in ``skipped_channels`` and move on to the
+next channel at once; the last two are configuration problems and are logged as errors. Every push
+that ends ``failed`` is logged once with its reason (never its text). Users who unfollowed get
+nothing (``cancelled``). Transient errors (-1, 45009, 45011, timeouts, HTTP 5xx, dropped
+connections) retry with exponential backoff and jitter up to ``outbox.max_attempts``; 45009/45011 also pause that API path until the quota resets.
 Errors about the whole account rather than this message (the token cannot be fetched, the token is
 refused twice, 40164 IP not whitelisted) are retried the same way, so fixing the configuration lets
 queued call-ups still go out. Any other error is permanent: ``failed`` with the reason at once.
@@ -50,11 +57,16 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from bot.clock import fmt_local
-from bot.config import Config, TemplateSpec
+from bot.clock import fmt_local, to_local
+from bot.config import Config, SubscribeSpec, TemplateSpec
+from bot.links import sign_link
 from bot.sms import SmsClient, SmsError
+from bot.template_rules import DEFAULT_RULES, Rules, Shortened, field_kind, retired_hint, shorten
 from bot.wechat_api import (
+    InvalidArgument,
+    InvalidTemplate,
     IPNotWhitelisted,
+    NoConsent,
     OutOfWindow,
     OverQuota,
     RateLimited,
@@ -62,6 +74,7 @@ from bot.wechat_api import (
     WeChatClient,
     WeChatError,
 )
+from storage import subscribe as consent
 from storage.db import Database
 from storage.outbox_repo import (
     ClaimedRow,
@@ -76,10 +89,29 @@ from storage.tokens import DbTokenStore
 
 log = logging.getLogger("vetbot.outbox")
 
-KEFU, TEMPLATE, SMS = "kefu", "template", "sms"
-CHANNELS = (KEFU, TEMPLATE, SMS)
+KEFU, SUBSCRIBE, TEMPLATE, SMS = "kefu", "subscribe", "template", "sms"
+#: The channels in the order they are tried.
+CHANNELS = (KEFU, SUBSCRIBE, TEMPLATE, SMS)
 #: The API path each channel uses (rate limits and 45009/45011 pauses are per path).
-CHANNEL_PATH = {KEFU: "/cgi-bin/message/custom/send", TEMPLATE: "/cgi-bin/message/template/send", SMS: "sms"}
+CHANNEL_PATH = {KEFU: "/cgi-bin/message/custom/send", SUBSCRIBE: "/cgi-bin/message/subscribe/bizsend",
+                TEMPLATE: "/cgi-bin/message/template/send", SMS: "sms"}
+#: Why WeChat's rules (since 2023-05-04) let a push of each purpose go out as a template message to a
+#: person outside the customer-service window: "warning" (fault and disaster warnings may reach anyone),
+#: "requested" (the person asked for it: an answer to their own message or ticket, job alerts and
+#: reminders they subscribed to in chat, the progress of a call-up they started), "unrequested" (nobody
+#: asked: a staff broadcast; no template message, 订阅通知 where consent was given, else SMS). A push may
+#: override its purpose's basis with ``data["template_basis"]`` (``vetbot broadcast --warning``).
+WARNING, REQUESTED, UNREQUESTED = "warning", "requested", "unrequested"
+TEMPLATE_BASIS = {
+    "late_reply": REQUESTED, "ticket_reply": REQUESTED, "notice": REQUESTED,
+    "callup": WARNING, "callup_progress": REQUESTED,
+    "job_alert": REQUESTED, "memorial_reminder": REQUESTED,
+    "broadcast": UNREQUESTED,
+}
+#: The set of people with 订阅通知 consent per template is read again after this many seconds.
+CONSENT_CACHE_S = 5.0
+#: Signed links to a push's full text (/msg/<token>) stay valid this long.
+FULL_TEXT_LINK_TTL_S = 30 * 86400
 TOKEN_PATH = "/cgi-bin/stable_token"
 #: Results are committed in groups at most this far apart while a fan-out runs.
 GROUP_COMMIT_S = 0.2
@@ -163,23 +195,68 @@ def _compile(pattern: str) -> list[_Part]:
     return parts
 
 
-class TemplateRenderer:
-    """Builds template messages from ``templates:``; warns once per (purpose, missing placeholder).
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    pattern: str
+    kind: str | None  # None: a field WeChat no longer shows (first/remark), never sent
+    where: str
 
-    Format strings are parsed once per pattern; a push is rendered by plain concatenation (the
-    sender renders thousands a second during a call-up fan-out).
+
+@dataclass
+class Rendered:
+    """A template message or 订阅通知 ready to send: ``data`` holds only keyword fields, each shortened to
+    its type's rule; ``notes`` says what was shortened or left out (``vetbot templates preview``)."""
+
+    template_id: str
+    data: dict[str, str]
+    url: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+class TemplateRenderer:
+    """Builds template messages and 订阅通知 from ``templates:`` under WeChat's rules of today.
+
+    Each keyword field's format string is filled from the push, then the value is made to fit its type
+    (:func:`bot.template_rules.shorten`): a ``thing`` keeps its start and ends with …, a time is written
+    short, line breaks and emoji go. We shorten, so WeChat never cuts. Fields WeChat no longer shows
+    (``first``/``remark``) are never sent. Format strings are parsed once per pattern; a push is rendered
+    by plain concatenation (the sender renders thousands a second during a call-up fan-out).
+    Each problem (a missing placeholder, a value that had to be cut or left out) is logged once per
+    (purpose, field).
     """
 
-    def __init__(self, templates: Mapping[str, TemplateSpec], tz: str = "Asia/Shanghai") -> None:
+    def __init__(self, templates: Mapping[str, TemplateSpec], tz: str = "Asia/Shanghai",
+                 rules: Rules = DEFAULT_RULES) -> None:
         self.templates = templates
         self.tz = tz
+        self.rules = rules
         self._warned: set[tuple[str, str]] = set()
         self._compiled: dict[str, list[_Part] | None] = {}
+        # A fan-out sends the same title, place and time to every member: shorten each value once.
+        self._fits: dict[tuple[str, str, int | None, bool], Shortened] = {}
+        self._years: dict[datetime, int] = {}
+        self._plans: dict[tuple[str, str], tuple[list[_Field], bool]] = {}
+
+    def _fit(self, kind: str, text: str, year: int | None, subscribe: bool) -> Shortened:
+        key = (kind, text, year, subscribe)
+        fit = self._fits.get(key)
+        if fit is None:
+            if len(self._fits) >= 4096:
+                self._fits.clear()
+            fit = self._fits[key] = shorten(kind, text, self.rules, year=year, subscribe=subscribe)
+        return fit
 
     def has(self, purpose: str) -> bool:
-        """Whether a template is configured for ``purpose``."""
+        """Whether a template message is configured for ``purpose``."""
         spec = self.templates.get(purpose)
         return spec is not None and bool(spec.template_id)
+
+    def subscribe_spec(self, purpose: str) -> SubscribeSpec | None:
+        """The purpose's 订阅通知 template, or None when it has none."""
+        spec = self.templates.get(purpose)
+        sub = spec.subscribe if spec is not None else None
+        return sub if sub is not None and sub.template_id else None
 
     @staticmethod
     def value(name: str, payload: Mapping[str, Any], purpose: str = "", created_at: datetime | None = None,
@@ -241,19 +318,72 @@ class TemplateRenderer:
                 out.append(str(v))
         return "".join(out)
 
-    def _warn(self, purpose: str, what: str) -> None:
+    def _warn(self, purpose: str, what: str, level: int = logging.WARNING) -> None:
         if (purpose, what) not in self._warned:
             self._warned.add((purpose, what))
-            log.warning("templates.%s %s (left empty; check the push's data or the template fields)", purpose, what)
+            hint = " (check the push's data or the template fields)" if level >= logging.WARNING else ""
+            log.log(level, "templates.%s %s%s", purpose, what, hint)
 
-    def render(self, purpose: str, payload: Mapping[str, Any], created_at: datetime | None = None
-               ) -> tuple[str, dict[str, str], str | None]:
-        """``(template_id, data fields, url or None)`` for a push of ``purpose``."""
+    def _plan(self, purpose: str, where: str, fields: Mapping[str, str]) -> tuple[list[_Field], bool]:
+        """Each field's name, pattern, keyword type (None: a retired field, never sent) and log label,
+        worked out once per template; and whether any field needs the push's year (time/date)."""
+        key = (purpose, where)
+        plan = self._plans.get(key)
+        if plan is None:
+            items = [_Field(name, pattern, None if retired_hint(name) else (field_kind(name) or "thing"),
+                            f"{where}.{name}") for name, pattern in fields.items()]
+            plan = self._plans[key] = (items, any(f.kind in ("time", "date") for f in items))
+        return plan
+
+    def _fields(self, purpose: str, where: str, fields: Mapping[str, str], payload: Mapping[str, Any],
+                created_at: datetime | None, notes: list[str], subscribe: bool) -> dict[str, str]:
+        plan, needs_year = self._plan(purpose, where, fields)
+        year = None
+        if needs_year and created_at is not None:
+            year = self._years.get(created_at)
+            if year is None:
+                if len(self._years) >= 4096:
+                    self._years.clear()
+                year = self._years[created_at] = to_local(created_at, self.tz).year
+        data: dict[str, str] = {}
+        for f in plan:
+            if f.kind is None:  # first/remark: WeChat shows nothing of them; never send them
+                notes.append(f"{f.name}: not shown by WeChat, not sent")
+                continue
+            fit = self._fit(f.kind, self._fmt(purpose, f.where, f.pattern, payload, created_at), year, subscribe)
+            if fit.note:
+                notes.append(f"{f.name}: {fit.note}")
+                if fit.value is None:
+                    self._warn(purpose, f"{f.where}: {f.kind} value left out ({fit.note})")
+                    continue
+                if fit.cut and (purpose, f.where) not in self._warned:
+                    self._warned.add((purpose, f.where))
+                    log.info("templates.%s %s: values are shortened to fit a %s field (the full text is on the "
+                             "linked page)", purpose, f.where, f.kind)
+            data[f.name] = fit.value  # type: ignore[assignment]
+        return data
+
+    def render(self, purpose: str, payload: Mapping[str, Any], created_at: datetime | None = None,
+               *, fallback_url: str | None = None) -> Rendered:
+        """The template message of a push of ``purpose``. ``fallback_url`` is linked when the template's
+        own url renders empty (a page with the push's full text)."""
         spec = self.templates[purpose]
-        data = {name: self._fmt(purpose, f"fields.{name}", pattern, payload, created_at)
-                for name, pattern in spec.fields.items()}
+        notes: list[str] = []
+        data = self._fields(purpose, "fields", spec.fields, payload, created_at, notes, subscribe=False)
         url = self._fmt(purpose, "url", spec.url, payload, created_at) if spec.url else ""
-        return spec.template_id, data, url or None
+        return Rendered(spec.template_id, data, url or fallback_url or None, notes)
+
+    def render_subscribe(self, purpose: str, payload: Mapping[str, Any], created_at: datetime | None = None,
+                         *, fallback_url: str | None = None) -> Rendered:
+        """The 订阅通知 of a push of ``purpose`` (its own fields, or the template message's)."""
+        spec = self.templates[purpose]
+        sub = spec.subscribe
+        assert sub is not None
+        notes: list[str] = []
+        data = self._fields(purpose, "subscribe.fields", sub.fields or spec.fields, payload, created_at, notes,
+                            subscribe=True)
+        url = self._fmt(purpose, "url", spec.url, payload, created_at) if spec.url else ""
+        return Rendered(sub.template_id, data, url or fallback_url or None, notes)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -334,6 +464,15 @@ class _Retry(Exception):
         self.reason, self.not_before, self.counts = reason, not_before, counts
 
 
+class _Skip(Exception):
+    """Internal: this channel cannot carry this push (WeChat refused it for this person or this data);
+    try the next one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Fail(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -354,10 +493,12 @@ class OutboxSender:
         self.cfg = config.outbox
         self.sms = sms
         self.worker = (worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")[:64]
-        self.templates = TemplateRenderer(config.templates, config.bot.timezone)
+        self.templates = TemplateRenderer(config.templates, config.bot.timezone, config.template_rules.rules())
         self.limiter = RateLimiter(self.cfg.rate_per_s)
         self.rng = rng or random.Random()
         self._paused: dict[str, tuple[datetime, str]] = {}
+        self._config_errors: set[tuple[str, str]] = set()
+        self._consent_cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -569,12 +710,37 @@ class OutboxSender:
                                       quota_after_message=c.kefu_quota_after_message,
                                       event_window_s=c.kefu_event_window_s,
                                       quota_after_event=c.kefu_quota_after_event)
+        if channel == SUBSCRIBE:
+            sub = self.templates.subscribe_spec(row.purpose)
+            kind = (await self._consenting(sub.template_id, now)).get(row.openid) if sub is not None else None
+            if kind is None or sub is None:
+                return False
+            if kind == consent.LONG_TERM:
+                return True  # nothing to spend; a withdrawn consent comes back as 43101 and is recorded
+            # A one-time consent is spent like a kefu slot: atomically, before sending.
+            return await consent.reserve(self.db, row.openid, sub.template_id, now)
         if channel == TEMPLATE:
-            return self.templates.has(row.purpose)
+            return self.templates.has(row.purpose) and template_allowed(row.purpose, row.payload)
         return bool(self.sms is not None and self.sms.enabled and user.phone and row.payload.get("text"))
 
+    async def _consenting(self, template_id: str, now: datetime) -> dict[str, str]:
+        """Who may get a 订阅通知 on ``template_id`` now, read at most every :data:`CONSENT_CACHE_S`: a
+        call-up to 1,170 members then costs one query, not 1,170 reservation UPDATEs for people who never
+        consented. A consent given since falls to the next channel for that moment; a consent withdrawn
+        since is caught by the atomic reservation."""
+        loop_now = asyncio.get_running_loop().time()
+        hit = self._consent_cache.get(template_id)
+        if hit is not None and loop_now - hit[0] < CONSENT_CACHE_S:
+            return hit[1]
+        async with self.db.session() as s:
+            people = await consent.consenting(s, template_id)
+        self._consent_cache[template_id] = (loop_now, people)
+        return people
+
     async def deliver_one(self, row: ClaimedRow, user: UserState, now: datetime | None = None) -> Outcome:
-        """Decide the channel for one claimed row and try it (falling through on 45015/45047)."""
+        """Decide the channel for one claimed row and try it, falling through to the next channel when
+        WeChat refuses this one for this person (45015/45047 kefu window, 43101 no 订阅通知 consent) or
+        for its data (47003, 40037: a configuration problem, logged)."""
         t = self._now(now)
         skipped = list(row.skipped_channels)
         if user.known and not user.subscribed:
@@ -587,13 +753,16 @@ class OutboxSender:
             try:
                 msgid = await self._send(channel, row, user, t)
             except _Retry as r:
+                if channel == SUBSCRIBE:
+                    await self._release_consent(row)
                 return self._retry_outcome(row, t, skipped, r)
             except _Fail as f:
+                self._log_failed(row, f.reason)
                 return Outcome(row.id, "failed", row.attempts + 1, row.due_at, channel=channel,
                                skipped_channels=skipped, last_error=f.reason)
-            except (OutOfWindow, OverQuota) as e:
+            except _Skip as e:
                 skipped.append(channel)
-                notes.append(_reason(channel, e))
+                notes.append(e.reason)
                 continue
             return Outcome(row.id, "sent", row.attempts + 1, row.due_at, channel=channel, skipped_channels=skipped,
                            sent_at=self._now(now), wechat_msgid=msgid)
@@ -601,21 +770,50 @@ class OutboxSender:
         if notes:
             why += f" ({'; '.join(notes)})"
         elif not self.templates.has(row.purpose):
-            why += f" (no template for {row.purpose}, no kefu window, no phone for SMS)"
+            why += f" (no template for {row.purpose}, no 订阅通知 consent, no kefu window, no phone for SMS)"
+        elif not template_allowed(row.purpose, row.payload):
+            why += (f" (a template message is not allowed for {row.purpose}: nobody asked for it; no 订阅通知 "
+                    "consent, no kefu window, no phone for SMS)")
+        self._log_failed(row, why)
         return Outcome(row.id, "failed", row.attempts + (1 if notes else 0), row.due_at,
                        skipped_channels=skipped, last_error=why)
 
     def _retry_outcome(self, row: ClaimedRow, now: datetime, skipped: list[str], r: _Retry) -> Outcome:
         attempts = row.attempts + (1 if r.counts else 0)
         if r.counts and attempts >= self.cfg.max_attempts:
-            return Outcome(row.id, "failed", attempts, row.due_at, skipped_channels=skipped,
-                           last_error=f"gave up after {attempts} attempts: {r.reason}")
+            why = f"gave up after {attempts} attempts: {r.reason}"
+            self._log_failed(row, why)
+            return Outcome(row.id, "failed", attempts, row.due_at, skipped_channels=skipped, last_error=why)
         delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** max(attempts - 1, 0))
         delay = self.rng.uniform(delay / 2, delay)  # "equal jitter": spread retries, keep a floor
         due = now + timedelta(seconds=delay)
         if r.not_before is not None and r.not_before > due:
             due = r.not_before
         return Outcome(row.id, "pending", attempts, due, skipped_channels=skipped, last_error=r.reason)
+
+    def _log_failed(self, row: ClaimedRow, reason: str) -> None:
+        """Every push that ends ``failed`` is logged once, with its reason and never its text."""
+        hint = ""
+        if "40003" in reason:
+            hint = (" — WeChat does not know this openid for this account (the fake WeChat API takes ids of "
+                    "16-64 letters, digits, _ or -; `vetbot serve --with-fake-wechat` also takes the demo's "
+                    "short ids)")
+        log.warning("push %d (%s) to %s failed: %s%s", row.id, row.purpose, _mask(row.openid), reason, hint)
+
+    async def _release_consent(self, row: ClaimedRow) -> None:
+        sub = self.templates.subscribe_spec(row.purpose)
+        cached = self._consent_cache.get(sub.template_id) if sub is not None else None
+        if sub is not None and (cached is None or cached[1].get(row.openid) != consent.LONG_TERM):
+            try:
+                await consent.release(self.db, row.openid, sub.template_id)
+            except Exception as e:  # the retry will simply find one notice less
+                log.warning("could not give back a 订阅通知 consent: %s", type(e).__name__)
+
+    def _full_text_link(self, row: ClaimedRow) -> str | None:
+        """A signed link to the push's whole text (/msg/…), for pushes without a page of their own."""
+        if not row.payload.get("text"):
+            return None
+        return sign_link(self.config, "/msg/{token}", FULL_TEXT_LINK_TTL_S, k="msg", o=row.id, u=row.openid)
 
     # -- channels -------------------------------------------------------------------------------
     async def _send(self, channel: str, row: ClaimedRow, user: UserState, now: datetime) -> int | None:
@@ -631,16 +829,41 @@ class OutboxSender:
             if channel == KEFU:
                 await self.client.send_custom_text(row.openid, _kefu_text(row.payload))
                 return None
+            if channel == SUBSCRIBE:
+                r = self.templates.render_subscribe(row.purpose, row.payload, row.created_at)
+                # No page of its own (a late reply): link the whole text, which the fields cannot hold.
+                result = await self.client.send_subscribe(row.openid, r.template_id, r.data,
+                                                          r.url or self._full_text_link(row))
+                msgid = result.get("msgid")
+                return int(msgid) if isinstance(msgid, int) else None
             if channel == TEMPLATE:
-                template_id, data, url = self.templates.render(row.purpose, row.payload, row.created_at)
-                return await self.client.send_template(row.openid, template_id, data, url)
+                r = self.templates.render(row.purpose, row.payload, row.created_at)
+                return await self.client.send_template(row.openid, r.template_id, r.data,
+                                                       r.url or self._full_text_link(row))
             assert self.sms is not None and user.phone
             await self.sms.send(user.phone, _sms_text(row.payload), key=row.idempotency_key,
                                 extra={**TemplateRenderer.values(row.payload, row.purpose, row.created_at,
                                                                  self.templates.tz), "purpose": row.purpose})
             return None
-        except (OutOfWindow, OverQuota):
-            raise
+        except (OutOfWindow, OverQuota) as e:
+            raise _Skip(_reason(channel, e)) from None
+        except NoConsent as e:
+            sub = self.templates.subscribe_spec(row.purpose)
+            if sub is not None:  # our record said yes, WeChat says no: believe WeChat from now on
+                await consent.refused(self.db, row.openid, sub.template_id, now)
+                cached = self._consent_cache.get(sub.template_id)
+                if cached is not None:
+                    cached[1].pop(row.openid, None)
+            raise _Skip(_reason(channel, e)) from None
+        except (InvalidArgument, InvalidTemplate) as e:
+            # The configuration, not the person: say so loudly (once), and still reach the person.
+            key = (row.purpose, f"{channel}:{e.errcode}")
+            if key not in self._config_errors:
+                self._config_errors.add(key)
+                log.error("templates.%s: WeChat refused the %s: %s (fix templates.%s in the config; "
+                          "`vetbot templates preview %s` shows what is sent)", row.purpose, channel,
+                          _reason(channel, e), row.purpose, row.purpose)
+            raise _Skip(_reason(channel, e)) from None
         except RateLimited as e:
             until = now + timedelta(seconds=max(e.retry_after, 1.0))
             self._paused[path] = (until, _reason(channel, e))
@@ -658,6 +881,18 @@ class OutboxSender:
             if e.transient:
                 raise _Retry(_reason(channel, e)) from None
             raise _Fail(_reason(channel, e)) from None
+
+
+def template_allowed(purpose: str, payload: Mapping[str, Any]) -> bool:
+    """Whether WeChat's rules let a push of ``purpose`` go out as a template message (see TEMPLATE_BASIS)."""
+    data = payload.get("data")
+    basis = data.get("template_basis") if isinstance(data, Mapping) else None
+    return (basis or TEMPLATE_BASIS.get(purpose, UNREQUESTED)) in (WARNING, REQUESTED)
+
+
+def _mask(openid: str) -> str:
+    """Enough of an openid to find the row, not enough to be one (logs are read by more people)."""
+    return openid[:6] + "…" if len(openid) > 8 else "…"
 
 
 def _kefu_text(payload: Mapping[str, Any]) -> str:

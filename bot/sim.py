@@ -53,6 +53,36 @@ def event_xml(openid: str, event: str, key: str | None = None, *, to: str = "gh_
     return "".join(parts)
 
 
+def voice_xml(openid: str, media_id: str, *, fmt: str = "amr", recognition: str | None = None,
+              to: str = "gh_vetbot", msg_id: int | None = None, create_time: int | None = None) -> str:
+    """A voice message; ``recognition`` is WeChat's own transcript (absent for many accounts today)."""
+    rec = "" if recognition is None else f"<Recognition><![CDATA[{recognition}]]></Recognition>"
+    return (
+        f"<xml><ToUserName><![CDATA[{to}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+        f"<CreateTime>{create_time or int(time.time())}</CreateTime><MsgType><![CDATA[voice]]></MsgType>"
+        f"<MediaId><![CDATA[{media_id}]]></MediaId><Format><![CDATA[{fmt}]]></Format>{rec}"
+        f"<MsgId>{msg_id or next(_msgid)}</MsgId></xml>"
+    )
+
+
+#: The wrapper element of each 订阅通知 event, as WeChat sends it.
+SUBSCRIBE_EVENT_TAGS = {"subscribe_msg_popup_event": "SubscribeMsgPopupEvent",
+                        "subscribe_msg_change_event": "SubscribeMsgChangeEvent",
+                        "subscribe_msg_sent_event": "SubscribeMsgSentEvent"}
+
+
+def subscribe_event_xml(openid: str, event: str, items: list[dict[str, Any]], *, to: str = "gh_vetbot",
+                        create_time: int | None = None) -> str:
+    """A 订阅通知 event: ``items`` are the ``<List>`` entries (``TemplateId``, ``SubscribeStatusString``,
+    ``PopupScene`` / ``MsgID``, ``ErrorCode``, ``ErrorStatus``), as in the official samples."""
+    tag = SUBSCRIBE_EVENT_TAGS[event]
+    lists = "".join("<List>" + "".join(f"<{k}><![CDATA[{v}]]></{k}>" if not str(v).isdigit() else f"<{k}>{v}</{k}>"
+                                       for k, v in item.items()) + "</List>" for item in items)
+    return (f"<xml><ToUserName><![CDATA[{to}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+            f"<CreateTime>{create_time or int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+            f"<Event><![CDATA[{event}]]></Event><{tag}>{lists}</{tag}></xml>")
+
+
 @dataclass
 class Signed:
     """A callback ready to POST: query parameters and body."""

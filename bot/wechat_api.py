@@ -24,6 +24,9 @@ class                      errcode                      transient
 :class:`Unfollowed`        43004                        no
 :class:`InvalidOpenid`     40003                        no
 :class:`IPNotWhitelisted`  40164                        no
+:class:`NoConsent`         43101                        no
+:class:`InvalidArgument`   47003                        no
+:class:`InvalidTemplate`   40037                        no
 :class:`WeChatError`       any other non-zero errcode   no
 :class:`WeChatTransportError`  timeout, HTTP 5xx, dropped connection, non-JSON body  yes
 =========================  ===========================  =========
@@ -35,15 +38,20 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 
 __all__ = [
     "WECHAT_API_BASE",
     "IPNotWhitelisted",
+    "InvalidArgument",
     "InvalidOpenid",
+    "InvalidTemplate",
+    "Media",
     "MemoryTokenStore",
+    "NoConsent",
     "OutOfWindow",
     "OverQuota",
     "RateLimited",
@@ -62,6 +70,7 @@ __all__ = [
 WECHAT_API_BASE = "https://api.weixin.qq.com"
 
 _BEIJING = 8 * 3600
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -147,6 +156,24 @@ class IPNotWhitelisted(WeChatError):
     codes = frozenset({40164})
 
 
+class NoConsent(WeChatError):
+    """43101: a 订阅通知 the person gave no consent for (never, turned off, or a one-time consent used up)."""
+
+    codes = frozenset({43101})
+
+
+class InvalidArgument(WeChatError):
+    """47003: a template / 订阅通知 value breaks its keyword type's rule (errmsg names the field)."""
+
+    codes = frozenset({47003})
+
+
+class InvalidTemplate(WeChatError):
+    """40037: the template id is not one of the account's templates."""
+
+    codes = frozenset({40037})
+
+
 class WeChatTransportError(WeChatError):
     """No usable WeChat answer: timeout, HTTP 5xx, dropped connection or a body that is not JSON.
 
@@ -177,7 +204,7 @@ def _rebuild_transport_error(message: str, path: str, status: int | None) -> WeC
 _CLASSES: dict[int, type[WeChatError]] = {
     code: cls
     for cls in (TokenInvalid, OutOfWindow, OverQuota, RateLimited, SystemBusy, Unfollowed, InvalidOpenid,
-                IPNotWhitelisted)
+                IPNotWhitelisted, NoConsent, InvalidArgument, InvalidTemplate)
     for code in cls.codes
 }
 
@@ -441,6 +468,23 @@ class WeChatClient:
         return await self._remember(token)
 
     # -- generic call ---------------------------------------------------------------------------
+    async def _with_token(self, path: str, call: Callable[[str], Awaitable[_T]]) -> _T:
+        """Run ``call(token)``; a token error refreshes once through the store and retries once."""
+        token = await self.access_token()
+        for attempt in (1, 2):
+            try:
+                return await call(token)
+            except TokenInvalid as exc:
+                if attempt == 2:
+                    raise TokenInvalid(
+                        exc.errcode,
+                        f"{exc.errmsg} (still refused after one token refresh: check that no other "
+                        f"system refreshes this account's token and that appid/secret are right)",
+                        path,
+                    ) from None
+                token = await self._recover_token(token)
+        raise AssertionError("unreachable")
+
     async def request(
         self,
         method: str,
@@ -454,21 +498,56 @@ class WeChatClient:
         A token error triggers one refresh through the store and one retry; a second token error
         raises :class:`TokenInvalid`. All other errors are raised as they come.
         """
-        token = await self.access_token()
-        for attempt in (1, 2):
+
+        async def call(token: str) -> dict[str, Any]:
             query = {**(params or {}), "access_token": token}
+            return await self._http(method, path, params=query, body=json_body, secret_values=(token,))
+
+        return await self._with_token(path, call)
+
+    async def download(self, path: str, params: Mapping[str, str], *, max_bytes: int = 10_000_000) -> Media:
+        """GET a file API (``media/get``): the bytes, or the mapped error when WeChat answers JSON.
+
+        Bodies over ``max_bytes`` are refused (:class:`WeChatTransportError`, not transient) without
+        reading them whole."""
+
+        async def call(token: str) -> Media:
+            query = {**params, "access_token": token}
             try:
-                return await self._http(method, path, params=query, body=json_body, secret_values=(token,))
-            except TokenInvalid as exc:
-                if attempt == 2:
-                    raise TokenInvalid(
-                        exc.errcode,
-                        f"{exc.errmsg} (still refused after one token refresh: check that no other "
-                        f"system refreshes this account's token and that appid/secret are right)",
-                        path,
-                    ) from None
-                token = await self._recover_token(token)
-        raise AssertionError("unreachable")
+                async with self._get_session().get(self.base_url + path, params=query,
+                                                   timeout=self._timeout) as resp:
+                    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    length = resp.content_length
+                    if length is not None and length > max_bytes:
+                        raise WeChatTransportError(f"file of {length} bytes is over {max_bytes}", path, status=413)
+                    raw = await resp.content.read(max_bytes + 1)
+                    status = resp.status
+                    disposition = resp.headers.get("Content-Disposition", "")
+            except TimeoutError:
+                raise WeChatTransportError(f"no answer within {self.timeout:g} s", path) from None
+            except aiohttp.ClientError as exc:
+                raise WeChatTransportError(_redact(f"{type(exc).__name__}: {exc}", (token,)), path) from None
+            if status >= 500:
+                raise WeChatTransportError(f"HTTP {status}", path, status=status)
+            if len(raw) > max_bytes:
+                raise WeChatTransportError(f"file is over {max_bytes} bytes", path, status=413)
+            if ctype in ("application/json", "text/plain", "text/html", "") and raw.lstrip()[:1] == b"{":
+                # Errors come back as JSON (often labelled text/plain): map them like any call.
+                try:
+                    decoded = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    decoded = None
+                if isinstance(decoded, dict):
+                    check_response(decoded, path, now=self._clock())
+                    raise WeChatTransportError("expected a file, got a JSON answer", path, status=status)
+            if status != 200:
+                raise WeChatTransportError(f"HTTP {status}", path, status=status)
+            name = ""
+            if "filename=" in disposition:
+                name = disposition.split("filename=", 1)[1].strip().strip('"')
+            return Media(raw, ctype or "application/octet-stream", name)
+
+        return await self._with_token(path, call)
 
     # -- messages -------------------------------------------------------------------------------
     async def send_custom(self, openid: str, msgtype: str, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -507,7 +586,13 @@ class WeChatClient:
     async def send_subscribe(
         self, openid: str, template_id: str, data: Mapping[str, Any], page: str | None = None
     ) -> dict[str, Any]:
-        """Send a subscription notice (``/cgi-bin/message/subscribe/bizsend``); ``page`` is the link."""
+        """Send a 订阅通知 (``/cgi-bin/message/subscribe/bizsend``): ``{touser, template_id, page, data}``.
+
+        ``page`` is the https URL the notice opens (for a 公众号 it is a web page; mini-program links
+        would go in ``miniprogram``); ``data`` maps keyword fields to values (``{"thing1": "…"}``, wrapped
+        as ``{"value": …}``). :class:`NoConsent` (43101) when the person gave no consent or a one-time
+        consent is used up; :class:`InvalidArgument` (47003) when a value breaks its type's rule.
+        """
         body: dict[str, Any] = {"touser": openid, "template_id": template_id, "data": _wrap_values(data)}
         if page:
             body["page"] = page
@@ -531,6 +616,30 @@ class WeChatClient:
     async def user_info(self, openid: str, lang: str = "zh_CN") -> dict[str, Any]:
         """A follower's basic information (``subscribe`` is 0 once the user unfollowed)."""
         return await self.request("GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang})
+
+    async def get_media(self, media_id: str, *, max_bytes: int = 10_000_000) -> Media:
+        """Download a temporary media file (``GET /cgi-bin/media/get?media_id=``): a voice message's
+        AMR/Speex audio, for one. 40007 (invalid media_id) when it is unknown or older than 3 days."""
+        return await self.download("/cgi-bin/media/get", {"media_id": media_id}, max_bytes=max_bytes)
+
+    async def jsapi_ticket(self) -> tuple[str, int]:
+        """A JS-SDK ticket (``GET /cgi-bin/ticket/getticket?type=jsapi``): ``(ticket, expires_in)``.
+
+        Valid 7200 s and limited per day: share it (:class:`bot.jssdk.JsSdk` keeps it in the database)."""
+        data = await self.request("GET", "/cgi-bin/ticket/getticket", params={"type": "jsapi"})
+        ticket, expires_in = data.get("ticket"), data.get("expires_in")
+        if not isinstance(ticket, str) or not ticket or not isinstance(expires_in, int | float):
+            raise WeChatTransportError("ticket answer without ticket/expires_in", "/cgi-bin/ticket/getticket")
+        return ticket, int(expires_in)
+
+
+@dataclass(frozen=True)
+class Media:
+    """A downloaded media file."""
+
+    content: bytes
+    content_type: str
+    filename: str = ""
 
 
 def _wrap_values(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ A flow never sees aiohttp or the WeChat client. Example::
         async def prompt(self, ctx: Context, step: str) -> None:
             ctx.say("您怎么称呼？")
 
-Scheduled work registers with :func:`tick`; QR-scene handlers with :func:`on_scene`; start-up
+Scheduled work registers with :func:`tick`; QR-scene handlers with :func:`on_scene`; handlers of
+WeChat events the dispatcher has no rule for (订阅通知 choices …) with :func:`on_event`; start-up
 work (loading a knowledge base) with :func:`on_startup`; a message that must be read before the open
 numbered menu and the active flow (an open call-up's answer) with :func:`before_route`.
 """
@@ -271,6 +272,8 @@ StartupFn = Callable[[Services], Awaitable[None]]
 _STARTUP: list[StartupFn] = []
 BeforeRouteFn = Callable[[Context], Awaitable[bool]]
 _BEFORE_ROUTE: dict[str, BeforeRouteFn] = {}
+EventFn = Callable[[Context], Awaitable[None]]
+_EVENTS: dict[str, EventFn] = {}
 
 
 def flow(cls: FlowFactory) -> FlowFactory:
@@ -300,6 +303,18 @@ def on_scene(prefix: str) -> Callable[[SceneFn], SceneFn]:
 
     def deco(fn: SceneFn) -> SceneFn:
         _SCENES[prefix] = fn
+        return fn
+
+    return deco
+
+
+def on_event(event: str) -> Callable[[EventFn], EventFn]:
+    """Handle a WeChat event the dispatcher has no rule of its own for (``event`` lower-case, e.g.
+    ``subscribe_msg_popup_event``). The handler runs inside the turn's transaction; it reads
+    ``ctx.inbound.extra`` and may ``ctx.say`` a reply."""
+
+    def deco(fn: EventFn) -> EventFn:
+        _EVENTS[event.lower()] = fn
         return fn
 
     return deco
@@ -358,3 +373,7 @@ def scenes() -> dict[str, SceneFn]:
 
 def startup_hooks() -> list[StartupFn]:
     return list(_STARTUP)
+
+
+def event_handlers() -> dict[str, EventFn]:
+    return dict(_EVENTS)

@@ -195,7 +195,7 @@ async def test_user_state_follow_window_quota_and_subscribe(http, fake, token):
     gone, quiet, counted, refused = fake_openid(10), fake_openid(11), fake_openid(12), fake_openid(13)
     await post(http, fake, "/__fake__/users", {
         gone: {"followed": False}, quiet: {"kefu_window": False}, counted: {"kefu_quota": 1},
-        refused: {"accept_subscribe": False},
+        refused: {"accept_subscribe": False}, USER: {"subscribe": {"SUB": "accept"}},
     })
     q = {"access_token": token}
 
@@ -300,7 +300,7 @@ async def test_wrong_method_and_unknown_api(http, fake, token):
 
 
 async def test_calls_are_recorded_as_sent(http, fake, token):
-    raw = json.dumps({"touser": USER, "template_id": "T", "data": {"k": {"value": "紧急集结"}}},
+    raw = json.dumps({"touser": USER, "template_id": "T", "data": {"thing1": {"value": "紧急集结"}}},
                      ensure_ascii=False).encode()
     async with http.post(fake.base_url + "/cgi-bin/message/template/send", data=raw,
                          params={"access_token": token}) as resp:
@@ -415,3 +415,139 @@ def test_cli_registration():
     assert defaults.port == 8081 and defaults.latency_ms == 0
 
 
+
+
+# -- WeChat's template rules of today, 订阅通知, media, JS-SDK ----------------------------------------------
+
+TEMPLATES = {
+    "TPL_CALLUP": {"type": "template", "title": "应急集结通知",
+                   "fields": {"thing1": "集结事项", "thing2": "集合地点", "time3": "集合时间"}},
+    "SUB_CALLUP": {"type": "subscribe", "title": "应急集结通知", "kind": "long_term",
+                   "fields": {"thing1": "集结事项", "time2": "集合时间"}},
+    "SUB_ONCE": {"type": "subscribe", "title": "岗位推荐", "kind": "one_time", "fields": {"thing1": "岗位"}},
+}
+
+
+def values(**kw: str) -> dict[str, dict[str, str]]:
+    return {k: {"value": v} for k, v in kw.items()}
+
+
+async def send(http, fake, token, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = await post(http, fake, path, body, {"access_token": token})
+    return out, fake.state.calls[-1]
+
+
+async def test_template_messages_are_recorded_as_wechat_shows_them(http, fake, token):
+    await post(http, fake, "/__fake__/templates", TEMPLATES)
+    out, call = await send(http, fake, token, "/cgi-bin/message/template/send", {
+        "touser": USER, "template_id": "TPL_CALLUP", "url": "https://example.org/r/1",
+        "data": {"first": {"value": "您有新的集结任务"}, "remark": {"value": "请点击回复：到 / 晚到 / 不能到"},
+                 **values(thing1="【应急集结】城南河段防汛抢险（第二批）请立即出发", thing2="城南水文站\n东侧🙂", time3="7月1日 21:30")}})
+    assert out["errcode"] == 0  # first/remark and long values are accepted…
+    r = call["rendered"]
+    assert r["title"] == "应急集结通知" and r["url"] == "https://example.org/r/1"
+    # …but not shown: no first/remark, 20 characters with …, no line breaks, no emoji.
+    assert r["fields"] == [
+        {"name": "thing1", "label": "集结事项", "value": "【应急集结】城南河段防汛抢险（第二批）…"},
+        {"name": "thing2", "label": "集合地点", "value": "城南水文站 东侧"},
+        {"name": "time3", "label": "集合时间", "value": "7月1日 21:30"}]
+    assert r["hidden"] == ["first", "remark"]
+
+
+@pytest.mark.parametrize(("data", "errcode"), [
+    (values(time3="明天晚上"), 47003),                 # not a time
+    (values(time3="2026-07-01"), 47003),               # a date is not a time
+    (values(phrase1="正在路上了吗"), 47003),           # a phrase: at most 5 Chinese characters
+    (values(phrase1="OK"), 47003),
+    (values(number1="12a"), 47003),
+    (values(remark5="跟进"), 47003),                   # no such keyword type in a category template
+    (values(time3="2026年7月1日 21:30"), 0),
+    (values(time3="21:30"), 0),
+    (values(time3="7月1日 21:30~22:00"), 0),
+    (values(thing1="x" * 40), 0),                     # a long thing is cut on display, not refused
+])
+async def test_template_values_wechat_refuses(http, fake, token, data, errcode):
+    out, call = await send(http, fake, token, "/cgi-bin/message/template/send",
+                           {"touser": USER, "template_id": "ANY", "data": data})
+    assert out["errcode"] == errcode
+    if errcode:
+        assert out["errmsg"].startswith(f"argument invalid! data.{next(iter(data))}.value")
+        assert "rendered" not in call
+
+
+async def test_unknown_template_ids_once_the_account_has_templates(http, fake, token):
+    ok = {"touser": USER, "template_id": "ANYTHING", "data": values(thing1="x")}
+    assert (await send(http, fake, token, "/cgi-bin/message/template/send", ok))[0]["errcode"] == 0  # a fresh fake
+    await post(http, fake, "/__fake__/templates", TEMPLATES)
+    assert (await send(http, fake, token, "/cgi-bin/message/template/send", ok))[0]["errcode"] == 40037
+    # A 订阅通知 id is not a template message id, nor the other way round.
+    wrong = {**ok, "template_id": "SUB_CALLUP"}
+    assert (await send(http, fake, token, "/cgi-bin/message/template/send", wrong))[0]["errcode"] == 40037
+    wrong = {**ok, "template_id": "TPL_CALLUP"}
+    assert (await send(http, fake, token, "/cgi-bin/message/subscribe/bizsend", wrong))[0]["errcode"] == 40037
+    assert (await get(http, fake, "/__fake__/templates"))["templates"]["SUB_ONCE"]["kind"] == "one_time"
+
+
+async def test_bizsend_needs_consent_and_valid_values(http, fake, token):
+    await post(http, fake, "/__fake__/templates", TEMPLATES)
+    path = "/cgi-bin/message/subscribe/bizsend"
+    body = {"touser": USER, "template_id": "SUB_CALLUP", "page": "https://example.org/r/1",
+            "data": values(thing1="城南河段防汛", time2="7月1日 21:30")}
+    assert (await send(http, fake, token, path, body))[0]["errcode"] == 43101  # never asked
+    answer = await post(http, fake, "/__fake__/subscribe",
+                        {"openid": USER, "templates": {"SUB_CALLUP": "accept", "SUB_ONCE": "accept"}, "scene": 1})
+    # The event WeChat sends the bot, in the official format.
+    assert "<Event><![CDATA[subscribe_msg_popup_event]]></Event>" in answer["xml"]
+    assert "<SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString>" in answer["xml"]
+    out, call = await send(http, fake, token, path, body)
+    assert out["errcode"] == 0 and call["rendered"]["fields"][0] == {"name": "thing1", "label": "集结事项",
+                                                                       "value": "城南河段防汛"}
+    assert (await send(http, fake, token, path, body))[0]["errcode"] == 0  # long-term: again
+    once = {"touser": USER, "template_id": "SUB_ONCE", "data": values(thing1="保安")}
+    assert (await send(http, fake, token, path, once))[0]["errcode"] == 0
+    assert (await send(http, fake, token, path, once))[0]["errcode"] == 43101  # one-time: used up
+    # 订阅通知 refuses what a template message would only cut.
+    long = {**body, "data": values(thing1="城南水文站东侧二号堤坝北端集合点沿河堤路进入", time2="7月1日 21:30")}
+    out, _ = await send(http, fake, token, path, long)
+    assert out["errcode"] == 47003 and "data.thing1.value" in out["errmsg"]
+    for bad in ({**body, "page": "javascript:alert(1)"}, {**body, "data": {}}, {**body, "data": values(first="x")}):
+        assert (await send(http, fake, token, path, bad))[0]["errcode"] in (47001, 47003)
+    assert (await send(http, fake, token, path, {**body, "touser": "张三"}))[0]["errcode"] == 40003
+    # Turned off in WeChat's settings: refused again.
+    await post(http, fake, "/__fake__/subscribe", {"openid": USER, "templates": {"SUB_CALLUP": "reject"},
+                                                   "event": "change"})
+    assert (await send(http, fake, token, path, body))[0]["errcode"] == 43101
+    consents = (await get(http, fake, "/__fake__/subscribe"))["consents"]
+    assert {(c["template_id"], c["status"]) for c in consents} == {("SUB_CALLUP", "reject"), ("SUB_ONCE", "accept")}
+
+
+async def test_jsapi_ticket_is_kept_and_renewed_like_a_token(http, fake, token, tclock):
+    from bot.jssdk import signature
+
+    q = {"access_token": token}
+    first = await get(http, fake, "/cgi-bin/ticket/getticket", {**q, "type": "jsapi"})
+    assert first["errcode"] == 0 and first["expires_in"] == 7200 and first["ticket"]
+    again = await get(http, fake, "/cgi-bin/ticket/getticket", {**q, "type": "jsapi"})
+    assert again["ticket"] == first["ticket"]
+    assert (await get(http, fake, "/cgi-bin/ticket/getticket", {**q, "type": "nope"}))["errcode"] == 40097
+    url = "https://vet.example.gov.cn/notices/abc?x=1"
+    sig = signature(first["ticket"], "n0nce", 1775000000, url)
+    verify = {"url": url + "#frag", "nonceStr": "n0nce", "timestamp": 1775000000, "signature": sig}
+    assert await post(http, fake, "/__fake__/jssdk/verify", verify) == {"ok": True, "reason": None}
+    assert (await post(http, fake, "/__fake__/jssdk/verify", {**verify, "nonceStr": "other"}))["ok"] is False
+    tclock.advance(7200 - 299)
+    renewed = await get(http, fake, "/cgi-bin/ticket/getticket", {**q, "type": "jsapi"})
+    assert renewed["ticket"] != first["ticket"]
+
+
+async def test_demo_openid_rule_takes_the_readmes_ids_but_not_names_or_phones(http, fake, token):
+    body = {"template_id": "T", "data": values(thing1="通知")}
+    for openid in ("my_openid", "staff_demo", "u_veteran_1", "chat_user"):
+        assert (await template(http, fake, token, touser=openid, data=body["data"]))["errcode"] == 40003
+    await post(http, fake, "/__fake__/config", {"openid_rule": "demo"})
+    for openid in ("my_openid", "staff_demo", "u_veteran_1", "chat_user", USER):
+        assert (await template(http, fake, token, touser=openid, data=body["data"]))["errcode"] == 0
+    for openid in ("张三", "13800138000", "", "a b", "x" * 65):
+        assert (await template(http, fake, token, touser=openid, data=body["data"]))["errcode"] == 40003
+    resp = await http.post(fake.base_url + "/__fake__/config", json={"openid_rule": "lenient"})
+    assert resp.status == 400

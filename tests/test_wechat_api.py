@@ -14,9 +14,12 @@ import pytest
 
 from bot.fake_wechat import FakeWeChatServer, fake_openid
 from bot.wechat_api import (
+    InvalidArgument,
     InvalidOpenid,
+    InvalidTemplate,
     IPNotWhitelisted,
     MemoryTokenStore,
+    NoConsent,
     OutOfWindow,
     OverQuota,
     RateLimited,
@@ -166,7 +169,7 @@ async def test_expired_token_on_the_server_recovers(fake, store, tclock):
         await c.access_token()
         tclock.advance(7300)  # expired on the platform; 400 s left by the client's clock
         lagging.advance(6800)
-        await c.send_template(USER, "T", {"a": "b"})
+        await c.send_template(USER, "T", {"thing1": "b"})
         assert [x["errcode"] for x in calls(fake, TEMPLATE)] == [42001, 0]
 
 
@@ -175,7 +178,7 @@ async def test_two_clients_share_one_token_under_concurrency(fake, store, tclock
     b = WeChatClient(fake.base_url, APPID, SECRET, store, clock=tclock)
     try:
         results = await asyncio.gather(*(
-            (a if i % 2 else b).send_template(fake_openid(i), "T", {"k": str(i)}) for i in range(20)
+            (a if i % 2 else b).send_template(fake_openid(i), "T", {"thing1": str(i)}) for i in range(20)
         ))
         assert len(set(results)) == 20
         assert len(calls(fake, STABLE)) == 1
@@ -250,14 +253,16 @@ async def test_token_endpoint_errors_are_mapped(fake, tclock):
     (43004, Unfollowed, False),
     (40003, InvalidOpenid, False),
     (40164, IPNotWhitelisted, False),
-    (40037, WeChatError, False),
+    (40037, InvalidTemplate, False),
+    (43101, NoConsent, False),
+    (47003, InvalidArgument, False),
     (45065, WeChatError, False),
 ])
 async def test_fault_errcodes_map_to_typed_errors(client, fake, errcode, cls, transient):
     # Token errors are answered twice so that the retry fails as well.
     await fault(fake, path=TEMPLATE, errcode=errcode, count=2)
     with pytest.raises(WeChatError) as info:
-        await client.send_template(USER, "T", {"a": "b"})
+        await client.send_template(USER, "T", {"thing1": "b"})
     err = info.value
     assert type(err) is cls and err.errcode == errcode and err.transient is transient
     assert err.path == TEMPLATE and err.errmsg
@@ -278,16 +283,16 @@ async def test_out_of_window_and_unfollowed_from_user_state(client, fake):
         await client.send_custom_text(quiet, "您好")
     assert info.value.errcode == 45015 and info.value.transient is False
     with pytest.raises(Unfollowed) as info2:
-        await client.send_template(gone, "T", {"a": "b"})
+        await client.send_template(gone, "T", {"thing1": "b"})
     assert info2.value.errcode == 43004 and not info2.value.transient
     with pytest.raises(InvalidOpenid):
-        await client.send_template("张三", "T", {"a": "b"})
+        await client.send_template("张三", "T", {"thing1": "b"})
 
 
 async def test_http_502_is_a_transient_transport_error(client, fake):
     await fault(fake, path=TEMPLATE, status=502)
     with pytest.raises(WeChatTransportError) as info:
-        await client.send_template(USER, "T", {"a": "b"})
+        await client.send_template(USER, "T", {"thing1": "b"})
     assert info.value.transient and info.value.status == 502 and info.value.errcode is None
     assert isinstance(info.value, WeChatError)
     assert len(calls(fake, TEMPLATE)) == 1  # no retry inside the client
@@ -297,7 +302,7 @@ async def test_dropped_connection_is_a_transport_error(client, fake):
     await client.access_token()
     await fault(fake, path=TEMPLATE, drop=True)
     with pytest.raises(WeChatTransportError) as info:
-        await client.send_template(USER, "T", {"a": "b"})
+        await client.send_template(USER, "T", {"thing1": "b"})
     assert info.value.transient
     assert client.token_store is not None and (await client.token_store.load())[0] not in str(info.value)
 
@@ -307,7 +312,7 @@ async def test_delay_beyond_timeout_is_a_transport_error(fake, store, tclock):
         await c.access_token()
         await fault(fake, path=TEMPLATE, delay_ms=2000)
         with pytest.raises(WeChatTransportError) as info:
-            await c.send_template(USER, "T", {"a": "b"})
+            await c.send_template(USER, "T", {"thing1": "b"})
         assert info.value.transient and "0.1 s" in str(info.value)
 
 
@@ -316,7 +321,7 @@ async def test_delay_beyond_timeout_is_a_transport_error(fake, store, tclock):
 async def test_non_json_or_odd_bodies_are_transport_errors(client, fake, body, status):
     await fault(fake, path=TEMPLATE, body=body, status=status)
     with pytest.raises(WeChatTransportError) as info:
-        await client.send_template(USER, "T", {"a": "b"})
+        await client.send_template(USER, "T", {"thing1": "b"})
     assert info.value.transient is (status != 404)
 
 
@@ -343,6 +348,7 @@ async def test_every_api_method_hits_its_endpoint(client, fake):
     art = {"title": "优待证", "description": "办理流程", "url": "https://example.org/a", "picurl": ""}
     await client.send_custom_news(USER, [art])
     await client.send_custom(USER, "image", {"media_id": "MEDIA"})
+    fake.state.subscribe_choice(USER, "SUB", "accept")
     await client.send_subscribe(USER, "SUB", {"thing1": "集结"}, page="https://example.org/p")
     mass = await client.mass_send_text("清明祭扫安排", clientmsgid="qm-2026")
     assert {"msg_id", "msg_data_id"} <= mass.keys()

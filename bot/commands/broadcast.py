@@ -1,8 +1,10 @@
 """``vetbot broadcast``: a staff notice queued as one ``broadcast`` push per matching follower.
 
 Not WeChat's mass send (4 per user per month, admin confirmation): each recipient gets a push
-through the outbox and its channel policy (kefu in the window, else the broadcast template, else
-SMS). The same notice (title, text, filters, link) queued again for the same local day is ignored,
+through the outbox and its channel policy (kefu in the window, else a 订阅通知 where the person gave
+consent, else SMS). WeChat allows a template message that nobody asked for only for fault and
+disaster warnings: ``--warning`` marks the notice as one (a 防汛 warning), which lets the broadcast
+template carry it to everyone. The same notice (title, text, filters, link) queued again for the same local day is ignored,
 so running the command twice by mistake sends nothing twice. ``--at`` schedules it: the rows wait in
 the outbox until then (recipients are the followers at queueing time; whoever unfollows before it is
 due gets nothing); the same notice at the same send time is queued once. ``vetbot outbox scheduled``
@@ -29,6 +31,7 @@ unfollowed get nothing. Delivery goes through the outbox (see `vetbot outbox sta
   vetbot broadcast -c vetbot.yaml --title 工作通知 --text "周五下午3点在局会议室开会" --role staff
   vetbot broadcast -c vetbot.yaml --title 政策宣讲 --text "…" --township 竹阳街道 --url https://…
   vetbot broadcast -c vetbot.yaml --title 清明祭扫 --text "…" --at "2026-04-04 08:00"   # later
+  vetbot broadcast -c vetbot.yaml --title 防汛预警 --text "…" --warning   # a disaster warning: template to all
   vetbot broadcast -c vetbot.yaml --title … --text … --dry-run     # only count the recipients
 """
 
@@ -38,13 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("broadcast", help="群发通知：按角色/乡镇给关注者排队推送", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config(p)
-    p.add_argument("--title", required=True, help="notice title (template 'first' line)")
+    p.add_argument("--title", required=True, help="notice title (the template's first keyword field)")
     p.add_argument("--text", required=True, help="notice text")
     p.add_argument("--role", choices=ROLES, help="only users with this role")
     p.add_argument("--township", help="only users registered in this township (exact name)")
     p.add_argument("--url", help="link opened by the template message (http/https)")
     p.add_argument("--priority", type=int, default=5, help="0 = emergency … 9 = low (default 5)")
     p.add_argument("--at", metavar="TIME", help="send at this local time, YYYY-MM-DD HH:MM (default: now)")
+    p.add_argument("--warning", action="store_true",
+                   help="a fault or disaster warning: may go out as a template message to everyone (WeChat's "
+                        "rule); without it only people in the chat window, with 订阅通知 consent or a phone get it")
     p.add_argument("--dry-run", action="store_true", help="count the recipients, queue nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_broadcast)
@@ -60,7 +66,7 @@ def notice_key(title: str, text: str, role: str | None, township: str | None, ur
 async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str | None = None,
                           township: str | None = None, url: str | None = None, priority: int = 5,
                           tz: str = "Asia/Shanghai", dry_run: bool = False,
-                          at: Any = None) -> dict[str, Any]:
+                          at: Any = None, warning: bool = False) -> dict[str, Any]:
     """Queue the notice in one transaction, due at ``at`` (naive UTC; default ``now``); returns
     recipients, queued and already-queued counts."""
     from bot.clock import fmt_local
@@ -88,7 +94,9 @@ async def queue_broadcast(db: Any, now: Any, *, title: str, text: str, role: str
             t = OutboxMessage.__table__
             await s.execute(delete(t).where(*broadcast_rows(key), t.c.status == "cancelled",
                                             t.c.last_error == CANCELLED_BY_STAFF))
-            data = {"title": title, "content": text, "time": fmt_local(when, tz)}
+            data: dict[str, Any] = {"title": title, "content": text, "time": fmt_local(when, tz)}
+            if warning:  # WeChat allows unrequested template messages for fault and disaster warnings only
+                data["template_basis"] = "warning"
             pushes = [Push(openid=o, purpose="broadcast", key=key, text=f"【{title}】{text}", data=data, url=url,
                            priority=priority, due_at=when) for o in recipients]
             queued = await enqueue(s, pushes, now)
@@ -131,7 +139,8 @@ def _broadcast(args: argparse.Namespace) -> int:
         async with database(cfg) as db:
             return await queue_broadcast(db, now, title=title, text=text, role=args.role,
                                          township=args.township, url=args.url, priority=args.priority,
-                                         tz=cfg.bot.timezone, dry_run=args.dry_run, at=at)
+                                         tz=cfg.bot.timezone, dry_run=args.dry_run, at=at,
+                                         warning=args.warning)
 
     result = run(go())
 

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-background", action="store_true",
                    help="do not run the outbox sender and scheduler in this process")
     p.add_argument("--with-fake-wechat", action="store_true",
-                   help="also run the fake WeChat API on wechat.api_base (loopback only; local use)")
+                   help="also run the fake WeChat API on wechat.api_base (loopback only; local use), with the "
+                        "config's templates and the demo's short openids")
     p.set_defaults(func=_serve)
 
     d = sub.add_parser("db", help="数据库：升级结构、查看版本", description="Database schema management (Alembic).")
@@ -108,7 +109,13 @@ def _serve(args: argparse.Namespace) -> int:
             from bot.fake_wechat import FakeWeChatServer
 
             async def fake_ctx(_: web.Application):  # type: ignore[no-untyped-def]
+                from bot.fake_wechat import templates_of
+
                 fake = await FakeWeChatServer(host=fake_at[0], port=fake_at[1], appid=cfg.wechat.appid).start()
+                # The local demo: the config's templates are the account's (others get 40037, as on the
+                # platform), and the README's short example ids (my_openid, staff_demo) are accepted.
+                fake.state.add_templates(templates_of(cfg))
+                fake.state.openid_rule = "demo"
                 print(f"fake WeChat API on {fake.base_url}", flush=True)
                 yield
                 await fake.stop()

@@ -13,8 +13,8 @@ from typing import Any
 from bot.commands.common import add_config, config_of, database, emit, run
 
 STATUS_HELP = """\
-Counts of the push queue (outbox): by status, by channel of sent pushes, by purpose, and the
-reasons of failed and cancelled pushes. 'sending' rows older than outbox.claim_timeout_s belong to
+Counts of the push queue (outbox): by status, by channel of sent pushes (kefu, subscribe = 订阅通知,
+template, sms), by purpose, and the reasons of failed and cancelled pushes. 'sending' rows older than outbox.claim_timeout_s belong to
 a sender that stopped; they are handed back automatically.
 
   vetbot outbox status -c vetbot.yaml
@@ -102,6 +102,10 @@ def _status(args: argparse.Namespace) -> int:
             return await status_counts(db, SystemClock().now(), claim_timeout_s=cfg.outbox.claim_timeout_s)
 
     data = run(go())
+    from bot.outbox import CHANNELS
+
+    # Every channel, in the order they are tried (kefu, subscribe = 订阅通知, template, sms), even at 0.
+    data["by_channel"] = {**{ch: 0 for ch in CHANNELS}, **data["by_channel"]}
     emit(data, args.json, lambda d: render_status(d, cfg.bot.timezone))
     return 0
 
@@ -121,7 +125,8 @@ def render_status(d: dict[str, Any], tz: str = "Asia/Shanghai") -> str:
     lines.append(f"  sending {s['sending']}（超时未完成 {d['sending_stale']}）  sent {s['sent']}  "
                  f"failed {s['failed']}  cancelled {s['cancelled']}")
     if d["by_channel"]:
-        lines.append("已发送渠道: " + "  ".join(f"{k} {v}" for k, v in sorted(d["by_channel"].items())))
+        lines.append("已发送渠道: " + "  ".join(f"{k} {v}" for k, v in d["by_channel"].items())
+                     + "   (kefu 客服消息 · subscribe 订阅通知 · template 模板消息 · sms 短信)")
     if d["template_delivery"]:
         lines.append("模板送达回执: " + "  ".join(f"{k} {v}" for k, v in sorted(d["template_delivery"].items())))
     if d["by_purpose"]:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
 from bot.links import LinkError, verify
+from bot.web.notices import subscribe_button
 from flows.callup import service, texts
 from flows.callup.parse import parse_eta
 from storage.callup import CLOSED, CallUp, CallUpTarget, Member
@@ -125,7 +126,8 @@ def setup(app: web.Application, runtime: Any) -> None:
                 r = service.AnswerResult(c, t.status)
                 body += f"<div class=msg>{html.escape(service.answer_message(runtime.services, c, r, t.eta_min))}</div>"
                 body += "<div class=row>如有变化，可以重新选择：</div>"
-            return _page(c.title, body + _buttons())
+            # 订阅通知 consent for call-ups, where WeChat can ask for it (bot/web/notices.py).
+            return _page(c.title, body + _buttons() + await subscribe_button(request, runtime, ["callup"]))
 
     async def answer_post(request: web.Request) -> web.Response:
         claims = _claims(request, runtime, "answer")

@@ -16,6 +16,7 @@ from aiohttp import web
 from sqlalchemy import update
 
 from bot.links import LinkError, verify
+from bot.web.notices import subscribe_button
 from flows.jobs.alerts import criteria_from_snapshot, epoch_of, posting_path
 from flows.jobs.matching import PostingView, matches, rank
 from flows.jobs.texts import deadline_text, salary_text
@@ -143,7 +144,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             return _problem(404, "岗位不存在", "这个岗位已被撤下。请在公众号回复“找工作”查看其他岗位。")
         if p.expires_at is not None and p.expires_at <= now:
             return _problem(410, "岗位已截止", f"“{p.title}”已经截止报名。请在公众号回复“找工作”查看其他在招岗位。")
-        return _page("岗位详情", _detail(p) + _manage_form(request.match_info["token"], status))
+        # 订阅通知 consent for job alerts, where WeChat can ask for it (bot/web/notices.py).
+        return _page("岗位详情", _detail(p) + _manage_form(request.match_info["token"], status)
+                     + await subscribe_button(request, runtime, ["job_alert"]))
 
     async def digest(request: web.Request) -> web.Response:
         claims = _claims(runtime, request, "jd")
@@ -193,7 +196,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         if page < pages:
             nav.append(f'<a class="btn pause" href="/jobs/d/{token}?page={page + 1}">下一页</a>')
         return _page("为您推荐的岗位", head + "".join(items) + "".join(nav)
-                     + _manage_form(request.match_info["token"], status))
+                     + _manage_form(request.match_info["token"], status)
+                     + await subscribe_button(request, runtime, ["job_alert"]))
 
     async def manage(request: web.Request) -> web.Response:
         claims = _claims(runtime, request, None)

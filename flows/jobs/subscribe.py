@@ -18,6 +18,7 @@ from flows.jobs.alerts import settings
 from flows.jobs.matching import split_words
 from flows.jobs.texts import sub_summary
 from flows.jobs.timeutil import fmt_hm, parse_hm, parse_range
+from flows.notices import offer
 from storage.jobs import (
     ACTIVE,
     CANCELLED,
@@ -340,6 +341,8 @@ class JobSubscribe(Flow):
             ctx.end()
             return
         ctx.say("订阅成功！有符合条件的新岗位会按您的设置推送。\n回复“我的订阅”可修改、暂停或退订。")
+        if line := await offer(ctx, "job_alert"):  # 订阅通知 consent is given in WeChat's popup (flows/notices.py)
+            ctx.say(line)
         ctx.step = "done"
         ctx.choose([("现在就看看符合条件的在招岗位", "browse")], footer="不看请回复“取消”。")
 

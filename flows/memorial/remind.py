@@ -19,6 +19,7 @@ from bot.clock import to_local
 from bot.text import plain_text
 from flows.api import Context, Flow, flow
 from flows.memorial.calendar import builtin_campaigns
+from flows.notices import offer
 from storage import memorial as store
 
 #: How many coming campaign days the confirmation lists.
@@ -85,6 +86,8 @@ async def remind(ctx: Context, on: bool) -> None:
                  if new else f"当天{hour}以后会给您发消息。")
     lines.append("不想要了，随时回复“取消提醒”。")
     ctx.say("\n".join(lines))
+    if line := await offer(ctx, "memorial_reminder"):  # 订阅通知 consent (flows/notices.py)
+        ctx.say(line)
 
 
 @flow

@@ -29,9 +29,11 @@ async def test_confirmation_names_the_days_and_the_tick_reminds_who_asked(db_url
             await ensure_campaign(s, code="july1-2026", title="七一·缅怀先烈", kind="custom", day=date(2026, 7, 1),
                                   starts_on=date(2026, 7, 1), ends_on=date(2026, 7, 1), now=chat.clock.now())
         reply = await chat.send("u_stays", "清明节提醒我")
-        assert reply == ("好的，已为您开启祭扫提醒。\n接下来会在这些日子提醒您：\n· 4月5日 清明节\n· 7月1日 七一·缅怀先烈\n"
-                         "当天上午8点以后，我们会给您发一条消息，请您来云端祭英烈（献花、寄语）。\n"
-                         "不想要了，随时回复“取消提醒”。")
+        confirmation, offer = (reply or "").split("\n\n")
+        assert confirmation == ("好的，已为您开启祭扫提醒。\n接下来会在这些日子提醒您：\n· 4月5日 清明节\n· 7月1日 七一·缅怀先烈\n"
+                                "当天上午8点以后，我们会给您发一条消息，请您来云端祭英烈（献花、寄语）。\n"
+                                "不想要了，随时回复“取消提醒”。")
+        assert "/notices/" in offer  # the 订阅通知 consent page (flows/notices.py), after the confirmation
         await chat.send("u_leaves", "记得提醒我")
         assert "已关闭祭扫提醒" in (await chat.send("u_leaves", "不要提醒了") or "")
         chat.clock.set(datetime(2026, 4, 5, 0, 30))  # Qingming, 08:30 in Beijing

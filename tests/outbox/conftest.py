@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from bot.clock import FakeClock
 from bot.config import Config
-from bot.fake_wechat import FakeWeChatServer, fake_openid
+from bot.fake_wechat import FakeWeChatServer, fake_openid, templates_of
 from bot.outbox import OutboxSender, build_sender
 from bot.sms import sign
 from storage.db import Database
@@ -94,7 +94,10 @@ def outbox_config(db_url: str, fake: FakeWeChatServer, **overrides: object) -> C
 
 @pytest.fixture
 def cfg(db_url: str, fake: FakeWeChatServer) -> Config:
-    return outbox_config(db_url, fake)
+    c = outbox_config(db_url, fake)
+    # The account's templates, as added in the console: any other id gets 40037 like on the platform.
+    fake.state.add_templates(templates_of(c))
+    return c
 
 
 @pytest.fixture
@@ -154,5 +157,6 @@ def calls(fake: FakeWeChatServer, path: str) -> list[dict[str, Any]]:
 
 
 KEFU_PATH = "/cgi-bin/message/custom/send"
+SUBSCRIBE_PATH = "/cgi-bin/message/subscribe/bizsend"
 TEMPLATE_PATH = "/cgi-bin/message/template/send"
 TOKEN_PATH = "/cgi-bin/stable_token"

@@ -63,8 +63,10 @@ async def test_outbox_run_once_status_and_retry(cli_env: str, db: Database, fake
     assert code == 0
     assert "推送队列 outbox: 3 条" in out and "sent 1" in out and "failed 1" in out
     assert "template 1" in out and "template: 43004 require subscribe" in out
+    assert "kefu 0  subscribe 0  template 1  sms 0" in out  # every channel, 订阅通知 included
     code, out, _ = await vetbot(capsys, "outbox", "status", "-c", CONFIG, "--json")
     data = json.loads(out)
+    assert data["by_channel"] == {"kefu": 0, "subscribe": 0, "template": 1, "sms": 0}
     assert data["by_status"]["pending"] == 1 and data["by_purpose"]["notice"]["failed"] == 1
     assert data["failure_reasons"] == [{"reason": "template: 43004 require subscribe", "count": 1}]
 
@@ -163,13 +165,29 @@ async def test_broadcast_is_delivered_as_broadcast_template(cli_env: str, db: Da
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     now = SystemClock().now()
     await add_user(db, uid(20), now, roles="staff")
-    await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "工作通知", "--text", "周五开会", "--role", "staff")
+    await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "防汛预警", "--text", "今晚有暴雨", "--role", "staff",
+                 "--warning")
     code, out, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
     assert code == 0 and "sent 1" in out
     body = calls(fake, TEMPLATE_PATH)[0]["body"]
     assert body["template_id"].startswith("TPL_BROADCAST")
-    assert body["data"]["first"]["value"] == "工作通知" and body["data"]["keyword1"]["value"] == "周五开会"
-    assert body["data"]["keyword2"]["value"]  # the local time the notice was queued
+    assert body["data"]["thing1"]["value"] == "防汛预警" and body["data"]["thing2"]["value"] == "今晚有暴雨"
+    assert body["data"]["time3"]["value"]  # the local time the notice was queued
+    assert "first" not in body["data"] and "remark" not in body["data"]
+
+
+async def test_broadcast_nobody_asked_for_gets_no_template_message(cli_env: str, db: Database,
+                                                                   fake: FakeWeChatServer,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # WeChat (since 2023-05-04): template messages a person did not trigger are for fault and disaster
+    # warnings only. A plain notice reaches people in the chat window, with 订阅通知 consent, or by SMS.
+    now = SystemClock().now()
+    await add_user(db, uid(21), now, roles="staff")
+    await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "工作通知", "--text", "周五开会", "--role", "staff")
+    code, out, _ = await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
+    assert code == 0 and "failed 1" in out and not calls(fake, TEMPLATE_PATH)
+    code, out, _ = await vetbot(capsys, "outbox", "status", "-c", CONFIG)
+    assert "a template message is not allowed for broadcast" in out
 
 
 async def test_scheduled_broadcast_waits_in_the_outbox_until_its_time(cli_env: str, db: Database,
@@ -248,7 +266,8 @@ async def test_a_scheduled_broadcast_is_listed_and_can_be_taken_back(cli_env: st
     await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, key)
 
     # A notice already sent cannot be taken back, and the command says so; unknown keys are refused.
-    code, out, _ = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "通知", "--text", "今天", "--json")
+    code, out, _ = await vetbot(capsys, "broadcast", "-c", CONFIG, "--title", "通知", "--text", "今天", "--json",
+                                "--warning")
     sent_key = json.loads(out)["key"]
     await vetbot(capsys, "outbox", "run", "-c", CONFIG, "--once")
     code, out, _ = await vetbot(capsys, "outbox", "cancel", "-c", CONFIG, sent_key, "--json")

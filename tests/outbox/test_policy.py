@@ -8,12 +8,14 @@ from datetime import timedelta
 import pytest
 
 from bot.clock import FakeClock
-from bot.config import TemplateSpec
+from bot.config import Config, TemplateSpec
 from bot.fake_wechat import FakeWeChatServer, FaultRule
 from bot.outbox import OutboxSender, TemplateRenderer, build_sender
 from storage.db import Database
+from storage.outbox import Push
 from tests.outbox.conftest import (
     KEFU_PATH,
+    SUBSCRIBE_PATH,
     TEMPLATE_PATH,
     FakeSmsGateway,
     add_user,
@@ -42,7 +44,9 @@ async def test_template_when_no_window_records_msgid_and_fields(db: Database, se
     assert len(sent) == 1 and not calls(fake, KEFU_PATH)
     body = sent[0]["body"]
     assert body["touser"] == uid(1) and body["template_id"].startswith("TPL_NOTICE")
-    assert body["data"] == {"first": {"value": "通知"}, "keyword1": {"value": "本周六上午9点在局里开会"}}
+    # Keyword fields only (WeChat shows no first/remark since 2023-05-04), the time written short.
+    assert body["data"] == {"thing1": {"value": "通知"}, "thing2": {"value": "本周六上午9点在局里开会"},
+                            "time3": {"value": "4月4日 09:00"}}
     assert body["url"] == "http://127.0.0.1:8080/p/1"
     # The gateway matches TEMPLATESENDJOBFINISH on this id.
     assert row.wechat_msgid is not None and row.wechat_msgid > 0
@@ -206,7 +210,7 @@ async def test_transient_errors_give_up_after_max_attempts(db: Database, sender:
 @pytest.mark.parametrize(("setup", "reason"), [
     ("unfollowed", "template: 43004 require subscribe"),
     ("bad_openid", "template: 40003 invalid openid"),
-    ("bad_template", "template: 40037 invalid template_id"),
+    ("bad_template", "no channel (template: 40037 invalid template_id)"),
 ])
 async def test_permanent_failures_are_recorded_at_once(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
                                                        clock: FakeClock, setup: str, reason: str) -> None:
@@ -414,21 +418,73 @@ async def test_result_of_a_reclaimed_row_is_not_written_by_the_old_owner(db: Dat
 
 
 def test_template_placeholders_missing_render_empty_and_warn_once(caplog: pytest.LogCaptureFixture) -> None:
-    r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title}", "k": "{place}：{time}",
-                                                        "bad": "{title.__class__}"}, "{url}")})
+    r = TemplateRenderer({"notice": TemplateSpec("T1", {"thing1": "{title}", "thing2": "{place}：{time}",
+                                                        "thing3": "{title.__class__}"}, "{url}")})
     with caplog.at_level(logging.WARNING, logger="vetbot.outbox"):
         for _ in range(3):
-            tid, data, url = r.render("notice", {"text": "t", "data": {"title": "标题", "time": "9点"}})
-    assert tid == "T1" and url is None
-    assert data == {"first": "标题", "k": "：9点", "bad": ""}
+            out = r.render("notice", {"text": "t", "data": {"title": "标题", "time": "9点"}})
+    assert out.template_id == "T1" and out.url is None
+    # A field left empty by a missing value is not sent at all (WeChat would refuse an empty value).
+    assert out.data == {"thing1": "标题", "thing2": "：9点"}
     warnings = [rec.getMessage() for rec in caplog.records]
-    assert len(warnings) == 2 and any("{place}" in w for w in warnings)
+    assert len(warnings) == 3 and any("{place}" in w for w in warnings)
 
 
 def test_template_bad_format_string_does_not_crash(caplog: pytest.LogCaptureFixture) -> None:
-    r = TemplateRenderer({"notice": TemplateSpec("T1", {"first": "{title"}, "")})
-    _, data, _ = r.render("notice", {"text": "x", "data": {"title": "a"}})
-    assert data == {"first": "{title"}
+    r = TemplateRenderer({"notice": TemplateSpec("T1", {"thing1": "{title"}, "")})
+    out = r.render("notice", {"text": "x", "data": {"title": "a"}})
+    assert out.data == {"thing1": "{title"}
+
+
+def test_retired_fields_are_never_sent() -> None:
+    # A 1,170-member call-up once sent 2,340 first/remark fields nobody saw: the renderer drops them even
+    # if a config got past the check.
+    r = TemplateRenderer({"callup": TemplateSpec("T1", {"first": "{title}", "thing1": "{place}",
+                                                        "remark": "请点击回复"}, "{url}")})
+    out = r.render("callup", {"text": "x", "data": {"title": "集结", "place": "城南水文站"}})
+    assert out.data == {"thing1": "城南水文站"}
+    assert any("first" in n for n in out.notes) and any("remark" in n for n in out.notes)
+
+
+@pytest.mark.parametrize(("fields", "data", "expected"), [
+    # A title or a place keeps its start and ends with …, 20 characters in all.
+    ({"thing1": "{place}"}, {"place": "城南水文站东侧二号堤坝北端集合点（沿河堤路进入）"},
+     {"thing1": "城南水文站东侧二号堤坝北端集合点（沿河…"}),
+    # A leading 【tag】 repeats the template's title: it goes first, so the words that differ survive.
+    ({"thing1": "{title}"}, {"title": "【应急集结】城南河段防汛抢险（第二批）请立即出发"},
+     {"thing1": "城南河段防汛抢险（第二批）请立即出发"}),
+    ({"thing1": "{title}"}, {"title": "【应急集结】城南河段防汛"}, {"thing1": "【应急集结】城南河段防汛"}),
+    # Line breaks and emoji go (WeChat drops them; we send what is shown).
+    ({"thing1": "{content}"}, {"content": "今晚8点\n到局里🙂集合"}, {"thing1": "今晚8点 到局里集合"}),
+    # Times in any of the forms features write them come out short; a date with its year for date.
+    ({"time1": "{time}"}, {"time": "2026-07-01 21:30"}, {"time1": "7月1日 21:30"}),
+    ({"time1": "{time}"}, {"time": "07月01日 21:30"}, {"time1": "7月1日 21:30"}),
+    ({"date1": "{time}"}, {"time": "2026-04-05"}, {"date1": "2026年4月5日"}),
+    # A phrase: at most 5 Chinese characters, nothing else.
+    ({"phrase1": "{status}"}, {"status": "已确认到达现场"}, {"phrase1": "已确认到达"}),
+    ({"phone_number1": "{phone}"}, {"phone": "电话：0818-1234567"}, {"phone_number1": "0818-1234567"}),
+    ({"character_string1": "{code}"}, {"code": "编号A-1024"}, {"character_string1": "A-1024"}),
+    ({"amount1": "{pay}"}, {"pay": "3,000元"}, {"amount1": "¥3000"}),
+    # Not a time at all: left out rather than refused by WeChat (47003) for the whole message.
+    ({"thing1": "{title}", "time2": "{deadline}"}, {"title": "岗位", "deadline": "长期有效"}, {"thing1": "岗位"}),
+])
+def test_values_are_shortened_by_type(fields: dict[str, str], data: dict[str, str], expected: dict[str, str]) -> None:
+    from datetime import datetime
+
+    r = TemplateRenderer({"notice": TemplateSpec("T", fields, "")})
+    out = r.render("notice", {"text": "x", "data": data}, datetime(2026, 4, 4, 1, 0))
+    assert out.data == expected
+    assert all(len(v) <= 20 for v in out.data.values())
+
+
+def test_full_time_style_writes_the_year() -> None:
+    from datetime import datetime
+
+    from bot.template_rules import Rules
+
+    r = TemplateRenderer({"notice": TemplateSpec("T", {"time1": "{time}"}, "")}, rules=Rules(time_style="full"))
+    out = r.render("notice", {"text": "x", "data": {"time": "07月01日 21:30"}}, datetime(2026, 4, 4, 1, 0))
+    assert out.data == {"time1": "2026年7月1日 21:30"}
 
 
 async def test_late_reply_template_gets_title_content_and_time_defaults(db: Database, sender: OutboxSender,
@@ -437,14 +493,19 @@ async def test_late_reply_template_gets_title_content_and_time_defaults(db: Data
     from storage.outbox import Push
 
     now = clock.now()  # 2026-04-04 01:00 UTC = 09:00 in Shanghai
-    await queue(db, now, Push(openid=uid(40), purpose="late_reply", key="late:x", text="优待证在乡镇退役军人服务站办理。"))
+    long = "优待证在乡镇退役军人服务站办理，带上身份证、退役证和一寸照片两张，当场受理。"
+    await queue(db, now, Push(openid=uid(40), purpose="late_reply", key="late:x", text=long))
     await sender.deliver_due(now)
-    data = calls(fake, TEMPLATE_PATH)[0]["body"]["data"]
-    assert data["first"]["value"] == "您的消息已有回复"
-    assert data["keyword1"]["value"] == "优待证在乡镇退役军人服务站办理。"
-    r = TemplateRenderer({"x": TemplateSpec("T", {"t": "{time}", "c": "{content}"}, "")})
-    _, fields, _ = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
-    assert fields == {"t": "4月4日 09:00", "c": "自己的内容"}
+    body = calls(fake, TEMPLATE_PATH)[0]["body"]
+    data = body["data"]
+    assert data["thing1"]["value"] == "您的消息已有回复"
+    assert data["thing2"]["value"] == long[:19] + "…"
+    assert data["time3"]["value"] == "4月4日 09:00"
+    # No page of its own: the template links the whole text, signed for this person.
+    assert "/msg/" in body["url"]
+    r = TemplateRenderer({"x": TemplateSpec("T", {"time1": "{time}", "thing2": "{content}"}, "")})
+    out = r.render("x", {"text": "t", "data": {"content": "自己的内容"}}, now)
+    assert out.data == {"time1": "4月4日 09:00", "thing2": "自己的内容"}
 
 
 async def test_rate_limiter_spaces_calls_per_path() -> None:
@@ -495,3 +556,163 @@ async def test_slow_pass_is_not_reclaimed_by_another_sender_regression_duplicate
         assert len(calls(fake, TEMPLATE_PATH)) == 6
     finally:
         await sender.close()
+
+
+# -- 订阅通知 (subscribe notices) ---------------------------------------------------------------------
+
+
+async def give_consent(db: Database, fake: FakeWeChatServer, openid: str, template_id: str, now, *,
+                       kind: str = "long_term", ours: bool = True, wechat: bool = True) -> None:
+    """The person accepted ``template_id`` in WeChat's popup: WeChat knows it, and (through the event) we do."""
+    from storage.subscribe import Choice, record_choices
+
+    if wechat:
+        fake.state.templates.setdefault(template_id, {"type": "subscribe", "title": "", "fields": {}})["kind"] = kind
+        fake.state.subscribe_choice(openid, template_id, "accept")
+    if ours:
+        async with db.session() as s:
+            await record_choices(s, openid, [Choice(template_id, "accept")], now, scene="1",
+                                 kinds={template_id: kind})
+
+
+async def consent_row(db: Database, openid: str, template_id: str):  # type: ignore[no-untyped-def]
+    from storage.subscribe import SubscribeConsent
+
+    async with db.session() as s:
+        return await s.get(SubscribeConsent, (openid, template_id))
+
+
+def callup_push(openid: str, key: str = "c1") -> Push:
+    return Push(openid=openid, purpose="callup", key=key, text="【应急集结】防汛 城南河段\n请回复 1 到 / 2 晚到 / 3 不能到",
+                data={"title": "【应急集结】防汛·城南河段防汛抢险（第二批）", "place": "城南水文站东侧二号堤坝集合点",
+                      "time": "07月01日 21:30", "content": "需要20人。请点击回复：到 / 晚到 / 不能到"},
+                url="http://127.0.0.1:8080/r/abc", priority=0)
+
+
+async def test_subscribe_notice_with_consent_goes_before_the_template(db: Database, sender: OutboxSender,
+                                                                      fake: FakeWeChatServer, cfg: Config,
+                                                                      clock: FakeClock) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["callup"].subscribe.template_id
+    await add_user(db, uid(50), now)
+    await give_consent(db, fake, uid(50), sub_id, now)
+    await queue(db, now, callup_push(uid(50)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(50))
+    assert row.status == "sent" and row.channel == "subscribe" and not calls(fake, TEMPLATE_PATH)
+    (sent,) = calls(fake, SUBSCRIBE_PATH)
+    body = sent["body"]
+    assert body["touser"] == uid(50) and body["template_id"] == sub_id and body["page"] == "http://127.0.0.1:8080/r/abc"
+    assert set(body["data"]) == {"thing1", "thing2", "time3"}
+    assert all(len(v["value"]) <= 20 for v in body["data"].values())
+    assert sent["rendered"]["fields"][0] == {"name": "thing1", "label": "集结事项", "value": "防汛·城南河段防汛抢险（第二批）"}
+    # A long-term consent is kept for the next call-up.
+    assert (await consent_row(db, uid(50), sub_id)).status == "accept"
+
+
+async def test_one_time_consent_carries_one_notice(db: Database, sender: OutboxSender, fake: FakeWeChatServer,
+                                                   cfg: Config, clock: FakeClock) -> None:
+    now = clock.now()
+    sub = cfg.templates["job_alert"].subscribe
+    sub.kind = "one_time"
+    await add_user(db, uid(51), now)
+    await give_consent(db, fake, uid(51), sub.template_id, now, kind="one_time")
+    await queue(db, now, notice(uid(51), key="j1", purpose="job_alert"), notice(uid(51), key="j2", purpose="job_alert"))
+    await sender.deliver_due(now)
+    assert sorted(r.channel for r in await rows(db)) == ["subscribe", "template"]
+    assert len(calls(fake, SUBSCRIBE_PATH)) == 1  # never a second bizsend that WeChat would refuse
+    c = await consent_row(db, uid(51), sub.template_id)
+    assert c.credits == 0 and c.sent_count == 1
+
+
+async def test_43101_falls_through_to_the_template_and_forgets_the_consent(db: Database, sender: OutboxSender,
+                                                                           fake: FakeWeChatServer, cfg: Config,
+                                                                           clock: FakeClock) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["callup"].subscribe.template_id
+    await add_user(db, uid(52), now)
+    # We recorded a consent, but the person has since turned it off (and the change event got lost).
+    await give_consent(db, fake, uid(52), sub_id, now, wechat=False)
+    await queue(db, now, callup_push(uid(52)))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(52))
+    assert row.status == "sent" and row.channel == "template" and row.skipped_channels == ["subscribe"]
+    assert calls(fake, SUBSCRIBE_PATH)[0]["errcode"] == 43101
+    c = await consent_row(db, uid(52), sub_id)
+    assert c.status == "reject" and c.last_result == "43101"
+    # The next call-up does not try it again.
+    await queue(db, now, callup_push(uid(52), key="c2"))
+    await sender.deliver_due(now)
+    assert len(calls(fake, SUBSCRIBE_PATH)) == 1
+
+
+async def test_a_broadcast_nobody_asked_for_uses_consent_or_nothing(db: Database, sender: OutboxSender,
+                                                                    fake: FakeWeChatServer, cfg: Config,
+                                                                    clock: FakeClock,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["broadcast"].subscribe.template_id
+    await add_user(db, uid(53), now)
+    await add_user(db, uid(54), now)
+    await give_consent(db, fake, uid(54), sub_id, now)
+    with caplog.at_level(logging.WARNING, logger="vetbot.outbox"):
+        await queue(db, now, notice(uid(53), key="b", purpose="broadcast"), notice(uid(54), key="b", purpose="broadcast"))
+        await sender.deliver_due(now)
+    r53, r54 = await row_of(db, uid(53)), await row_of(db, uid(54))
+    assert r54.status == "sent" and r54.channel == "subscribe"
+    assert r53.status == "failed" and "not allowed for broadcast" in r53.last_error
+    assert not calls(fake, TEMPLATE_PATH)
+    # The failure is in the log once, with its reason and never the push's text.
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1 and "not allowed for broadcast" in failed[0] and "本周六" not in failed[0]
+    assert uid(53) not in failed[0]
+
+
+async def test_47003_from_the_subscribe_notice_still_reaches_the_person(db: Database, sender: OutboxSender,
+                                                                        fake: FakeWeChatServer, cfg: Config,
+                                                                        clock: FakeClock,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    now = clock.now()
+    sub_id = cfg.templates["callup"].subscribe.template_id
+    for i in (55, 56):
+        await add_user(db, uid(i), now)
+        await give_consent(db, fake, uid(i), sub_id, now)
+    fake.state.add_fault(FaultRule(path=SUBSCRIBE_PATH, errcode=47003, errmsg="argument invalid! data.time3.value invalid",
+                                   count=2))
+    with caplog.at_level(logging.ERROR, logger="vetbot.outbox"):
+        await queue(db, now, callup_push(uid(55)), callup_push(uid(56)))
+        await sender.deliver_due(now)
+    assert [r.channel for r in await rows(db)] == ["template", "template"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "templates.callup" in errors[0] and "47003" in errors[0]
+
+
+async def test_a_transient_error_gives_a_one_time_consent_back(db: Database, sender: OutboxSender,
+                                                                fake: FakeWeChatServer, cfg: Config,
+                                                                clock: FakeClock) -> None:
+    now = clock.now()
+    sub = cfg.templates["job_alert"].subscribe
+    sub.kind = "one_time"
+    await add_user(db, uid(57), now)
+    await give_consent(db, fake, uid(57), sub.template_id, now, kind="one_time")
+    fake.state.add_fault(FaultRule(path=SUBSCRIBE_PATH, errcode=-1, count=1))
+    await queue(db, now, notice(uid(57), key="j", purpose="job_alert"))
+    await sender.deliver_due(now)
+    row = await row_of(db, uid(57))
+    assert row.status == "pending" and (await consent_row(db, uid(57), sub.template_id)).credits == 1
+    await sender.deliver_due(row.due_at)
+    row = await row_of(db, uid(57))
+    assert row.status == "sent" and row.channel == "subscribe"
+    assert (await consent_row(db, uid(57), sub.template_id)).credits == 0
+
+
+async def test_two_senders_never_spend_one_one_time_consent_twice(db: Database, clock: FakeClock) -> None:
+    import asyncio
+
+    from storage.subscribe import Choice, record_choices, reserve
+
+    now = clock.now()
+    async with db.session() as s:
+        await record_choices(s, uid(58), [Choice("SUB1", "accept")], now, scene="1", kinds={"SUB1": "one_time"})
+    got = await asyncio.gather(*(reserve(db, uid(58), "SUB1", now) for _ in range(5)))
+    assert sum(got) == 1

@@ -17,6 +17,9 @@ and the official ``getStableAccessToken`` page):
   (43004 on template/subscribe sends; a customer-service send to an unfollowed user answers 45015 as
   the platform does, "response out of time limit or subscription is canceled") and the kefu window
   (45015, and 45047 once a user's ``kefu_quota`` is used up).
+* ``POST /cgi-bin/qrcode/create`` answers like the platform (``{ticket, expire_seconds, url}``; no
+  ``expire_seconds`` for the permanent ``QR_LIMIT_*`` kinds; 40097 for a bad action, scene or expiry)
+  and remembers each code's scene (``GET /__fake__/qrcodes``).
 
 API errors come back as HTTP 200 with ``errcode``/``errmsg`` (plus `` rid: ...`` like the real
 thing), bodies are UTF-8 JSON with raw Chinese. Every API call is recorded, even when a fault
@@ -37,7 +40,10 @@ Control endpoints (never recorded as calls):
 ``POST /__fake__/clock``   ``{"advance": seconds}`` moves the fake's clock (token expiry without
                            sleeping); ``GET`` reads it
 ``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
-``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, clock offset
+``GET  /__fake__/qrcodes`` ``{"qrcodes": [{"ticket", "url", "scene", "action_name", "expire_seconds",
+                           "created_at"}, ...]}`` (``?url=`` filter): what a phone scanning the code
+                           would learn, so a test can send the matching SCAN event
+``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, QR codes, clock offset
 ========================  ====================================================================
 
 Use it in-process with :class:`FakeWeChatServer` (``async with FakeWeChatServer() as fake:``) or as a
@@ -101,6 +107,7 @@ ERRMSG: dict[int, str] = {
     40026: "invalid sub button key size",
     40027: "invalid sub button url size",
     40037: "invalid template_id",
+    40097: "invalid args",
     40125: "invalid appsecret",
     40164: "invalid ip, not in whitelist",
     41001: "access_token missing",
@@ -251,6 +258,7 @@ class FakeWeChat:
     current: dict[str, _Token] = field(default_factory=dict)
     menu: dict[str, Any] | None = None
     clientmsgids: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    qrcodes: list[dict[str, Any]] = field(default_factory=list)
     clock_offset: float = 0.0
     _last_force_at: float | None = None
     _forces_by_day: Counter[int] = field(default_factory=Counter)
@@ -277,6 +285,7 @@ class FakeWeChat:
         self.current.clear()
         self.menu = None
         self.clientmsgids.clear()
+        self.qrcodes.clear()
         self.clock_offset = 0.0
         self._last_force_at = None
         self._forces_by_day.clear()
@@ -584,6 +593,40 @@ class _Api:
             return _error(46003, "menu no exist")
         return {"menu": self.s.menu}
 
+    # parameter QR codes
+    def qrcode_create(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        action = body.get("action_name")
+        if action not in _QR_ACTIONS:
+            return _error(40097, "invalid args")
+        info = body.get("action_info")
+        scene = info.get("scene") if isinstance(info, dict) else None
+        if not isinstance(scene, dict):
+            return _error(40097, "invalid args")
+        if action.endswith("STR_SCENE"):
+            value = scene.get("scene_str")
+            if not isinstance(value, str) or not 1 <= len(value) <= 64:
+                return _error(40097, "invalid args")
+        else:
+            value = scene.get("scene_id")
+            limit = 100000 if action == "QR_LIMIT_SCENE" else 2**32 - 1
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                return _error(40097, "invalid args")
+        permanent = action.startswith("QR_LIMIT")
+        expire = body.get("expire_seconds", 60)
+        if not permanent and (isinstance(expire, bool) or not isinstance(expire, int) or not 1 <= expire <= 2592000):
+            return _error(40097, "invalid args")
+        ticket = "gQ" + secrets.token_urlsafe(70)
+        url = "https://weixin.qq.com/q/" + secrets.token_urlsafe(16)[:22]
+        self.s.qrcodes.append({"ticket": ticket, "url": url, "scene": str(value), "action_name": action,
+                               "expire_seconds": None if permanent else expire, "created_at": self.s.now()})
+        out: dict[str, Any] = {"ticket": ticket, "url": url}
+        if not permanent:
+            out["expire_seconds"] = expire
+        return out
+
     # users
     def user_info(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
         openid = query.get("openid")
@@ -661,7 +704,9 @@ _ROUTES: dict[str, tuple[str, str, bool]] = {
     "/cgi-bin/menu/create": ("POST", "menu_create", True),
     "/cgi-bin/menu/get": ("GET", "menu_get", True),
     "/cgi-bin/user/info": ("GET", "user_info", True),
+    "/cgi-bin/qrcode/create": ("POST", "qrcode_create", True),
 }
+_QR_ACTIONS = frozenset({"QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"})
 
 STATE_KEY: web.AppKey[FakeWeChat] = web.AppKey("fake_wechat", FakeWeChat)
 
@@ -859,6 +904,10 @@ def create_app(
             raise web.HTTPBadRequest(text='body must be {"revoke": "<token>" | "all"}')
         return _json({"revoked": fake.revoke(data["revoke"])})
 
+    async def get_qrcodes(request: web.Request) -> web.Response:
+        want = request.query.get("url")
+        return _json({"qrcodes": [q for q in fake.qrcodes if want is None or q["url"] == want]})
+
     async def post_reset(request: web.Request) -> web.Response:
         fake.reset()
         return _json({"ok": True})
@@ -877,6 +926,7 @@ def create_app(
     app.router.add_get("/__fake__/tokens", get_tokens)
     app.router.add_post("/__fake__/tokens", post_tokens)
     app.router.add_post("/__fake__/reset", post_reset)
+    app.router.add_get("/__fake__/qrcodes", get_qrcodes)
     app.router.add_route("*", "/cgi-bin/{tail:.*}", handle_api)
     return app
 

@@ -130,6 +130,9 @@ class Context:
         self.rerouted = False
         self.reasks = reasks
         self.pushes = 0
+        #: Set by a flow whose reply carries a one-time secret (a login link): the reply is not kept for
+        #: replaying to WeChat's retries of this message (a retry gets a note to ask again instead).
+        self.secret_reply = False
 
     # --- reading -------------------------------------------------------------------------------
     @property

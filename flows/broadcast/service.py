@@ -1,0 +1,329 @@
+"""群发通知: who a notice reaches and why, queueing it, its delivery report, taking it back.
+
+The same functions serve ``vetbot broadcast``, the staff console and 群发通知 in chat. A notice is
+not WeChat's mass send (4 per user per month, an admin confirms within 30 min): each recipient gets a
+push through the outbox and its channel policy (kefu in the window, else the broadcast template, else
+SMS), written in the caller's transaction together with the notice's row (:class:`storage.broadcast.Broadcast`).
+
+Audience: everyone who follows (default), or by role, township or volunteer team. Roles and
+townships come from what people registered themselves, so an audience is always explained: "11 位关注者
+中 1 位登记为退役军人；其余 10 位未登记身份" tells staff why a notice by role reaches few people
+(:func:`resolve`, used by the console, the chat and ``--dry-run`` alike).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import fmt_local
+from storage import broadcast as store
+from storage.callup import Member, Team
+from storage.console import audit
+from storage.models import OutboxMessage, User
+from storage.outbox import Push, enqueue
+from storage.outbox_repo import CANCELLED_BY_STAFF, broadcast_rows
+from storage.sql import insert_ignore
+
+#: Roles a notice may be addressed to, with the words staff read.
+ROLES = {"veteran": "退役军人", "family": "军属/家属", "volunteer": "应急队员", "staff": "工作人员"}
+TITLE_MAX, TEXT_MAX, URL_MAX = 30, 1000, 500
+
+
+class BroadcastError(Exception):
+    """A notice that cannot be queued as written; ``str(e)`` is a short Chinese explanation."""
+
+
+@dataclass
+class Audience:
+    """Who a notice is for. Nothing set: everyone who follows. Filters combine (AND)."""
+
+    role: str | None = None
+    township: str | None = None
+    team_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("role", self.role), ("township", self.township), ("team_id", self.team_id))
+                if v not in (None, "")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Audience:
+        d = d or {}
+        team = d.get("team_id")
+        return cls(role=d.get("role") or None, township=d.get("township") or None,
+                   team_id=int(team) if isinstance(team, int) or (isinstance(team, str) and team.isdigit()) else None)
+
+
+@dataclass
+class Resolved:
+    """An audience resolved now: the recipients, a label, and the sentences that explain the count."""
+
+    openids: list[str]
+    label: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.openids)
+
+    def explain(self) -> str:
+        return "\n".join(self.lines)
+
+
+def clean(title: str, text: str, url: str | None) -> tuple[str, str, str | None]:
+    """The notice's fields trimmed and checked; BroadcastError says what to fix."""
+    title, text, url = (title or "").strip(), (text or "").strip(), (url or "").strip() or None
+    if not title:
+        raise BroadcastError("请填写标题。")
+    if len(title) > TITLE_MAX:
+        raise BroadcastError(f"标题最多 {TITLE_MAX} 个字，现在是 {len(title)} 个字。")
+    if not text:
+        raise BroadcastError("请填写正文。")
+    if len(text) > TEXT_MAX:
+        raise BroadcastError(f"正文最多 {TEXT_MAX} 个字，现在是 {len(text)} 个字。")
+    if any(ord(c) < 32 and c not in "\n\t" for c in title + text):
+        raise BroadcastError("标题或正文里有无法显示的控制字符，请重新输入。")
+    if url is not None:
+        if not url.startswith(("http://", "https://")) or len(url) > URL_MAX or any(c.isspace() for c in url):
+            raise BroadcastError("链接须以 http:// 或 https:// 开头，不含空格，最多 500 个字符。")
+    return title, text, url
+
+
+def notice_key(title: str, text: str, role: str | None, township: str | None, url: str | None, day: str,
+               team_id: int | None = None) -> str:
+    """The idempotency key of one notice: the same notice for the same local day (or, scheduled, the same
+    local send time ``YYYY-MM-DDTHHMM``) is queued once. (A team joins the digest only when set, so keys
+    of notices without one are what they always were.)"""
+    parts = [title, text, role or "", township or "", url or ""] + ([f"team={team_id}"] if team_id else [])
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"broadcast:{day}:{digest[:16]}"
+
+
+async def _followers(session: AsyncSession) -> tuple[int, int]:
+    """(following, unfollowed) user counts."""
+    rows = dict((await session.execute(select(User.subscribed, func.count()).group_by(User.subscribed))).all())
+    return int(rows.get(True, 0)), int(rows.get(False, 0))
+
+
+def _has_role(roles: str | None, role: str) -> bool:
+    return role in (roles or "").split(",")
+
+
+async def resolve(session: AsyncSession, audience: Audience) -> Resolved:
+    """The recipients of ``audience`` now (followers only), and why: each filter's sentence says how
+    many of the people it looked at it kept and what the others lack."""
+    if audience.role and audience.role not in ROLES:
+        raise BroadcastError(f"没有“{audience.role}”这个身份，可选：{'、'.join(ROLES.values())}")
+    following, gone = await _followers(session)
+    lines: list[str] = []
+    labels: list[str] = []
+    team: Team | None = None
+    if audience.team_id is not None:
+        team = await session.get(Team, audience.team_id)
+        if team is None:
+            raise BroadcastError("没有找到这支队伍。")
+    if team is not None:
+        q = (select(Member.openid, User.subscribed, User.roles, User.township, User.kind)
+             .select_from(Member).outerjoin(User, User.openid == Member.openid).where(Member.team_id == team.id))
+        rows = (await session.execute(q)).all()
+        unbound = sum(1 for r in rows if not r.openid)
+        left = sum(1 for r in rows if r.openid and r.subscribed is False)
+        # A member bound through a roster import who never wrote has no user row yet: still a recipient.
+        pool = [(r.openid, r.roles, r.township, r.kind) for r in rows if r.openid and r.subscribed is not False]
+        parts = [f"“{team.name}”名册共 {len(rows)} 人，其中 {len(pool)} 位已绑定微信"]
+        if unbound:
+            parts.append(f"{unbound} 位未绑定微信，收不到通知，请电话告知")
+        if left:
+            parts.append(f"{left} 位已取消关注")
+        lines.append("；".join(parts) + "。")
+        labels.append(f"队伍：{team.name}")
+    else:
+        q = select(User.openid, User.roles, User.township, User.kind).where(User.subscribed.is_(True))
+        pool = [(r.openid, r.roles, r.township, r.kind) for r in await session.execute(q)]
+        if not audience.role and not audience.township:
+            line = f"共 {following} 位关注者"
+            if gone:
+                line += f"（另有 {gone} 位已取消关注，收不到）"
+            lines.append(line + "。")
+    scope = "队员" if team is not None else "关注者"
+    if audience.role:
+        kept = [p for p in pool if _has_role(p[1], audience.role)]
+        lines.append(_role_line(audience.role, pool, kept, scope))
+        labels.append(f"身份：{ROLES[audience.role]}")
+        pool = kept
+    if audience.township:
+        kept = [p for p in pool if (p[2] or "") == audience.township]
+        no_town = sum(1 for p in pool if not p[2])
+        other = len(pool) - len(kept) - no_town
+        line = f"{len(pool)} 位{scope}中 {len(kept)} 位在“我的信息”登记的乡镇是“{audience.township}”"
+        rest = [f"{no_town} 位未登记乡镇"] if no_town else []
+        if other:
+            rest.append(f"{other} 位登记了其他乡镇")
+        lines.append(line + ("；其余 " + "，".join(rest) if rest else "") + "。")
+        labels.append(f"乡镇：{audience.township}")
+        pool = kept
+    openids = sorted({p[0] for p in pool})
+    return Resolved(openids, "，".join(labels) or "全部关注者", lines)
+
+
+def _role_line(role: str, pool: list[tuple[str, Any, Any, Any]], kept: list[tuple[str, Any, Any, Any]],
+               scope: str) -> str:
+    word = ROLES[role]
+    head = f"{len(pool)} 位{scope}中 {len(kept)} 位"
+    rest = len(pool) - len(kept)
+    if role in ("veteran", "family"):
+        # The role is set by finishing 我的信息 (身份); say how many registered something else.
+        other_kind = sum(1 for p in pool if not _has_role(p[1], role) and p[3])
+        unregistered = rest - other_kind
+        line = f"{head}登记为{word}"
+        if rest:
+            tail = [f"{other_kind} 位登记为其他身份"] if other_kind else []
+            if unregistered:
+                tail.append(f"{unregistered} 位未登记身份")
+            line += f"；其余 {rest} 位" + ("未登记身份" if not other_kind else "中" + "，".join(tail))
+        return line + "（身份在“我的信息”中登记，登记后才能按身份收到通知）。"
+    if role == "volunteer":
+        return (f"{head}是已绑定微信的应急队员（扫描队伍二维码或回复“绑定 队伍码”后才算）；"
+                f"名册上未绑定微信的队员收不到，可按队伍查看。")
+    return f"{head}是{word}。"
+
+
+async def known_townships(session: AsyncSession, limit: int = 50) -> list[tuple[str, int]]:
+    """Townships followers registered (most followers first), for the console's and chat's choices."""
+    q = (select(User.township, func.count()).where(User.subscribed.is_(True), User.township.is_not(None),
+                                                    User.township != "")
+         .group_by(User.township).order_by(func.count().desc(), User.township).limit(limit))
+    return [(t, int(n)) for t, n in await session.execute(q)]
+
+
+async def teams(session: AsyncSession) -> list[Team]:
+    return list((await session.execute(select(Team).order_by(Team.township, Team.name))).scalars())
+
+
+@dataclass
+class Queued:
+    """What :func:`queue` did."""
+
+    broadcast_id: int | None
+    key: str
+    due_at: datetime
+    recipients: int
+    queued: int
+    already_queued: int
+    dry_run: bool
+    resolved: Resolved
+
+    def as_dict(self, tz: str) -> dict[str, Any]:
+        return {"id": self.broadcast_id, "key": self.key, "due_at": fmt_local(self.due_at, tz, "%Y-%m-%d %H:%M"),
+                "recipients": self.recipients, "queued": self.queued, "already_queued": self.already_queued,
+                "dry_run": self.dry_run, "audience": self.resolved.label, "explain": self.resolved.lines}
+
+
+async def queue(session: AsyncSession, now: datetime, *, title: str, text: str, audience: Audience | None = None,
+                url: str | None = None, priority: int = 5, tz: str = "Asia/Shanghai", at: datetime | None = None,
+                dry_run: bool = False, by: str = "cli", via: str = "cli") -> Queued:
+    """Queue a notice in the caller's transaction, due at ``at`` (naive UTC; default ``now``).
+
+    Recipients are the followers matching ``audience`` at queueing time (whoever unfollows before a
+    scheduled notice is due gets nothing). A notice staff cancelled and queue again goes out anew."""
+    title, text, url = clean(title, text, url)
+    audience = audience or Audience()
+    resolved = await resolve(session, audience)
+    scheduled = at is not None and at > now
+    when = at if scheduled and at is not None else now
+    # Sent now: once per notice and local day. Scheduled: once per notice and send time, so a notice
+    # scheduled for later can still be sent now, or scheduled again at a corrected time.
+    slot = fmt_local(when, tz, "%Y-%m-%dT%H%M" if scheduled else "%Y-%m-%d")
+    key = notice_key(title, text, audience.role, audience.township, url, slot, audience.team_id)
+    if dry_run or not resolved.openids:
+        return Queued(None, key, when, resolved.count, 0, 0, dry_run, resolved)
+    t = OutboxMessage.__table__
+    await session.execute(delete(t).where(*broadcast_rows(key), t.c.status == "cancelled",
+                                          t.c.last_error == CANCELLED_BY_STAFF))
+    await insert_ignore(session, store.Broadcast.__table__, {
+        "key": key, "title": title[:100], "text": text, "url": url, "audience": audience.as_dict(),
+        "audience_label": resolved.label[:200], "recipients": resolved.count, "due_at": when, "created_at": now,
+        "created_by": by[:64], "via": via[:16]}, index_elements=["key"])
+    b = await store.by_key(session, key)
+    assert b is not None
+    if b.cancelled_at is not None:  # queued again after it was taken back
+        b.cancelled_at, b.cancelled_by, b.recipients, b.created_by, b.via = None, None, resolved.count, by[:64], via
+    data = {"title": title, "content": text, "time": fmt_local(when, tz)}
+    pushes = [Push(openid=o, purpose="broadcast", key=key, text=f"【{title}】{text}", data=data, url=url,
+                   priority=priority, due_at=when, ref_type=store.REF, ref_id=b.id) for o in resolved.openids]
+    queued = await enqueue(session, pushes, now)
+    if queued:
+        await audit(session, actor=by, via=via, action="broadcast.send" if not scheduled else "broadcast.schedule",
+                    target_type="broadcast", target_id=b.id, now=now,
+                    summary=f"{title}（{resolved.label}，{queued} 人）",
+                    detail={"key": key, "due_at": fmt_local(when, tz, "%Y-%m-%d %H:%M"), "recipients": queued})
+    return Queued(b.id, key, when, resolved.count, queued, resolved.count - queued, False, resolved)
+
+
+async def cancel(session: AsyncSession, broadcast_id: int, now: datetime, *, by: str, via: str = "console"
+                 ) -> dict[str, int] | None:
+    """Take back a notice: its pushes not yet gone out (pending or failed) become cancelled; pushes a
+    sender holds or has sent stay. Returns counts (``cancelled``, ``sent``, ``sending``), None when there
+    is no such notice."""
+    b = await session.get(store.Broadcast, broadcast_id)
+    if b is None:
+        return None
+    t = OutboxMessage.__table__
+    of = [t.c.ref_type == store.REF, t.c.ref_id == b.id]
+    res = await session.execute(
+        update(t).where(*of, t.c.status.in_(("pending", "failed")))
+        .values(status="cancelled", last_error=CANCELLED_BY_STAFF, claimed_by=None, claimed_at=None)
+        .returning(t.c.id), execution_options={"synchronize_session": False})
+    cancelled = len(res.all())
+    counts = dict((await session.execute(select(t.c.status, func.count()).where(*of).group_by(t.c.status))).all())
+    if cancelled:
+        b.cancelled_at, b.cancelled_by = now, by[:64]
+        await audit(session, actor=by, via=via, action="broadcast.cancel", target_type="broadcast",
+                    target_id=b.id, now=now, summary=f"{b.title}：撤回 {cancelled} 条未发出的推送")
+    return {"cancelled": cancelled, "sent": int(counts.get("sent", 0)), "sending": int(counts.get("sending", 0))}
+
+
+# What staff read for the reasons the outbox records (the raw reason stays next to it).
+_REASONS = (
+    ("user unsubscribed", "已取消关注"),
+    (CANCELLED_BY_STAFF, "工作人员已撤回"),
+    ("no channel", "没有可用的发送方式（不在48小时互动期内、未配置模板消息、未登记手机号）"),
+    ("43004", "用户未关注公众号"),
+    ("40003", "微信号无效"),
+    ("43101", "用户拒收此类消息"),
+    ("45009", "微信接口今日调用次数已用完"),
+    ("40037", "模板消息编号错误，请检查配置 templates.broadcast"),
+    ("gave up after", "多次重试仍失败"),
+    ("failed:user block", "用户拒收（屏蔽了公众号消息）"),
+    ("failed: system failed", "微信系统原因未送达"),
+)
+
+
+def reason_text(reason: str | None) -> str:
+    """A failure reason in words staff understand (falls back to the raw reason)."""
+    r = reason or ""
+    for needle, words in _REASONS:
+        if needle in r:
+            return words
+    return r or "未知原因"
+
+
+CHANNEL_WORDS = {"kefu": "客服消息", "template": "模板消息", "sms": "短信", "": "尚未发送"}
+STATUS_WORDS = {"pending": "待发送", "sending": "发送中", "sent": "已发出", "failed": "失败", "cancelled": "已取消"}
+
+
+def summary_state(b: store.Broadcast, counts: dict[str, int], now: datetime) -> str:
+    """One word for the notice list: 定时 / 发送中 / 已完成 / 已撤回."""
+    waiting = counts.get("pending", 0) + counts.get("sending", 0)
+    if b.cancelled_at is not None and not waiting:
+        return "已撤回"
+    if waiting and b.due_at > now:
+        return "定时发送"
+    if waiting:
+        return "发送中"
+    return "已完成"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flows.api import Context, Flow, flow, on_scene
+from flows.api import Context, Flow, TickContext, flow, on_scene, tick
 from storage.console import STAFF_ROLES, confirm_qr, create_link, is_staff, refuse_qr, scan_qr
 
 LOGIN_PATH = "/staff/login"
@@ -112,3 +112,18 @@ class ConsoleLoginConfirm(Flow):
             ctx.end()
         else:
             ctx.reroute()
+
+
+@tick("console_purge", 600)
+async def purge_console(t: TickContext) -> None:
+    """Housekeeping: dead console sessions and spent login links go; Q&A decision rows older than
+    :data:`storage.qa.ASK_KEEP_DAYS` too (the dashboard only shows today)."""
+    from sqlalchemy import delete
+
+    from storage.console import purge
+    from storage.qa import ASK_KEEP_DAYS, QAAsk
+
+    idle = timedelta(minutes=t.services.config.console.session_idle_min)
+    async with t.db.session() as s:
+        await purge(s, t.now, idle)
+        await s.execute(delete(QAAsk).where(QAAsk.at < t.now - timedelta(days=ASK_KEEP_DAYS)))

@@ -185,7 +185,7 @@ def _role_line(role: str, pool: list[tuple[str, Any, Any, Any]], kept: list[tupl
             tail = [f"{other_kind} 位登记为其他身份"] if other_kind else []
             if unregistered:
                 tail.append(f"{unregistered} 位未登记身份")
-            line += f"；其余 {rest} 位" + ("未登记身份" if not other_kind else "中" + "，".join(tail))
+            line += f"；其余 {rest} 位" + ("未登记身份" if not other_kind else "中 " + "，".join(tail))
         return line + "（身份在“我的信息”中登记，登记后才能按身份收到通知）。"
     if role == "volunteer":
         return (f"{head}是已绑定微信的应急队员（扫描队伍二维码或回复“绑定 队伍码”后才算）；"

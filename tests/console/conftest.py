@@ -80,10 +80,14 @@ class Site:
 
         return await self._post(text_xml(openid, text))
 
-    async def event(self, openid: str, event: str, key: str | None = None) -> str | None:
+    async def event(self, openid: str, event: str, key: str | None = None, *, later_s: int = 0) -> str | None:
+        """An event through the real callback; ``later_s`` moves its CreateTime (the same event in the same
+        second is a WeChat retry and gets the stored reply)."""
+        import time
+
         from bot.sim import event_xml
 
-        return await self._post(event_xml(openid, event, key))
+        return await self._post(event_xml(openid, event, key, create_time=int(time.time()) + later_s))
 
     async def _post(self, xml: str) -> str | None:
         signed = self.side.sign(xml)

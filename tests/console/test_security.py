@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, text
 
-from bot.web.console.auth import COOKIE, PUBLIC as PUBLIC_PATHS
+from bot.web.console.auth import COOKIE
+from bot.web.console.auth import PUBLIC as PUBLIC_PATHS
 from storage import console as store
 from storage.broadcast import Broadcast
 from storage.models import InboundDedup, OutboxMessage, User

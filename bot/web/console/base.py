@@ -15,7 +15,6 @@ from multidict import MultiDictProxy
 from bot.clock import from_local, to_local
 from bot.web import render
 
-
 #: The navigation (path, label, admin only). Later pages (人工, 知识库, 导入) add their entry here.
 NAV: list[tuple[str, str, bool]] = [
     ("/staff/", "首页", False),

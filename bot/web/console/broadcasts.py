@@ -7,6 +7,7 @@ Everything goes through :mod:`flows.broadcast.service`, as the chat and ``vetbot
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from multidict import MultiDictProxy
 from bot.web.console.base import Console, field, form, int_or_none, parse_local, see_other, staff_of
 from flows.broadcast import service
 from storage import broadcast as store
+from storage.models import User
 
 AUDIENCE_KINDS = {"all": "全部关注者", "role": "按身份", "township": "按乡镇", "team": "按应急队伍"}
 
@@ -133,6 +135,9 @@ def routes(app: web.Application, c: Console) -> None:
             if b is None:
                 return c.message(request, 404, "没有这条通知", "这条群发通知不存在。", back="/staff/broadcasts")
             d = await store.delivery(s, b.id)
+            who = await s.get(User, b.created_by) if b.created_by and not b.created_by.startswith("cli") else None
+        d["sender"] = (who.name or "工作人员") if who is not None else ("命令行" if b.created_by.startswith("cli")
+                                                                   else b.created_by)
         return b, d
 
     def _report_context(b: store.Broadcast, d: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +150,9 @@ def routes(app: web.Application, c: Console) -> None:
         waiting = counts.get("pending", 0) + counts.get("sending", 0)
         return {"b": b, "d": d, "counts": counts, "channels": channels, "people": people, "reasons": reasons,
                 "state": service.summary_state(b, counts, c.now()), "waiting": waiting,
-                "refresh": waiting > 0, "status_words": service.STATUS_WORDS,
+                # Poll while pushes wait (a notice scheduled for tomorrow: only from shortly before).
+                "refresh": waiting > 0 and b.due_at <= c.now() + timedelta(minutes=10),
+                "status_words": service.STATUS_WORDS,
                 "can_cancel": counts.get("pending", 0) + counts.get("failed", 0) > 0}
 
     async def report(request: web.Request) -> web.Response:

@@ -74,6 +74,10 @@ async def _shot(page: Any, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     _keep(path)
+    if os.environ.get("VETBOT_SHOTS"):  # the first screen alone too (the README's pictures are taken so)
+        view = tmp_path / f"{name}-view.png"
+        await page.screenshot(path=str(view))
+        _keep(view)
 
 
 async def _check_page(page: Any) -> None:

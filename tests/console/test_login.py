@@ -224,3 +224,30 @@ async def test_staff_openids_from_config_can_log_in_once_they_write(site: Site) 
     await add_user(site.db, "oSomebodyElse000000001", T0)
     reply = await site.chat(newcomer, "登录后台")
     assert reply is not None and "/staff/login/link?t=" in reply
+
+
+async def test_users_role_admin_from_the_command_line(site: Site, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.cli import main
+
+    monkeypatch.setenv("VETBOT_DATABASE__URL", site.config.database.url)
+    config = str(ROOT / "config.example.yaml")
+
+    def vetbot(*argv: str) -> int:
+        try:
+            main(list(argv))
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    assert await asyncio.to_thread(vetbot, "users", "role", "-c", config, PUBLIC, "admin") == 0
+    assert "roles = admin,staff" in capsys.readouterr().out
+    await site.login(PUBLIC)
+    assert (await site.client.get("/staff/audit")).status == 200
+    assert await asyncio.to_thread(vetbot, "users", "role", "-c", config, PUBLIC, "staff", "--remove") == 0
+    assert "roles = (none)" in capsys.readouterr().out
+    assert (await site.client.get("/staff/", allow_redirects=False)).status == 303  # logged out at once
+    async with site.db.session() as s:
+        entries = list((await s.execute(select(store.StaffAudit).where(store.StaffAudit.target_id == PUBLIC)
+                                        .where(store.StaffAudit.action.startswith("user.")))).scalars())
+    assert [(e.action, e.via) for e in entries] == [("user.grant", "cli"), ("user.revoke", "cli")]

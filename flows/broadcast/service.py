@@ -320,7 +320,9 @@ STATUS_WORDS = {"pending": "待发送", "sending": "发送中", "sent": "已发�
 def summary_state(b: store.Broadcast, counts: dict[str, int], now: datetime) -> str:
     """One word for the notice list: 定时 / 发送中 / 已完成 / 已撤回."""
     waiting = counts.get("pending", 0) + counts.get("sending", 0)
-    if b.cancelled_at is not None and not waiting:
+    # Taken back here, or with `vetbot outbox cancel` (which knows only the outbox rows).
+    if not waiting and (b.cancelled_at is not None or (counts.get("cancelled", 0) and not counts.get("sent", 0)
+                                                       and not counts.get("failed", 0))):
         return "已撤回"
     if waiting and b.due_at > now:
         return "定时发送"

@@ -146,6 +146,11 @@ async def test_login_by_scanning_the_qr_code_on_an_office_pc(site: Site, browser
     assert "管理员甲" in await page.inner_text("header")
     await _check_page(page)
     await _shot(page, tmp_path, "dashboard-desktop")
+    for path, name in (("/staff/users", "users"), ("/staff/audit", "audit"), ("/staff/broadcasts", "broadcasts"),
+                       ("/staff/callups", "callups"), (f"/staff/users/{STAFF}", "user")):
+        await page.goto(str(site.client.make_url(path)))
+        await _check_page(page)
+        await _shot(page, tmp_path, f"{name}-desktop")
     # Logging out ends the session; the back button shows no data.
     await page.get_by_role("button", name="退出").click()
     await page.wait_for_url("**/staff/login?bye=1")
@@ -230,6 +235,10 @@ async def test_a_callup_board_updates_itself(site: Site, browser: Any, tmp_path:
     await phone.goto(page.url)
     await _check_page(phone)
     await _shot(phone, tmp_path, "callup-board-phone")
+    await page.get_by_role("link", name="完整记录").click()
+    await _check_page(page)
+    await _shot(page, tmp_path, "callup-audit-desktop")
+    await page.go_back()
     await page.get_by_role("link", name="结束集结").click()
     await page.get_by_role("button", name="确认结束").click()
     await page.wait_for_url("**?done=closed")

@@ -111,7 +111,7 @@ async def test_create_a_callup_with_the_chats_checks_then_board_close_and_audit(
     body = await (await site.client.get(resp.headers["Location"])).text()
     assert "已结束" in body and "data-refresh-url" not in body
     body = await (await site.client.get(board_url + "/audit")).text()
-    assert "发起集结" in body and "结束集结" in body and "到 → 到" in body
+    assert "发起集结" in body and "结束集结" in body and "回复“到”，记为到" in body and "队员0002" in body
     async with site.db.session() as s:
         actions = [a.action for a in (await s.execute(select(StaffAudit).order_by(StaffAudit.id))).scalars()]
     assert actions[-2:] == ["callup.create", "callup.close"]

@@ -20,12 +20,17 @@ from flows.callup import audit as trail
 from flows.callup import service, texts
 from flows.callup.parse import ParseError, parse_need, parse_when
 from flows.callup.staff import team_headcount
-from storage.callup import CallUp, Team
+from storage.callup import CallUp, Member, Team
 from storage.console import audit
+from storage.models import User
 
 EVENT_WORDS = {"created": "发起集结", "no_targets": "没有可通知的队员", "renotified": "再次提醒未回复人员",
                "widened": "扩大通知范围", "filled": "人数已满", "promoted": "备用人员补上", "reopened": "人数不足，重新开放",
                "staff_alert": "提醒工作人员：升级时限已到", "closed": "结束集结"}
+DETAIL_WORDS = {"targets": "通知人数", "skipped_away": "请假未通知", "unbound": "未绑定微信", "chain": "升级顺序",
+                "scope": "队伍", "told": "已告知", "confirmed": "到", "late": "晚到", "members": "人数", "step": "步骤",
+                "n": "第几次", "teams": "队伍编号"}
+PURPOSE_WORDS = {"callup": "集结通知", "callup_progress": "集结进度（工作人员）"}
 GROUPS = (("confirmed", "到"), ("late", "晚到"), ("pending_bound", "未回复（已通知）"),
           ("pending_unbound", "未回复 · 未绑定微信，请电话通知"), ("declined", "不能到"), ("standby", "备用"))
 
@@ -204,11 +209,31 @@ def routes(app: web.Application, c: Console) -> None:
         async with c.db.session() as s:
             cu = await s.get(CallUp, cid) if cid is not None else None
             rows = await trail.trail(s, cu.id, c.tz) if cu is not None else None
+            openids = {r.get("openid") or r.get("actor") for r in rows or []} - {None, ""}
+            names: dict[str, str] = {}
+            if openids:
+                names.update((await s.execute(select(User.openid, User.name).where(
+                    User.openid.in_(openids), User.name.is_not(None)))).all())
+                names.update((await s.execute(select(Member.openid, Member.name).where(
+                    Member.openid.in_(openids)))).all())
         if cu is None or rows is None:
             return c.message(request, 404, "没有这次集结", "这次集结不存在。", back="/staff/callups")
+
+        def who(openid: str | None) -> str:
+            return names.get(openid or "") or (openid or "")
+
+        def detail(d: dict[str, Any] | None) -> str:
+            parts = []
+            for k, v in (d or {}).items():
+                value = " → ".join(map(str, v)) if k == "chain" and isinstance(v, list) else (
+                    "、".join(map(str, v)) if isinstance(v, list) else str(v))
+                parts.append(f"{DETAIL_WORDS.get(k, k)}：{value}")
+            return "；".join(parts)
+
         return c.page(request, "console/callup_audit.html", title=f"集结 #{cu.id} 记录", cu=cu, rows=rows,
                       label=texts.label(cu), event_words=EVENT_WORDS, answer_words=texts.ANSWER_WORDS,
-                      status_words=texts.STATUS_WORDS, push_words=PUSH_WORDS, channel_words=CHANNEL_WORDS)
+                      status_words=texts.STATUS_WORDS, push_words=PUSH_WORDS, channel_words=CHANNEL_WORDS,
+                      purpose_words=PURPOSE_WORDS, who=who, detail=detail)
 
     app.router.add_get("/staff/callups", index)
     app.router.add_get("/staff/callups/new", new)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
 from storage.models import OutboxMessage, User
+from storage.outbox_repo import CANCELLED_BY_STAFF
 
 REF = "broadcast"
 
@@ -56,7 +57,7 @@ async def recent(session: AsyncSession, limit: int = 50, before_id: int | None =
 
 
 async def status_of(session: AsyncSession, ids: list[int]) -> dict[int, dict[str, int]]:
-    """Per notice: how many of its pushes are in each outbox status."""
+    """Per notice: how many of its pushes are in each outbox status (``taken_back``: cancelled by staff)."""
     out: dict[int, dict[str, int]] = {i: {} for i in ids}
     if not ids:
         return out
@@ -65,6 +66,11 @@ async def status_of(session: AsyncSession, ids: list[int]) -> dict[int, dict[str
         T.c.ref_type == REF, T.c.ref_id.in_(ids)).group_by(T.c.ref_id, T.c.status))
     for ref_id, status, n in rows:
         out.setdefault(ref_id, {})[status] = int(n)
+    taken_back = await session.execute(select(T.c.ref_id, func.count()).where(
+        T.c.ref_type == REF, T.c.ref_id.in_(ids), T.c.status == "cancelled", T.c.last_error == CANCELLED_BY_STAFF)
+        .group_by(T.c.ref_id))
+    for ref_id, n in taken_back:
+        out.setdefault(ref_id, {})["taken_back"] = int(n)
     return out
 
 
@@ -82,6 +88,8 @@ async def delivery(session: AsyncSession, broadcast_id: int, limit: int = 500) -
             select(T.c.channel, T.c.status, func.count()).where(*cond).group_by(T.c.channel, T.c.status)):
         by_status[status] = by_status.get(status, 0) + int(n)
         by_channel.setdefault(channel or "", {})[status] = int(n)
+    by_status["taken_back"] = int((await session.execute(select(func.count()).select_from(T).where(
+        *cond, T.c.status == "cancelled", T.c.last_error == CANCELLED_BY_STAFF))).scalar_one())
     receipts = {d: int(n) for d, n in await session.execute(
         select(T.c.delivery_status, func.count()).where(*cond, T.c.delivery_status.is_not(None))
         .group_by(T.c.delivery_status))}
@@ -99,4 +107,4 @@ async def delivery(session: AsyncSession, broadcast_id: int, limit: int = 500) -
     people = [dict(r._mapping) for r in await session.execute(q)]
     return {"by_status": by_status, "by_channel": by_channel, "receipts": receipts,
             "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])), "not_reached": people,
-            "total": sum(by_status.values())}
+            "total": sum(n for k, n in by_status.items() if k != "taken_back")}

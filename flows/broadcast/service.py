@@ -321,8 +321,7 @@ def summary_state(b: store.Broadcast, counts: dict[str, int], now: datetime) -> 
     """One word for the notice list: 定时 / 发送中 / 已完成 / 已撤回."""
     waiting = counts.get("pending", 0) + counts.get("sending", 0)
     # Taken back here, or with `vetbot outbox cancel` (which knows only the outbox rows).
-    if not waiting and (b.cancelled_at is not None or (counts.get("cancelled", 0) and not counts.get("sent", 0)
-                                                       and not counts.get("failed", 0))):
+    if not waiting and (b.cancelled_at is not None or counts.get("taken_back", 0)):
         return "已撤回"
     if waiting and b.due_at > now:
         return "定时发送"

@@ -273,3 +273,23 @@ async def test_a_notice_to_a_team_from_the_console(site: Site) -> None:
         "csrf": csrf, "title": "队伍通知", "text": "今晚训练", "audience": "team", "team": "99999", "when": "now"})
     assert resp.status == 400 and "没有找到这支队伍" in await resp.text()
     _ = PUBLIC
+
+
+async def test_a_notice_taken_back_with_the_outbox_command_shows_as_taken_back(site: Site) -> None:
+    from storage.outbox_repo import cancel_broadcast
+
+    await _followers(site)
+    later = site.clock.now() + timedelta(days=1)
+    async with site.db.session() as s:
+        q = await service.queue(s, site.clock.now(), title="改期", text="另行通知", at=later, by=ADMIN, via="console")
+    assert (await cancel_broadcast(site.db, q.key))["cancelled"] == 11  # what `vetbot outbox cancel KEY` does
+    await site.login(STAFF)
+    body = await (await site.client.get("/staff/broadcasts")).text()
+    assert "已撤回</span>" in body
+    # Pushes cancelled because people unfollowed are not "taken back".
+    async with site.db.session() as s:
+        q2 = await service.queue(s, site.clock.now(), title="通知", text="内容", by=ADMIN, via="console")
+        for row in (await s.execute(select(OutboxMessage).where(OutboxMessage.ref_id == q2.broadcast_id))).scalars():
+            row.status, row.last_error = "cancelled", "user unsubscribed"
+    body = await (await site.client.get(f"/staff/broadcasts/{q2.broadcast_id}")).text()
+    assert 'id="state">已完成<' in body and "已取消关注" in body

@@ -1,6 +1,7 @@
 """Staff notices (群发通知): one row per notice, its pushes are outbox rows (``ref_type='broadcast'``).
 
-The notice's ``key`` is its idempotency key (the same notice for the same day or send time is queued
+A notice to many people is queued in chunks (:func:`flows.broadcast.service.fan_out`); ``queued_at`` says
+when that finished. The notice's ``key`` is its idempotency key (the same notice for the same day or send time is queued
 once, see :func:`flows.broadcast.service.notice_key`); each recipient's push is the outbox row
 ``<openid>:<key>``. Delivery results live on the outbox rows; :func:`delivery` aggregates them.
 """
@@ -35,7 +36,11 @@ class Broadcast(Base):
     audience: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
     audience_label: Mapped[str] = mapped_column(String(200), default="")
     recipients: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
     due_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # When every recipient's push was queued; NULL while a large notice is still being fanned out (in
+    # chunks, so no transaction holds the database for long; the broadcast_fanout tick finishes it).
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     created_by: Mapped[str] = mapped_column(String(64), default="")
     # console / chat / cli

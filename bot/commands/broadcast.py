@@ -96,22 +96,26 @@ def _broadcast(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any] | str:
         from storage.callup import team_by_ref
 
-        async with database(cfg) as db, db.session() as s:
-            team_id = None
-            if args.team:
-                team = await team_by_ref(s, args.team)
-                if team is None:
-                    return f"--team {args.team!r}: no such team (see `vetbot teams list`)"
-                team_id = team.id
-            audience = service.Audience(role=args.role, township=(args.township or "").strip() or None,
-                                        team_id=team_id)
-            try:
-                q = await service.queue(s, now, title=title, text=text, audience=audience, url=url,
-                                        priority=args.priority, tz=cfg.bot.timezone, dry_run=args.dry_run, at=at,
-                                        by=args.by or _login(), via="cli")
-            except service.BroadcastError as e:
-                return str(e)
-            return q.as_dict(cfg.bot.timezone)
+        async with database(cfg) as db:
+            async with db.session() as s:
+                team_id = None
+                if args.team:
+                    team = await team_by_ref(s, args.team)
+                    if team is None:
+                        return f"--team {args.team!r}: no such team (see `vetbot teams list`)"
+                    team_id = team.id
+                audience = service.Audience(role=args.role, township=(args.township or "").strip() or None,
+                                            team_id=team_id)
+                try:
+                    q = await service.queue(s, now, title=title, text=text, audience=audience, url=url,
+                                            priority=args.priority, tz=cfg.bot.timezone, dry_run=args.dry_run,
+                                            at=at, by=args.by or _login(), via="cli")
+                except service.BroadcastError as e:
+                    return str(e)
+            if q.fan_out:  # many recipients: queued in chunks, each its own short transaction
+                n = await service.fan_out(db, q.broadcast_id or 0, now, cfg.bot.timezone)
+                q.queued, q.already_queued = n, q.recipients - n
+        return q.as_dict(cfg.bot.timezone)
 
     result = run(go())
     if isinstance(result, str):

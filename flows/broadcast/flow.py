@@ -150,8 +150,11 @@ class BroadcastChat(Flow):
             ctx.say(f"没能发送：{e}")
             ctx.end()
             return
-        if q.queued:
-            ctx.say(f"已开始发送给 {q.queued} 人。\n发送情况可在工作人员后台“群发通知”里查看（回复“登录后台”获取登录链接）。")
+        report = "发送情况可在工作人员后台“群发通知”里查看（回复“登录后台”获取登录链接）。"
+        if q.fan_out:
+            ctx.say(f"人数较多（{q.recipients} 人），正在分批排队，一两分钟内开始发送。\n{report}")
+        elif q.queued:
+            ctx.say(f"已开始发送给 {q.queued} 人。\n{report}")
         elif q.already_queued:
             ctx.say("今天已经发过同样的通知，没有重复发送。")
         else:

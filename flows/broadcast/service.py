@@ -13,15 +13,17 @@ townships come from what people registered themselves, so an audience is always 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
+from flows.api import TickContext, tick
 from storage import broadcast as store
 from storage.callup import Member, Team
 from storage.console import audit
@@ -205,9 +207,17 @@ async def teams(session: AsyncSession) -> list[Team]:
     return list((await session.execute(select(Team).order_by(Team.township, Team.name))).scalars())
 
 
+#: A notice to at most this many people is queued in the caller's transaction; a larger one is fanned
+#: out in chunks of :data:`FAN_OUT_CHUNK` (each its own short transaction), so a county-wide notice never
+#: holds the database — on SQLite the one writer every chat turn needs — for seconds on end.
+FAN_OUT_INLINE = 2000
+FAN_OUT_CHUNK = 2000
+
+
 @dataclass
 class Queued:
-    """What :func:`queue` did."""
+    """What :func:`queue` did. ``fan_out`` is True when the pushes still have to be queued in chunks
+    (:func:`fan_out`: the CLI and console call it at once, the ``broadcast_fanout`` tick otherwise)."""
 
     broadcast_id: int | None
     key: str
@@ -217,6 +227,7 @@ class Queued:
     already_queued: int
     dry_run: bool
     resolved: Resolved
+    fan_out: bool = False
 
     def as_dict(self, tz: str) -> dict[str, Any]:
         return {"id": self.broadcast_id, "key": self.key, "due_at": fmt_local(self.due_at, tz, "%Y-%m-%d %H:%M"),
@@ -224,13 +235,21 @@ class Queued:
                 "dry_run": self.dry_run, "audience": self.resolved.label, "explain": self.resolved.lines}
 
 
+def _pushes(b: store.Broadcast, openids: list[str], tz: str) -> list[Push]:
+    data = {"title": b.title, "content": b.text, "time": fmt_local(b.due_at, tz)}
+    return [Push(openid=o, purpose="broadcast", key=b.key, text=f"【{b.title}】{b.text}", data=data, url=b.url,
+                 priority=b.priority, due_at=b.due_at, ref_type=store.REF, ref_id=b.id) for o in openids]
+
+
 async def queue(session: AsyncSession, now: datetime, *, title: str, text: str, audience: Audience | None = None,
                 url: str | None = None, priority: int = 5, tz: str = "Asia/Shanghai", at: datetime | None = None,
                 dry_run: bool = False, by: str = "cli", via: str = "cli") -> Queued:
-    """Queue a notice in the caller's transaction, due at ``at`` (naive UTC; default ``now``).
+    """Record a notice in the caller's transaction, due at ``at`` (naive UTC; default ``now``), and queue
+    its pushes there too unless it goes to more than :data:`FAN_OUT_INLINE` people (then ``fan_out``).
 
-    Recipients are the followers matching ``audience`` at queueing time (whoever unfollows before a
-    scheduled notice is due gets nothing). A notice staff cancelled and queue again goes out anew."""
+    Recipients are the followers matching ``audience`` when queued (whoever unfollows before a scheduled
+    notice is due gets nothing). The same notice again queues only for people who lack it; a notice staff
+    took back and queue again goes out anew."""
     title, text, url = clean(title, text, url)
     audience = audience or Audience()
     resolved = await resolve(session, audience)
@@ -247,22 +266,68 @@ async def queue(session: AsyncSession, now: datetime, *, title: str, text: str, 
                                           t.c.last_error == CANCELLED_BY_STAFF))
     await insert_ignore(session, store.Broadcast.__table__, {
         "key": key, "title": title[:100], "text": text, "url": url, "audience": audience.as_dict(),
-        "audience_label": resolved.label[:200], "recipients": resolved.count, "due_at": when, "created_at": now,
-        "created_by": by[:64], "via": via[:16]}, index_elements=["key"])
+        "audience_label": resolved.label[:200], "recipients": resolved.count, "priority": priority, "due_at": when,
+        "created_at": now, "created_by": by[:64], "via": via[:16]}, index_elements=["key"])
     b = await store.by_key(session, key)
     assert b is not None
     if b.cancelled_at is not None:  # queued again after it was taken back
-        b.cancelled_at, b.cancelled_by, b.recipients, b.created_by, b.via = None, None, resolved.count, by[:64], via
-    data = {"title": title, "content": text, "time": fmt_local(when, tz)}
-    pushes = [Push(openid=o, purpose="broadcast", key=key, text=f"【{title}】{text}", data=data, url=url,
-                   priority=priority, due_at=when, ref_type=store.REF, ref_id=b.id) for o in resolved.openids]
-    queued = await enqueue(session, pushes, now)
-    if queued:
+        b.cancelled_at, b.cancelled_by, b.created_by, b.via = None, None, by[:64], via
+    b.recipients = resolved.count
+    if resolved.count > FAN_OUT_INLINE:
+        b.queued_at = None
+        queued, pending = 0, True
+    else:
+        queued = await enqueue(session, _pushes(b, resolved.openids, tz), now)
+        b.queued_at, pending = now, False
+    if queued or pending:
         await audit(session, actor=by, via=via, action="broadcast.send" if not scheduled else "broadcast.schedule",
                     target_type="broadcast", target_id=b.id, now=now,
-                    summary=f"{title}（{resolved.label}，{queued} 人）",
-                    detail={"key": key, "due_at": fmt_local(when, tz, "%Y-%m-%d %H:%M"), "recipients": queued})
-    return Queued(b.id, key, when, resolved.count, queued, resolved.count - queued, False, resolved)
+                    summary=f"{title}（{resolved.label}，{resolved.count} 人）",
+                    detail={"key": key, "due_at": fmt_local(when, tz, "%Y-%m-%d %H:%M"), "recipients": resolved.count})
+    return Queued(b.id, key, when, resolved.count, queued, 0 if pending else resolved.count - queued, False, resolved,
+                  fan_out=pending)
+
+
+async def fan_out(db: Any, broadcast_id: int, now: datetime, tz: str, chunk: int | None = None) -> int:
+    """Queue the pushes of a notice :func:`queue` left for later, :data:`FAN_OUT_CHUNK` per transaction
+    (chat turns and other writers get the database between chunks). Safe to run again or twice at once
+    (each push's key is unique); stops when staff take the notice back meanwhile. Returns the pushes it
+    queued."""
+    size = chunk or FAN_OUT_CHUNK
+    async with db.session() as s:
+        b = await s.get(store.Broadcast, broadcast_id)
+        if b is None or b.cancelled_at is not None or b.queued_at is not None:
+            return 0
+        openids = (await resolve(s, Audience.from_dict(b.audience))).openids
+    total = 0
+    for i in range(0, len(openids), size):
+        async with db.session() as s:
+            b = await s.get(store.Broadcast, broadcast_id)
+            if b is None or b.cancelled_at is not None:
+                break
+            total += await enqueue(s, _pushes(b, openids[i:i + size], tz), now)
+        await asyncio.sleep(0)
+    async with db.session() as s:
+        b = await s.get(store.Broadcast, broadcast_id)
+        if b is None:
+            return total
+        if b.cancelled_at is not None:  # taken back while we queued: what we added goes too
+            t = OutboxMessage.__table__
+            await s.execute(update(t).where(t.c.ref_type == store.REF, t.c.ref_id == b.id, t.c.status == "pending")
+                            .values(status="cancelled", last_error=CANCELLED_BY_STAFF),
+                            execution_options={"synchronize_session": False})
+        elif b.queued_at is None:
+            b.queued_at = now
+    return total
+
+
+async def unfinished(session: AsyncSession, now: datetime, grace: timedelta) -> list[int]:
+    """Notices whose fan-out has not finished: from chat (the tick is their fan-out), or older than
+    ``grace`` (the process that started it stopped)."""
+    B = store.Broadcast
+    q = select(B.id).where(B.queued_at.is_(None), B.cancelled_at.is_(None),
+                           (B.via == "chat") | (B.created_at <= now - grace)).order_by(B.id)
+    return list((await session.execute(q)).scalars())
 
 
 async def cancel(session: AsyncSession, broadcast_id: int, now: datetime, *, by: str, via: str = "console"
@@ -281,7 +346,7 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime, *, by:
         .returning(t.c.id), execution_options={"synchronize_session": False})
     cancelled = len(res.all())
     counts = dict((await session.execute(select(t.c.status, func.count()).where(*of).group_by(t.c.status))).all())
-    if cancelled:
+    if cancelled or b.queued_at is None:  # a fan-out still to come is called off as well
         b.cancelled_at, b.cancelled_by = now, by[:64]
         await audit(session, actor=by, via=via, action="broadcast.cancel", target_type="broadcast",
                     target_id=b.id, now=now, summary=f"{b.title}：撤回 {cancelled} 条未发出的推送")
@@ -318,8 +383,10 @@ STATUS_WORDS = {"pending": "待发送", "sending": "发送中", "sent": "已发�
 
 
 def summary_state(b: store.Broadcast, counts: dict[str, int], now: datetime) -> str:
-    """One word for the notice list: 定时 / 发送中 / 已完成 / 已撤回."""
+    """One word for the notice list: 准备中 / 定时发送 / 发送中 / 已完成 / 已撤回."""
     waiting = counts.get("pending", 0) + counts.get("sending", 0)
+    if b.queued_at is None and b.cancelled_at is None:
+        return "准备中"
     # Taken back here, or with `vetbot outbox cancel` (which knows only the outbox rows).
     if not waiting and (b.cancelled_at is not None or counts.get("taken_back", 0)):
         return "已撤回"
@@ -328,3 +395,12 @@ def summary_state(b: store.Broadcast, counts: dict[str, int], now: datetime) -> 
     if waiting:
         return "发送中"
     return "已完成"
+
+
+@tick("broadcast_fanout", 15)
+async def finish_fan_outs(t: TickContext) -> None:
+    """Queue the pushes of notices whose fan-out is pending (from chat, or cut short by a restart)."""
+    async with t.db.session() as s:
+        ids = await unfinished(s, t.now, timedelta(minutes=2))
+    for broadcast_id in ids:
+        await fan_out(t.db, broadcast_id, t.now, t.services.config.bot.timezone)

@@ -293,3 +293,87 @@ async def test_a_notice_taken_back_with_the_outbox_command_shows_as_taken_back(s
             row.status, row.last_error = "cancelled", "user unsubscribed"
     body = await (await site.client.get(f"/staff/broadcasts/{q2.broadcast_id}")).text()
     assert 'id="state">已完成<' in body and "已取消关注" in body
+
+
+async def test_a_large_notice_is_queued_in_chunks_from_every_entry_point(site: Site, monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A county-wide notice must not hold the database for seconds (on SQLite every chat turn waits for the
+    one writer): above FAN_OUT_INLINE recipients the pushes are queued in chunks, each its own transaction,
+    by the console (in the background), the CLI (at once) or the broadcast_fanout tick (chat, restarts)."""
+    from bot.scheduler import run_tick
+    from bot.web.console import CONSOLE
+    from flows.api import ticks
+
+    monkeypatch.setattr(service, "FAN_OUT_INLINE", 3)
+    monkeypatch.setattr(service, "FAN_OUT_CHUNK", 2)
+    chunks: list[int] = []
+    real_enqueue = service.enqueue
+
+    async def counting(session, pushes, now):  # type: ignore[no-untyped-def]
+        chunks.append(len(pushes))
+        return await real_enqueue(session, pushes, now)
+
+    monkeypatch.setattr(service, "enqueue", counting)
+    await _followers(site)
+
+    async def rows(bid: int) -> int:
+        async with site.db.session() as s:
+            return len(list((await s.execute(select(OutboxMessage).where(OutboxMessage.ref_id == bid))).scalars()))
+
+    # Console: the request records the notice; the pushes follow in the background, two at a time.
+    csrf = await site.login(ADMIN)
+    resp = await site.client.post("/staff/broadcasts/send", data={
+        "csrf": csrf, "title": "全县通知", "text": "内容", "audience": "all", "when": "now", "do": "send"},
+        allow_redirects=False)
+    bid = int(resp.headers["Location"].split("/")[-1].split("?")[0])
+    await asyncio.gather(*site.client.app[CONSOLE].tasks)
+    assert await rows(bid) == 11 and chunks == [2, 2, 2, 2, 2, 1]
+    async with site.db.session() as s:
+        assert (await s.get(Broadcast, bid)).queued_at is not None  # type: ignore[union-attr]
+    assert "已完成" in await (await site.client.get("/staff/broadcasts")).text() or "发送中" in \
+        await (await site.client.get("/staff/broadcasts")).text()
+    # Chat: the turn records it; the tick queues the pushes.
+    await site.chat(STAFF, "群发通知")
+    await site.chat(STAFF, "第二条全县通知")
+    await site.chat(STAFF, "内容")
+    await site.chat(STAFF, "1")
+    reply = await site.chat(STAFF, "1")
+    assert reply is not None and "分批排队" in reply
+    async with site.db.session() as s:
+        chat_bid = (await s.execute(select(Broadcast.id).where(Broadcast.via == "chat"))).scalar_one()
+    assert await rows(chat_bid) == 0
+    body = await (await site.client.get(f"/staff/broadcasts/{chat_bid}")).text()
+    assert "准备中" in body and "还有 11 人的推送在准备中" in body
+    (tick,) = [t for t in ticks() if t.name == "broadcast_fanout"]
+    await run_tick(tick, site.db, site.runtime.services)
+    assert await rows(chat_bid) == 11
+    await run_tick(tick, site.db, site.runtime.services)  # nothing left to do, nothing twice
+    assert await rows(chat_bid) == 11
+    # A fan-out cut short (the process stopped) is finished by the tick once it is two minutes old; a notice
+    # taken back before that gets nothing more.
+    async with site.db.session() as s:
+        cut = await service.queue(s, site.clock.now(), title="第三条", text="内容", by=ADMIN, via="console")
+        gone = await service.queue(s, site.clock.now(), title="第四条", text="内容", by=ADMIN, via="console")
+    async with site.db.session() as s:
+        await service.cancel(s, gone.broadcast_id or 0, site.clock.now(), by=ADMIN)
+    await run_tick(tick, site.db, site.runtime.services)
+    assert await rows(cut.broadcast_id or 0) == 0  # another process may still be at it
+    site.clock.advance(minutes=3)
+    await run_tick(tick, site.db, site.runtime.services)
+    assert await rows(cut.broadcast_id or 0) == 11 and await rows(gone.broadcast_id or 0) == 0
+    # The command line queues in chunks at once.
+    from bot.cli import main
+
+    monkeypatch.setenv("VETBOT_DATABASE__URL", site.config.database.url)
+
+    def vetbot(*argv: str) -> int:
+        try:
+            main(list(argv))
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(vetbot, "broadcast", "-c", str(ROOT / "config.example.yaml"), "--title", "第五条",
+                                   "--text", "内容") == 0
+    assert "已排队 11 条" in capsys.readouterr().out

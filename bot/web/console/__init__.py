@@ -18,6 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+#: The app's :class:`bot.web.console.base.Console` (tests wait for its background work).
+CONSOLE: web.AppKey[Any] = web.AppKey("console", object)
+
 
 def setup(app: web.Application, runtime: Any) -> None:
     """Mount the console (unless ``console.enabled`` is false)."""
@@ -27,6 +30,7 @@ def setup(app: web.Application, runtime: Any) -> None:
     from bot.web.console.base import Console
 
     console = Console(runtime)
+    app[CONSOLE] = console
     app.middlewares.append(auth.guard(console))
     for mod in (auth, dashboard, broadcasts, callups, moderation, users, audit):
         mod.routes(app, console)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -14,6 +15,8 @@ from multidict import MultiDictProxy
 
 from bot.clock import from_local, to_local
 from bot.web import render
+
+log = logging.getLogger("vetbot.console")
 
 #: The navigation (path, label, admin only). Later pages (人工, 知识库, 导入) add their entry here.
 NAV: list[tuple[str, str, bool]] = [
@@ -59,6 +62,7 @@ class Console:
         self.tz = runtime.config.bot.timezone
         self._client: Any = None
         self.qr_times: collections.deque[float] = collections.deque()
+        self.tasks: set[asyncio.Future[Any]] = set()
         install_error_log()
 
     @property
@@ -76,7 +80,22 @@ class Console:
             self._client = build_client(self.cfg, self.rt.db)
         return self._client
 
+    def background(self, coro: Any) -> None:
+        """Run ``coro`` after the response (a large notice's fan-out); kept referenced until done, logged
+        if it fails (the broadcast_fanout tick finishes what a failed or interrupted run left)."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self.tasks.discard(t)  # type: ignore[arg-type]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("console: background work failed: %s", t.exception())
+
+        task.add_done_callback(done)
+
     async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None

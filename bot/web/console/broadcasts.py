@@ -126,6 +126,9 @@ def routes(app: web.Application, c: Console) -> None:
         if q.broadcast_id is None:
             return c.message(request, 200, "没有发送", "按所选对象，没有关注者能收到这条通知。\n" + q.resolved.explain(),
                              back="/staff/broadcasts/new")
+        if q.fan_out:  # many recipients: queued in chunks in the background; the report shows the progress
+            c.background(service.fan_out(c.db, q.broadcast_id, now, c.tz))
+            return see_other(f"/staff/broadcasts/{q.broadcast_id}?done=queued")
         return see_other(f"/staff/broadcasts/{q.broadcast_id}?done={'queued' if q.queued else 'again'}")
 
     async def _load(request: web.Request) -> tuple[store.Broadcast, dict[str, Any]] | web.Response:
@@ -147,13 +150,15 @@ def routes(app: web.Application, c: Console) -> None:
         people = [{**p, "reason_text": service.reason_text(p["delivery_status"] if p["status"] == "sent"
                                                             else p["last_error"])} for p in d["not_reached"]]
         reasons = [(service.reason_text(r), r, n) for r, n in d["reasons"].items()]
-        waiting = counts.get("pending", 0) + counts.get("sending", 0)
+        preparing = max(0, b.recipients - d["total"]) if b.queued_at is None and b.cancelled_at is None else 0
+        waiting = counts.get("pending", 0) + counts.get("sending", 0) + preparing
         return {"b": b, "d": d, "counts": counts, "channels": channels, "people": people, "reasons": reasons,
+                "preparing": preparing,
                 "state": service.summary_state(b, counts, c.now()), "waiting": waiting,
                 # Poll while pushes wait (a notice scheduled for tomorrow: only from shortly before).
                 "refresh": waiting > 0 and b.due_at <= c.now() + timedelta(minutes=10),
                 "status_words": service.STATUS_WORDS,
-                "can_cancel": counts.get("pending", 0) + counts.get("failed", 0) > 0}
+                "can_cancel": counts.get("pending", 0) + counts.get("failed", 0) + preparing > 0}
 
     async def report(request: web.Request) -> web.Response:
         loaded = await _load(request)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
@@ -68,10 +68,8 @@ class Resolved:
     openids: list[str]
     label: str
     lines: list[str] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.openids)
+    #: How many people it reaches (``openids`` is empty when they were not asked for).
+    count: int = 0
 
     def explain(self) -> str:
         return "\n".join(self.lines)
@@ -112,16 +110,28 @@ async def _followers(session: AsyncSession) -> tuple[int, int]:
     return int(rows.get(True, 0)), int(rows.get(False, 0))
 
 
-def _has_role(roles: str | None, role: str) -> bool:
-    return role in (roles or "").split(",")
+def _has_role_sql(role: str) -> Any:
+    """users.roles (comma-separated) holds exactly ``role`` (not a longer name containing it)."""
+    return (literal(",") + func.coalesce(User.roles, "") + literal(",")).like(f"%,{role},%")
 
 
-async def resolve(session: AsyncSession, audience: Audience) -> Resolved:
+def _pool(team_id: int | None) -> tuple[Any, list[Any], Any]:
+    """(FROM, WHERE, openid column) of the people an audience starts from: the followers, or a team's
+    bound members who did not unfollow (a member bound through a roster import who never wrote has no
+    user row yet: still a recipient)."""
+    if team_id is None:
+        return User.__table__, [User.subscribed.is_(True)], User.openid
+    frm = Member.__table__.outerjoin(User.__table__, User.openid == Member.openid)
+    return frm, [Member.team_id == team_id, Member.openid.is_not(None), User.subscribed.is_not(False)], Member.openid
+
+
+async def resolve(session: AsyncSession, audience: Audience, *, with_openids: bool = True) -> Resolved:
     """The recipients of ``audience`` now (followers only), and why: each filter's sentence says how
-    many of the people it looked at it kept and what the others lack."""
+    many of the people it looked at it kept and what the others lack. The figures come from one
+    grouped query (a county's 180,000 followers are never loaded to count them); the openids only when
+    ``with_openids``."""
     if audience.role and audience.role not in ROLES:
         raise BroadcastError(f"没有“{audience.role}”这个身份，可选：{'、'.join(ROLES.values())}")
-    following, gone = await _followers(session)
     lines: list[str] = []
     labels: list[str] = []
     team: Team | None = None
@@ -129,58 +139,67 @@ async def resolve(session: AsyncSession, audience: Audience) -> Resolved:
         team = await session.get(Team, audience.team_id)
         if team is None:
             raise BroadcastError("没有找到这支队伍。")
-    if team is not None:
-        q = (select(Member.openid, User.subscribed, User.roles, User.township, User.kind)
-             .select_from(Member).outerjoin(User, User.openid == Member.openid).where(Member.team_id == team.id))
-        rows = (await session.execute(q)).all()
-        unbound = sum(1 for r in rows if not r.openid)
-        left = sum(1 for r in rows if r.openid and r.subscribed is False)
-        # A member bound through a roster import who never wrote has no user row yet: still a recipient.
-        pool = [(r.openid, r.roles, r.township, r.kind) for r in rows if r.openid and r.subscribed is not False]
-        parts = [f"“{team.name}”名册共 {len(rows)} 人，其中 {len(pool)} 位已绑定微信"]
+        total, unbound, left = (await session.execute(
+            select(func.count(), func.count().filter(Member.openid.is_(None)),
+                   func.count().filter(User.subscribed.is_(False)))
+            .select_from(Member.__table__.outerjoin(User.__table__, User.openid == Member.openid))
+            .where(Member.team_id == team.id))).one()
+        parts = [f"“{team.name}”名册共 {total} 人，其中 {total - unbound - left} 位已绑定微信、能收到"]
         if unbound:
             parts.append(f"{unbound} 位未绑定微信，收不到通知，请电话告知")
         if left:
             parts.append(f"{left} 位已取消关注")
         lines.append("；".join(parts) + "。")
         labels.append(f"队伍：{team.name}")
-    else:
-        q = select(User.openid, User.roles, User.township, User.kind).where(User.subscribed.is_(True))
-        pool = [(r.openid, r.roles, r.township, r.kind) for r in await session.execute(q)]
-        if not audience.role and not audience.township:
-            line = f"共 {following} 位关注者"
-            if gone:
-                line += f"（另有 {gone} 位已取消关注，收不到）"
-            lines.append(line + "。")
+    elif not audience.role and not audience.township:
+        following, gone = await _followers(session)
+        line = f"共 {following} 位关注者"
+        if gone:
+            line += f"（另有 {gone} 位已取消关注，收不到）"
+        lines.append(line + "。")
+    frm, where, openid_col = _pool(team.id if team is not None else None)
+    role = _has_role_sql(audience.role) if audience.role else None
+    town = audience.township
+    registered = and_(User.kind.is_not(None), User.kind != "")
+    q = select(case((role, 1), else_=0) if role is not None else literal(0),
+               case((User.township == town, "match"), (or_(User.township.is_(None), User.township == ""), "none"),
+                    else_="other") if town else literal("match"),
+               case((registered, 1), else_=0), func.count()).select_from(frm).where(*where)
+    groups = [(int(r), str(t), int(k), int(n)) for r, t, k, n in (await session.execute(q.group_by(text("1, 2, 3"))))]
     scope = "队员" if team is not None else "关注者"
     if audience.role:
-        kept = [p for p in pool if _has_role(p[1], audience.role)]
-        lines.append(_role_line(audience.role, pool, kept, scope))
+        lines.append(_role_line(audience.role, groups, scope))
         labels.append(f"身份：{ROLES[audience.role]}")
-        pool = kept
-    if audience.township:
-        kept = [p for p in pool if (p[2] or "") == audience.township]
-        no_town = sum(1 for p in pool if not p[2])
-        other = len(pool) - len(kept) - no_town
-        line = f"{len(pool)} 位{scope}中 {len(kept)} 位在“我的信息”登记的乡镇是“{audience.township}”"
+        groups = [g for g in groups if g[0] == 1]
+    if town:
+        pool = sum(g[3] for g in groups)
+        kept = sum(g[3] for g in groups if g[1] == "match")
+        no_town = sum(g[3] for g in groups if g[1] == "none")
+        other = pool - kept - no_town
+        line = f"{pool} 位{scope}中 {kept} 位在“我的信息”登记的乡镇是“{town}”"
         rest = [f"{no_town} 位未登记乡镇"] if no_town else []
         if other:
             rest.append(f"{other} 位登记了其他乡镇")
         lines.append(line + ("；其余 " + "，".join(rest) if rest else "") + "。")
-        labels.append(f"乡镇：{audience.township}")
-        pool = kept
-    openids = sorted({p[0] for p in pool})
-    return Resolved(openids, "，".join(labels) or "全部关注者", lines)
+        labels.append(f"乡镇：{town}")
+    count = sum(g[3] for g in groups if g[1] == "match")
+    openids: list[str] = []
+    if with_openids and count:
+        conds = list(where) + ([role] if role is not None else []) + ([User.township == town] if town else [])
+        openids = list((await session.execute(select(openid_col).select_from(frm).where(*conds)
+                                              .order_by(openid_col))).scalars())
+    return Resolved(openids, "，".join(labels) or "全部关注者", lines, count)
 
 
-def _role_line(role: str, pool: list[tuple[str, Any, Any, Any]], kept: list[tuple[str, Any, Any, Any]],
-               scope: str) -> str:
+def _role_line(role: str, groups: list[tuple[int, str, int, int]], scope: str) -> str:
     word = ROLES[role]
-    head = f"{len(pool)} 位{scope}中 {len(kept)} 位"
-    rest = len(pool) - len(kept)
+    pool = sum(g[3] for g in groups)
+    kept = sum(g[3] for g in groups if g[0] == 1)
+    head = f"{pool} 位{scope}中 {kept} 位"
+    rest = pool - kept
     if role in ("veteran", "family"):
         # The role is set by finishing 我的信息 (身份); say how many registered something else.
-        other_kind = sum(1 for p in pool if not _has_role(p[1], role) and p[3])
+        other_kind = sum(g[3] for g in groups if g[0] == 0 and g[2] == 1)
         unregistered = rest - other_kind
         line = f"{head}登记为{word}"
         if rest:
@@ -252,14 +271,14 @@ async def queue(session: AsyncSession, now: datetime, *, title: str, text: str, 
     took back and queue again goes out anew."""
     title, text, url = clean(title, text, url)
     audience = audience or Audience()
-    resolved = await resolve(session, audience)
+    resolved = await resolve(session, audience, with_openids=False)
     scheduled = at is not None and at > now
     when = at if scheduled and at is not None else now
     # Sent now: once per notice and local day. Scheduled: once per notice and send time, so a notice
     # scheduled for later can still be sent now, or scheduled again at a corrected time.
     slot = fmt_local(when, tz, "%Y-%m-%dT%H%M" if scheduled else "%Y-%m-%d")
     key = notice_key(title, text, audience.role, audience.township, url, slot, audience.team_id)
-    if dry_run or not resolved.openids:
+    if dry_run or not resolved.count:
         return Queued(None, key, when, resolved.count, 0, 0, dry_run, resolved)
     t = OutboxMessage.__table__
     await session.execute(delete(t).where(*broadcast_rows(key), t.c.status == "cancelled",
@@ -277,7 +296,8 @@ async def queue(session: AsyncSession, now: datetime, *, title: str, text: str, 
         b.queued_at = None
         queued, pending = 0, True
     else:
-        queued = await enqueue(session, _pushes(b, resolved.openids, tz), now)
+        openids = (await resolve(session, audience)).openids
+        queued = await enqueue(session, _pushes(b, openids, tz), now)
         b.queued_at, pending = now, False
     if queued or pending:
         await audit(session, actor=by, via=via, action="broadcast.send" if not scheduled else "broadcast.schedule",

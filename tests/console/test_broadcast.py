@@ -77,7 +77,7 @@ async def test_an_audience_by_team_names_members_to_phone(site: Site) -> None:
     async with site.db.session() as s:
         r = await service.resolve(s, service.Audience(team_id=teams[TEAMS[0][0]]))
     assert r.count == 2 and r.label == f"队伍：{TEAMS[0][0]}"
-    assert r.lines == [f"“{TEAMS[0][0]}”名册共 4 人，其中 2 位已绑定微信；1 位未绑定微信，收不到通知，请电话告知；"
+    assert r.lines == [f"“{TEAMS[0][0]}”名册共 4 人，其中 2 位已绑定微信、能收到；1 位未绑定微信，收不到通知，请电话告知；"
                        "1 位已取消关注。"]
 
 

@@ -126,7 +126,7 @@ class BroadcastChat(Flow):
     async def _confirm(self, ctx: Context) -> None:
         s = ctx.slots
         try:
-            r = await service.resolve(ctx.session, service.Audience.from_dict(s.get("audience")))
+            r = await service.resolve(ctx.session, service.Audience.from_dict(s.get("audience")), with_openids=False)
         except service.BroadcastError as e:
             ctx.say(str(e))
             await self.prompt(ctx, "audience")

@@ -194,7 +194,7 @@ async def test_a_notice_from_compose_to_its_delivery_report(site: Site, browser:
     sent = [c for c in site.fake.state.calls if c["path"] == "/cgi-bin/message/template/send"]
     assert sorted(c["body"]["touser"] for c in sent) == [fake_openid(800), fake_openid(801)]
     assert all(c["body"]["data"]["keyword1"]["value"].startswith("7月1日上午9点") for c in sent)
-    # refresh.js updates the report by itself (every 5 s while pushes wait).
+    # refresh.js updates the report by itself (every 10 s while pushes wait).
     await expect(page.locator("#n-sent")).to_have_text("1", timeout=WAIT_MS)
     assert await page.inner_text("#n-failed") == "1"
     assert "用户未关注公众号" in await page.inner_text("#not-reached") and "老兵1" in await page.inner_text("#not-reached")

@@ -99,7 +99,7 @@ def routes(app: web.Application, c: Console) -> None:
             resolved = None
             if not errors:
                 try:
-                    resolved = await service.resolve(s, audience)
+                    resolved = await service.resolve(s, audience, with_openids=False)
                 except service.BroadcastError as e:
                     errors[v["audience"] if v["audience"] != "all" else "audience"] = str(e)
         if errors or resolved is None:

@@ -369,6 +369,32 @@ class JobsConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """The staff console under /staff/ (login by scanning a QR code in WeChat or by a one-time link)."""
+
+    enabled: bool = True
+    # A console session ends after this many minutes without a request, and in any case after
+    # session_max_h hours (the staff member logs in again by scanning the QR code).
+    session_idle_min: int = 30
+    session_max_h: int = 12
+    # One-time login links (登录后台 in chat, `vetbot console link`) expire after this many minutes (1-10).
+    link_ttl_min: int = 10
+    # The login page's QR code expires after this many seconds (60-1800); the page then offers a new one.
+    qr_ttl_s: int = 300
+
+    def __post_init__(self) -> None:
+        if self.session_idle_min < 1:
+            raise ConfigError(f"console.session_idle_min must be at least 1 (got {self.session_idle_min})")
+        if self.session_max_h < 1:
+            raise ConfigError(f"console.session_max_h must be at least 1 (got {self.session_max_h})")
+        if not 1 <= self.link_ttl_min <= 10:
+            raise ConfigError(f"console.link_ttl_min must be between 1 and 10 minutes (got {self.link_ttl_min}): "
+                              "a login link is a key to the console, keep it short-lived")
+        if not 60 <= self.qr_ttl_s <= 1800:
+            raise ConfigError(f"console.qr_ttl_s must be between 60 and 1800 seconds (got {self.qr_ttl_s})")
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
 
@@ -389,6 +415,7 @@ class Config:
     memorial: MemorialConfig = field(default_factory=MemorialConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # WeChat custom menu (the JSON body of /cgi-bin/menu/create), pushed with `vetbot menu push`.
     menu: dict[str, Any] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 BUILTIN_COMMANDS = frozenset({"cancel", "back"})
 #: Passive text replies are cut to this many UTF-8 bytes (WeChat's limit is 2048).
 MAX_REPLY_BYTES = 2000
+#: Kept (for WeChat's retries) instead of a reply that carried a one-time secret (``ctx.secret_reply``).
+SECRET_REPLAY = "这条回复含一次性链接，为安全起见不再重发。如仍需要，请重新发送刚才的消息。"
 EVENT_WINDOW = frozenset({"subscribe", "click", "scan", "view", "scancode_push", "scancode_waitmsg",
                           "pic_sysphoto", "pic_photo_or_album", "pic_weixin", "location_select"})
 
@@ -134,7 +136,7 @@ class Dispatcher:
         reply = _fit("\n\n".join(ctx.replies)) if ctx.replies else None
         # Deadline handshake: from here on the gateway waits for us instead of answering `success`.
         control.decided = True
-        stored = reply
+        stored = reply if not ctx.secret_reply else SECRET_REPLAY
         if control.late and reply:
             await enqueue(io.session, Push(openid=openid, purpose="late_reply", key=f"late:{dedup_key}",
                                            text=reply, priority=HIGH), now)

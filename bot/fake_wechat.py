@@ -29,6 +29,9 @@ and the official ``getStableAccessToken`` page):
 * ``GET /cgi-bin/media/get`` serves registered media (and :data:`DEMO_VOICE_MEDIA_ID`, a short AMR
   clip); unknown ids get 40007. ``GET /cgi-bin/ticket/getticket?type=jsapi`` hands out a JS-SDK ticket,
   the same one until its last 5 minutes.
+* ``POST /cgi-bin/qrcode/create`` answers like the platform (``{ticket, expire_seconds, url}``; no
+  ``expire_seconds`` for the permanent ``QR_LIMIT_*`` kinds; 40097 for a bad action, scene or expiry)
+  and remembers each code's scene (``GET /__fake__/qrcodes``).
 
 API errors come back as HTTP 200 with ``errcode``/``errmsg`` (plus `` rid: ...`` like the real
 thing), bodies are UTF-8 JSON with raw Chinese. Every API call is recorded, even when a fault
@@ -52,7 +55,8 @@ Control endpoints (never recorded as calls):
                            sleeping); ``GET`` reads it
 ``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
 ``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, consents, media,
-                           tickets, clock offset (registered templates stay: they are the account's)
+                           tickets, QR codes, clock offset (registered templates stay: they are the
+                           account's)
 ``POST /__fake__/templates``  ``{"<id>": {"type": "template" | "subscribe", "title", "fields": {name:
                            label}, "kind": "one_time" | "long_term"}}``; ``GET`` lists them
 ``POST /__fake__/subscribe``  a person's popup choice ``{"openid", "templates": {"<id>": "accept" |
@@ -61,6 +65,9 @@ Control endpoints (never recorded as calls):
 ``POST /__fake__/media``   ``{"media_id", "base64", "content_type"}`` registers a media file
 ``POST /__fake__/jssdk/verify``  ``{"url", "nonceStr", "timestamp", "signature"}``: checks a ``wx.config``
                            signature against the tickets issued, as WeChat's client does
+``GET  /__fake__/qrcodes`` ``{"qrcodes": [{"ticket", "url", "scene", "action_name", "expire_seconds",
+                           "created_at"}, ...]}`` (``?url=`` filter): what a phone scanning the code
+                           would learn, so a test can send the matching SCAN event
 ========================  ====================================================================
 
 Use it in-process with :class:`FakeWeChatServer` (``async with FakeWeChatServer() as fake:``) or as a
@@ -308,6 +315,7 @@ class FakeWeChat:
     current: dict[str, _Token] = field(default_factory=dict)
     menu: dict[str, Any] | None = None
     clientmsgids: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    qrcodes: list[dict[str, Any]] = field(default_factory=list)
     clock_offset: float = 0.0
     #: "strict": openids of 16-64 letters, digits, _ or - (:data:`OPENID_RE`); "demo": the short ids of the
     #: local demo too (:data:`DEMO_OPENID_RE`). A fake-only setting: the real platform has its own ids.
@@ -351,6 +359,7 @@ class FakeWeChat:
         self.consents.clear()
         self.media.clear()
         self.tickets.clear()
+        self.qrcodes.clear()
         self.clock_offset = 0.0
         self._last_force_at = None
         self._forces_by_day.clear()
@@ -822,6 +831,40 @@ class _Api:
             return _error(46003, "menu no exist")
         return {"menu": self.s.menu}
 
+    # parameter QR codes
+    def qrcode_create(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        err = _need_object(body)
+        if err:
+            return err
+        action = body.get("action_name")
+        if action not in _QR_ACTIONS:
+            return _error(40097, "invalid args")
+        info = body.get("action_info")
+        scene = info.get("scene") if isinstance(info, dict) else None
+        if not isinstance(scene, dict):
+            return _error(40097, "invalid args")
+        if action.endswith("STR_SCENE"):
+            value = scene.get("scene_str")
+            if not isinstance(value, str) or not 1 <= len(value) <= 64:
+                return _error(40097, "invalid args")
+        else:
+            value = scene.get("scene_id")
+            limit = 100000 if action == "QR_LIMIT_SCENE" else 2**32 - 1
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                return _error(40097, "invalid args")
+        permanent = action.startswith("QR_LIMIT")
+        expire = body.get("expire_seconds", 60)
+        if not permanent and (isinstance(expire, bool) or not isinstance(expire, int) or not 1 <= expire <= 2592000):
+            return _error(40097, "invalid args")
+        ticket = "gQ" + secrets.token_urlsafe(70)
+        url = "https://weixin.qq.com/q/" + secrets.token_urlsafe(16)[:22]
+        self.s.qrcodes.append({"ticket": ticket, "url": url, "scene": str(value), "action_name": action,
+                               "expire_seconds": None if permanent else expire, "created_at": self.s.now()})
+        out: dict[str, Any] = {"ticket": ticket, "url": url}
+        if not permanent:
+            out["expire_seconds"] = expire
+        return out
+
     # users
     def user_info(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
         openid = query.get("openid")
@@ -901,7 +944,9 @@ _ROUTES: dict[str, tuple[str, str, bool]] = {
     "/cgi-bin/user/info": ("GET", "user_info", True),
     "/cgi-bin/media/get": ("GET", "media_get", True),
     "/cgi-bin/ticket/getticket": ("GET", "getticket", True),
+    "/cgi-bin/qrcode/create": ("POST", "qrcode_create", True),
 }
+_QR_ACTIONS = frozenset({"QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"})
 
 STATE_KEY: web.AppKey[FakeWeChat] = web.AppKey("fake_wechat", FakeWeChat)
 
@@ -1106,6 +1151,10 @@ def create_app(
             raise web.HTTPBadRequest(text='body must be {"revoke": "<token>" | "all"}')
         return _json({"revoked": fake.revoke(data["revoke"])})
 
+    async def get_qrcodes(request: web.Request) -> web.Response:
+        want = request.query.get("url")
+        return _json({"qrcodes": [q for q in fake.qrcodes if want is None or q["url"] == want]})
+
     async def post_reset(request: web.Request) -> web.Response:
         fake.reset()
         return _json({"ok": True})
@@ -1191,6 +1240,7 @@ def create_app(
     app.router.add_post("/__fake__/subscribe", post_subscribe)
     app.router.add_post("/__fake__/media", post_media)
     app.router.add_post("/__fake__/jssdk/verify", post_jssdk_verify)
+    app.router.add_get("/__fake__/qrcodes", get_qrcodes)
     app.router.add_route("*", "/cgi-bin/{tail:.*}", handle_api)
     return app
 

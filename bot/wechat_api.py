@@ -609,6 +609,21 @@ class WeChatClient:
         return await self.request("POST", "/cgi-bin/message/mass/sendall", json_body=body)
 
     # -- other APIs -----------------------------------------------------------------------------
+    async def create_qrcode(self, scene: str, expire_seconds: int = 300) -> dict[str, Any]:
+        """A temporary parameter QR code for ``scene`` (``QR_STR_SCENE``, 1-64 characters): returns
+        ``{"ticket", "expire_seconds", "url"}``. Render ``url`` as a QR image (never fetch WeChat's image
+        by ticket: the console must work without external resources). A scan arrives as a ``SCAN`` event
+        with EventKey ``scene`` (or ``subscribe`` with ``qrscene_<scene>`` from a new follower)."""
+        if not 1 <= len(scene) <= 64:
+            raise ValueError(f"a QR scene is 1-64 characters (got {len(scene)})")
+        body = {"expire_seconds": int(expire_seconds), "action_name": "QR_STR_SCENE",
+                "action_info": {"scene": {"scene_str": scene}}}
+        path = "/cgi-bin/qrcode/create"
+        data = await self.request("POST", path, json_body=body)
+        if not isinstance(data.get("url"), str) or not data["url"] or not isinstance(data.get("ticket"), str):
+            raise WeChatTransportError("QR code answer without ticket/url", path)
+        return data
+
     async def create_menu(self, menu: Mapping[str, Any]) -> dict[str, Any]:
         """Replace the custom menu (``{"button": [...]}``; 3 buttons, 5 sub-buttons each)."""
         return await self.request("POST", "/cgi-bin/menu/create", json_body=dict(menu))

@@ -135,6 +135,9 @@ class Context:
         #: When the question now waiting for an answer — the active flow's step or a numbered menu — was
         #: asked (naive UTC); None when nothing waits. Set by the dispatcher for :func:`before_route` hooks.
         self.asked_at: datetime | None = None
+        #: Set by a flow whose reply carries a one-time secret (a login link): the reply is not kept for
+        #: replaying to WeChat's retries of this message (a retry gets a note to ask again instead).
+        self.secret_reply = False
 
     # --- reading -------------------------------------------------------------------------------
     @property

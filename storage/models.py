@@ -125,7 +125,8 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "priority", "due_at"),)
+    # ix_outbox_ref: a feature's pushes (a call-up's audit trail, a notice's delivery report).
+    __table_args__ = (Index("ix_outbox_due", "status", "priority", "due_at"), Index("ix_outbox_ref", "ref_type", "ref_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # Unique: the same purpose never creates two rows for one recipient.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, select, update
+from sqlalchemy import DateTime, Integer, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -46,3 +46,36 @@ async def top_gaps(session: AsyncSession, limit: int = 50, kind: str | None = No
     if kind:
         q = q.where(QAGap.kind == kind)
     return list((await session.execute(q)).scalars())
+
+
+class QAAsk(Base):
+    """One question the policy Q&A decided on (answer / list / unknown): the console's daily figures.
+
+    Insert-only (no counter row every question would lock); rows older than :data:`ASK_KEEP_DAYS` are
+    deleted by the console's housekeeping tick."""
+
+    __tablename__ = "qa_asks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # answer (answered), list (offered a numbered list), unknown (declined)
+    decision: Mapped[str] = mapped_column(String(16))
+    entry_id: Mapped[str | None] = mapped_column(String(64))
+
+
+#: How long :class:`QAAsk` rows are kept.
+ASK_KEEP_DAYS = 90
+
+
+async def record_ask(session: AsyncSession, decision: str, entry_id: str | None, now: datetime) -> None:
+    """Log one decision of the Q&A (in the turn's transaction)."""
+    session.add(QAAsk(at=now, decision=decision[:16], entry_id=(entry_id or None) and entry_id[:64]))
+
+
+async def ask_counts(session: AsyncSession, since: datetime) -> dict[str, int]:
+    """How many questions were answered / offered a list / declined since ``since``."""
+    rows = await session.execute(select(QAAsk.decision, func.count()).where(QAAsk.at >= since)
+                                 .group_by(QAAsk.decision))
+    out = {"answer": 0, "list": 0, "unknown": 0}
+    out.update({d: int(n) for d, n in rows})
+    return out

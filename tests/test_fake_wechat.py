@@ -293,7 +293,7 @@ async def test_user_info(http, fake, token):
 async def test_wrong_method_and_unknown_api(http, fake, token):
     assert (await get(http, fake, "/cgi-bin/message/template/send", {"access_token": token}))["errcode"] == 43002
     assert (await post(http, fake, "/cgi-bin/user/info", {}, {"access_token": token}))["errcode"] == 43001
-    assert (await post(http, fake, "/cgi-bin/qrcode/create", {}, {"access_token": token}))["errcode"] == 48001
+    assert (await post(http, fake, "/cgi-bin/tags/create", {}, {"access_token": token}))["errcode"] == 48001
 
 
 # -- recording, faults, control -------------------------------------------------------------------------

@@ -60,10 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     us = sub.add_parser("users", help="用户：列表、授予/取消角色", description="User administration.")
     usub = us.add_subparsers(dest="users_cmd", required=True)
-    r = usub.add_parser("role", help="grant or revoke a role (staff, volunteer, veteran, family)")
+    r = usub.add_parser("role", help="grant or revoke a role (admin, staff, volunteer, veteran, family)",
+                        description="admin: manages staff in the console (granting admin grants staff too; "
+                                    "revoking staff revokes admin and ends the member's console sessions).")
     add_config(r)
     r.add_argument("openid")
-    r.add_argument("role", choices=["staff", "volunteer", "veteran", "family"])
+    r.add_argument("role", choices=["admin", "staff", "volunteer", "veteran", "family"])
     r.add_argument("--remove", action="store_true")
     r.set_defaults(func=_users_role)
     ul = usub.add_parser("list", help="list users (newest first)")
@@ -248,11 +250,23 @@ def _users_role(args: argparse.Namespace) -> int:
             if user is None:
                 print(f"vetbot: no user {args.openid!r} (they must write to the account first)", file=sys.stderr)
                 return 2
-            (user.remove_role if args.remove else user.add_role)(args.role)
+            from bot.clock import SystemClock
+            from storage.console import set_role
+
+            await set_role(s, user, args.role, not args.remove, by=_cli_login(), via="cli", now=SystemClock().now())
             print(f"{user.openid}: roles = {user.roles or '(none)'}")
             return 0
 
     return run(go())
+
+
+def _cli_login() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
 
 
 def _users_list(args: argparse.Namespace) -> int:

@@ -168,15 +168,11 @@ async def _list_pending(cfg: Any, as_json: bool) -> int:
 
 async def _decide(cfg: Any, db: Any, message_id: int, approve: bool, by: str, reason: str) -> Any:
     from bot.clock import SystemClock
-    from flows.memorial.service import notify_decision
-    from storage.memorial import decide_message, get_martyr
+    from flows.memorial.review import review_message
 
     now = SystemClock().now()
-    async with db.session() as s:
-        msg = await decide_message(s, message_id, approve, by=by, now=now, reason=reason or None)
-        m = await get_martyr(s, msg.martyr_id) if msg.martyr_id else None
-        await notify_decision(s, cfg, msg, m.name if m else None, now, reason=None if approve else (reason or None))
-        return msg
+    async with db.session() as s:  # the same review service the staff console calls
+        return await review_message(s, cfg, message_id, approve, by=by, now=now, reason=reason, via="cli")
 
 
 async def _decide_many(cfg: Any, decisions: list[tuple[int, bool]], by: str, reason: str) -> int:

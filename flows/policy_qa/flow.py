@@ -15,7 +15,7 @@ from typing import Any
 from bot.text import normalize, strip_fillers
 from flows.api import Context, Flow, Services, flow, on_startup
 from storage.models import Ticket
-from storage.qa import record_gap
+from storage.qa import record_ask, record_gap
 
 log = logging.getLogger("vetbot.qa")
 
@@ -134,12 +134,17 @@ class PolicyQA(Flow):
         topic = await asyncio.to_thread(eng.topic, question)
         if topic:
             # A bare topic (抚恤, 优待证, 上学): show what can be asked about it rather than guess one answer.
+            await record_ask(ctx.session, "list", None, ctx.now)
             ctx.step = "pick"
             ctx.choose([(e.question, e.id) for e in topic], header=f"关于“{question.strip()[:10]}”，您想了解哪一项？",
                        footer="回复数字查看；也可以把问题说完整，例如“优待证怎么办理”。")
             return
         result = await asyncio.to_thread(eng.ask, question)
         norm = strip_fillers(normalize(question))
+        # The console's daily figures (answered / offered a list / declined).
+        decided = ("answer" if result.decision == "answer" and result.entry is not None else
+                   "list" if result.decision == "ambiguous" and result.candidates else "unknown")
+        await record_ask(ctx.session, decided, result.entry.id if decided == "answer" else None, ctx.now)
         if result.decision == "answer" and result.entry is not None:
             log.info("qa answer id=%s confidence=%.2f", result.entry.id, result.confidence)
             self._show(ctx, result.entry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands.broadcast import queue_broadcast
+from flows.broadcast import service as broadcasts
 from tests.conftest import make_config
 from tests.helpers import chat_session
 
@@ -23,7 +23,8 @@ async def test_broadcast_by_township_finds_people_who_typed_it_loosely(db_url: s
             assert "请选择您的身份" in reply
             assert "已保存" in (await chat.send(who, "1") or "")
         db, now = chat.runtime.db, chat.clock.now()
-        r = await queue_broadcast(db, now, title="通知", text="明天开会", township="城关镇", dry_run=True)
-        assert r["recipients"] == 2
-        r = await queue_broadcast(db, now, title="通知", text="明天开会", township="竹阳街道", dry_run=True)
-        assert r["recipients"] == 1
+        async with db.session() as s:
+            for town, reached in (("城关镇", 2), ("竹阳街道", 1)):
+                q = await broadcasts.queue(s, now, title="通知", text="明天开会",
+                                           audience=broadcasts.Audience(township=town), dry_run=True)
+                assert q.recipients == reached, town

@@ -64,7 +64,7 @@ async def consent(db: Database, fake: FakeWeChatServer, openid: str, template_id
 async def test_every_purpose_through_every_channel_obeys_the_rules(db: Database, db_url: str, fake: FakeWeChatServer,
                                                                    sms_gateway: FakeSmsGateway,
                                                                    clock: FakeClock) -> None:
-    from bot.commands.broadcast import queue_broadcast
+    from flows.broadcast import service as broadcasts
     from flows.callup.service import CallupSpec, create_callup
     from flows.jobs.alerts import instant_push
     from flows.memorial.campaigns import reminder_push
@@ -110,10 +110,12 @@ async def test_every_purpose_through_every_channel_obeys_the_rules(db: Database,
         await sender.deliver_due(now)
         # The notices go out after the pushes above and one after the other, so that which push spends the
         # window's last kefu message does not depend on the order concurrent sends happen to finish in.
-        warning = await queue_broadcast(db, now, title="防汛预警：今晚到明早有大暴雨，请注意防范", text="请远离河道、危房。",
-                                        warning=True)
+        async with db.session() as s:
+            warning = await broadcasts.queue(s, now, title="防汛预警：今晚到明早有大暴雨，请注意防范",
+                                             text="请远离河道、危房。", warning=True)
         await sender.deliver_due(now)
-        plain = await queue_broadcast(db, now, title="工作通知", text="周五下午3点在局会议室开座谈会")
+        async with db.session() as s:
+            plain = await broadcasts.queue(s, now, title="工作通知", text="周五下午3点在局会议室开座谈会")
         await sender.deliver_due(now)
     finally:
         await sender.close()
@@ -129,8 +131,8 @@ async def test_every_purpose_through_every_channel_obeys_the_rules(db: Database,
     # quota of 5 the other pushes spent: SMS then), to the consent, and by SMS.
     by_key = {(r.idempotency_key.split(":", 1)[1], r.openid): r.channel for r in await rows(db)
               if r.purpose == "broadcast"}
-    assert [by_key[(warning["key"], uid(i))] for i in range(4)] == ["kefu", "subscribe", "template", "template"]
-    assert [by_key[(plain["key"], uid(i))] for i in range(4)] == ["sms", "subscribe", "sms", "sms"]
+    assert [by_key[(warning.key, uid(i))] for i in range(4)] == ["kefu", "subscribe", "template", "template"]
+    assert [by_key[(plain.key, uid(i))] for i in range(4)] == ["sms", "subscribe", "sms", "sms"]
     assert calls(fake, KEFU_PATH) and sms_gateway.accepted
     assert assert_obeys_the_rules(fake) >= 15
 

@@ -1,0 +1,48 @@
+"""操作记录 (administrators only): every staff action — who, when, what, on which record, from where
+(console, chat or CLI) — newest first, filtered by kind of action or by person."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.web.console.base import Console, field, int_or_none, staff_of
+from storage.console import audit_actions, audit_entries
+from storage.models import User
+
+ACTION_WORDS = {
+    "console.login": "登录后台", "console.logout": "退出后台", "console.link": "生成登录链接",
+    "broadcast.send": "发送群发通知", "broadcast.schedule": "定时群发通知", "broadcast.cancel": "撤回群发通知",
+    "callup.create": "发起集结", "callup.close": "结束集结",
+    "memorial.approve": "寄语通过", "memorial.reject": "寄语不通过",
+    "user.grant": "授予权限", "user.revoke": "取消权限",
+}
+VIA_WORDS = {"console": "后台", "chat": "微信", "cli": "命令行"}
+TARGET_WORDS = {"broadcast": "通知", "callup": "集结", "user": "用户", "memorial_message": "寄语"}
+TARGET_LINKS = {"broadcast": "/staff/broadcasts/{}", "callup": "/staff/callups/{}", "user": "/staff/users/{}"}
+PAGE = 50
+
+
+def routes(app: web.Application, c: Console) -> None:
+    async def index(request: web.Request) -> web.Response:
+        if not staff_of(request).is_admin:
+            return c.message(request, 403, "没有权限", "操作记录只有管理员可以查看。", back="/staff/")
+        action = field(request.query, "action", 48)  # type: ignore[arg-type]
+        actor = field(request.query, "actor", 64)  # type: ignore[arg-type]
+        before = int_or_none(request.query.get("before", ""))
+        async with c.db.session() as s:
+            rows = await audit_entries(s, limit=PAGE, before_id=before, actor=actor or None, action=action or None)
+            actions = await audit_actions(s)
+            actors = {r.actor for r in rows}
+            names = dict((await s.execute(select(User.openid, User.name).where(User.openid.in_(actors))))
+                         .all()) if actors else {}
+
+        def link(r: object) -> str | None:
+            pattern = TARGET_LINKS.get(getattr(r, "target_type", ""))
+            return pattern.format(getattr(r, "target_id", "")) if pattern and getattr(r, "target_id", "") else None
+
+        return c.page(request, "console/audit.html", title="操作记录", rows=rows, actions=actions, action=action,
+                      actor=actor, names=names, words=ACTION_WORDS, via_words=VIA_WORDS, link=link, target_words=TARGET_WORDS,
+                      more=rows[-1].id if len(rows) == PAGE else None)
+
+    app.router.add_get("/staff/audit", index)

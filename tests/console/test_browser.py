@@ -169,12 +169,14 @@ async def test_a_notice_from_compose_to_its_delivery_report(site: Site, browser:
     await page.get_by_role("link", name="新建通知").click()
     # Keyboard only: type, Tab to the next field.
     await page.get_by_label("标题").focus()
-    await page.keyboard.type("七一座谈会通知")
+    await page.keyboard.type("防汛预警")
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.id") == "f-text"
-    await page.keyboard.type("7月1日上午9点在局二楼会议室召开老兵座谈会，欢迎参加。")
+    await page.keyboard.type("7月1日上午9点起有大暴雨，请远离河道和危房，注意安全。")
     await page.get_by_label("按身份").check()
     await page.get_by_label("身份", exact=True).select_option("veteran")
+    # A warning: WeChat lets a template message reach people outside the chat window only for these.
+    await page.get_by_label("灾害、故障预警").check()
     await _check_page(page)
     await _shot(page, tmp_path, "broadcast-compose-desktop")
     await page.get_by_role("button", name="发送", exact=True).click()
@@ -193,7 +195,7 @@ async def test_a_notice_from_compose_to_its_delivery_report(site: Site, browser:
         await sender.close()
     sent = [c for c in site.fake.state.calls if c["path"] == "/cgi-bin/message/template/send"]
     assert sorted(c["body"]["touser"] for c in sent) == [fake_openid(800), fake_openid(801)]
-    assert all(c["body"]["data"]["keyword1"]["value"].startswith("7月1日上午9点") for c in sent)
+    assert all(c["body"]["data"]["thing2"]["value"].startswith("7月1日上午9点") for c in sent)
     # refresh.js updates the report by itself (every 10 s while pushes wait).
     await expect(page.locator("#n-sent")).to_have_text("1", timeout=WAIT_MS)
     assert await page.inner_text("#n-failed") == "1"

@@ -416,7 +416,9 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
         assert c is not None
         if c.state == CLOSED:
             return AnswerResult(c, None, message=answer_message(services, c, AnswerResult(c, None), None))
-    if new == CONFIRMED and c.state == FILLED and old != CONFIRMED:
+    if new == CONFIRMED and c.state == FILLED and old not in counting:
+        # Only a member who does not count yet becomes standby; one already counted (晚到 where
+        # late arrivals count) who now says 到 keeps their place (issue 14.11).
         new = STANDBY
     eta = eta_min if new == LATE else None
     await session.execute(_TARGET_SET, {"t": target_id, "status": new, "answered_at": now, "answered_via": via,
@@ -429,7 +431,7 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
             await _fill(session, services, c, now)
             result.filled_now = True
     elif c.state == FILLED and old in counting and new not in counting:
-        result.reopened = await _refill_or_reopen(session, services, c, now)
+        result.reopened = await _refill_or_reopen(session, services, c, now, new)
     result.message = answer_message(services, c, result, eta_min)
     return result
 
@@ -474,10 +476,16 @@ async def _fill(session: AsyncSession, services: Services, c: CallUp, now: datet
                        f"filled:{epoch(now)}", now, roster_now=r)
 
 
-async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp, now: datetime) -> bool:
-    """A confirmed member withdrew from a filled call-up: promote standby members (those with a missing
-    skill first, earliest answer first); if that is not enough, reopen and resume escalation.
-    Returns True when the call-up reopened."""
+def _change_words(became: str) -> str:
+    """What staff are told a member changed to (only 不能到 and an uncounted 晚到 reach here)."""
+    return "改为晚到（本次晚到不计入人数）" if became == LATE else "改为不能到"
+
+
+async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp, now: datetime,
+                            became: str) -> bool:
+    """A counted member of a filled call-up no longer counts (``became`` declined, or late where late
+    arrivals do not count): promote standby members (those with a missing skill first, earliest answer
+    first); if that is not enough, reopen and resume escalation. Returns True when the call-up reopened."""
     met, total, missing = await _quorum(session, c)
     if met:
         return False
@@ -524,7 +532,7 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
     if chosen:
         await _event(session, c, "promoted", now, members=[t.member_id for t in chosen])
     if met:
-        await notify_staff(session, services, c, f"有人改为不能到，已由 {len(chosen)} 名备用人员补上。",
+        await notify_staff(session, services, c, f"有人{_change_words(became)}，已由 {len(chosen)} 名备用人员补上。",
                            f"promoted:{epoch(now)}", now)
         return False
     c.state = OPEN
@@ -532,7 +540,7 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
     c.next_due_at = now + timedelta(minutes=wait) if wait is not None else None
     await session.flush()
     await _event(session, c, "reopened", now)
-    await notify_staff(session, services, c, "有人改为不能到，人数不足，集结重新开放"
+    await notify_staff(session, services, c, f"有人{_change_words(became)}，人数不足，集结重新开放"
                        + ("，升级通知继续。" if wait is not None else "。"), f"reopened:{epoch(now)}", now)
     return True
 

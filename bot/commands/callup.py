@@ -195,7 +195,8 @@ def _close(args: argparse.Namespace) -> int:
             emit({**r, "closed_now": closed_now}, True, str)
         else:
             print(f"call-up #{c.id} {'closed' if closed_now else 'was already closed'}: confirmed {r['confirmed']}, "
-                  f"late {r['late']}, declined {r['declined']}, no answer {r['no_answer']}, standby {r['standby']}")
+                  f"late {r['late']}, declined {r['declined']}, no answer {r['no_answer']}, standby {r['standby']}"
+                  + (f"; told {r['told']} member(s) coming" if closed_now else ""))
         return 0
 
     return run(go())

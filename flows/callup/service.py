@@ -606,7 +606,8 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
                        now: datetime) -> tuple[CallUp, dict[str, Any], bool]:
     """Close a call-up: escalation stops and everyone who said they are coming is told it is over.
 
-    Returns (call-up, final roster, closed_now) — closed_now False when it was already closed."""
+    Returns (call-up, final roster, closed_now) — closed_now False when it was already closed; when
+    closed now the roster has ``told``, how many members were told."""
     c = await lock_callup(session, callup_id)
     if c is None:
         raise CallupError(f"没有编号为 {callup_id} 的集结")
@@ -629,9 +630,10 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
     if pushes:
         await enqueue(session, pushes, now)
     r = await roster(session, services, c, now)
+    r["told"] = len(pushes)
     await _event(session, c, "closed", now, by, told=len(pushes), confirmed=r["confirmed"], late=r["late"])
-    await notify_staff(session, services, c, "集结已结束，已通知到场人员。", "closed", now, exclude=(by,),
-                       roster_now=r)
+    await notify_staff(session, services, c, "集结已结束。" + texts.closed_text(len(pushes)), "closed", now,
+                       exclude=(by,), roster_now=r)
     return c, r, True
 
 

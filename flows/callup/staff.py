@@ -278,7 +278,8 @@ class CloseCallup(Flow):
                 c, r, now_closed = await service.close_callup(ctx.session, ctx.services, int(ctx.slots["callup_id"]),
                                                               ctx.openid, ctx.now)
                 if now_closed:
-                    ctx.say(f"已结束集结 #{c.id} {texts.label(c)}。\n{texts.counts_line(r)}\n已通知到场人员。")
+                    ctx.say(f"已结束集结 #{c.id} {texts.label(c)}。\n{texts.counts_line(r)}\n"
+                            + texts.closed_text(int(r.get("told", 0))))
                 else:
                     ctx.say(f"集结 #{c.id} 之前已经结束了。")
                 ctx.end()

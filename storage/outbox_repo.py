@@ -2,28 +2,47 @@
 
 Life of a row: ``pending`` → claimed (``sending``, ``claimed_by``/``claimed_at`` set, committed at
 once) → delivered outside any transaction → result written (``sent`` / ``failed`` / ``cancelled``,
-or back to ``pending`` with a later ``due_at`` for a retry). A sender killed between claim and
-result leaves its rows in ``sending``; :func:`reclaim_stale` hands them back after
-``claim_timeout_s``. Such rows may already have reached the user, so delivery is at-least-once:
-only rows in flight at the moment of a crash can go out twice.
+or back to ``pending`` with a later ``due_at`` for a retry). Such rows may already have reached the
+user when their sender dies, so delivery is at-least-once: only rows in flight at the moment of a
+crash can go out twice.
+
+Claims are bound to the life of their sender (:class:`SenderLease`), so a dead sender's rows come
+back within seconds rather than after ``claim_timeout_s``:
+
+* PostgreSQL: every sender holds a session advisory lock keyed on its name for as long as it runs.
+  The lock goes when its connection goes (a killed process's socket is closed by the kernel), and
+  :func:`reclaim_orphans` hands back every ``sending`` row whose sender's lock is gone.
+* SQLite: one sender per database (one writer anyway). A sender that starts holding the database's
+  sender lock file (``<db>.sender-lock``, an ``flock`` the kernel drops with the process) is alone,
+  so every row still ``sending`` under another name was left by a sender that stopped; it takes them
+  back at once. A second sender beside it (not supported) only gets the timeout below.
+
+:func:`reclaim_stale` (``claim_timeout_s``) stays as the last resort for what neither covers.
 
 On PostgreSQL several senders claim at once: ``FOR UPDATE SKIP LOCKED`` gives each a disjoint set
-without waiting. On SQLite the claim transaction starts with ``BEGIN IMMEDIATE`` (one writer), and
-one sender runs per database.
+without waiting. On SQLite the claim transaction starts with ``BEGIN IMMEDIATE`` (one writer).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.base import JSONText
 from storage.db import Database
 from storage.models import OutboxMessage, User
+
+log = logging.getLogger("vetbot.outbox")
 
 T = OutboxMessage.__table__
 U = User.__table__
@@ -31,6 +50,10 @@ U = User.__table__
 #: Every status a row can have.
 STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
 STALE_CLAIM_ERROR = "sender stopped while sending (claim timed out); the push may have gone out already"
+ORPHAN_ERROR = "sender stopped while sending; the push may have gone out already"
+#: First key of the senders' PostgreSQL advisory locks (the second is ``hashtext(worker)``); another
+#: constant than the scheduler's lock (bot/scheduler.py), which uses the one-key form.
+SENDER_LOCK_CLASS = 0x7E7B08
 
 
 @dataclass
@@ -138,17 +161,148 @@ async def _claim(s: Any, is_sqlite: bool, now: datetime, limit: int, worker: str
 
 
 async def reclaim_stale(db: Database, now: datetime, claim_timeout_s: float, max_attempts: int) -> int:
-    """Hand rows stuck in ``sending`` (their sender died) back to ``pending``.
+    """Hand rows stuck in ``sending`` for ``claim_timeout_s`` back to ``pending`` (the last resort
+    behind :func:`reclaim_orphans`; live senders refresh their claims with :func:`touch_claims`).
 
-    The stuck try counts as an attempt, so a row that kills its sender every time ends up
-    ``failed`` instead of looping for ever. Returns how many rows were reclaimed.
+    The stuck try counts as an attempt. Returns how many rows were reclaimed.
     """
     cutoff = now - timedelta(seconds=claim_timeout_s)
     stmt = (update(T).where(T.c.status == "sending", T.c.claimed_at < cutoff)
-            .values(status=case((T.c.attempts + 1 >= max_attempts, literal("failed")), else_=literal("pending")),
-                    attempts=T.c.attempts + 1, claimed_by=None, claimed_at=None, last_error=STALE_CLAIM_ERROR))
+            .values(**_hand_back(max_attempts, STALE_CLAIM_ERROR)))
     async with db.session() as s:
         result = await s.execute(stmt, execution_options={"synchronize_session": False})
+    return max(result.rowcount or 0, 0)
+
+
+class SenderLease:
+    """Binds a sender's claims to its life (see the module docstring); one per sender.
+
+    ``worker`` may change on :meth:`acquire` (a name already held by a live sender gets a suffix);
+    ``sole`` is True on SQLite when this sender holds the database's sender lock file.
+    """
+
+    def __init__(self, db: Database, worker: str) -> None:
+        self.db, self.worker = db, worker
+        self.sole = False
+        self.held = False
+        self._conn: AsyncConnection | None = None
+        self._fd: int | None = None
+
+    async def acquire(self) -> str:
+        """Take the lease (idempotent); returns the worker name to claim under."""
+        if self.held:
+            return self.worker
+        if self.db.is_sqlite:
+            self.sole = self._flock()
+            self.held = True
+            return self.worker
+        for _ in range(5):
+            conn = await self.db.engine.connect()
+            try:
+                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:c, hashtext(:w))"),
+                                          {"c": SENDER_LOCK_CLASS, "w": self.worker})).scalar()
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+            if got:
+                self._conn, self.held = conn, True
+                return self.worker
+            await conn.close()
+            # Another live sender has this name (two `outbox run --worker x`) or, rarely, its hash.
+            log.warning("outbox sender name %s is in use by a live sender; adding a suffix", self.worker)
+            self.worker = f"{self.worker[:55]}:{uuid.uuid4().hex[:6]}"
+        raise RuntimeError("could not take an outbox sender lock")
+
+    async def alive(self) -> bool:
+        """Whether the lease still holds (PostgreSQL: its connection answers)."""
+        if not self.held:
+            return False
+        if self._conn is None:
+            return True
+        try:
+            await self._conn.execute(text("SELECT 1"))
+            await self._conn.commit()
+            return True
+        except Exception:
+            log.warning("outbox sender %s lost its lock connection; its rows go to other senders", self.worker)
+            await self.release()
+            return False
+
+    async def release(self) -> None:
+        """Give the lease up (closing the connection drops the advisory lock)."""
+        conn, self._conn = self._conn, None
+        self.held = False
+        if conn is not None:
+            try:
+                # Invalidate, not close: close() would return the connection to the pool with the
+                # session's advisory lock still held.
+                await conn.invalidate()
+            except Exception:
+                pass
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+        self.sole = False
+
+    def _flock(self) -> bool:
+        import fcntl
+
+        path = make_url(self.db.url).database
+        if not path or path == ":memory:":
+            return True  # an in-memory database lives and dies with this one process
+        fd = os.open(str(Path(path).with_name(Path(path).name + ".sender-lock")), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            log.warning("another outbox sender runs on this SQLite database (run one per database); rows a "
+                        "stopped sender left in 'sending' come back only after outbox.claim_timeout_s")
+            return False
+        self._fd = fd
+        return True
+
+
+def _hand_back(max_attempts: int, error: str) -> dict[str, Any]:
+    # The interrupted try counts as an attempt, so a row that kills its sender every time ends up
+    # failed instead of looping for ever.
+    return {"status": case((T.c.attempts + 1 >= max_attempts, literal("failed")), else_=literal("pending")),
+            "attempts": T.c.attempts + 1, "claimed_by": None, "claimed_at": None, "last_error": error}
+
+
+async def reclaim_orphans(db: Database, lease: SenderLease, max_attempts: int) -> int:
+    """Hand back, at once, rows left ``sending`` by senders that are gone; returns how many.
+
+    PostgreSQL: rows whose sender holds no advisory lock in this database. SQLite: when ``lease``
+    is the database's only sender, every row ``sending`` under another name. Rows of this very
+    sender are never touched (it owns them; see :func:`release_own` for a pass that failed)."""
+    if db.is_sqlite:
+        if not lease.sole:
+            return 0
+        cond = [T.c.status == "sending", or_(T.c.claimed_by.is_(None), T.c.claimed_by != lease.worker)]
+    else:
+        gone = text(
+            "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid = :lock_class AND l.objid = hashtext(outbox.claimed_by)::oid)"
+        ).bindparams(lock_class=SENDER_LOCK_CLASS)
+        cond = [T.c.status == "sending", or_(T.c.claimed_by.is_(None), gone)]
+    async with db.session() as s:
+        result = await s.execute(update(T).where(*cond).values(**_hand_back(max_attempts, ORPHAN_ERROR)),
+                                 execution_options={"synchronize_session": False})
+    return max(result.rowcount or 0, 0)
+
+
+async def release_own(db: Database, worker: str, max_attempts: int) -> int:
+    """Hand back rows still ``sending`` under ``worker`` between two passes of that sender.
+
+    A pass holds every row it claimed until their results are written; rows still claimed when a new
+    pass starts are those of a pass that ended on a database error (results not written). Left alone
+    they would stay claimed by a live sender whose heartbeat keeps them fresh."""
+    async with db.session() as s:
+        result = await s.execute(update(T).where(T.c.status == "sending", T.c.claimed_by == worker)
+                                 .values(**_hand_back(max_attempts, ORPHAN_ERROR)),
+                                 execution_options={"synchronize_session": False})
     return max(result.rowcount or 0, 0)
 
 

@@ -30,8 +30,10 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     func,
+    insert,
     or_,
     select,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -181,7 +183,9 @@ class CallUpEvent(Base):
 async def team_by_ref(session: AsyncSession, ref: str | int) -> Team | None:
     """A team by id, exact name or binding code."""
     text = str(ref).strip()
-    if text.isdigit():
+    # ASCII digits that fit the id column only: '²'.isdigit() is True and int() fails on it, and 23
+    # digits overflow the database integer (both raised from a QR scene or the CLI).
+    if text.isascii() and text.isdigit() and len(text) <= 9:
         team = await session.get(Team, int(text))
         if team is not None:
             return team
@@ -267,3 +271,300 @@ async def staff_openids(session: AsyncSession, extra: list[str] | tuple[str, ...
     rows = await session.execute(select(User.openid, User.roles).where(User.roles.contains("staff")))
     found = {o for o, roles in rows if "staff" in (roles or "").split(",")}
     return sorted(found | set(extra))
+
+
+async def team_by_code(session: AsyncSession, code: str) -> Team | None:
+    """The team whose binding code is ``code`` (exact)."""
+    return (await session.execute(select(Team).where(Team.code == code))).scalar_one_or_none()
+
+
+async def all_teams(session: AsyncSession) -> list[Team]:
+    """Every team, by id."""
+    return list((await session.execute(select(Team).order_by(Team.id))).scalars())
+
+
+async def team_count(session: AsyncSession) -> int:
+    """How many teams there are."""
+    return int((await session.execute(select(func.count(Team.id)))).scalar() or 0)
+
+
+async def team_codes(session: AsyncSession) -> set[str]:
+    """Every binding code in use (a new code must differ from all of them)."""
+    return set((await session.execute(select(Team.code))).scalars())
+
+
+async def team_summaries(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:
+    """Per team: id, name, township, leader, code, QR scene, members, bound and on-leave counts."""
+    counts = {tid: (n, b) for tid, n, b in (await session.execute(
+        select(Member.team_id, func.count(Member.id), func.count(Member.openid)).group_by(Member.team_id))).all()}
+    away = dict((await session.execute(select(Member.team_id, func.count(Member.id))
+                                       .where(Member.away_until > now).group_by(Member.team_id))).all())
+    out = []
+    for t in await all_teams(session):
+        n, b = counts.get(t.id, (0, 0))
+        out.append({"id": t.id, "name": t.name, "township": t.township, "leader": t.leader, "code": t.code,
+                    "scene": f"team:{t.id}", "members": n, "bound": b, "away": away.get(t.id, 0)})
+    return out
+
+
+async def member_in_team(session: AsyncSession, team_id: int, phone: str) -> Member | None:
+    """The member of ``team_id`` with this roster phone."""
+    return (await session.execute(select(Member).where(Member.phone == phone, Member.team_id == team_id))
+            ).scalar_one_or_none()
+
+
+async def members_by_ids(session: AsyncSession, ids: list[int]) -> dict[int, Member]:
+    """Members by id (missing ids are left out)."""
+    if not ids:
+        return {}
+    return {m.id: m for m in (await session.execute(select(Member).where(Member.id.in_(ids)))).scalars()}
+
+
+async def headcount(session: AsyncSession, team_ids: list[int] | None, now: datetime) -> tuple[int, int, int]:
+    """(members, available, bound and available) of the teams (None = all teams)."""
+    q = select(Member.away_until, Member.openid)
+    if team_ids is not None:
+        q = q.where(Member.team_id.in_(team_ids))
+    rows = (await session.execute(q)).all()
+    avail = [r for r in rows if r[0] is None or r[0] <= now]
+    return len(rows), len(avail), sum(1 for r in avail if r[1])
+
+
+# --- call-ups ------------------------------------------------------------------------------------
+
+
+async def due_callups(session: AsyncSession, now: datetime) -> list[int]:
+    """Ids of open call-ups whose next escalation step is due, soonest first."""
+    q = (select(CallUp.id).where(CallUp.state == OPEN, CallUp.next_due_at.is_not(None), CallUp.next_due_at <= now)
+         .order_by(CallUp.next_due_at))
+    return list((await session.execute(q)).scalars())
+
+
+async def active_callups(session: AsyncSession) -> list[CallUp]:
+    """Open and filled call-ups, newest first."""
+    q = select(CallUp).where(CallUp.state.in_(ACTIVE_STATES)).order_by(CallUp.created_at.desc(), CallUp.id.desc())
+    return list((await session.execute(q)).scalars())
+
+
+async def latest_callup(session: AsyncSession) -> CallUp | None:
+    """The call-up created last, whatever its state."""
+    return (await session.execute(select(CallUp).order_by(CallUp.id.desc()).limit(1))).scalar_one_or_none()
+
+
+async def list_callups(session: AsyncSession, *, active_only: bool, limit: int = 200) -> list[CallUp]:
+    """Call-ups newest first (active ones only, or all)."""
+    q = select(CallUp).order_by(CallUp.id.desc())
+    if active_only:
+        q = q.where(CallUp.state.in_(ACTIVE_STATES))
+    return list((await session.execute(q.limit(limit))).scalars())
+
+
+def add_event(session: AsyncSession, callup_id: int, kind: str, now: datetime, actor: str = "",
+              **detail: Any) -> None:
+    """Append an entry to the call-up's audit trail (written with the session's next flush)."""
+    session.add(CallUpEvent(callup_id=callup_id, at=now, kind=kind, actor=actor[:64], detail=detail))
+
+
+async def event_details(session: AsyncSession, callup_id: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The ``detail`` of the call-up's events of these kinds, oldest first."""
+    q = (select(CallUpEvent.detail).where(CallUpEvent.callup_id == callup_id, CallUpEvent.kind.in_(kinds))
+         .order_by(CallUpEvent.id))
+    return [d or {} for d in (await session.execute(q)).scalars()]
+
+
+# --- targets -------------------------------------------------------------------------------------
+
+
+async def candidates(session: AsyncSession, team_ids: list[int]) -> list[Any]:
+    """Members of the teams (id, openid, name, phone, skills, away_until), by id: whom a call-up may target."""
+    return list((await session.execute(
+        select(Member.id, Member.openid, Member.name, Member.phone, Member.skills, Member.away_until)
+        .where(Member.team_id.in_(team_ids)).order_by(Member.id))).all())
+
+
+async def targeted_member_ids(session: AsyncSession, callup_id: int) -> set[int]:
+    """Members the call-up already targets."""
+    return set((await session.execute(
+        select(CallUpTarget.member_id).where(CallUpTarget.callup_id == callup_id))).scalars())
+
+
+async def add_targets(session: AsyncSession, callup_id: int, members: list[Any], wave: int, now: datetime) -> None:
+    """Target ``members`` (rows from :func:`candidates`) with no answer yet; skills frozen as they are now."""
+    rows = [{"callup_id": callup_id, "member_id": r.id, "skills": list(r.skills or []), "wave": wave,
+             "status": PENDING, "created_at": now} for r in members]
+    for i in range(0, len(rows), 1000):  # stay under SQLite's bound-parameter limit
+        await session.execute(insert(CallUpTarget), rows[i:i + 1000])
+
+
+async def pending_bound_members(session: AsyncSession, callup_id: int, now: datetime) -> list[Any]:
+    """Targets without an answer who have a WeChat binding and are not on leave (whom a reminder reaches)."""
+    q = (select(Member.id, Member.openid, Member.name, Member.phone, Member.away_until)
+         .join(CallUpTarget, CallUpTarget.member_id == Member.id)
+         .where(CallUpTarget.callup_id == callup_id, CallUpTarget.status == PENDING, Member.openid.is_not(None))
+         .order_by(Member.id))
+    return [r for r in (await session.execute(q)).all() if r.away_until is None or r.away_until <= now]
+
+
+async def members_coming(session: AsyncSession, callup_id: int) -> list[Member]:
+    """Bound members who said 到 / 晚到 or are standby (told when the call-up closes)."""
+    q = (select(Member).join(CallUpTarget, CallUpTarget.member_id == Member.id)
+         .where(CallUpTarget.callup_id == callup_id, CallUpTarget.status.in_((CONFIRMED, LATE, STANDBY)),
+                Member.openid.is_not(None)).order_by(Member.id))
+    return list((await session.execute(q)).scalars())
+
+
+async def roster_members(session: AsyncSession, callup_id: int) -> list[dict[str, Any]]:
+    """Every target with name, phone, team, skills and answer (the staff page and the CLI)."""
+    q = (select(CallUpTarget, Member, Team.name).join(Member, Member.id == CallUpTarget.member_id)
+         .join(Team, Team.id == Member.team_id).where(CallUpTarget.callup_id == callup_id)
+         .order_by(CallUpTarget.status, Team.name, Member.name))
+    return [{"member_id": m.id, "name": m.name, "phone": m.phone, "team": team, "skills": t.skills,
+             "status": t.status, "eta_min": t.eta_min, "answered_at": t.answered_at, "via": t.answered_via,
+             "bound": m.openid is not None, "wave": t.wave}
+            for t, m, team in (await session.execute(q)).all()]
+
+
+# Built once: answers are the hot path (a whole county answering within minutes), and building a
+# statement and its cache key costs more than SQLite takes to run it. Core statements on the tables
+# (not the ORM entities): the ORM's bulk UPDATE/INSERT machinery cost more than the rest of an answer.
+_TARGETS = CallUpTarget.__table__
+_TARGET_Q = select(CallUpTarget.id, CallUpTarget.status).where(
+    CallUpTarget.callup_id == bindparam("c"), CallUpTarget.member_id == bindparam("m")).with_for_update()
+_TARGET_SET = update(_TARGETS).where(_TARGETS.c.id == bindparam("t")).values(
+    status=bindparam("status"), answered_at=bindparam("answered_at"), answered_via=bindparam("answered_via"),
+    eta_min=bindparam("eta_min"))
+_ANSWER_ADD = insert(CallUpAnswer.__table__)
+_COUNTED = select(func.count()).select_from(_TARGETS).where(
+    _TARGETS.c.callup_id == bindparam("c"), _TARGETS.c.status.in_(bindparam("s", expanding=True)))
+_COUNTED_SKILLS = select(_TARGETS.c.skills).where(
+    _TARGETS.c.callup_id == bindparam("c"), _TARGETS.c.status.in_(bindparam("s", expanding=True)))
+
+
+async def lock_target(session: AsyncSession, callup_id: int, member_id: int) -> tuple[int, str] | None:
+    """(target id, current status) of the member in the call-up, row locked; None when not targeted.
+
+    Loads no entity, so the Core update of :func:`write_answer` leaves nothing stale in the session."""
+    row = (await session.execute(_TARGET_Q, {"c": callup_id, "m": member_id})).first()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+async def write_answer(session: AsyncSession, *, callup_id: int, member_id: int, target_id: int, answer: str,
+                       recorded_as: str, eta_min: int | None, via: str, now: datetime) -> None:
+    """Set the target's latest answer and keep the answer in the history."""
+    await session.execute(_TARGET_SET, {"t": target_id, "status": recorded_as, "answered_at": now,
+                                        "answered_via": via, "eta_min": eta_min})
+    await session.execute(_ANSWER_ADD, {"callup_id": callup_id, "member_id": member_id, "answer": answer,
+                                        "recorded_as": recorded_as, "eta_min": eta_min, "via": via, "at": now})
+
+
+async def counted(session: AsyncSession, callup_id: int, statuses: tuple[str, ...], *,
+                  with_skills: bool) -> tuple[int, dict[str, int]]:
+    """(how many targets are in ``statuses``, per skill how many of them have it) in one query; the
+    skill counts only when ``with_skills`` (a member with two skills counts for both)."""
+    args = {"c": callup_id, "s": list(statuses)}
+    if not with_skills:
+        return int((await session.execute(_COUNTED, args)).scalar() or 0), {}
+    rows = (await session.execute(_COUNTED_SKILLS, args)).scalars().all()
+    have: dict[str, int] = {}
+    for skills in rows:
+        for sk in set(skills or []):
+            have[sk] = have.get(sk, 0) + 1
+    return len(rows), have
+
+
+async def standby_for_update(session: AsyncSession, callup_id: int) -> list[CallUpTarget]:
+    """Standby targets, earliest answer first, locked; rows locked by someone else are skipped.
+
+    SKIP LOCKED: a standby member answering right now holds their row and waits for the call-up row
+    the caller holds; waiting for theirs would deadlock. They are simply not promoted this time."""
+    q = (select(CallUpTarget).where(CallUpTarget.callup_id == callup_id, CallUpTarget.status == STANDBY)
+         .order_by(CallUpTarget.answered_at, CallUpTarget.id).with_for_update(skip_locked=True))
+    return list((await session.execute(q)).scalars())
+
+
+async def set_late_eta(session: AsyncSession, callup_id: int, member_id: int, eta_min: int) -> bool:
+    """Add the ETA to a 晚到 answer (the target and its last answer); False when it is no longer 晚到."""
+    t = (await session.execute(select(CallUpTarget).where(
+        CallUpTarget.callup_id == callup_id, CallUpTarget.member_id == member_id))).scalar_one_or_none()
+    if t is None or t.status != LATE:
+        return False
+    t.eta_min = eta_min
+    last = (await session.execute(select(CallUpAnswer).where(
+        CallUpAnswer.callup_id == callup_id, CallUpAnswer.member_id == member_id)
+        .order_by(CallUpAnswer.id.desc()).limit(1))).scalar_one_or_none()
+    if last is not None and last.recorded_as == LATE:
+        last.eta_min = eta_min
+    return True
+
+
+# --- audit trail and statistics ------------------------------------------------------------------
+
+
+async def events_of(session: AsyncSession, callup_id: int) -> list[CallUpEvent]:
+    """The call-up's events, oldest first."""
+    q = select(CallUpEvent).where(CallUpEvent.callup_id == callup_id).order_by(CallUpEvent.id)
+    return list((await session.execute(q)).scalars())
+
+
+async def answers_of(session: AsyncSession, callup_id: int) -> list[tuple[CallUpAnswer, str, str]]:
+    """Every answer given to the call-up with the member's name and phone, oldest first."""
+    q = (select(CallUpAnswer, Member.name, Member.phone).join(Member, Member.id == CallUpAnswer.member_id)
+         .where(CallUpAnswer.callup_id == callup_id).order_by(CallUpAnswer.id))
+    return [(a, name, phone) for a, name, phone in (await session.execute(q)).all()]
+
+
+async def pushes_of(session: AsyncSession, callup_id: int) -> list[Any]:
+    """The outbox rows the call-up queued (``ref_type='callup'``), oldest first."""
+    from storage.models import OutboxMessage
+
+    q = (select(OutboxMessage).where(OutboxMessage.ref_type == "callup", OutboxMessage.ref_id == callup_id)
+         .order_by(OutboxMessage.id))
+    return list((await session.execute(q)).scalars())
+
+
+async def push_results(session: AsyncSession, callup_id: int, purpose: str = "callup"
+                       ) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Of the call-up's pushes of ``purpose``: counts by outbox status, and the failure reasons with
+    their counts (most frequent first)."""
+    from storage.models import OutboxMessage as O
+
+    mine = (O.ref_type == "callup", O.ref_id == callup_id, O.purpose == purpose)
+    by = {s: int(n) for s, n in (await session.execute(
+        select(O.status, func.count()).where(*mine).group_by(O.status))).all()}
+    reasons = [(r or "-", int(n)) for r, n in (await session.execute(
+        select(O.last_error, func.count()).where(*mine, O.status == "failed").group_by(O.last_error)
+        .order_by(func.count().desc()).limit(3))).all()]
+    return by, reasons
+
+
+async def callups_for_stats(session: AsyncSession, drills: bool) -> list[CallUp]:
+    """Every call-up that is (``drills``) or is not a drill."""
+    return list((await session.execute(select(CallUp).where(CallUp.drill.is_(drills)))).scalars())
+
+
+async def status_totals(session: AsyncSession, callup_ids: list[int]) -> dict[str, int]:
+    """Targets by status over these call-ups (statuses without targets are left out)."""
+    q = (select(CallUpTarget.status, func.count()).where(CallUpTarget.callup_id.in_(callup_ids))
+         .group_by(CallUpTarget.status))
+    return {s: int(n) for s, n in (await session.execute(q)).all()}
+
+
+async def first_answer_delays_min(session: AsyncSession, callup_ids: list[int]) -> list[float]:
+    """Minutes from being called to the first answer, per target that answered."""
+    first = (select(CallUpAnswer.callup_id, CallUpAnswer.member_id, func.min(CallUpAnswer.at).label("first"))
+             .where(CallUpAnswer.callup_id.in_(callup_ids)).group_by(CallUpAnswer.callup_id, CallUpAnswer.member_id)
+             .subquery())
+    q = (select(first.c.first, CallUpTarget.created_at).join(
+        CallUpTarget, (CallUpTarget.callup_id == first.c.callup_id) & (CallUpTarget.member_id == first.c.member_id)))
+    return [(f - t).total_seconds() / 60 for f, t in (await session.execute(q)).all()]
+
+
+async def team_status_counts(session: AsyncSession, callup_ids: list[int]) -> dict[str, dict[str, int]]:
+    """Per team name, targets by status over these call-ups."""
+    q = (select(Team.name, CallUpTarget.status, func.count()).join(Member, Member.id == CallUpTarget.member_id)
+         .join(Team, Team.id == Member.team_id).where(CallUpTarget.callup_id.in_(callup_ids))
+         .group_by(Team.name, CallUpTarget.status))
+    out: dict[str, dict[str, int]] = {}
+    for name, status, n in (await session.execute(q)).all():
+        out.setdefault(name, {})[status] = int(n)
+    return out

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from bot.commands.common import add_config, config_of, database, emit, run
 
 
@@ -81,18 +79,10 @@ def _import(args: argparse.Namespace) -> int:
 
 
 async def team_rows(s: Any, now: Any) -> list[dict[str, Any]]:
-    from storage.callup import Member, Team
+    """The rows `vetbot teams list` prints (see :func:`storage.callup.team_summaries`)."""
+    from storage.callup import team_summaries
 
-    counts = {tid: (n, b) for tid, n, b in (await s.execute(
-        select(Member.team_id, func.count(Member.id), func.count(Member.openid)).group_by(Member.team_id))).all()}
-    away = dict((await s.execute(select(Member.team_id, func.count(Member.id))
-                                 .where(Member.away_until > now).group_by(Member.team_id))).all())
-    out = []
-    for t in (await s.execute(select(Team).order_by(Team.id))).scalars():
-        n, b = counts.get(t.id, (0, 0))
-        out.append({"id": t.id, "name": t.name, "township": t.township, "leader": t.leader, "code": t.code,
-                    "scene": f"team:{t.id}", "members": n, "bound": b, "away": away.get(t.id, 0)})
-    return out
+    return await team_summaries(s, now)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -113,7 +103,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _qr(args: argparse.Namespace) -> int:
     from flows.callup.roster import new_code
-    from storage.callup import Team, team_by_ref
+    from storage.callup import team_by_ref, team_codes
 
     cfg = config_of(args)
 
@@ -123,7 +113,7 @@ def _qr(args: argparse.Namespace) -> int:
             if t is None:
                 return None
             if args.new_code:
-                taken = set((await s.execute(select(Team.code))).scalars())
+                taken = await team_codes(s)
                 t.code = new_code(taken)
             scene = f"team:{t.id}"
             return {"id": t.id, "name": t.name, "scene": scene, "code": t.code,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from bot.clock import fmt_local
 from bot.text import PHONE_RE, clean_phone
 from flows.api import Context, Flow, flow, on_scene
 from flows.callup import service, texts
 from flows.callup.parse import parse_eta, parse_until
+from storage import callup as repo
 from storage.callup import LATE, PENDING, Member, Team, active_targets_of, answerable, member_by_openid
 
 NOT_BOUND = ("您还没有绑定应急队伍。\n请扫描队伍的二维码，或回复“绑定 队伍码”（队伍码向队长索取），"
@@ -49,7 +48,7 @@ class Bind(Flow):
         await ctx.ask("code", "请输入队伍码（向队长索取的数字），例如：123456\n（回复“取消”退出）")
 
     async def _code(self, ctx: Context, code: str) -> None:
-        team = (await ctx.session.execute(select(Team).where(Team.code == clean_phone(code)))).scalar_one_or_none()
+        team = await repo.team_by_code(ctx.session, clean_phone(code))
         if team is None:
             ctx.reask("没有找到这个队伍码，请核对后重新输入（回复“取消”退出）。")
             if ctx.step != "code" and not ctx.ended:
@@ -86,8 +85,7 @@ class Bind(Flow):
             ctx.say("队伍已不存在，请联系工作人员。")
             ctx.end()
             return
-        m = (await ctx.session.execute(select(Member).where(Member.phone == phone, Member.team_id == team.id))
-             ).scalar_one_or_none()
+        m = await repo.member_in_team(ctx.session, team.id, phone)
         if m is None:
             ctx.reask(f"“{team.name}”的名册里没有这个手机号。请核对后重新输入，或联系队长把您加入名册。"
                       "（回复“取消”退出）")

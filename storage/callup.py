@@ -524,16 +524,19 @@ async def pushes_of(session: AsyncSession, callup_id: int) -> list[Any]:
 
 async def push_results(session: AsyncSession, callup_id: int, purpose: str = "callup"
                        ) -> tuple[dict[str, int], list[tuple[str, int]]]:
-    """Of the call-up's pushes of ``purpose``: counts by outbox status, and the failure reasons with
-    their counts (most frequent first)."""
+    """Of the call-up's pushes of ``purpose``: counts by outbox status plus ``retrying`` (pending rows
+    tried twice or more), and the reasons of failed and retrying rows with their counts (most first)."""
     from storage.models import OutboxMessage as O
 
     mine = (O.ref_type == "callup", O.ref_id == callup_id, O.purpose == purpose)
     by = {s: int(n) for s, n in (await session.execute(
         select(O.status, func.count()).where(*mine).group_by(O.status))).all()}
+    troubled = or_(O.status == "failed", (O.status == "pending") & (O.attempts >= 2))
+    by["retrying"] = int((await session.execute(
+        select(func.count()).select_from(O).where(*mine, O.status == "pending", O.attempts >= 2))).scalar() or 0)
     reasons = [(r or "-", int(n)) for r, n in (await session.execute(
-        select(O.last_error, func.count()).where(*mine, O.status == "failed").group_by(O.last_error)
-        .order_by(func.count().desc()).limit(3))).all()]
+        select(O.last_error, func.count()).where(*mine, troubled).group_by(O.last_error)
+        .order_by(func.count().desc(), O.last_error).limit(3))).all()]
     return by, reasons
 
 

@@ -552,3 +552,52 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
 async def active_callups(session: AsyncSession) -> list[CallUp]:
     """Open and filled call-ups, newest first."""
     return await repo.active_callups(session)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Auditing (the manner of Grafana OnCall's escalation auditor)
+
+
+@dataclass
+class AuditAlert:
+    """A problem the auditor told staff about."""
+
+    callup_id: int
+    problem: str  # "overdue:<step>" or "failing"
+    text: str
+
+
+async def audit(session: AsyncSession, services: Services, now: datetime) -> list[AuditAlert]:
+    """Check every active call-up and alert staff (once per problem, recorded as an ``audit_alert``
+    event) when its next escalation step is overdue by ``callup.audit_overdue_min`` — the escalation
+    tick did not run or keeps failing on it — or when its member pushes keep failing (failed, or
+    retried twice or more: at least ``audit_min_failed`` and ``audit_failed_pct`` % of them).
+    Returns the alerts raised now."""
+    cfg = services.config.callup
+    raised: list[AuditAlert] = []
+    for c in await repo.active_callups(session):
+        problems: list[tuple[str, str]] = []
+        if (c.state == OPEN and c.next_due_at is not None and c.step < len(c.chain)
+                and c.next_due_at <= now - timedelta(minutes=cfg.audit_overdue_min)):
+            late = int((now - c.next_due_at).total_seconds() // 60)
+            step = steps.load_step(c.chain[c.step], c.step)
+            problems.append((f"overdue:{c.step}",
+                             f"⚠ 升级通知已超时 {late} 分钟未执行（{step.label()}）。请检查 vetbot 服务是否在运行，"
+                             "并电话联系未回复的队员。"))
+        by, reasons = await repo.push_results(session, c.id)
+        total = sum(n for k, n in by.items() if k != "retrying")
+        failing = by.get("failed", 0) + by.get("retrying", 0)
+        if failing >= cfg.audit_min_failed and failing * 100 >= cfg.audit_failed_pct * max(total, 1):
+            why = "；".join(f"{r[:40]} {n} 条" for r, n in reasons[:2])
+            problems.append(("failing", f"⚠ 集结通知有 {failing}/{total} 条发送失败或反复重试（{why}）。请电话通知"
+                                        "未收到的队员，并检查模板消息或短信设置（vetbot outbox status）。"))
+        if not problems:
+            continue
+        done = {d.get("problem") for d in await repo.event_details(session, c.id, ("audit_alert",))}
+        for key, text in problems:
+            if key in done:
+                continue
+            repo.add_event(session, c.id, "audit_alert", now, problem=key)
+            await notify_staff(session, services, c, text, f"audit:{key}", now)
+            raised.append(AuditAlert(c.id, key, text))
+    return raised

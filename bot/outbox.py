@@ -624,7 +624,7 @@ class OutboxSender:
                                       quota_after_event=c.kefu_quota_after_event)
         if channel == TEMPLATE:
             return self.templates.has(row.purpose)
-        return bool(self.sms is not None and self.sms.enabled and user.phone and row.payload.get("text"))
+        return bool(self.sms is not None and self.sms.enabled and _sms_phone(row, user) and row.payload.get("text"))
 
     async def deliver_one(self, row: ClaimedRow, user: UserState, now: datetime | None = None) -> Outcome:
         """Decide the channel for one claimed row and try it (falling through on 45015/45047)."""
@@ -634,7 +634,8 @@ class OutboxSender:
             return Outcome(row.id, "cancelled", row.attempts, row.due_at, skipped_channels=skipped,
                            last_error="user unsubscribed")
         notes: list[str] = []
-        for channel in CHANNELS:
+        # A push addressed to a phone (a verification code) goes by SMS to that phone or not at all.
+        for channel in (SMS,) if row.payload.get("sms_to") else CHANNELS:
             if channel in skipped or not await self._eligible(channel, row, user, t):
                 continue
             try:
@@ -653,6 +654,8 @@ class OutboxSender:
         why = "no channel"
         if notes:
             why += f" ({'; '.join(notes)})"
+        elif row.payload.get("sms_to"):
+            why += " (SMS only, and no sms.webhook_url is set)"
         elif not self.templates.has(row.purpose):
             why += f" (no template for {row.purpose}, no kefu window, no phone for SMS)"
         return Outcome(row.id, "failed", row.attempts + (1 if notes else 0), row.due_at,
@@ -687,8 +690,9 @@ class OutboxSender:
             if channel == TEMPLATE:
                 template_id, data, url = self.templates.render(row.purpose, row.payload, row.created_at)
                 return await self.client.send_template(row.openid, template_id, data, url)
-            assert self.sms is not None and user.phone
-            await self.sms.send(user.phone, _sms_text(row.payload), key=row.idempotency_key,
+            phone = _sms_phone(row, user)
+            assert self.sms is not None and phone
+            await self.sms.send(phone, _sms_text(row.payload), key=row.idempotency_key,
                                 extra={**TemplateRenderer.values(row.payload, row.purpose, row.created_at,
                                                                  self.templates.tz), "purpose": row.purpose})
             return None
@@ -711,6 +715,11 @@ class OutboxSender:
             if e.transient:
                 raise _Retry(_reason(channel, e)) from None
             raise _Fail(_reason(channel, e)) from None
+
+
+def _sms_phone(row: ClaimedRow, user: UserState) -> str | None:
+    """The phone an SMS goes to: the push's own (``sms_to``) or the user's."""
+    return str(row.payload.get("sms_to") or "") or user.phone
 
 
 def _kefu_text(payload: Mapping[str, Any]) -> str:

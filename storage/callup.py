@@ -176,6 +176,53 @@ class CallUpEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
 
 
+class BindAttempt(Base):
+    """One attempt at binding a WeChat user to a roster member that did not bind at once: a wrong team
+    code, a phone submitted (listed or not: counting both keeps the roster secret), a wrong SMS code.
+    Attempts are counted per openid and per team over ``callup.bind_window_min`` (rate limits that a
+    restart or a second process cannot reset)."""
+
+    __tablename__ = "callup_bind_attempts"
+    __table_args__ = (Index("ix_callup_bind_attempts_openid_at", "openid", "at"),
+                      Index("ix_callup_bind_attempts_team_id_at", "team_id", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[int | None] = mapped_column(Integer)
+    # code (wrong team code) / phone (a phone submitted) / otp (wrong SMS code)
+    what: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class BindRequest(Base):
+    """A binding waiting for confirmation: an SMS code sent to the roster phone (``method='sms'``), or a
+    team leader's / staff member's approval (``method='approval'``).
+
+    A phone that is not on the team's roster gets a request too (``member_id`` NULL) so the person
+    asking sees exactly what a listed phone would show; such requests never bind and approvers never
+    see them. ``status``: pending → done (bound) / rejected / cancelled (a newer request replaced it);
+    a pending request older than its time limit counts as expired."""
+
+    __tablename__ = "callup_bind_requests"
+    __table_args__ = (Index("ix_callup_bind_requests_openid_status", "openid", "status"),
+                      Index("ix_callup_bind_requests_team_id_status", "team_id", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[int] = mapped_column(ForeignKey("callup_teams.id"))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("callup_members.id"))
+    phone: Mapped[str] = mapped_column(String(20))
+    method: Mapped[str] = mapped_column(String(16))
+    # sms: HMAC of the code (never the code itself), when it was last sent and until when it is valid.
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    code_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Repository functions
 
@@ -571,3 +618,68 @@ async def team_status_counts(session: AsyncSession, callup_ids: list[int]) -> di
     for name, status, n in (await session.execute(q)).all():
         out.setdefault(name, {})[status] = int(n)
     return out
+
+
+# --- binding -------------------------------------------------------------------------------------
+
+
+def record_bind_attempt(session: AsyncSession, openid: str, team_id: int | None, what: str, now: datetime) -> None:
+    """Count one binding attempt (see :class:`BindAttempt`)."""
+    session.add(BindAttempt(openid=openid[:64], team_id=team_id, what=what[:16], at=now))
+
+
+async def bind_attempts_since(session: AsyncSession, since: datetime, *, openid: str | None = None,
+                              team_id: int | None = None) -> tuple[int, datetime | None]:
+    """(how many attempts of this openid, or on this team, since ``since``; the oldest of them)."""
+    q = select(func.count(), func.min(BindAttempt.at)).where(BindAttempt.at >= since)
+    q = q.where(BindAttempt.openid == openid) if openid is not None else q.where(BindAttempt.team_id == team_id)
+    n, oldest = (await session.execute(q)).one()
+    return int(n or 0), oldest
+
+
+async def open_bind_request(session: AsyncSession, openid: str, since: datetime) -> BindRequest | None:
+    """The openid's newest pending request created after ``since`` (older ones count as expired)."""
+    q = (select(BindRequest).where(BindRequest.openid == openid, BindRequest.status == "pending",
+                                   BindRequest.created_at >= since)
+         .order_by(BindRequest.id.desc()).limit(1))
+    return (await session.execute(q)).scalar_one_or_none()
+
+
+async def cancel_bind_requests(session: AsyncSession, openid: str, now: datetime) -> None:
+    """Pending requests of this openid become ``cancelled`` (a new request replaces them)."""
+    await session.execute(update(BindRequest).where(BindRequest.openid == openid, BindRequest.status == "pending")
+                          .values(status="cancelled", decided_at=now), execution_options={"synchronize_session": False})
+
+
+async def bind_request_for_update(session: AsyncSession, request_id: int) -> BindRequest | None:
+    """A request, row locked (two approvers deciding at once: the second sees it decided)."""
+    q = (select(BindRequest).where(BindRequest.id == request_id).with_for_update()
+         .execution_options(populate_existing=True))
+    return (await session.execute(q)).scalar_one_or_none()
+
+
+async def pending_approvals(session: AsyncSession, since: datetime, team_ids: list[int] | None = None
+                            ) -> list[tuple[BindRequest, Member, Team]]:
+    """Pending approval requests for roster members, created after ``since``, oldest first (``team_ids``
+    None: every team)."""
+    q = (select(BindRequest, Member, Team).join(Member, Member.id == BindRequest.member_id)
+         .join(Team, Team.id == BindRequest.team_id)
+         .where(BindRequest.status == "pending", BindRequest.method == "approval", BindRequest.created_at >= since)
+         .order_by(BindRequest.id))
+    if team_ids is not None:
+        q = q.where(BindRequest.team_id.in_(team_ids))
+    return [(r, m, t) for r, m, t in (await session.execute(q)).all()]
+
+
+async def leader_openids(session: AsyncSession, team_id: int) -> list[str]:
+    """WeChat openids of the team's leader (the bound member whose phone is the team's leader_phone)."""
+    q = (select(Member.openid).join(Team, Team.id == Member.team_id)
+         .where(Team.id == team_id, Member.phone == Team.leader_phone, Member.openid.is_not(None)))
+    return [o for o in (await session.execute(q)).scalars() if o]
+
+
+async def teams_led_by(session: AsyncSession, openid: str) -> list[Team]:
+    """Teams whose leader (by the roster's leader phone) is bound to this openid."""
+    q = (select(Team).join(Member, Member.team_id == Team.id)
+         .where(Member.openid == openid, Member.phone == Team.leader_phone).order_by(Team.id))
+    return list((await session.execute(q)).scalars())

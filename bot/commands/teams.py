@@ -1,4 +1,5 @@
-"""`vetbot teams`: import the volunteer roster (CSV), list teams, print a team's QR scene and code."""
+"""`vetbot teams`: import the volunteer roster (CSV), list teams, print a team's QR scene and code, and
+decide binding requests that wait for approval."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     qr.add_argument("--new-code", action="store_true", help="issue a new binding code (the old one stops working)")
     qr.add_argument("--json", action="store_true")
     qr.set_defaults(func=_qr)
+    rq = tsub.add_parser("requests", help="binding requests waiting for approval (no SMS set up)",
+                         description="Members asked to bind their WeChat (绑定) and wait for a leader or staff to "
+                                     "approve. Phone the member first, then approve or reject.")
+    add_config(rq)
+    rq.add_argument("--json", action="store_true")
+    rq.set_defaults(func=_requests)
+    for verb, helptext in (("approve", "approve a binding request (after phoning the member)"),
+                           ("reject", "reject a binding request (the member is told)")):
+        p = tsub.add_parser(verb, help=helptext)
+        add_config(p)
+        p.add_argument("id", type=int, help="request id (see vetbot teams requests)")
+        p.add_argument("--by", default="cli", help="who decides (audit trail)")
+        p.set_defaults(func=_decide, approve=verb == "approve")
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -132,4 +146,48 @@ def _qr(args: argparse.Namespace) -> int:
         f'{{"action_name": "QR_LIMIT_STR_SCENE", "action_info": {{"scene": {{"scene_str": "{i["scene"]}"}}}}}}',
         "        (a permanent parameter QR code; scanning it binds the member to this team)",
     ]))
+    return 0
+
+
+def _requests(args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock, fmt_local
+    from flows.api import Services
+    from flows.callup import binding
+
+    cfg = config_of(args)
+
+    async def go() -> list[dict[str, Any]]:
+        now = SystemClock().now()
+        async with database(cfg) as db, db.session() as s:
+            services = Services(config=cfg, clock=SystemClock(), db=db)
+            return [{"id": r.id, "team": t.name, "name": m.name, "phone": m.phone, "rebind": m.openid is not None,
+                     "created_at": fmt_local(r.created_at, cfg.bot.timezone, "%Y-%m-%d %H:%M")}
+                    for r, m, t in await binding.pending(s, services, now, None)]
+
+    rows = run(go())
+    emit(rows, args.json, lambda rs: "\n".join(
+        f"#{r['id']}\t{r['created_at']}\t{r['team']}\t{r['name']}\t{r['phone']}"
+        + ("\t(already bound to another WeChat: approving moves it)" if r["rebind"] else "") for r in rs)
+        or "(no binding requests waiting)")
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+    from flows.api import Services
+    from flows.callup import binding
+
+    cfg = config_of(args)
+
+    async def go() -> Any:
+        async with database(cfg) as db, db.session() as s:
+            services = Services(config=cfg, clock=SystemClock(), db=db)
+            return await binding.decide(s, services, args.id, args.approve, SystemClock().now(), by=args.by,
+                                        allowed_teams=None)
+
+    d = run(go())
+    if not d.done:
+        print(f"vetbot: request #{args.id}: {d.reply}", file=sys.stderr)
+        return 2
+    print(d.reply)
     return 0

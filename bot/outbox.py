@@ -370,6 +370,8 @@ class OutboxSender:
         self._last_reclaim: datetime | None = None
         #: Binds this sender's claims to its life (PostgreSQL advisory lock / SQLite lock file).
         self.lease = SenderLease(db, self.worker)
+        self._pass_failed = False
+        self._last_live: float | None = None
         #: Totals since start (for logs and tests).
         self.totals = DeliveryReport()
         _install_commit_hook()
@@ -452,8 +454,15 @@ class OutboxSender:
 
     async def _hand_back(self, t0: datetime, report: DeliveryReport, fixed: bool) -> None:
         """Rows a dead sender (or an earlier failed pass of this one) left in ``sending`` go back to pending."""
-        n = await release_own(self.db, self.worker, self.cfg.max_attempts)
-        if not self.db.is_sqlite:
+        n = 0
+        if self._pass_failed:
+            # The last pass ended before writing all its results (database error, lease lost): its rows
+            # are still claimed under our name, and our heartbeat would keep them so.
+            n += await release_own(self.db, self.worker, self.cfg.max_attempts)
+            self._pass_failed = False
+        tick = asyncio.get_running_loop().time()
+        if not self.db.is_sqlite and (self._last_live is None or tick - self._last_live >= LIVENESS_S):
+            self._last_live = tick
             n += await reclaim_orphans(self.db, self.lease, self.cfg.max_attempts)
         every = timedelta(seconds=max(1.0, min(30.0, self.cfg.claim_timeout_s / 4)))
         if fixed or self._last_reclaim is None or t0 - self._last_reclaim >= every:
@@ -514,9 +523,11 @@ class OutboxSender:
                         next_beat = t + heartbeat_s
                     if pg and t >= next_live:
                         next_live = t + LIVENESS_S
+                        self._last_live = t
                         if not await self.lease.alive():
                             # Others may already be taking our rows: send nothing more of this pass.
                             state["broken"] = True
+                            self._pass_failed = True
                             end_queue()
                         else:
                             n = await reclaim_orphans(self.db, self.lease, self.cfg.max_attempts)
@@ -544,6 +555,7 @@ class OutboxSender:
                         await asyncio.wait_for(wake.wait(), max(left, 0))
             except BaseException:
                 state["broken"] = True  # workers stop sending: no result could be recorded now
+                self._pass_failed = True
                 raise
             finally:
                 release(results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -531,3 +532,29 @@ async def test_sent_but_unrecorded_pushes_never_exceed_the_concurrency_regressio
     recorded = {r.openid for r in await rows(db) if r.status == "sent"}
     assert recorded <= delivered and len(delivered) >= cut_after
     assert len(delivered - recorded) <= 4
+
+
+async def test_rows_of_a_pass_that_failed_to_record_go_out_at_the_next_pass(
+        db: Database, sender: OutboxSender, fake: FakeWeChatServer, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pass whose results could not be written (the database went away) left its rows claimed by a
+    # live sender, whose heartbeat kept them fresh: they waited for ever instead of going out again.
+    import bot.outbox as outbox_mod
+
+    real = outbox_mod.record_and_claim
+
+    async def results_fail(db_: Database, worker: str, outcomes: Any, now: Any, limit: int) -> Any:
+        if outcomes:
+            raise ConnectionError("database went away")
+        return await real(db_, worker, outcomes, now, limit)
+
+    now = clock.now()
+    await queue(db, now, notice(uid(80)), notice(uid(81)))
+    monkeypatch.setattr(outbox_mod, "record_and_claim", results_fail)
+    with pytest.raises(ConnectionError):  # after its retries (1.4 s of backoff)
+        await sender.deliver_due(now)
+    assert [r.status for r in await rows(db)] == ["sending", "sending"]
+    monkeypatch.setattr(outbox_mod, "record_and_claim", real)
+    report = await sender.deliver_due(now + timedelta(seconds=1))
+    assert report.reclaimed == 2 and report.sent == 2
+    assert [r.status for r in await rows(db)] == ["sent", "sent"]

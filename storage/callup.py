@@ -8,6 +8,12 @@
 * ``callup_answers``: every answer ever given (the last one wins in ``callup_targets``).
 * ``callup_events``: the audit trail of what the call-up did (created, notified, escalated, filled…);
   every push it queued is an ``outbox`` row with ``ref_type='callup'`` and ``ref_id`` = the call-up.
+* ``callup_bind_attempts`` / ``callup_bind_requests``: binding a WeChat user to a member — attempts
+  counted for rate limits, and bindings waiting for an SMS code or an approval (see
+  :mod:`flows.callup.binding`).
+
+Every query of the feature is a function here (flows keep the rules): teams and members, call-ups,
+targets and answers, the audit trail and statistics, binding.
 
 Roster counts are always aggregated from ``callup_targets`` (never kept as counters), so they are
 exact however many answers arrive at once; decisions that depend on them (filled, standby) are taken
@@ -106,7 +112,8 @@ class CallUp(Base):
     drill: Mapped[bool] = mapped_column(Boolean, default=False)
     late_counts: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16), default=OPEN)
-    # The escalation chain, frozen at creation: [{"do": "renotify"|"widen"|"staff_alert", "wait_min": m, …}].
+    # The escalation chain, frozen at creation: [{"do": "renotify"|"widen"|"staff_alert", "wait_min": m, …}]
+    # (typed steps: flows/callup/steps.py, which reads this form).
     chain: Mapped[list[dict[str, Any]]] = mapped_column(JSONText, default=list)
     # Index of the next chain step to run; next_due_at is when (NULL: nothing scheduled).
     step: Mapped[int] = mapped_column(Integer, default=0)

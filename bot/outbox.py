@@ -89,6 +89,8 @@ CHANNEL_PATH = {KEFU: "/cgi-bin/message/custom/send", TEMPLATE: "/cgi-bin/messag
 TOKEN_PATH = "/cgi-bin/stable_token"
 #: How often a PostgreSQL sender checks its own lease and hands back the rows of senders that died.
 LIVENESS_S = 2.0
+#: PostgreSQL: groups of results committed at once on separate connections (SQLite has one writer).
+RESULT_ROUNDS = 4
 #: ``{title}`` of a template when the push sets none (the late reply, for one, carries only text).
 PURPOSE_TITLES = {
     "late_reply": "您的消息已有回复",
@@ -534,8 +536,19 @@ class OutboxSender:
                             if n:
                                 log.warning("handed back %d pushes of a sender that stopped", n)
                                 report.reclaimed += n
+                    if failures:
+                        raise failures[0]
                     want = batch - queue.qsize() if not state["sentinels"] and queue.qsize() <= low else 0
-                    if results or want:
+                    if results and not want and pg and len(rounds) < RESULT_ROUNDS:
+                        # PostgreSQL: commit this group on another connection while earlier ones are
+                        # still flushing (their WAL flushes overlap), instead of queueing behind them.
+                        chunk = results[:]
+                        results.clear()
+                        task = asyncio.create_task(record_round(chunk))
+                        rounds.add(task)
+                        task.add_done_callback(round_done)
+                        continue
+                    if (results and not rounds) or want:
                         chunk = results[:]
                         results.clear()
                         try:
@@ -547,7 +560,7 @@ class OutboxSender:
                         if want and len(rows) < want:
                             end_queue()  # nothing more is due; rows queued later wake the next pass
                         continue  # results that came in during the commit go into the next one at once
-                    if state["workers_done"]:
+                    if state["workers_done"] and not rounds and not results:
                         return
                     wake.clear()
                     left = min(next_beat, next_live if pg else next_beat) - loop.time()
@@ -560,6 +573,25 @@ class OutboxSender:
             finally:
                 release(results)
                 end_queue()  # never leave workers waiting (e.g. the database went away)
+                if rounds:
+                    await asyncio.gather(*rounds, return_exceptions=True)
+
+        rounds: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+
+        async def record_round(chunk: list[tuple[Outcome, asyncio.Future[None]]]) -> None:
+            try:
+                await self._sync([o for o, _ in chunk], 0, now, report)
+            except BaseException as e:
+                state["broken"] = True
+                self._pass_failed = True
+                failures.append(e)
+            finally:
+                release(chunk)
+
+        def round_done(task: asyncio.Task[None]) -> None:
+            rounds.discard(task)
+            wake.set()
 
         async def worker() -> None:
             while (item := await queue.get()) is not None:

@@ -69,6 +69,7 @@ from storage.db import Database
 from storage.outbox_repo import (
     ClaimedRow,
     Outcome,
+    ResultWriter,
     SenderLease,
     UserState,
     reclaim_orphans,
@@ -374,6 +375,7 @@ class OutboxSender:
         self.lease = SenderLease(db, self.worker)
         self._pass_failed = False
         self._last_live: float | None = None
+        self._writer = None if db.is_sqlite else ResultWriter(db)
         #: Totals since start (for logs and tests).
         self.totals = DeliveryReport()
         _install_commit_hook()
@@ -412,6 +414,8 @@ class OutboxSender:
         await self.stop()
         _SENDERS.discard(self)
         await self.lease.release()
+        if self._writer is not None:
+            await self._writer.close()
         await self.client.close()
         if self.sms is not None:
             await self.sms.close()
@@ -625,7 +629,11 @@ class OutboxSender:
         """
         for attempt in range(4):
             try:
-                rows, users, _ = await record_and_claim(self.db, self.worker, outcomes, self._now(now), want)
+                if want <= 0 and outcomes and self._writer is not None:
+                    rows, users = [], {}
+                    await self._writer.write(self.worker, outcomes)
+                else:
+                    rows, users, _ = await record_and_claim(self.db, self.worker, outcomes, self._now(now), want)
                 break
             except Exception as e:
                 if attempt == 3:

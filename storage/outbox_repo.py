@@ -382,6 +382,50 @@ async def _record(s: Any, worker: str, outcomes: Sequence[Outcome]) -> int:
     return max(result.rowcount or 0, 0)
 
 
+class ResultWriter:
+    """PostgreSQL: a few autocommit connections a sender keeps for writing groups of results.
+
+    Senders commit a group of results before their workers send again (the bound on duplicates), so
+    this is on the path of every push. A group is one ``UPDATE … FROM unnest(…)`` statement, on a kept
+    autocommit connection: one round trip, no checkout ping, no BEGIN/COMMIT round trips. And these
+    connections run with ``synchronous_commit = off``: the commit returns once the server has it, without
+    waiting for the WAL flush (PostgreSQL's own "may lose the last fraction of a second on a *server*
+    crash, never corrupts" mode). A crash of vetbot loses nothing written here; only a crash of the
+    database server itself in that fraction of a second can undo the latest results, and then those rows
+    are simply sent again (at least once, never lost). Claims and queued pushes keep full durability."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._free: list[AsyncConnection] = []
+
+    async def write(self, worker: str, outcomes: Sequence[Outcome]) -> int:
+        """Write ``outcomes`` (rows still claimed by ``worker`` only); returns how many rows changed."""
+        conn = self._free.pop() if self._free else None
+        if conn is None:
+            conn = await self.db.engine.connect()
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("SET synchronous_commit = off"))
+        try:
+            n = await _record(conn, worker, outcomes)
+        except BaseException:
+            try:
+                await conn.invalidate()  # a broken connection is not reused
+            except Exception:
+                pass
+            raise
+        self._free.append(conn)
+        return n
+
+    async def close(self) -> None:
+        """Return the kept connections."""
+        conns, self._free = self._free, []
+        for c in conns:
+            try:
+                await c.close()
+            except Exception:
+                pass
+
+
 async def reserve_kefu(db: Database, openid: str, now: datetime, *, window_h: float, quota_after_message: int,
                        event_window_s: float, quota_after_event: int) -> bool:
     """Take one customer-service slot of the user's window, atomically; False when none is left.

@@ -311,6 +311,33 @@ class CallupConfig:
     skills: list[str] = field(default_factory=lambda: ["救援", "医护", "驾驶", "水上", "无人机", "电工"])
     # Staff roster page links (集结状态) stay valid this long.
     staff_link_ttl_h: int = 12
+    # The escalation auditor (tick callup_audit) alerts staff once per problem about an active call-up
+    # whose next escalation step is overdue by audit_overdue_min, or whose member pushes fail (failed, or
+    # retried twice or more) for at least audit_min_failed of them and audit_failed_pct % of all.
+    audit_overdue_min: int = 5
+    audit_failed_pct: int = 20
+    audit_min_failed: int = 3
+    # Binding a WeChat user to a roster member (绑定): attempts that do not bind (a wrong team code, every
+    # phone submitted, a wrong SMS code) are limited per WeChat user and per team within bind_window_min.
+    # With sms.webhook_url set, a code valid bind_code_ttl_min goes to the roster phone; without it the
+    # team leader or staff approve the request (it expires after bind_request_ttl_h).
+    bind_window_min: int = 30
+    bind_max_attempts: int = 6
+    bind_team_max_attempts: int = 30
+    bind_code_ttl_min: int = 10
+    bind_request_ttl_h: int = 48
+
+    def __post_init__(self) -> None:
+        if self.audit_overdue_min < 1:
+            raise ConfigError(f"callup.audit_overdue_min must be at least 1 (got {self.audit_overdue_min})")
+        if not 1 <= self.audit_failed_pct <= 100:
+            raise ConfigError(f"callup.audit_failed_pct must be 1-100 (got {self.audit_failed_pct})")
+        if self.audit_min_failed < 1:
+            raise ConfigError(f"callup.audit_min_failed must be at least 1 (got {self.audit_min_failed})")
+        for name in ("bind_window_min", "bind_max_attempts", "bind_team_max_attempts", "bind_code_ttl_min",
+                     "bind_request_ttl_h"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"callup.{name} must be at least 1 (got {getattr(self, name)})")
 
 
 @dataclass

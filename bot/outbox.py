@@ -31,9 +31,12 @@ Errors about the whole account rather than this message (the token cannot be fet
 refused twice, 40164 IP not whitelisted) are retried the same way, so fixing the configuration lets
 queued call-ups still go out. Any other error is permanent: ``failed`` with the reason at once.
 
-At-least-once: a row is *in flight* from its claim until its result is committed. If the process
-dies in between, the row stays ``sending`` and is handed back after ``outbox.claim_timeout_s``;
-such a row may reach the user twice. No other row is ever sent twice or lost.
+At-least-once: a row is claimed (``sending``) before it is sent and its result is committed before
+its worker sends another, so at most ``outbox.concurrency`` rows per sender are *in flight* (handed
+to WeChat, result not yet on disk). If the process dies, its claimed rows come back within seconds
+(:class:`storage.outbox_repo.SenderLease`: on PostgreSQL when its advisory lock goes, on SQLite when
+the next sender starts; ``outbox.claim_timeout_s`` is the last resort). Only the rows in flight at
+the kill may reach a user twice; no other row is ever sent twice or lost.
 """
 
 from __future__ import annotations
@@ -79,9 +82,13 @@ from storage.db import Database
 from storage.outbox_repo import (
     ClaimedRow,
     Outcome,
+    ResultWriter,
+    SenderLease,
     UserState,
+    reclaim_orphans,
     reclaim_stale,
     record_and_claim,
+    release_own,
     reserve_kefu,
     touch_claims,
 )
@@ -113,8 +120,10 @@ CONSENT_CACHE_S = 5.0
 #: Signed links to a push's full text (/msg/<token>) stay valid this long.
 FULL_TEXT_LINK_TTL_S = 30 * 86400
 TOKEN_PATH = "/cgi-bin/stable_token"
-#: Results are committed in groups at most this far apart while a fan-out runs.
-GROUP_COMMIT_S = 0.2
+#: How often a PostgreSQL sender checks its own lease and hands back the rows of senders that died.
+LIVENESS_S = 2.0
+#: PostgreSQL: groups of results committed at once on separate connections (SQLite has one writer).
+RESULT_ROUNDS = 4
 #: ``{title}`` of a template when the push sets none (the late reply, for one, carries only text).
 PURPOSE_TITLES = {
     "late_reply": "您的消息已有回复",
@@ -503,6 +512,11 @@ class OutboxSender:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_reclaim: datetime | None = None
+        #: Binds this sender's claims to its life (PostgreSQL advisory lock / SQLite lock file).
+        self.lease = SenderLease(db, self.worker)
+        self._pass_failed = False
+        self._last_live: float | None = None
+        self._writer = None if db.is_sqlite else ResultWriter(db)
         #: Totals since start (for logs and tests).
         self.totals = DeliveryReport()
         _install_commit_hook()
@@ -537,9 +551,12 @@ class OutboxSender:
                 log.exception("outbox sender stopped with an error")
 
     async def close(self) -> None:
-        """Stop and close the API clients."""
+        """Stop, give up the lease (other senders take over what is left at once) and close the clients."""
         await self.stop()
         _SENDERS.discard(self)
+        await self.lease.release()
+        if self._writer is not None:
+            await self._writer.close()
         await self.client.close()
         if self.sms is not None:
             await self.sms.close()
@@ -552,6 +569,7 @@ class OutboxSender:
             self._wake.clear()
             pause = self.cfg.poll_interval_s
             try:
+                await self._start_lease()
                 await self.deliver_due()
                 failures = 0
             except asyncio.CancelledError:
@@ -567,34 +585,61 @@ class OutboxSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
 
+    async def _start_lease(self) -> None:
+        """Take the lease; a sender that starts alone on SQLite takes back what a stopped one left."""
+        if self.lease.held:
+            return
+        self.worker = await self.lease.acquire()
+        if self.db.is_sqlite and self.lease.sole:
+            n = await reclaim_orphans(self.db, self.lease, self.cfg.max_attempts)
+            if n:
+                log.warning("took back %d pushes a stopped sender left in 'sending'", n)
+
     # -- one pass -------------------------------------------------------------------------------
     def _now(self, fixed: datetime | None) -> datetime:
         return fixed if fixed is not None else self.clock.now()
+
+    async def _hand_back(self, t0: datetime, report: DeliveryReport, fixed: bool) -> None:
+        """Rows a dead sender (or an earlier failed pass of this one) left in ``sending`` go back to pending."""
+        n = 0
+        if self._pass_failed:
+            # The last pass ended before writing all its results (database error, lease lost): its rows
+            # are still claimed under our name, and our heartbeat would keep them so.
+            n += await release_own(self.db, self.worker, self.cfg.max_attempts)
+            self._pass_failed = False
+        tick = asyncio.get_running_loop().time()
+        if not self.db.is_sqlite and (self._last_live is None or tick - self._last_live >= LIVENESS_S):
+            self._last_live = tick
+            n += await reclaim_orphans(self.db, self.lease, self.cfg.max_attempts)
+        every = timedelta(seconds=max(1.0, min(30.0, self.cfg.claim_timeout_s / 4)))
+        if fixed or self._last_reclaim is None or t0 - self._last_reclaim >= every:
+            self._last_reclaim = t0
+            n += await reclaim_stale(self.db, t0, self.cfg.claim_timeout_s, self.cfg.max_attempts)
+        if n:
+            log.warning("handed back %d pushes left in 'sending' by a stopped sender", n)
+        report.reclaimed += n
 
     async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
         """Claim and deliver every row due at ``now`` (default: the clock), and record the results.
 
         Returns when all claimed rows are delivered (or rescheduled) and their results committed.
+
+        A worker hands a row to WeChat only after the result of its previous row is committed, so at
+        any moment at most ``concurrency`` rows have been sent without their result on disk: a crash
+        repeats at most that many pushes. Results still share commits (one per round of the database
+        loop, with the claims that top the queue up), so the fsyncs do not grow with the rows.
         """
         report = DeliveryReport()
-        t0 = self._now(now)
-        every = timedelta(seconds=max(1.0, min(30.0, self.cfg.claim_timeout_s / 4)))
-        if now is not None or self._last_reclaim is None or t0 - self._last_reclaim >= every:
-            self._last_reclaim = t0
-            report.reclaimed = await reclaim_stale(self.db, t0, self.cfg.claim_timeout_s, self.cfg.max_attempts)
-            if report.reclaimed:
-                log.warning("handed back %d pushes left in 'sending' by a stopped sender", report.reclaimed)
-        # A fixed pool of `concurrency` workers takes claimed rows from a queue; one database loop
-        # writes their results and tops the queue up, both in one transaction per round. (One task
-        # per row awaited with asyncio.wait cost O(rows in flight) per completion, and a commit per
-        # claim plus one per result group doubled the fsyncs SQLite makes on the event loop.)
+        if not self.lease.held and not self.db.is_sqlite:
+            self.worker = await self.lease.acquire()  # claims on PostgreSQL need the lease first
+        await self._hand_back(self._now(now), report, now is not None)
         n_workers = max(1, self.cfg.concurrency)
         batch = max(1, self.cfg.batch_size)
         low = max(n_workers, batch // 2)
         queue: asyncio.Queue[tuple[ClaimedRow, UserState] | None] = asyncio.Queue()
-        results: list[Outcome] = []
+        results: list[tuple[Outcome, asyncio.Future[None]]] = []
         wake = asyncio.Event()
-        state = {"sentinels": False, "workers_done": False}
+        state = {"sentinels": False, "workers_done": False, "broken": False}
         loop = asyncio.get_running_loop()
 
         def end_queue() -> None:
@@ -603,48 +648,104 @@ class OutboxSender:
                 for _ in range(n_workers):
                     queue.put_nowait(None)
 
+        def release(chunk: list[tuple[Outcome, asyncio.Future[None]]]) -> None:
+            for _, fut in chunk:
+                if not fut.done():
+                    fut.set_result(None)
+
         heartbeat_s = self.cfg.claim_timeout_s / 3
+        pg = not self.db.is_sqlite
 
         async def database_loop() -> None:
-            deadline: float | None = None
             next_beat = loop.time() + heartbeat_s
+            next_live = loop.time() + LIVENESS_S
             try:
                 while True:
                     if self._stopping:
                         end_queue()
-                    if loop.time() >= next_beat:
+                    t = loop.time()
+                    if t >= next_beat:
                         # Keep our claims fresh: only a dead sender's rows may be handed back.
                         await touch_claims(self.db, self.worker, self._now(now))
-                        next_beat = loop.time() + heartbeat_s
+                        next_beat = t + heartbeat_s
+                    if pg and t >= next_live:
+                        next_live = t + LIVENESS_S
+                        self._last_live = t
+                        if not await self.lease.alive():
+                            # Others may already be taking our rows: send nothing more of this pass.
+                            state["broken"] = True
+                            self._pass_failed = True
+                            end_queue()
+                        else:
+                            n = await reclaim_orphans(self.db, self.lease, self.cfg.max_attempts)
+                            if n:
+                                log.warning("handed back %d pushes of a sender that stopped", n)
+                                report.reclaimed += n
+                    if failures:
+                        raise failures[0]
                     want = batch - queue.qsize() if not state["sentinels"] and queue.qsize() <= low else 0
-                    if not want and not state["workers_done"] and len(results) < low:
-                        # Only results to write: gather a group (half a batch or GROUP_COMMIT_S).
-                        if results and deadline is None:
-                            deadline = loop.time() + GROUP_COMMIT_S
-                        left = next_beat - loop.time() if deadline is None else min(deadline, next_beat) - loop.time()
-                        if deadline is None or deadline > loop.time():
-                            wake.clear()
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(wake.wait(), max(left, 0))
-                            continue
-                    chunk = results[:]
-                    results.clear()
-                    deadline = None
-                    if chunk or want:
-                        rows, users = await self._sync(chunk, want, now, report)
+                    if results and not want and pg and len(rounds) < RESULT_ROUNDS:
+                        # PostgreSQL: commit this group on another connection while earlier ones are
+                        # still flushing (their WAL flushes overlap), instead of queueing behind them.
+                        chunk = results[:]
+                        results.clear()
+                        task = asyncio.create_task(record_round(chunk))
+                        rounds.add(task)
+                        task.add_done_callback(round_done)
+                        continue
+                    if (results and not rounds) or want:
+                        chunk = results[:]
+                        results.clear()
+                        try:
+                            rows, users = await self._sync([o for o, _ in chunk], want, now, report)
+                        finally:
+                            release(chunk)
                         for row in rows:
                             queue.put_nowait((row, users.get(row.openid) or UserState(row.openid)))
                         if want and len(rows) < want:
                             end_queue()  # nothing more is due; rows queued later wake the next pass
-                    if state["workers_done"] and not results:
+                        continue  # results that came in during the commit go into the next one at once
+                    if state["workers_done"] and not rounds and not results:
                         return
+                    wake.clear()
+                    left = min(next_beat, next_live if pg else next_beat) - loop.time()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), max(left, 0))
+            except BaseException:
+                state["broken"] = True  # workers stop sending: no result could be recorded now
+                self._pass_failed = True
+                raise
             finally:
+                release(results)
                 end_queue()  # never leave workers waiting (e.g. the database went away)
+                if rounds:
+                    await asyncio.gather(*rounds, return_exceptions=True)
+
+        rounds: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+
+        async def record_round(chunk: list[tuple[Outcome, asyncio.Future[None]]]) -> None:
+            try:
+                await self._sync([o for o, _ in chunk], 0, now, report)
+            except BaseException as e:
+                state["broken"] = True
+                self._pass_failed = True
+                failures.append(e)
+            finally:
+                release(chunk)
+
+        def round_done(task: asyncio.Task[None]) -> None:
+            rounds.discard(task)
+            wake.set()
 
         async def worker() -> None:
             while (item := await queue.get()) is not None:
-                results.append(await self._guarded(item[0], item[1], now))
+                if state["broken"]:
+                    continue  # left claimed; the next pass (or another sender) hands it back
+                fut: asyncio.Future[None] = loop.create_future()
+                results.append((await self._guarded(item[0], item[1], now), fut))
                 wake.set()
+                await fut  # the result is on disk before this worker sends anything else
 
         db_task = asyncio.create_task(database_loop())
         workers = [asyncio.create_task(worker()) for _ in range(n_workers)]
@@ -669,7 +770,11 @@ class OutboxSender:
         """
         for attempt in range(4):
             try:
-                rows, users, _ = await record_and_claim(self.db, self.worker, outcomes, self._now(now), want)
+                if want <= 0 and outcomes and self._writer is not None:
+                    rows, users = [], {}
+                    await self._writer.write(self.worker, outcomes)
+                else:
+                    rows, users, _ = await record_and_claim(self.db, self.worker, outcomes, self._now(now), want)
                 break
             except Exception as e:
                 if attempt == 3:
@@ -721,7 +826,7 @@ class OutboxSender:
             return await consent.reserve(self.db, row.openid, sub.template_id, now)
         if channel == TEMPLATE:
             return self.templates.has(row.purpose) and template_allowed(row.purpose, row.payload)
-        return bool(self.sms is not None and self.sms.enabled and user.phone and row.payload.get("text"))
+        return bool(self.sms is not None and self.sms.enabled and _sms_phone(row, user) and row.payload.get("text"))
 
     async def _consenting(self, template_id: str, now: datetime) -> dict[str, str]:
         """Who may get a 订阅通知 on ``template_id`` now, read at most every :data:`CONSENT_CACHE_S`: a
@@ -747,7 +852,8 @@ class OutboxSender:
             return Outcome(row.id, "cancelled", row.attempts, row.due_at, skipped_channels=skipped,
                            last_error="user unsubscribed")
         notes: list[str] = []
-        for channel in CHANNELS:
+        # A push addressed to a phone (a verification code) goes by SMS to that phone or not at all.
+        for channel in (SMS,) if row.payload.get("sms_to") else CHANNELS:
             if channel in skipped or not await self._eligible(channel, row, user, t):
                 continue
             try:
@@ -769,6 +875,8 @@ class OutboxSender:
         why = "no channel"
         if notes:
             why += f" ({'; '.join(notes)})"
+        elif row.payload.get("sms_to"):
+            why += " (SMS only, and no sms.webhook_url is set)"
         elif not self.templates.has(row.purpose):
             why += f" (no template for {row.purpose}, no 订阅通知 consent, no kefu window, no phone for SMS)"
         elif not template_allowed(row.purpose, row.payload):
@@ -840,8 +948,9 @@ class OutboxSender:
                 r = self.templates.render(row.purpose, row.payload, row.created_at)
                 return await self.client.send_template(row.openid, r.template_id, r.data,
                                                        r.url or self._full_text_link(row))
-            assert self.sms is not None and user.phone
-            await self.sms.send(user.phone, _sms_text(row.payload), key=row.idempotency_key,
+            phone = _sms_phone(row, user)
+            assert self.sms is not None and phone
+            await self.sms.send(phone, _sms_text(row.payload), key=row.idempotency_key,
                                 extra={**TemplateRenderer.values(row.payload, row.purpose, row.created_at,
                                                                  self.templates.tz), "purpose": row.purpose})
             return None
@@ -893,6 +1002,11 @@ def template_allowed(purpose: str, payload: Mapping[str, Any]) -> bool:
 def _mask(openid: str) -> str:
     """Enough of an openid to find the row, not enough to be one (logs are read by more people)."""
     return openid[:6] + "…" if len(openid) > 8 else "…"
+
+
+def _sms_phone(row: ClaimedRow, user: UserState) -> str | None:
+    """The phone an SMS goes to: the push's own (``sms_to``) or the user's."""
+    return str(row.payload.get("sms_to") or "") or user.phone
 
 
 def _kefu_text(payload: Mapping[str, Any]) -> str:

@@ -23,7 +23,9 @@ LOW = 8
 
 #: Every purpose a push may have; each may map to a template in config ``templates:``.
 PURPOSES = ("late_reply", "callup", "callup_progress", "job_alert", "memorial_reminder", "broadcast",
-            "ticket_reply", "notice")
+            "ticket_reply", "notice", "bind_code")
+#: Purposes whose pushes go by SMS only (``Push.sms_to``): no template is ever used for them.
+SMS_ONLY_PURPOSES = frozenset({"bind_code"})
 
 
 @dataclass
@@ -33,7 +35,8 @@ class Push:
     ``key`` must be unique per recipient and purpose instance (e.g. ``callup:12:notify:1``); queueing
     the same key twice keeps the first row. ``text`` is the customer-service / SMS body; ``data``
     fills the template fields (see ``templates:`` in the config); ``url`` is the link the template
-    opens.
+    opens. ``sms_to`` sends the text by SMS to that phone and by no other channel (a verification code
+    must reach the phone on the roster, not the WeChat account asking).
     """
 
     openid: str
@@ -46,6 +49,7 @@ class Push:
     due_at: datetime | None = None
     ref_type: str | None = None
     ref_id: int | None = None
+    sms_to: str | None = None
 
 
 def _row(p: Push, now: datetime) -> dict[str, Any]:
@@ -54,6 +58,8 @@ def _row(p: Push, now: datetime) -> dict[str, Any]:
     payload: dict[str, Any] = {"text": p.text, "data": p.data}
     if p.url:
         payload["url"] = p.url
+    if p.sms_to:
+        payload["sms_to"] = p.sms_to
     return {
         "idempotency_key": f"{p.openid}:{p.key}"[:200],
         "openid": p.openid,

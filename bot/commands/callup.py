@@ -6,8 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from sqlalchemy import select
-
 from bot.commands.common import add_config, config_of, database, emit, run
 
 
@@ -195,7 +193,8 @@ def _close(args: argparse.Namespace) -> int:
             emit({**r, "closed_now": closed_now}, True, str)
         else:
             print(f"call-up #{c.id} {'closed' if closed_now else 'was already closed'}: confirmed {r['confirmed']}, "
-                  f"late {r['late']}, declined {r['declined']}, no answer {r['no_answer']}, standby {r['standby']}")
+                  f"late {r['late']}, declined {r['declined']}, no answer {r['no_answer']}, standby {r['standby']}"
+                  + (f"; told {r['told']} member(s) coming" if closed_now else ""))
         return 0
 
     return run(go())
@@ -203,7 +202,7 @@ def _close(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from flows.callup import service
-    from storage.callup import ACTIVE_STATES, CallUp
+    from storage.callup import list_callups
 
     cfg = config_of(args)
 
@@ -211,11 +210,8 @@ def _list(args: argparse.Namespace) -> int:
         async with database(cfg) as db:
             services = _services(cfg, db)
             async with db.session() as s:
-                q = select(CallUp).order_by(CallUp.id.desc())
-                if not args.all:
-                    q = q.where(CallUp.state.in_(ACTIVE_STATES))
                 out = []
-                for c in (await s.execute(q.limit(200))).scalars():
+                for c in await list_callups(s, active_only=not args.all):
                     r = await service.roster(s, services, c)
                     out.append({k: r[k] for k in ("id", "state", "title", "kind", "drill", "place", "assemble_at",
                                                   "needed", "confirmed", "late", "declined", "no_answer", "standby",

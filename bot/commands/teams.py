@@ -1,12 +1,11 @@
-"""`vetbot teams`: import the volunteer roster (CSV), list teams, print a team's QR scene and code."""
+"""`vetbot teams`: import the volunteer roster (CSV), list teams, print a team's QR scene and code, and
+decide binding requests that wait for approval."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Any
-
-from sqlalchemy import func, select
 
 from bot.commands.common import add_config, config_of, database, emit, run
 from bot.commands.imports import add_import_args, run_import
@@ -34,6 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     qr.add_argument("--new-code", action="store_true", help="issue a new binding code (the old one stops working)")
     qr.add_argument("--json", action="store_true")
     qr.set_defaults(func=_qr)
+    rq = tsub.add_parser("requests", help="binding requests waiting for approval (no SMS set up)",
+                         description="Members asked to bind their WeChat (绑定) and wait for a leader or staff to "
+                                     "approve. Phone the member first, then approve or reject.")
+    add_config(rq)
+    rq.add_argument("--json", action="store_true")
+    rq.set_defaults(func=_requests)
+    for verb, helptext in (("approve", "approve a binding request (after phoning the member)"),
+                           ("reject", "reject a binding request (the member is told)")):
+        p = tsub.add_parser(verb, help=helptext)
+        add_config(p)
+        p.add_argument("id", type=int, help="request id (see vetbot teams requests)")
+        p.add_argument("--by", default="cli", help="who decides (audit trail)")
+        p.set_defaults(func=_decide, approve=verb == "approve")
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -46,18 +58,10 @@ def _import(args: argparse.Namespace) -> int:
 
 
 async def team_rows(s: Any, now: Any) -> list[dict[str, Any]]:
-    from storage.callup import Member, Team
+    """The rows `vetbot teams list` prints (see :func:`storage.callup.team_summaries`)."""
+    from storage.callup import team_summaries
 
-    counts = {tid: (n, b) for tid, n, b in (await s.execute(
-        select(Member.team_id, func.count(Member.id), func.count(Member.openid)).group_by(Member.team_id))).all()}
-    away = dict((await s.execute(select(Member.team_id, func.count(Member.id))
-                                 .where(Member.away_until > now).group_by(Member.team_id))).all())
-    out = []
-    for t in (await s.execute(select(Team).order_by(Team.id))).scalars():
-        n, b = counts.get(t.id, (0, 0))
-        out.append({"id": t.id, "name": t.name, "township": t.township, "leader": t.leader, "code": t.code,
-                    "scene": f"team:{t.id}", "members": n, "bound": b, "away": away.get(t.id, 0)})
-    return out
+    return await team_summaries(s, now)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -78,7 +82,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _qr(args: argparse.Namespace) -> int:
     from flows.callup.roster import new_code
-    from storage.callup import Team, team_by_ref
+    from storage.callup import team_by_ref, team_codes
 
     cfg = config_of(args)
 
@@ -88,7 +92,7 @@ def _qr(args: argparse.Namespace) -> int:
             if t is None:
                 return None
             if args.new_code:
-                taken = set((await s.execute(select(Team.code))).scalars())
+                taken = await team_codes(s)
                 t.code = new_code(taken)
             scene = f"team:{t.id}"
             return {"id": t.id, "name": t.name, "scene": scene, "code": t.code,
@@ -107,4 +111,48 @@ def _qr(args: argparse.Namespace) -> int:
         f'{{"action_name": "QR_LIMIT_STR_SCENE", "action_info": {{"scene": {{"scene_str": "{i["scene"]}"}}}}}}',
         "        (a permanent parameter QR code; scanning it binds the member to this team)",
     ]))
+    return 0
+
+
+def _requests(args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock, fmt_local
+    from flows.api import Services
+    from flows.callup import binding
+
+    cfg = config_of(args)
+
+    async def go() -> list[dict[str, Any]]:
+        now = SystemClock().now()
+        async with database(cfg) as db, db.session() as s:
+            services = Services(config=cfg, clock=SystemClock(), db=db)
+            return [{"id": r.id, "team": t.name, "name": m.name, "phone": m.phone, "rebind": m.openid is not None,
+                     "created_at": fmt_local(r.created_at, cfg.bot.timezone, "%Y-%m-%d %H:%M")}
+                    for r, m, t in await binding.pending(s, services, now, None)]
+
+    rows = run(go())
+    emit(rows, args.json, lambda rs: "\n".join(
+        f"#{r['id']}\t{r['created_at']}\t{r['team']}\t{r['name']}\t{r['phone']}"
+        + ("\t(already bound to another WeChat: approving moves it)" if r["rebind"] else "") for r in rs)
+        or "(no binding requests waiting)")
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+    from flows.api import Services
+    from flows.callup import binding
+
+    cfg = config_of(args)
+
+    async def go() -> Any:
+        async with database(cfg) as db, db.session() as s:
+            services = Services(config=cfg, clock=SystemClock(), db=db)
+            return await binding.decide(s, services, args.id, args.approve, SystemClock().now(), by=args.by,
+                                        allowed_teams=None)
+
+    d = run(go())
+    if not d.done:
+        print(f"vetbot: request #{args.id}: {d.reply}", file=sys.stderr)
+        return 2
+    print(d.reply)
     return 0

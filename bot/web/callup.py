@@ -174,9 +174,10 @@ def setup(app: web.Application, runtime: Any) -> None:
                 return _error(404, "没有找到这次集结", "这次集结已不存在。")
             r = await service.roster(s, runtime.services, c, runtime.clock.now())
             people = await service.roster_members(s, c)
+        # Where late arrivals count, the first figure is what the quorum counts (到 + 晚到), as in chat.
+        first = ("counted", f"到+晚到（需 {r['needed']}）") if r["late_counts"] else ("confirmed", f"到（需 {r['needed']}）")
         counts = "".join(f"<div><b>{r[k]}</b>{label}</div>" for k, label in (
-            ("confirmed", f"到（需 {r['needed']}）"), ("late", "晚到"), ("declined", "不能到"),
-            ("no_answer", "未回复"), ("standby", "备用")))
+            first, ("late", "晚到"), ("declined", "不能到"), ("no_answer", "未回复"), ("standby", "备用")))
         skills = "".join(f"<div class=row>{html.escape(sk)}：{v['confirmed']}/{v['needed']}</div>"
                          for sk, v in r["by_skill"].items() if v["needed"])
         rows = []

@@ -2,7 +2,8 @@
 
 Modules: :mod:`.service` (operations shared by chat, web page, CLI and tick), :mod:`.member` (绑定,
 我的队伍, 请假/恢复, answering), :mod:`.staff` (发起集结, 集结状态, 结束集结), :mod:`.escalation`
-(the @tick), :mod:`.roster` (CSV roster validation), :mod:`.parse`, :mod:`.texts`.
+(the @tick), :mod:`.roster` (CSV roster validation), :mod:`.binding` (confirmed, rate-limited binding) and
+:mod:`.review` (绑定审核), :mod:`.steps` (typed escalation steps), :mod:`.parse`, :mod:`.texts`.
 """
 
-from flows.callup import escalation, member, staff  # noqa: F401 - register flows, tick and scene handler
+from flows.callup import escalation, member, review, staff  # noqa: F401 - register flows, ticks and scene handler

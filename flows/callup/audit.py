@@ -10,13 +10,12 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
 from flows.callup.texts import ANSWER_WORDS, STATUS_WORDS
-from storage.callup import CallUp, CallUpAnswer, CallUpEvent, CallUpTarget, Member, Team
-from storage.models import OutboxMessage
+from storage import callup as repo
+from storage.callup import CallUp
 
 _FMT = "%Y-%m-%d %H:%M:%S"
 
@@ -26,15 +25,12 @@ async def trail(session: AsyncSession, callup_id: int, tz: str) -> list[dict[str
     if await session.get(CallUp, callup_id) is None:
         return None
     rows: list[dict[str, Any]] = []
-    for e in (await session.execute(select(CallUpEvent).where(CallUpEvent.callup_id == callup_id))).scalars():
+    for e in await repo.events_of(session, callup_id):
         rows.append({"at": e.at, "type": "event", "kind": e.kind, "actor": e.actor, "detail": e.detail})
-    q = (select(CallUpAnswer, Member.name, Member.phone).join(Member, Member.id == CallUpAnswer.member_id)
-         .where(CallUpAnswer.callup_id == callup_id))
-    for a, name, phone in (await session.execute(q)).all():
+    for a, name, phone in await repo.answers_of(session, callup_id):
         rows.append({"at": a.at, "type": "answer", "member_id": a.member_id, "name": name, "phone": phone,
                      "answer": a.answer, "recorded_as": a.recorded_as, "eta_min": a.eta_min, "via": a.via})
-    q2 = select(OutboxMessage).where(OutboxMessage.ref_type == "callup", OutboxMessage.ref_id == callup_id)
-    for o in (await session.execute(q2)).scalars():
+    for o in await repo.pushes_of(session, callup_id):
         rows.append({"at": o.created_at, "type": "push", "openid": o.openid, "purpose": o.purpose,
                      "key": o.idempotency_key, "status": o.status, "channel": o.channel, "attempts": o.attempts,
                      "sent_at": o.sent_at, "last_error": o.last_error, "delivery_status": o.delivery_status})
@@ -61,7 +57,7 @@ def line(r: dict[str, Any]) -> str:
 
 async def stats(session: AsyncSession, drills: bool = False) -> dict[str, Any]:
     """Response statistics over all call-ups that are (``drills``) or are not drills."""
-    callups = list((await session.execute(select(CallUp).where(CallUp.drill.is_(drills)))).scalars())
+    callups = await repo.callups_for_stats(session, drills)
     ids = [c.id for c in callups]
     out: dict[str, Any] = {"drills": drills, "callups": len(callups), "filled": 0, "median_fill_min": None,
                            "targets": 0, "answered": 0, "answer_rate": None, "median_answer_min": None,
@@ -71,26 +67,14 @@ async def stats(session: AsyncSession, drills: bool = False) -> dict[str, Any]:
     fills = [(c.filled_at - c.created_at).total_seconds() / 60 for c in callups if c.filled_at]
     out["filled"] = len(fills)
     out["median_fill_min"] = round(median(fills), 1) if fills else None
-    for status, n in (await session.execute(select(CallUpTarget.status, func.count())
-                                            .where(CallUpTarget.callup_id.in_(ids)).group_by(CallUpTarget.status))):
-        out["by_status"][status] = int(n)
+    out["by_status"].update(await repo.status_totals(session, ids))
     out["targets"] = sum(out["by_status"].values())
     out["answered"] = out["targets"] - out["by_status"]["pending"]
     out["answer_rate"] = round(out["answered"] / out["targets"], 3) if out["targets"] else None
-    first = (select(CallUpAnswer.callup_id, CallUpAnswer.member_id, func.min(CallUpAnswer.at).label("first"))
-             .where(CallUpAnswer.callup_id.in_(ids)).group_by(CallUpAnswer.callup_id, CallUpAnswer.member_id)
-             .subquery())
-    q = (select(first.c.first, CallUpTarget.created_at).join(CallUpTarget, (CallUpTarget.callup_id == first.c.callup_id)
-                                                             & (CallUpTarget.member_id == first.c.member_id)))
-    delays = [(f - t).total_seconds() / 60 for f, t in (await session.execute(q)).all()]
+    delays = await repo.first_answer_delays_min(session, ids)
     out["median_answer_min"] = round(median(delays), 1) if delays else None
-    team_q = (select(Team.name, CallUpTarget.status, func.count()).join(Member, Member.id == CallUpTarget.member_id)
-              .join(Team, Team.id == Member.team_id).where(CallUpTarget.callup_id.in_(ids))
-              .group_by(Team.name, CallUpTarget.status))
-    teams: dict[str, dict[str, int]] = {}
-    for name, status, n in (await session.execute(team_q)).all():
-        teams.setdefault(name, dict.fromkeys(STATUS_WORDS, 0))[status] = int(n)
-    for name, st in sorted(teams.items()):
+    for name, by in sorted((await repo.team_status_counts(session, ids)).items()):
+        st = {**dict.fromkeys(STATUS_WORDS, 0), **by}
         total = sum(st.values())
         out["by_team"].append({"team": name, "targets": total, "answered": total - st["pending"],
                                "coming": st["confirmed"] + st["late"] + st["standby"],

@@ -1,8 +1,10 @@
-"""The escalation job: every open call-up whose next chain step is due runs that one step.
+"""The escalation jobs: every open call-up whose next chain step is due runs that one step, and an
+auditor that tells staff when a call-up's escalation is stuck or its pushes keep failing.
 
 Due work is read from the table (``callups.next_due_at <= now``), so a restart re-derives every timer.
 Each call-up runs in its own transaction under its row lock (see :func:`service.run_step`): a failure
-in one never holds back the others, and a step that crashed before commit simply runs again.
+in one never holds back the others, and a step that crashed before commit simply runs again. A step
+that keeps failing (or a tick that stopped running) is what :func:`audit` catches.
 """
 
 from __future__ import annotations
@@ -29,3 +31,13 @@ async def escalate(t: TickContext) -> int:
         except Exception:
             log.exception("escalation step of call-up %s failed; it stays due and is retried", callup_id)
     return ran
+
+
+@tick("callup_audit", 60)
+async def audit(t: TickContext) -> int:
+    """Alert staff about overdue or failing call-ups (see :func:`service.audit`); returns alerts raised."""
+    async with t.db.session() as s:
+        raised = await service.audit(s, t.services, t.now)
+    for a in raised:
+        log.error("call-up %s: %s (staff alerted)", a.callup_id, a.problem)
+    return len(raised)

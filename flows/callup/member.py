@@ -6,20 +6,18 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
-
 from bot.answers import CONFIRM, CallupReading, parse_callup_answer, parse_yes_no
-from bot.clock import to_local
-from bot.text import PHONE_RE, clean_phone
+from bot.clock import fmt_local, to_local
+from bot.text import PHONE_RE, ascii_uint, clean_phone
 from flows.api import Context, Flow, before_route, flow, on_scene
-from flows.callup import service, texts
+from flows.callup import binding, service, texts
 from flows.callup.parse import leave_last_day, parse_eta, parse_until
+from storage import callup as repo
 from storage.callup import (
-    ACTIVE_STATES,
     LATE,
     PENDING,
+    BindRequest,
     CallUp,
-    CallUpTarget,
     Member,
     Team,
     active_targets_of,
@@ -43,9 +41,14 @@ async def _team(ctx: Context, team_id: int) -> Team | None:
     return await ctx.session.get(Team, team_id)
 
 
+ASK_CODE = "请输入队伍码（向队长索取的数字），例如：123456\n（回复“取消”退出）"
+RESEND_WORDS = {"重发", "重新发送", "再发一次", "再发", "没收到"}
+
+
 @flow
 class Bind(Flow):
-    """绑定 + team code (or a scanned team QR), then the phone the roster has: attaches this WeChat."""
+    """绑定 + team code (or a scanned team QR), then the phone the roster has, then a confirmation: an SMS
+    code sent to the roster phone, or the team leader's / staff's approval (see :mod:`.binding`)."""
 
     name = "callup_bind"
     title = "绑定队伍"
@@ -61,11 +64,29 @@ class Bind(Flow):
         if code:
             await self._code(ctx, code)
             return
-        await ctx.ask("code", "请输入队伍码（向队长索取的数字），例如：123456\n（回复“取消”退出）")
+        since = ctx.now - timedelta(hours=ctx.config.callup.bind_request_ttl_h)
+        req = await repo.open_bind_request(ctx.session, ctx.openid, since)
+        if req is not None and req.method == "sms" and req.code_expires_at and req.code_expires_at > ctx.now:
+            ctx.slots["req"] = req.id
+            await ctx.ask("otp", "请回复短信里的 6 位验证码（没收到请回复“重发”，回复“取消”退出）。")
+            return
+        if req is not None and req.method == "approval":
+            ctx.say(f"您的绑定申请（{fmt_local(req.created_at, ctx.config.bot.timezone, '%m月%d日 %H:%M')}提交）"
+                    "正在等待队长或工作人员确认，确认后公众号会通知您。")
+            await ctx.ask("code", "如要重新申请，请输入队伍码；回复“取消”退出。")
+            return
+        await ctx.ask("code", ASK_CODE)
 
     async def _code(self, ctx: Context, code: str) -> None:
-        team = (await ctx.session.execute(select(Team).where(Team.code == clean_phone(code)))).scalar_one_or_none()
+        blocked = await binding.blocked_until(ctx.session, ctx.services, ctx.openid, None, ctx.now)
+        if blocked is not None:
+            ctx.say(binding.blocked_text(ctx.services, *blocked))
+            ctx.end()
+            return
+        digits = clean_phone(code)
+        team = await repo.team_by_code(ctx.session, digits) if 4 <= len(digits) <= 16 else None
         if team is None:
+            binding.count_attempt(ctx.session, ctx.openid, None, "code", ctx.now)
             ctx.reask("没有找到这个队伍码，请核对后重新输入（回复“取消”退出）。")
             if ctx.step != "code" and not ctx.ended:
                 ctx.step = "code"
@@ -92,6 +113,8 @@ class Bind(Flow):
             return
         if ctx.step == "phone":
             await self._phone(ctx)
+        elif ctx.step == "otp":
+            await self._otp(ctx)
 
     async def _phone(self, ctx: Context) -> None:
         phone = clean_phone(ctx.text)
@@ -103,47 +126,76 @@ class Bind(Flow):
             ctx.say("队伍已不存在，请联系工作人员。")
             ctx.end()
             return
-        m = (await ctx.session.execute(select(Member).where(Member.phone == phone, Member.team_id == team.id))
-             ).scalar_one_or_none()
-        if m is None:
-            ctx.reask(f"“{team.name}”的名册里没有这个手机号。请核对后重新输入，或联系队长把您加入名册。"
-                      "（回复“取消”退出）")
-            return
-        if m.openid and m.openid != ctx.openid:
-            ctx.say("这个手机号已被另一个微信绑定。如需更换，请联系队长或工作人员。")
+        blocked = await binding.blocked_until(ctx.session, ctx.services, ctx.openid, team.id, ctx.now)
+        if blocked is not None:
+            ctx.say(binding.blocked_text(ctx.services, *blocked))
             ctx.end()
             return
-        m.openid, m.bound_at, m.updated_at = ctx.openid, ctx.now, ctx.now
-        u = ctx.user
-        u.add_role("volunteer")
-        if not u.phone:
-            u.phone = m.phone
-        if not u.name:
-            u.name = m.name
-        if not u.township and m.township:
-            u.township = m.township
-        ctx.say(f"绑定成功！\n姓名：{m.name}\n队伍：{team.name}\n技能：{_skills(m)}\n"
-                "收到集结通知时，回复 1 到 / 2 晚到 / 3 不能到。\n回复“我的队伍”查看队伍信息，"
-                "回复“请假”暂停接收通知。")
-        await ctx.session.flush()
-        pending = [(c, t) for c, t in await active_targets_of(ctx.session, m.id) if t.status == PENDING]
-        if pending:
-            c, _ = pending[0]
-            ctx.say(f"您的队伍正在集结：{texts.label(c)}\n地点：{c.place}\n集合："
-                    f"{texts.when(c, ctx.config.bot.timezone)}\n{texts.REPLY_HINT}")
+        # The same reply whether the phone is on the roster or not (and whoever it is bound to now).
+        started = await binding.start(ctx.session, ctx.services, openid=ctx.openid, team=team, phone=phone,
+                                      now=ctx.now)
+        if started.request.method == "sms":
+            ctx.slots["req"] = started.request.id
+            await ctx.ask("otp", started.reply)
+            return
+        ctx.say(started.reply)
+        ctx.end()
+
+    async def _otp(self, ctx: Context) -> None:
+        req = await ctx.session.get(BindRequest, int(ctx.slots.get("req", 0)))
+        if req is None or req.openid != ctx.openid or req.status != "pending":
+            ctx.say("这次绑定已经结束，请重新发送“绑定”。")
+            ctx.end()
+            return
+        if ctx.text.strip() in RESEND_WORDS:
+            ctx.say(await binding.resend(ctx.session, ctx.services, req, ctx.now))
+            return
+        code = clean_phone(ctx.text)
+        if len(code) != 6:
+            ctx.reask("请回复短信里的 6 位数字验证码（没收到请回复“重发”，回复“取消”退出）。")
+            return
+        blocked = await binding.blocked_until(ctx.session, ctx.services, ctx.openid, req.team_id, ctx.now)
+        if blocked is not None:
+            ctx.say(binding.blocked_text(ctx.services, *blocked))
+            ctx.end()
+            return
+        wrong = await binding.check_code(ctx.session, ctx.services, req, code, ctx.now)
+        if wrong is not None:
+            ctx.reask(wrong)
+            return
+        b = await binding.bind(ctx.session, ctx.services, req, ctx.now, by="sms", user=ctx.user)
+        if b is None:
+            ctx.say("绑定没有完成：这个微信已绑定了其他队员。如需更换，请联系队长或工作人员。")
+            ctx.end()
+            return
+        ctx.say(binding.bound_text(b))
+        await _tell_open_callup(ctx, b.member)
         ctx.end()
 
     async def prompt(self, ctx: Context, step: str) -> None:
         if step == "phone":
             ctx.say(ASK_PHONE)
+        elif step == "otp":
+            ctx.say("请回复短信里的 6 位验证码（没收到请回复“重发”，回复“取消”退出）。")
         else:
-            await ctx.ask("code", "请输入队伍码（向队长索取的数字），例如：123456\n（回复“取消”退出）")
+            await ctx.ask("code", ASK_CODE)
+
+
+async def _tell_open_callup(ctx: Context, m: Member) -> None:
+    """A member who just bound is told about a call-up of their team that waits for their answer."""
+    pending = [(c, t) for c, t in await active_targets_of(ctx.session, m.id) if t.status == PENDING]
+    if pending:
+        c, _ = pending[0]
+        ctx.say(f"您的队伍正在集结：{texts.label(c)}\n地点：{c.place}\n集合："
+                f"{texts.when(c, ctx.config.bot.timezone)}\n{texts.REPLY_HINT}")
 
 
 @on_scene("team:")
 async def team_scene(ctx: Context, rest: str) -> bool:
     """A team's parameter QR (scene ``team:<id>``): start binding to that team."""
-    team = await _team(ctx, int(rest)) if rest.strip().isdigit() else None
+    # ascii_uint: '²'.isdigit() is True and int('²') raises; 23 digits overflow the id column.
+    team_id = ascii_uint(rest.strip(), 9)
+    team = await _team(ctx, team_id) if team_id is not None else None
     if team is None:
         ctx.say("这个二维码对应的队伍不存在，请联系队长。")
         return True
@@ -274,16 +326,6 @@ class Resume(Flow):
 #: Said back when an answer was read from words rather than 1 / 2 / 3, so a misreading is one message away.
 CHANGE_HINT = "如有变化，随时回复：1 到 / 2 晚到 / 3 不能到。"
 ASK_WHICH = "没太明白您的意思。请回复数字：1 到 / 2 晚到 / 3 不能到"
-#: Active call-ups of a member (newest first) with their answer and when the member was called: what the
-#: before-route hook needs, in one query.
-_ACTIVE_TARGETS = (select(CallUpTarget.callup_id, CallUpTarget.member_id, CallUpTarget.status,
-                          CallUpTarget.created_at)
-                   .join(Member, Member.id == CallUpTarget.member_id)
-                   .join(CallUp, CallUp.id == CallUpTarget.callup_id)
-                   .where(Member.openid == bindparam("o"), CallUp.state.in_(ACTIVE_STATES))
-                   .order_by(CallUp.created_at.desc(), CallUp.id.desc()))
-
-
 def read_answer(text: str) -> str | None:
     """1 / 到 / 马上到 / 收到 -> yes, 2 / 晚到 / 晚半个钟头 -> late, 3 / 不能到 / 去不了 -> no; None when the text
     is not an answer that can be recorded (see :func:`bot.answers.parse_callup_answer`)."""
@@ -352,7 +394,7 @@ async def open_callup_answer_first(ctx: Context) -> bool:
         reading = parse_callup_answer(ctx.text)
         if reading is None or reading.confidence < CONFIRM:
             return False
-    rows = (await ctx.session.execute(_ACTIVE_TARGETS, {"o": ctx.openid})).all()
+    rows = await repo.active_answers_of(ctx.session, ctx.openid)
     if not rows:
         return False
     pending = [r for r in rows if r.status == PENDING]

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
 from bot.links import sign
 from flows.api import Services
-from flows.callup import texts
+from flows.callup import steps, texts
+from storage import callup as repo
 from storage.callup import (
     CLOSED,
     CONFIRMED,
@@ -32,10 +33,7 @@ from storage.callup import (
     PENDING,
     STANDBY,
     CallUp,
-    CallUpAnswer,
-    CallUpEvent,
     CallUpTarget,
-    Member,
     Team,
     lock_callup,
     skill_counts,
@@ -104,46 +102,22 @@ def settings_for(config: Any, kind: str) -> dict[str, Any]:
     return out
 
 
+def timing_for(config: Any, kind: str) -> steps.Timing:
+    """The escalation waits of a call-up type."""
+    t = settings_for(config, kind)
+    return steps.Timing(renotify_after_min=t["renotify_after_min"], renotify_max=t["renotify_max"],
+                        widen_after_min=t["widen_after_min"], staff_alert_after_min=t["staff_alert_after_min"])
+
+
 def build_chain(config: Any, kind: str, selected: list[Team], all_teams: list[Team],
                 widen: list[list[int]] | None = None) -> list[dict[str, Any]]:
-    """The escalation chain frozen into a new call-up.
-
-    renotify × renotify_max → widen to the other teams of the same townships → widen to every other
-    team (or the explicit ``widen`` groups) → alert staff. Each step's ``wait_min`` counts from the
-    step before it (the first from creation)."""
-    s = settings_for(config, kind)
-    chain: list[dict[str, Any]] = [{"do": "renotify", "n": i, "wait_min": s["renotify_after_min"]}
-                                   for i in range(1, max(0, s["renotify_max"]) + 1)]
-    chosen = {t.id for t in selected}
-    groups: list[tuple[list[int], str]] = []
-    if widen is not None:
-        by_id = {t.id: t for t in all_teams}
-        for g in widen:
-            ids = [i for i in g if i in by_id and i not in chosen]
-            if ids:
-                groups.append((ids, "、".join(by_id[i].name for i in ids)))
-                chosen.update(ids)
-    else:
-        towns = {t.township for t in selected}
-        near = [t for t in all_teams if t.id not in chosen and t.township in towns]
-        if near:
-            groups.append(([t.id for t in near], "同乡镇其他队伍"))
-            chosen.update(t.id for t in near)
-        rest = [t for t in all_teams if t.id not in chosen]
-        if rest:
-            groups.append(([t.id for t in rest], "全部其余队伍"))
-    for ids, lab in groups:
-        chain.append({"do": "widen", "teams": ids, "label": lab, "wait_min": s["widen_after_min"]})
-    chain.append({"do": "staff_alert", "wait_min": s["staff_alert_after_min"]})
-    return chain
+    """The escalation chain frozen into a new call-up, in its stored form (see :mod:`.steps`)."""
+    return steps.dump_chain(steps.build_chain(timing_for(config, kind), selected, all_teams, widen))
 
 
-def step_label(step: dict[str, Any]) -> str:
-    if step["do"] == "renotify":
-        return f"第{step['n']}次提醒未回复人员"
-    if step["do"] == "widen":
-        return f"扩大到{step.get('label') or '更多队伍'}"
-    return "提醒工作人员人数未满"
+def step_label(step: steps.Step | dict[str, Any]) -> str:
+    """What a step does, in staff's words (a step or its stored dict)."""
+    return (step if isinstance(step, steps.Step) else steps.load_step(step)).label()
 
 
 def answer_link(config: Any, c: CallUp, member_id: int) -> str:
@@ -161,7 +135,7 @@ def roster_link(config: Any, c: CallUp, now: datetime) -> str:
 
 async def _event(session: AsyncSession, c: CallUp, kind: str, now: datetime, actor: str = "",
                  **detail: Any) -> None:
-    session.add(CallUpEvent(callup_id=c.id, at=now, kind=kind, actor=actor[:64], detail=detail))
+    repo.add_event(session, c.id, kind, now, actor, **detail)
 
 
 async def clear_conversations(session: AsyncSession, openids: list[str]) -> None:
@@ -234,7 +208,7 @@ async def create_callup(session: AsyncSession, services: Services, spec: CallupS
     for skill in spec.skills_needed:
         if skill not in cfg.callup.skills:
             raise CallupError(f"没有“{skill}”这个技能，可选：{'、'.join(cfg.callup.skills)}")
-    all_teams = list((await session.execute(select(Team).order_by(Team.id))).scalars())
+    all_teams = await repo.all_teams(session)
     if not all_teams:
         raise CallupError("还没有任何队伍，请先导入队伍名册（vetbot teams import）")
     if spec.team_ids is None:
@@ -250,10 +224,11 @@ async def create_callup(session: AsyncSession, services: Services, spec: CallupS
             scope = f"{selected[0].name}等{len(selected)}支队伍"
     s = settings_for(cfg, spec.kind)
     chain = build_chain(cfg, spec.kind, selected, all_teams, spec.widen)
+    first = steps.load_chain(chain)[0] if chain else None
     c = CallUp(kind=spec.kind, title=spec.title[:100], place=spec.place[:200], assemble_at=spec.assemble_at,
                needed=spec.needed, skills_needed=dict(spec.skills_needed), team_ids=[t.id for t in selected],
                scope_label=scope, drill=spec.drill, late_counts=bool(s["late_counts"]), state=OPEN, chain=chain,
-               step=0, next_due_at=now + timedelta(minutes=chain[0]["wait_min"]) if chain else None,
+               step=0, next_due_at=now + timedelta(minutes=first.wait_min) if first else None,
                link_expires_at=now + timedelta(hours=cfg.callup.link_ttl_h), created_by=spec.created_by[:64],
                created_at=now)
     session.add(c)
@@ -272,18 +247,11 @@ async def create_callup(session: AsyncSession, services: Services, spec: CallupS
 async def _target_teams(session: AsyncSession, services: Services, c: CallUp, team_ids: list[int], wave: int,
                         now: datetime) -> tuple[int, int, int]:
     """Add available members of ``team_ids`` not yet targeted; push to them. Returns (added, away, unbound)."""
-    rows = (await session.execute(
-        select(Member.id, Member.openid, Member.name, Member.phone, Member.skills, Member.away_until)
-        .where(Member.team_id.in_(team_ids)).order_by(Member.id))).all()
-    already = set((await session.execute(
-        select(CallUpTarget.member_id).where(CallUpTarget.callup_id == c.id))).scalars())
-    fresh = [r for r in rows if r.id not in already]
+    already = await repo.targeted_member_ids(session, c.id)
+    fresh = [r for r in await repo.candidates(session, team_ids) if r.id not in already]
     avail = [r for r in fresh if r.away_until is None or r.away_until <= now]
     if avail:
-        targets = [{"callup_id": c.id, "member_id": r.id, "skills": list(r.skills or []), "wave": wave,
-                    "status": PENDING, "created_at": now} for r in avail]
-        for i in range(0, len(targets), 1000):
-            await session.execute(insert(CallUpTarget), targets[i:i + 1000])
+        await repo.add_targets(session, c.id, avail, wave, now)
     bound = [r for r in avail if r.openid]
     if bound:
         notice = _Notice(services, c)
@@ -314,13 +282,10 @@ async def roster(session: AsyncSession, services: Services, c: CallUp, now: date
     for skill, n in sorted(conf.items()):
         by_skill.setdefault(skill, {"needed": 0, "confirmed": n + (late.get(skill, 0) if c.late_counts else 0),
                                     "late": late.get(skill, 0)})
-    nxt = c.chain[c.step] if c.next_due_at is not None and c.step < len(c.chain) else None
+    nxt = steps.load_step(c.chain[c.step], c.step) if c.next_due_at is not None and c.step < len(c.chain) else None
     tz = _tz(services)
-    skipped = 0
-    created = (await session.execute(select(CallUpEvent.detail).where(
-        CallUpEvent.callup_id == c.id, CallUpEvent.kind.in_(("created", "widened"))))).scalars()
-    for d in created:
-        skipped += int((d or {}).get("skipped_away", 0))
+    skipped = sum(int(d.get("skipped_away", 0) or 0)
+                  for d in await repo.event_details(session, c.id, ("created", "widened")))
     return {
         "id": c.id, "state": c.state, "needed": c.needed,
         "confirmed": counts[CONFIRMED], "late": counts[LATE], "declined": counts[DECLINED],
@@ -330,7 +295,7 @@ async def roster(session: AsyncSession, services: Services, c: CallUp, now: date
         "skipped_away": skipped, "title": c.title, "kind": c.kind, "place": c.place,
         "assemble_at": fmt_local(c.assemble_at, tz, "%Y-%m-%d %H:%M"), "drill": c.drill,
         "late_counts": c.late_counts, "scope": c.scope_label,
-        "step": c.step, "steps": len(c.chain), "next_step": step_label(nxt) if nxt else None,
+        "step": c.step, "steps": len(c.chain), "next_step": nxt.label() if nxt else None,
         "next_due_local": fmt_local(c.next_due_at, tz, "%H:%M") if nxt else None,
         "created_at": fmt_local(c.created_at, tz, "%Y-%m-%d %H:%M"),
         "filled_at": fmt_local(c.filled_at, tz, "%Y-%m-%d %H:%M") or None,
@@ -340,51 +305,18 @@ async def roster(session: AsyncSession, services: Services, c: CallUp, now: date
 
 async def roster_members(session: AsyncSession, c: CallUp) -> list[dict[str, Any]]:
     """Every target with name, phone, team, skills and answer (for the staff page and the CLI)."""
-    q = (select(CallUpTarget, Member, Team.name).join(Member, Member.id == CallUpTarget.member_id)
-         .join(Team, Team.id == Member.team_id).where(CallUpTarget.callup_id == c.id)
-         .order_by(CallUpTarget.status, Team.name, Member.name))
-    return [{"member_id": m.id, "name": m.name, "phone": m.phone, "team": team, "skills": t.skills,
-             "status": t.status, "eta_min": t.eta_min, "answered_at": t.answered_at, "via": t.answered_via,
-             "bound": m.openid is not None, "wave": t.wave}
-            for t, m, team in (await session.execute(q)).all()]
+    return await repo.roster_members(session, c.id)
 
 
 async def _quorum(session: AsyncSession, c: CallUp) -> tuple[bool, int, dict[str, int]]:
     """(met, counted, missing skills) from the targets as they are now (one query)."""
-    args = {"c": c.id, "s": list(_counting(c))}
-    if c.skills_needed:
-        rows = (await session.execute(_COUNTED_SKILLS, args)).scalars().all()
-        total = len(rows)
-        have: dict[str, int] = {}
-        for skills in rows:
-            for sk in set(skills or []):
-                have[sk] = have.get(sk, 0) + 1
-    else:
-        total = int((await session.execute(_COUNTED, args)).scalar() or 0)
-        have = {}
+    total, have = await repo.counted(session, c.id, _counting(c), with_skills=bool(c.skills_needed))
     missing = {s: k - have.get(s, 0) for s, k in c.skills_needed.items() if have.get(s, 0) < k}
     return total >= c.needed and not missing, total, missing
 
 
 # ---------------------------------------------------------------------------------------------------
 # Answering
-
-
-# Built once: answers are the hot path (a whole county answering within minutes).
-_TARGET_Q = select(CallUpTarget.id, CallUpTarget.status).where(
-    CallUpTarget.callup_id == bindparam("c"), CallUpTarget.member_id == bindparam("m")).with_for_update()
-# Core statements on the tables (not the ORM entities): the ORM's bulk UPDATE/INSERT machinery cost more
-# than the rest of an answer. No CallUpTarget entity of the answered row is loaded in this transaction
-# before them (record_answer reads plain columns), so nothing in the session goes stale.
-_TARGETS = CallUpTarget.__table__
-_TARGET_SET = update(_TARGETS).where(_TARGETS.c.id == bindparam("t")).values(
-    status=bindparam("status"), answered_at=bindparam("answered_at"), answered_via=bindparam("answered_via"),
-    eta_min=bindparam("eta_min"))
-_ANSWER_ADD = insert(CallUpAnswer.__table__)
-_COUNTED = select(func.count()).select_from(_TARGETS).where(
-    _TARGETS.c.callup_id == bindparam("c"), _TARGETS.c.status.in_(bindparam("s", expanding=True)))
-_COUNTED_SKILLS = select(_TARGETS.c.skills).where(
-    _TARGETS.c.callup_id == bindparam("c"), _TARGETS.c.status.in_(bindparam("s", expanding=True)))
 
 
 async def record_answer(session: AsyncSession, services: Services, callup_id: int, member_id: int, answer: str,
@@ -405,7 +337,7 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
     # The member's own row is locked (a double tap never double-counts); the call-up row only when
     # this answer can change who counts toward the quorum, so 不能到 / 晚到 answers never queue
     # behind the 到 answers that decide "filled" and "standby".
-    row = (await session.execute(_TARGET_Q, {"c": callup_id, "m": member_id})).first()
+    row = await repo.lock_target(session, callup_id, member_id)
     if row is None:
         raise CallupError("您不在这次集结的通知名单中")
     target_id, old = row
@@ -416,37 +348,27 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
         assert c is not None
         if c.state == CLOSED:
             return AnswerResult(c, None, message=answer_message(services, c, AnswerResult(c, None), None))
-    if new == CONFIRMED and c.state == FILLED and old != CONFIRMED:
+    if new == CONFIRMED and c.state == FILLED and old not in counting:
+        # Only a member who does not count yet becomes standby; one already counted (晚到 where
+        # late arrivals count) who now says 到 keeps their place (issue 14.11).
         new = STANDBY
     eta = eta_min if new == LATE else None
-    await session.execute(_TARGET_SET, {"t": target_id, "status": new, "answered_at": now, "answered_via": via,
-                                        "eta_min": eta})
-    await session.execute(_ANSWER_ADD, {"callup_id": callup_id, "member_id": member_id, "answer": answer,
-                                        "recorded_as": new, "eta_min": eta, "via": via, "at": now})
+    await repo.write_answer(session, callup_id=callup_id, member_id=member_id, target_id=target_id, answer=answer,
+                            recorded_as=new, eta_min=eta, via=via, now=now)
     result = AnswerResult(c, new)
     if c.state == OPEN and new in counting and old not in counting:
         if (await _quorum(session, c))[0]:
             await _fill(session, services, c, now)
             result.filled_now = True
     elif c.state == FILLED and old in counting and new not in counting:
-        result.reopened = await _refill_or_reopen(session, services, c, now)
+        result.reopened = await _refill_or_reopen(session, services, c, now, new)
     result.message = answer_message(services, c, result, eta_min)
     return result
 
 
 async def set_eta(session: AsyncSession, callup_id: int, member_id: int, eta_min: int, now: datetime) -> bool:
     """Add the ETA to a member's 晚到 answer given a moment ago (True when it was still 晚到)."""
-    t = (await session.execute(select(CallUpTarget).where(
-        CallUpTarget.callup_id == callup_id, CallUpTarget.member_id == member_id))).scalar_one_or_none()
-    if t is None or t.status != LATE:
-        return False
-    t.eta_min = eta_min
-    last = (await session.execute(select(CallUpAnswer).where(
-        CallUpAnswer.callup_id == callup_id, CallUpAnswer.member_id == member_id)
-        .order_by(CallUpAnswer.id.desc()).limit(1))).scalar_one_or_none()
-    if last is not None and last.recorded_as == LATE:
-        last.eta_min = eta_min
-    return True
+    return await repo.set_late_eta(session, callup_id, member_id, eta_min)
 
 
 def answer_message(services: Services, c: CallUp, r: AnswerResult, eta_min: int | None) -> str:
@@ -474,19 +396,21 @@ async def _fill(session: AsyncSession, services: Services, c: CallUp, now: datet
                        f"filled:{epoch(now)}", now, roster_now=r)
 
 
-async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp, now: datetime) -> bool:
-    """A confirmed member withdrew from a filled call-up: promote standby members (those with a missing
-    skill first, earliest answer first); if that is not enough, reopen and resume escalation.
-    Returns True when the call-up reopened."""
+def _change_words(became: str) -> str:
+    """What staff are told a member changed to (only 不能到 and an uncounted 晚到 reach here)."""
+    return "改为晚到（本次晚到不计入人数）" if became == LATE else "改为不能到"
+
+
+async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp, now: datetime,
+                            became: str) -> bool:
+    """A counted member of a filled call-up no longer counts (``became`` declined, or late where late
+    arrivals do not count): promote standby members (those with a missing skill first, earliest answer
+    first); if that is not enough, reopen and resume escalation. Returns True when the call-up reopened."""
     met, total, missing = await _quorum(session, c)
     if met:
         return False
     short = c.needed - total
-    # SKIP LOCKED: a standby member answering right now holds their row and waits for the call-up
-    # row we hold; waiting for theirs would deadlock. They are simply not promoted this time.
-    standby = list((await session.execute(select(CallUpTarget).where(
-        CallUpTarget.callup_id == c.id, CallUpTarget.status == STANDBY)
-        .order_by(CallUpTarget.answered_at, CallUpTarget.id).with_for_update(skip_locked=True))).scalars())
+    standby = await repo.standby_for_update(session, c.id)
     chosen: list[CallUpTarget] = []
     for t in standby:  # a missing skill first
         if any(missing.get(s, 0) > 0 for s in t.skills or []):
@@ -501,8 +425,7 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
         if t not in chosen and short > 0:
             chosen.append(t)
             short -= 1
-    members = {m.id: m for m in (await session.execute(
-        select(Member).where(Member.id.in_([t.member_id for t in chosen])))).scalars()} if chosen else {}
+    members = await repo.members_by_ids(session, [t.member_id for t in chosen])
     tz = _tz(services)
     pushes = []
     for t in chosen:
@@ -524,15 +447,15 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
     if chosen:
         await _event(session, c, "promoted", now, members=[t.member_id for t in chosen])
     if met:
-        await notify_staff(session, services, c, f"有人改为不能到，已由 {len(chosen)} 名备用人员补上。",
+        await notify_staff(session, services, c, f"有人{_change_words(became)}，已由 {len(chosen)} 名备用人员补上。",
                            f"promoted:{epoch(now)}", now)
         return False
     c.state = OPEN
-    wait = c.chain[c.step]["wait_min"] if c.step < len(c.chain) else None
+    wait = steps.load_step(c.chain[c.step], c.step).wait_min if c.step < len(c.chain) else None
     c.next_due_at = now + timedelta(minutes=wait) if wait is not None else None
     await session.flush()
     await _event(session, c, "reopened", now)
-    await notify_staff(session, services, c, "有人改为不能到，人数不足，集结重新开放"
+    await notify_staff(session, services, c, f"有人{_change_words(became)}，人数不足，集结重新开放"
                        + ("，升级通知继续。" if wait is not None else "。"), f"reopened:{epoch(now)}", now)
     return True
 
@@ -543,13 +466,34 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
 
 async def due_callups(session: AsyncSession, now: datetime) -> list[int]:
     """Ids of open call-ups whose next escalation step is due."""
-    q = select(CallUp.id).where(CallUp.state == OPEN, CallUp.next_due_at.is_not(None), CallUp.next_due_at <= now) \
-        .order_by(CallUp.next_due_at)
-    return list((await session.execute(q)).scalars())
+    return await repo.due_callups(session, now)
+
+
+class _Escalation:
+    """The operations an escalation step may do to one call-up (see :class:`.steps.Escalation`)."""
+
+    def __init__(self, session: AsyncSession, services: Services, c: CallUp, now: datetime) -> None:
+        self.session, self.services, self.c, self.now = session, services, c, now
+
+    async def remind_pending(self, n: int) -> int:
+        c = self.c
+        members = await repo.pending_bound_members(self.session, c.id, self.now)
+        if members:
+            notice = _Notice(self.services, c, reminder=n)
+            await enqueue(self.session, [notice.push(r.id, r.openid, r.name, r.phone,
+                                                     f"callup:{c.id}:renotify:{n}:{r.id}") for r in members], self.now)
+            await clear_conversations(self.session, [r.openid for r in members])
+        return len(members)
+
+    async def target_teams(self, team_ids: Any, wave: int) -> tuple[int, int, int]:
+        return await _target_teams(self.session, self.services, self.c, list(team_ids), wave, self.now)
+
+    def event(self, kind: str, **detail: Any) -> None:
+        repo.add_event(self.session, self.c.id, kind, self.now, **detail)
 
 
 async def run_step(session: AsyncSession, services: Services, callup_id: int, now: datetime) -> str | None:
-    """Run the call-up's next escalation step if it is (still) due; returns what ran, or None.
+    """Run the call-up's next escalation step if it is (still) due; returns its kind, or None.
 
     Re-reads the call-up under its row lock, so two schedulers (or a tick racing an answer that
     fills the call-up) never run a step twice or after the call-up filled."""
@@ -558,36 +502,15 @@ async def run_step(session: AsyncSession, services: Services, callup_id: int, no
         if c is not None and c.state == OPEN and c.next_due_at is not None and c.step >= len(c.chain):
             c.next_due_at = None  # a pointer past the end: nothing left to do
         return None
-    step = c.chain[c.step]
+    chain = steps.load_chain(c.chain)
     index = c.step
-    if step["do"] == "renotify":
-        n = int(step.get("n", index + 1))
-        q = (select(Member.id, Member.openid, Member.name, Member.phone, Member.away_until)
-             .join(CallUpTarget, CallUpTarget.member_id == Member.id)
-             .where(CallUpTarget.callup_id == c.id, CallUpTarget.status == PENDING, Member.openid.is_not(None))
-             .order_by(Member.id))
-        members = [r for r in (await session.execute(q)).all() if r.away_until is None or r.away_until <= now]
-        if members:
-            notice = _Notice(services, c, reminder=n)
-            await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:renotify:{n}:{r.id}")
-                                    for r in members], now)
-            await clear_conversations(session, [r.openid for r in members])
-        await _event(session, c, "renotified", now, step=index, n=n, members=len(members))
-        event = f"已第{n}次提醒未回复人员（{len(members)} 人）。"
-    elif step["do"] == "widen":
-        added, away, unbound = await _target_teams(session, services, c, list(step.get("teams") or []),
-                                                   index + 1, now)
-        await _event(session, c, "widened", now, step=index, teams=step.get("teams"), targets=added,
-                     skipped_away=away, unbound=unbound)
-        event = f"人数未满，已扩大到{step.get('label') or '更多队伍'}，新通知 {added - unbound} 人。"
-    else:
-        await _event(session, c, "staff_alert", now, step=index)
-        event = "⚠ 已到升级时限，人数仍未满足，请工作人员电话联系或调整集结。"
+    step = chain[index]
+    event = await step.run(_Escalation(session, services, c, now), index)
     c.step = index + 1
-    c.next_due_at = (now + timedelta(minutes=c.chain[c.step]["wait_min"])) if c.step < len(c.chain) else None
+    c.next_due_at = (now + timedelta(minutes=chain[c.step].wait_min)) if c.step < len(chain) else None
     await session.flush()
     await notify_staff(session, services, c, event, f"step:{index}", now)
-    return step["do"]
+    return step.kind
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -598,7 +521,8 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
                        now: datetime) -> tuple[CallUp, dict[str, Any], bool]:
     """Close a call-up: escalation stops and everyone who said they are coming is told it is over.
 
-    Returns (call-up, final roster, closed_now) — closed_now False when it was already closed."""
+    Returns (call-up, final roster, closed_now) — closed_now False when it was already closed; when
+    closed now the roster has ``told``, how many members were told."""
     c = await lock_callup(session, callup_id)
     if c is None:
         raise CallupError(f"没有编号为 {callup_id} 的集结")
@@ -606,10 +530,7 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
         return c, await roster(session, services, c, now), False
     c.state, c.closed_at, c.closed_by, c.next_due_at = CLOSED, now, by[:64], None
     await session.flush()
-    q = (select(Member).join(CallUpTarget, CallUpTarget.member_id == Member.id)
-         .where(CallUpTarget.callup_id == c.id, CallUpTarget.status.in_((CONFIRMED, LATE, STANDBY)),
-                Member.openid.is_not(None)).order_by(Member.id))
-    members = list((await session.execute(q)).scalars())
+    members = await repo.members_coming(session, c.id)
     text = f"【集结结束】{texts.label(c)}\n本次集结已结束，感谢您的响应！未出发的无需再前往。"
     pushes = [Push(openid=m.openid or "", purpose="callup", key=f"callup:{c.id}:closed:{m.id}", text=text,
                    data={"title": f"【集结结束】{texts.label(c)}", "place": c.place,
@@ -621,13 +542,62 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
     if pushes:
         await enqueue(session, pushes, now)
     r = await roster(session, services, c, now)
+    r["told"] = len(pushes)
     await _event(session, c, "closed", now, by, told=len(pushes), confirmed=r["confirmed"], late=r["late"])
-    await notify_staff(session, services, c, "集结已结束，已通知到场人员。", "closed", now, exclude=(by,),
-                       roster_now=r)
+    await notify_staff(session, services, c, "集结已结束。" + texts.closed_text(len(pushes)), "closed", now,
+                       exclude=(by,), roster_now=r)
     return c, r, True
 
 
 async def active_callups(session: AsyncSession) -> list[CallUp]:
     """Open and filled call-ups, newest first."""
-    q = select(CallUp).where(CallUp.state.in_((OPEN, FILLED))).order_by(CallUp.created_at.desc(), CallUp.id.desc())
-    return list((await session.execute(q)).scalars())
+    return await repo.active_callups(session)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Auditing (the manner of Grafana OnCall's escalation auditor)
+
+
+@dataclass
+class AuditAlert:
+    """A problem the auditor told staff about."""
+
+    callup_id: int
+    problem: str  # "overdue:<step>" or "failing"
+    text: str
+
+
+async def audit(session: AsyncSession, services: Services, now: datetime) -> list[AuditAlert]:
+    """Check every active call-up and alert staff (once per problem, recorded as an ``audit_alert``
+    event) when its next escalation step is overdue by ``callup.audit_overdue_min`` — the escalation
+    tick did not run or keeps failing on it — or when its member pushes keep failing (failed, or
+    retried twice or more: at least ``audit_min_failed`` and ``audit_failed_pct`` % of them).
+    Returns the alerts raised now."""
+    cfg = services.config.callup
+    raised: list[AuditAlert] = []
+    for c in await repo.active_callups(session):
+        problems: list[tuple[str, str]] = []
+        if (c.state == OPEN and c.next_due_at is not None and c.step < len(c.chain)
+                and c.next_due_at <= now - timedelta(minutes=cfg.audit_overdue_min)):
+            late = int((now - c.next_due_at).total_seconds() // 60)
+            step = steps.load_step(c.chain[c.step], c.step)
+            problems.append((f"overdue:{c.step}",
+                             f"⚠ 升级通知已超时 {late} 分钟未执行（{step.label()}）。请检查 vetbot 服务是否在运行，"
+                             "并电话联系未回复的队员。"))
+        by, reasons = await repo.push_results(session, c.id)
+        total = sum(n for k, n in by.items() if k != "retrying")
+        failing = by.get("failed", 0) + by.get("retrying", 0)
+        if failing >= cfg.audit_min_failed and failing * 100 >= cfg.audit_failed_pct * max(total, 1):
+            why = "；".join(f"{r[:40]} {n} 条" for r, n in reasons[:2])
+            problems.append(("failing", f"⚠ 集结通知有 {failing}/{total} 条发送失败或反复重试（{why}）。请电话通知"
+                                        "未收到的队员，并检查模板消息或短信设置（vetbot outbox status）。"))
+        if not problems:
+            continue
+        done = {d.get("problem") for d in await repo.event_details(session, c.id, ("audit_alert",))}
+        for key, text in problems:
+            if key in done:
+                continue
+            repo.add_event(session, c.id, "audit_alert", now, problem=key)
+            await notify_staff(session, services, c, text, f"audit:{key}", now)
+            raised.append(AuditAlert(c.id, key, text))
+    return raised

@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-
 from bot.answers import parse_yes_no
 from bot.clock import fmt_local
 from flows.api import Context, Flow, flow
 from flows.callup import service, texts
 from flows.callup.parse import ParseError, parse_need, parse_when, split_names
-from storage.callup import CallUp, Member, Team
+from storage import callup as repo
+from storage.callup import CallUp, Team
 
 STAFF = frozenset({"staff"})
 EXIT = "（回复“取消”退出，“返回”回到上一步）"
@@ -20,7 +19,7 @@ EXIT = "（回复“取消”退出，“返回”回到上一步）"
 
 async def resolve_teams(session: Any, text: str) -> tuple[list[Team], list[str]]:
     """Team names, township names or unique parts of team names -> (teams, problems)."""
-    teams = list((await session.execute(select(Team).order_by(Team.id))).scalars())
+    teams = await repo.all_teams(session)
     chosen: dict[int, Team] = {}
     problems: list[str] = []
     for token in split_names(text):
@@ -39,12 +38,7 @@ async def resolve_teams(session: Any, text: str) -> tuple[list[Team], list[str]]
 
 async def team_headcount(session: Any, team_ids: list[int] | None, now: Any) -> tuple[int, int, int]:
     """(members, available, bound-and-available) of the teams (None = all)."""
-    q = select(Member.away_until, Member.openid)
-    if team_ids is not None:
-        q = q.where(Member.team_id.in_(team_ids))
-    rows = (await session.execute(q)).all()
-    avail = [r for r in rows if r[0] is None or r[0] <= now]
-    return len(rows), len(avail), sum(1 for r in avail if r[1])
+    return await repo.headcount(session, team_ids, now)
 
 
 @flow
@@ -56,8 +50,7 @@ class CreateCallup(Flow):
     roles = STAFF
 
     async def start(self, ctx: Context) -> None:
-        n = (await ctx.session.execute(select(func.count(Team.id)))).scalar() or 0
-        if not n:
+        if not await repo.team_count(ctx.session):
             ctx.say("还没有任何队伍。请先用命令导入队伍名册：vetbot teams import -c 配置 名册.csv")
             ctx.end()
             return
@@ -204,7 +197,7 @@ async def _pick_callup(ctx: Context, flow_title: str) -> CallUp | None:
     """The one active call-up, or offer a numbered list (returns None then)."""
     active = await service.active_callups(ctx.session)
     if not active:
-        last = (await ctx.session.execute(select(CallUp).order_by(CallUp.id.desc()).limit(1))).scalar_one_or_none()
+        last = await repo.latest_callup(ctx.session)
         ctx.say("目前没有进行中的集结。" + (f"最近一次：#{last.id} {texts.label(last)}（已结束）" if last else ""))
         ctx.end()
         return None
@@ -285,7 +278,8 @@ class CloseCallup(Flow):
                 c, r, now_closed = await service.close_callup(ctx.session, ctx.services, int(ctx.slots["callup_id"]),
                                                               ctx.openid, ctx.now)
                 if now_closed:
-                    ctx.say(f"已结束集结 #{c.id} {texts.label(c)}。\n{texts.counts_line(r)}\n已通知到场人员。")
+                    ctx.say(f"已结束集结 #{c.id} {texts.label(c)}。\n{texts.counts_line(r)}\n"
+                            + texts.closed_text(int(r.get("told", 0))))
                 else:
                     ctx.say(f"集结 #{c.id} 之前已经结束了。")
                 ctx.end()

@@ -54,9 +54,13 @@ def member_data(c: CallUp, link: str, tz: str, phone: str, reminder: int = 0) ->
 
 
 def counts_line(r: dict[str, Any]) -> str:
-    """已确认 12/20，晚到 2，不能到 3，未回复 40，备用 1"""
-    line = (f"已确认 {r['confirmed']}/{r['needed']}，晚到 {r['late']}，不能到 {r['declined']}，"
-            f"未回复 {r['no_answer']}")
+    """已确认 12/20，晚到 2（不计入），不能到 3，未回复 40，备用 1 — or, where late arrivals count,
+    已确认 14/20（含晚到 2），…: the figure beside "人数已满" is always the one the quorum counts."""
+    if r.get("late_counts"):
+        head = f"已确认 {r['counted']}/{r['needed']}" + (f"（含晚到 {r['late']}）" if r["late"] else "")
+    else:
+        head = f"已确认 {r['confirmed']}/{r['needed']}" + (f"，晚到 {r['late']}（不计入）" if r["late"] else "，晚到 0")
+    line = f"{head}，不能到 {r['declined']}，未回复 {r['no_answer']}"
     if r.get("standby"):
         line += f"，备用 {r['standby']}"
     return line
@@ -88,6 +92,13 @@ def roster_text(c: CallUp, r: dict[str, Any], tz: str) -> str:
     if r.get("next_step") and c.state == "open":
         lines.append(f"下一步：{r['next_step']}（{r['next_due_local']}）")
     return "\n".join(lines)
+
+
+def closed_text(told: int) -> str:
+    """What staff are told after closing: how many members coming were told it is over."""
+    if told:
+        return f"已通知回复“到/晚到”的 {told} 人（含备用）：集结结束。"
+    return "没有人回复“到”或“晚到”，无需通知队员。"
 
 
 def progress_text(c: CallUp, r: dict[str, Any], event: str) -> str:

@@ -330,3 +330,36 @@ async def test_audit_trail_has_every_push_with_channel_and_result(env: Env) -> N
     lines = [audit.line(r) for r in rows]
     assert any("answer" in line and "晚到" in line and "eta=10min" in line for line in lines)
     assert any("channel=template" in line for line in lines)
+
+
+async def test_late_then_yes_after_the_quorum_filled_keeps_the_member_counted(env: Env) -> None:
+    # Issue 14.11: a driver counted as 晚到 (防汛 counts late arrivals) pressed 到 after the call-up
+    # filled; he was made 备用, a standby was promoted, staff were told "有人改为不能到" and 驾驶 dropped.
+    await add_staff(env)
+    cid = await create(env, kind="防汛", needed=2, skills_needed={"驾驶": 1})
+    assert (await answer(env, cid, 3, "late", eta=30)).recorded_as == "late"  # 3 drives
+    assert (await answer(env, cid, 0, "yes")).filled_now  # 0 drives too: 驾驶 2/1
+    assert (await answer(env, cid, 1, "yes")).recorded_as == "standby"
+    before = await roster(env, cid)
+    progress = len(await pushes(env, "callup_progress"))
+    env.clock.advance(minutes=2)
+    up = await answer(env, cid, 3, "yes")  # the upgrade, 晚到 -> 到
+    assert up.recorded_as == "confirmed" and not up.reopened and "已记录：到" in up.message
+    r = await roster(env, cid)
+    assert r["state"] == "filled" and r["counted"] == before["counted"] == 2
+    assert r["by_skill"]["驾驶"]["confirmed"] == before["by_skill"]["驾驶"]["confirmed"] == 2
+    assert (r["confirmed"], r["late"], r["standby"]) == (2, 0, 1)  # the standby stays standby
+    assert not await pushes(env, "callup", "原确认人员有变动")
+    assert len(await pushes(env, "callup_progress")) == progress  # staff are told nothing false
+
+
+async def test_yes_to_late_where_late_does_not_count_tells_staff_the_truth(env: Env) -> None:
+    # The same path where it is real: 到 -> 晚到 on a type where late arrivals do not count.
+    await add_staff(env)
+    cid = await create(env, kind="其他", needed=1)
+    assert (await answer(env, cid, 2, "yes")).filled_now
+    assert (await answer(env, cid, 1, "yes")).recorded_as == "standby"
+    env.clock.advance(minutes=1)
+    await answer(env, cid, 2, "late", eta=20)
+    told = await pushes(env, "callup_progress", "备用人员补上")
+    assert len(told) == 1 and "改为晚到" in told[0].payload["text"] and "改为不能到" not in told[0].payload["text"]

@@ -130,6 +130,31 @@ async def test_closed_call_up_page_and_roster_page(db_url: str) -> None:
         assert resp.status == 409 and "已结束" in await resp.text()
 
 
+async def test_late_driver_pressing_yes_on_the_page_after_the_quorum_stays_counted(db_url: str) -> None:
+    # Issue 14.11 through the page: 晚到 30 (counted for 防汛), the call-up fills, then 到 on the page.
+    cfg = await _setup(db_url)
+    async with app_client(cfg, FakeClock(T0)) as (client, runtime):
+        async with runtime.db.session() as s:
+            team = (await s.execute(select(Member.team_id).where(Member.phone == "13900000000"))).scalar_one()
+            c = await service.create_callup(s, runtime.services, service.CallupSpec(
+                kind="防汛", title="防汛集结", place="城关镇大堤", assemble_at=T0 + timedelta(hours=1), needed=2,
+                skills_needed={"驾驶": 1}, team_ids=[team]), runtime.clock.now())
+        driver = _path(service.answer_link(cfg, c, await _member(runtime, 3)))
+        await client.post(driver, data={"a": "late", "eta": "30"}, allow_redirects=False)
+        # member 0 drives too (驾驶 2/1 with the late driver), member 1 (医护) becomes standby
+        await client.post(_path(service.answer_link(cfg, c, await _member(runtime, 0))), data={"a": "yes"},
+                          allow_redirects=False)
+        await client.post(_path(service.answer_link(cfg, c, await _member(runtime, 1))), data={"a": "yes"},
+                          allow_redirects=False)
+        resp = await client.post(driver, data={"a": "yes"}, allow_redirects=False)
+        assert resp.status == 303
+        body = await (await client.get(driver)).text()
+        assert "已记录：到" in body and "备用" not in body
+        async with runtime.db.session() as s:
+            r = await service.roster(s, runtime.services, await s.get(CallUp, c.id))
+        assert (r["state"], r["counted"], r["standby"], r["by_skill"]["驾驶"]["confirmed"]) == ("filled", 2, 1, 2)
+
+
 @pytest.mark.browser
 async def test_answer_page_in_a_phone_browser(db_url: str, browser_page, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = await _setup(db_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -395,10 +396,14 @@ async def test_rows_claimed_by_a_dead_sender_are_handed_back(db: Database, sende
     await queue(db, now, notice(uid(30)), notice(uid(31)))
     claimed, _ = await claim_due(db, now, 10, "dead-process")
     assert len(claimed) == 2
-    # Within the claim timeout (120 s) nobody touches them…
-    assert (await sender.deliver_due(now + timedelta(seconds=100))).claimed == 0
-    # …after it they go out, and the stuck try counts as an attempt.
-    report = await sender.deliver_due(now + timedelta(seconds=121))
+    if db.is_sqlite:
+        # SQLite: a sender that did not start alone (see SenderLease) leaves them for the claim timeout…
+        assert (await sender.deliver_due(now + timedelta(seconds=100))).claimed == 0
+        report = await sender.deliver_due(now + timedelta(seconds=121))
+    else:
+        # PostgreSQL: "dead-process" holds no sender lock, so its rows come back at once.
+        report = await sender.deliver_due(now)
+    # …and the stuck try counts as an attempt.
     assert report.reclaimed == 2 and report.sent == 2
     assert all(r.attempts == 2 and r.status == "sent" for r in await rows(db))
 
@@ -556,6 +561,68 @@ async def test_slow_pass_is_not_reclaimed_by_another_sender_regression_duplicate
         assert len(calls(fake, TEMPLATE_PATH)) == 6
     finally:
         await sender.close()
+
+
+@pytest.mark.parametrize("cut_after", [37, 81, 122])
+async def test_sent_but_unrecorded_pushes_never_exceed_the_concurrency_regression_duplicates(
+        db_url: str, db: Database, fake: FakeWeChatServer, cut_after: int) -> None:
+    # Issue 14.10: results were committed in groups (up to 0.2 s or half a batch), so a kill repeated
+    # far more pushes than were in flight (64 and 86 duplicates). Now a worker sends its next row only
+    # once the result of its last one is committed: stop a fan-out at any point and at most
+    # `concurrency` rows have reached WeChat without their result on disk.
+    import asyncio
+
+    from bot.clock import SystemClock
+
+    fake.state.latency_ms = 5
+    cfg = outbox_config(db_url, fake, outbox__concurrency="4", outbox__batch_size="40")
+    sender = build_sender(cfg, db, SystemClock(), worker="cut")
+    try:
+        await queue(db, SystemClock().now(), *[notice(uid(200 + i), key="cut") for i in range(300)])
+        task = asyncio.create_task(sender.deliver_due())
+        for _ in range(30_000):
+            if len(calls(fake, TEMPLATE_PATH)) >= cut_after or task.done():
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()  # what survives a kill is what was committed before it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await sender.close()
+    delivered = {c["body"]["touser"] for c in calls(fake, TEMPLATE_PATH)}  # reached WeChat, answered or not
+    recorded = {r.openid for r in await rows(db) if r.status == "sent"}
+    assert recorded <= delivered and len(delivered) >= cut_after
+    assert len(delivered - recorded) <= 4
+
+
+async def test_rows_of_a_pass_that_failed_to_record_go_out_at_the_next_pass(
+        db: Database, sender: OutboxSender, fake: FakeWeChatServer, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pass whose results could not be written (the database went away) left its rows claimed by a
+    # live sender, whose heartbeat kept them fresh: they waited for ever instead of going out again.
+    import bot.outbox as outbox_mod
+
+    real = outbox_mod.record_and_claim
+
+    async def results_fail(db_: Database, worker: str, outcomes: Any, now: Any, limit: int) -> Any:
+        if outcomes:
+            raise ConnectionError("database went away")
+        return await real(db_, worker, outcomes, now, limit)
+
+    now = clock.now()
+    await queue(db, now, notice(uid(80)), notice(uid(81)))
+    async def writer_fails(self: Any, worker: str, outcomes: Any) -> int:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(outbox_mod, "record_and_claim", results_fail)
+    monkeypatch.setattr(outbox_mod.ResultWriter, "write", writer_fails)  # PostgreSQL's results-only rounds
+    with pytest.raises(ConnectionError):  # after its retries (1.4 s of backoff)
+        await sender.deliver_due(now)
+    assert [r.status for r in await rows(db)] == ["sending", "sending"]
+    monkeypatch.undo()
+    report = await sender.deliver_due(now + timedelta(seconds=1))
+    assert report.reclaimed == 2 and report.sent == 2
+    assert [r.status for r in await rows(db)] == ["sent", "sent"]
 
 
 # -- 订阅通知 (subscribe notices) ---------------------------------------------------------------------

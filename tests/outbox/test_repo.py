@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from bot.clock import FakeClock
 from storage.db import Database
 from storage.outbox_repo import claim_due, reserve_kefu, retry_failed, status_counts
@@ -130,3 +132,49 @@ async def test_touch_claims_keeps_a_slow_senders_rows(db: Database, clock: FakeC
     assert await touch_claims(db, "other", now + timedelta(seconds=100)) == 0
     assert await reclaim_stale(db, now + timedelta(seconds=150), 120, 8) == 0
     assert await reclaim_stale(db, now + timedelta(seconds=221), 120, 8) == 2
+
+
+async def test_a_dead_senders_rows_come_back_at_once_and_a_live_ones_stay(db: Database, clock: FakeClock) -> None:
+    # Issue 14.10: rows of a killed sender stayed 'sending' for claim_timeout_s (120 s) before anyone
+    # sent them. Claims are bound to the sender's life now: its lock (PostgreSQL) / the lock file (SQLite).
+    from storage.outbox_repo import SenderLease, reclaim_orphans
+
+    now = clock.now()
+    await queue(db, now, *[notice(uid(i), key="o") for i in range(6)])
+    live, other = SenderLease(db, "live"), SenderLease(db, "other")
+    await live.acquire()
+    await claim_due(db, now, 3, "live")
+    await claim_due(db, now, 3, "killed")  # a sender that is gone (it holds no lock)
+    await other.acquire()
+    try:
+        if db.is_sqlite:
+            # One sender per SQLite database: the first to hold the lock file is alone and takes back every
+            # row another name left; a second sender beside it is not alone and takes nothing.
+            assert live.sole and not other.sole
+            assert await reclaim_orphans(db, other, 8) == 0
+            assert await reclaim_orphans(db, live, 8) == 3
+        else:
+            assert await reclaim_orphans(db, other, 8) == 3  # "killed" only; "live" holds its lock
+            assert await reclaim_orphans(db, other, 8) == 0
+            await live.release()  # what a SIGKILL does to its connection
+            assert await reclaim_orphans(db, other, 8) == 3
+        statuses = sorted(r.status for r in await rows(db))
+        assert statuses == ["pending"] * 3 + ["sending"] * 3 if db.is_sqlite else ["pending"] * 6
+    finally:
+        await live.release()
+        await other.release()
+
+
+async def test_two_senders_with_one_name_get_two_leases(db: Database) -> None:
+    from storage.outbox_repo import SenderLease
+
+    if db.is_sqlite:
+        pytest.skip("names only matter for PostgreSQL's per-sender locks")
+    a, b = SenderLease(db, "same"), SenderLease(db, "same")
+    try:
+        assert await a.acquire() == "same"
+        assert (await b.acquire()).startswith("same:")
+        assert await a.alive() and await b.alive()
+    finally:
+        await a.release()
+        await b.release()

@@ -134,6 +134,10 @@ class Context:
         #: When the question now waiting for an answer — the active flow's step or a numbered menu — was
         #: asked (naive UTC); None when nothing waits. Set by the dispatcher for :func:`before_route` hooks.
         self.asked_at: datetime | None = None
+        #: ``async fn(session)`` run after the dispatcher has written the turn's own rows (user,
+        #: conversation, dedup), in the same transaction: 注销 erases the person there, so that nothing the
+        #: turn writes afterwards brings their openid back.
+        self.after_save: list[Callable[[Any], Awaitable[None]]] = []
 
     # --- reading -------------------------------------------------------------------------------
     @property

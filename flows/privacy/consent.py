@@ -10,6 +10,8 @@ A flow asks for consent with :func:`gate`::
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select
 
 from bot.answers import parse_yes_no
@@ -18,6 +20,7 @@ from flows.privacy import texts
 from flows.privacy.notice import load_notice
 from storage.privacy import Consent
 
+log = logging.getLogger("vetbot.privacy")
 ACCEPTED, DECLINED = "accepted", "declined"
 FLOW = "privacy_consent"
 
@@ -47,6 +50,7 @@ async def record(ctx: Context, scope: str, decision: str, via: str = "chat") -> 
                   decision=decision, via=via, at=ctx.now)
     ctx.session.add(row)
     await ctx.session.flush()
+    log.debug("consent %s: %s (notice %s)", scope, decision, row.version)
     return row
 
 

@@ -62,6 +62,10 @@ def mask_phone(phone: Any) -> str:
     return f"{p[:3]}****{p[-4:]}" if len(p) >= 7 else ("****" if p else "")
 
 
+def _date(v: Any) -> str:
+    return f"{v.month}月{v.day}日" if hasattr(v, "month") else str(v or "")
+
+
 def _day(v: Any, tz: str) -> str:
     return fmt_local(v, tz, "{month}月{day}日") if isinstance(v, datetime) else str(v or "")
 
@@ -98,7 +102,7 @@ SUMMARY: dict[str, Callable[[list[dict[str, Any]], str], str]] = {
     "conversations": lambda rows, tz: "正在办理的事项和步骤（不含聊天全文）",
     "link_tokens": lambda rows, tz: f"{len(rows)} 个（只保存散列值）",
     "memorial_tributes": lambda rows, tz: f"{len(rows)} 次（{_count_by(rows, 'action', TRIBUTE_LABEL)}）",
-    "memorial_participants": lambda rows, tz: f"首次参与 {rows[0].get('first_day')}",
+    "memorial_participants": lambda rows, tz: f"首次参与 {_date(rows[0].get('first_day'))}",
     "memorial_messages": lambda rows, tz: f"{len(rows)} 条（{_count_by(rows, 'status', MESSAGE_STATUS)}）",
     "memorial_reminders": lambda rows, tz: "已开启",
     "jobs_subscriptions": lambda rows, tz: SUB_STATUS.get(str(rows[0].get("status")), str(rows[0].get("status"))),
@@ -108,6 +112,22 @@ SUMMARY: dict[str, Callable[[list[dict[str, Any]], str], str]] = {
     "callup_targets": lambda rows, tz: f"{len(rows)} 次",
     "callup_answers": lambda rows, tz: f"{len(rows)} 次",
 }
+
+
+def summary_lines(found: list[Any], tz: str) -> list[str]:
+    """The 我的数据 lines: one per kind of the person's own data, then one for every mention elsewhere."""
+    own = [summary_line(f, tz) for f in ordered(found) if f.relation != "mention"]
+    mentions = [f for f in found if f.relation == "mention"]
+    if mentions:
+        n = sum(int(f.rows[0]["count"]) for f in mentions)
+        where = "、".join(dict.fromkeys(MENTION_WHERE.get(f.decl.table, f.decl.label) for f in mentions))
+        own.append(f"· 其他记录里提到您：{n} 处（{where}；注销时一并去除）")
+    return own
+
+
+#: Where a mention sits, said from the person's side.
+MENTION_WHERE = {"outbox": "发给别人的通知", "inbound_dedup": "消息去重记录", "qa_gaps": "没能回答的问题统计",
+                 "callup_events": "集结过程记录"}
 
 
 def summary_line(found: Any, tz: str) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, Str
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
-from storage.privacy import CONTRACT, DELETE, Declaration, Retention, declare
+from storage.privacy import CONSENT, DELETE, DUTY, Declaration, Retention, declare
 
 
 class RoleMixin:
@@ -175,29 +175,29 @@ def _unpurged(t: Any) -> Any:
 declare(
     Declaration(
         "users", label="我的信息", purpose="识别您、办理您申请的服务、按乡镇发送通知、短信兜底联系您",
-        basis=CONTRACT, subject="openid", on_erase=DELETE, name=("name",), phone=("phone",),
+        basis=CONSENT + "；履行法定职责", subject="openid", on_erase=DELETE, name=("name",), phone=("phone",),
         personal=("qr_scene", "roles", "township", "kind"),
         kept="直到您注销；取消关注满 {unfollow_erase_days} 天后自动删除（应急队伍名册上的队员除外）"),
     Declaration(
         "inbound_dedup", label="消息去重记录", purpose="微信重发同一条消息时不重复办理，并回复同样的内容",
-        basis=CONTRACT, mentions=("key", "reply"), mention_action="delete",
-        retention=(Retention(None, note="bot.dedup_ttl_h 小时后删除（purge_dedup 任务）"),),
+        basis=DUTY, mentions=("key", "reply"), mention_action="delete",
+        retention=(Retention(None, note="{dedup_ttl_h} 小时后删除（bot.dedup_ttl_h，purge_dedup 任务）"),),
         seen_by="仅系统使用"),
     Declaration(
         "conversations", label="对话进度", purpose="记住您办到哪一步（例如正在填写的订阅条件）",
-        basis=CONTRACT, subject="openid", on_erase=DELETE, personal=("slots", "stack", "choices"),
+        basis=DUTY, subject="openid", on_erase=DELETE, personal=("slots", "stack", "choices"),
         plain=("flow", "step", "choice_kind"),
         retention=(Retention("conversation_days", "updated_at", note="最后一次对话 {days} 天后删除"),),
         seen_by="仅系统使用"),
     Declaration(
         "tickets", label="人工留言", purpose="工作人员阅读并回复您的留言、没能回答的问题",
-        basis=CONTRACT, subject="openid", on_erase=DELETE, personal=("text", "context", "staff_reply"),
+        basis=DUTY, subject="openid", on_erase=DELETE, personal=("text", "context", "staff_reply"),
         plain=("status",),
         retention=(Retention("ticket_days", "closed_at", where=lambda t: t.c.status == "closed",
                              note="回复并关闭 {days} 天后删除；未回复的留言保留到回复为止"),)),
     Declaration(
         "outbox", label="发给您的消息", purpose="把通知、回复、集结和岗位提醒可靠地发到您的微信（或短信）",
-        basis=CONTRACT, subject="openid", on_erase=DELETE, personal=("idempotency_key",),
+        basis=DUTY, subject="openid", on_erase=DELETE, personal=("idempotency_key",),
         mentions=("payload", "last_error"),
         plain=("purpose", "status", "channel", "skipped_channels", "claimed_by", "delivery_status", "ref_type"),
         retention=(

@@ -65,9 +65,9 @@ DELETE, PSEUDONYMISE, UNBIND, KEEP = "delete", "pseudonymise", "unbind", "keep"
 ON_ERASE = (DELETE, PSEUDONYMISE, UNBIND, KEEP)
 #: Legal bases (个人信息保护法 第十三条), as the README's table names them.
 CONSENT = "个人同意（第十三条第一项）"
-CONTRACT = "为订立、履行个人作为一方当事人的合同所必需（第十三条第二项），即办理您申请的服务"
-DUTY = "为履行法定职责所必需（第十三条第三项）"
-EMERGENCY = "为应对突发公共事件、紧急情况下保护生命健康和财产安全所必需（第十三条第四项）"
+CONTRACT = "订立、履行本人为一方的合同所必需（第十三条第二项）"
+DUTY = "履行法定职责所必需（第十三条第三项；《退役军人保障法》《英雄烈士保护法》）"
+EMERGENCY = "应对突发公共事件、保护生命财产安全所必需（第十三条第四项）"
 #: What replaces the person's openid, name or phone inside other people's texts.
 MARK = "〔已注销〕"
 #: Column names that look like they hold who someone is; such a column may never be declared ``plain``.
@@ -87,10 +87,14 @@ class Retention:
     values: dict[str, Any] | None = None
 
     def describe(self, days: Mapping[str, int]) -> str:
+        """The note with ``{days}`` (this rule's value) and any other ``{key}`` of ``days`` filled in."""
         n = days.get(self.key, 0) if self.key else 0
         if self.key and n <= 0:
             return "不自动删除（privacy." + self.key + " = 0）"
-        return self.note.replace("{days}", str(n))
+        text = self.note.replace("{days}", str(n))
+        for k, v in days.items():
+            text = text.replace("{" + k + "}", str(v))
+        return text
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ class Erasure(Base):
 declare(
     Declaration(
         "privacy_consents", label="同意记录", purpose="证明您在登记前看过个人信息保护提示并同意",
-        basis="个人信息保护法 第十四条（同意应当在充分知情的前提下作出）", subject="openid", on_erase=DELETE,
+        basis=DUTY, subject="openid", on_erase=DELETE,
         plain=("scope", "version", "decision", "via"), kept="直到您注销（注销时一并删除）"),
     Declaration(
         "privacy_erasures", label="注销记录", purpose="证明删除已经执行（审计）", basis=DUTY,
@@ -332,12 +336,12 @@ async def collect(session: AsyncSession, openid: str, *, mentions: bool = True) 
             if rows:
                 out.append(Found(d, f"ref:{ref}", [dict(r) for r in rows]))
         if mentions and d.mentions:
-            n = 0
-            for col in d.mentions:
-                cond = _mentioning(t, col, who.needles())
-                if d.subject:
-                    cond = cond & ((t.c[d.subject] != openid) | t.c[d.subject].is_(None))
-                n += int((await session.execute(select(func.count()).select_from(t).where(cond))).scalar_one())
+            from sqlalchemy import or_
+
+            cond = or_(*[_mentioning(t, col, who.needles()) for col in d.mentions])
+            if d.subject:
+                cond = cond & ((t.c[d.subject] != openid) | t.c[d.subject].is_(None))
+            n = int((await session.execute(select(func.count()).select_from(t).where(cond))).scalar_one())
             if n:
                 out.append(Found(d, "mention", [{"count": n}]))
     return out

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base
-from storage.privacy import CONTRACT, Declaration, Retention, declare
+from storage.privacy import DUTY, Declaration, Retention, declare
 from storage.sql import insert_ignore
 
 
@@ -31,7 +31,7 @@ class QAGap(Base):
 
 declare(Declaration(
     "qa_gaps", label="没能回答的问题", purpose="统计机器人答不上的问题，补充知识库（不记录是谁问的）",
-    basis=CONTRACT, mentions=("norm", "example"), mention_action="delete", plain=("kind", "best_id"),
+    basis=DUTY, mentions=("norm", "example"), mention_action="delete", plain=("kind", "best_id"),
     retention=(Retention("qa_gap_days", "last_at", note="最后一次被问到 {days} 天后删除"),)))
 
 

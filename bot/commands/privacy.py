@@ -53,14 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _erase(args: argparse.Namespace) -> int:
     from bot.clock import SystemClock
     from flows.privacy.service import compact, erase_person
-    from flows.privacy.texts import summary_line
+    from flows.privacy.texts import summary_lines
     from storage.privacy import collect
 
     cfg = config_of(args)
 
     async def preview() -> list[str]:
         async with database(cfg) as db, db.session() as s:
-            return [summary_line(f, cfg.bot.timezone) for f in await collect(s, args.openid)]
+            return summary_lines(await collect(s, args.openid), cfg.bot.timezone)
 
     lines = run(preview())
     if not lines:
@@ -111,10 +111,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def tables_rows(cfg: Any) -> list[dict[str, Any]]:
     """One row per table for auditors (the README table is this)."""
-    from flows.privacy.texts import erasure_of, retention_of
+    from flows.privacy.texts import erasure_of, retention_of, retention_values
     from storage.privacy import declarations
 
-    days = cfg.privacy.retention_days()
+    days = retention_values(cfg)
     out = []
     for name, d in declarations().items():
         if d.no_personal_data:

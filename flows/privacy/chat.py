@@ -72,13 +72,15 @@ class MyData(Flow):
     async def start(self, ctx: Context) -> None:
         ctx.end()
         cfg = ctx.config
-        found = await store.collect(ctx.session, ctx.openid)
+        # Mentions in other people's texts need a text search of big tables: the page counts them, the
+        # chat turn (which on SQLite holds every other turn meanwhile) does not.
+        found = await store.collect(ctx.session, ctx.openid, mentions=False)
         ttl = cfg.privacy.export_link_ttl_min
         token = await linktokens.issue(ctx.session, EXPORT_KIND, ctx.openid, None, timedelta(minutes=ttl), now=ctx.now)
         url = f"{cfg.server.public_url.rstrip('/')}{texts.MINE_PATH}?t={token}"
         head = "【我的数据】本服务号保存的与您有关的信息："
         lines = texts.summary_lines(found, cfg.bot.timezone) or ["· 除了这次对话，没有保存您的信息。"]
-        tail = (f"全部内容和下载（JSON）：{url}\n（{ttl} 分钟内有效，只能在第一次打开它的手机上查看）\n"
+        tail = (f"全部内容（包括其他记录里提到您的地方）和下载（JSON）：{url}\n（{ttl} 分钟内有效，只能在第一次打开它的手机上查看）\n"
                 "修改请回复“我的信息”，删除全部请回复“注销”。")
         ctx.say(_fit(head, lines, tail))
 

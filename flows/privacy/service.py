@@ -131,7 +131,7 @@ async def export(session: AsyncSession, openid: str, config: Any, now: datetime)
     from flows.privacy.notice import load_notice
 
     found = await store.collect(session, openid)
-    days = config.privacy.retention_days()
+    days = texts.retention_values(config)
     items = []
     for f in found:
         d = f.decl

@@ -148,6 +148,11 @@ def ordered(found: list[Any]) -> list[Any]:
                                         f.relation))
 
 
+def retention_values(config: Any) -> dict[str, int]:
+    """Every number a retention sentence may name: privacy.*_days and bot.dedup_ttl_h."""
+    return {**config.privacy.retention_days(), "dedup_ttl_h": config.bot.dedup_ttl_h}
+
+
 def retention_of(decl: Any, days: dict[str, int]) -> str:
     """How long this kind of data is kept, in one sentence (``days``: privacy.* values by key)."""
     rules = [r.describe(days) for r in decl.retention]

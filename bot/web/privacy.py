@@ -12,7 +12,6 @@ download has them whole: it is the person's own copy).
 from __future__ import annotations
 
 import html
-import json
 import re
 import secrets
 from typing import Any
@@ -45,8 +44,8 @@ sans-serif;font-size:19px;line-height:1.6;color:#222;background:#f4f5f7}
 main{max-width:680px;margin:0 auto;padding:12px}h1{font-size:25px;margin:8px 0}h2{font-size:21px;margin:0 0 6px}
 section{background:#fff;border-radius:10px;padding:14px 16px;margin:12px 0;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .meta{color:#555;font-size:16px;margin:2px 0}.text{white-space:pre-wrap}
-table{width:100%;border-collapse:collapse;font-size:15px;margin-top:8px}td,th{border-bottom:1px solid #eee;
-padding:6px 4px;text-align:left;vertical-align:top;word-break:break-all}th{color:#555;font-weight:normal}
+details{margin-top:8px}summary{color:#1a73e8;cursor:pointer}dl{margin:8px 0;padding:8px 0;border-top:1px solid #eee;
+font-size:16px}dt{color:#666;font-size:14px}dd{margin:0 0 4px;word-break:break-all}
 .btn{display:block;text-align:center;background:#1a73e8;color:#fff;border-radius:10px;padding:14px;font-size:20px;
 text-decoration:none;margin:12px 0}.err{background:#fdecea;border-left:6px solid #c62828}
 footer{text-align:center;color:#777;font-size:15px;padding:20px}
@@ -74,16 +73,9 @@ def _problem(status: int, title: str, text: str) -> web.Response:
     return _page(title, f"<h1>{_e(title)}</h1><section class=err>{_e(text)}</section>", status)
 
 
-def _cell(column: str, value: Any, phone_columns: set[str]) -> str:
-    if value is None:
-        return ""
-    if column in phone_columns:
-        return _e(texts.mask_phone(value))
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
-    text = str(value)
-    if len(text) > 300:
-        text = text[:300] + "…"
+def _cell(label: str, value: str, phone_columns: set[str]) -> str:
+    """A value for the page: phone numbers masked (the download has them whole), long texts cut."""
+    text = value if len(value) <= 300 else value[:300] + "…"
     return _e(mask_phones(text))
 
 
@@ -137,38 +129,49 @@ def setup(app: web.Application, runtime: Any) -> None:
         async with runtime.db.session() as s:
             return await export(s, openid, cfg, runtime.clock.now())
 
+    async def _collected(openid: str) -> tuple[dict[str, Any], list[Any]]:
+        from storage.privacy import collect
+
+        async with runtime.db.session() as s:
+            found = await collect(s, openid)
+            return await export(s, openid, cfg, runtime.clock.now(), found=found), found
+
     async def mine_page(request: web.Request) -> web.StreamResponse:
         openid, fresh, problem = await _owner(request)
         if problem is not None:
             return problem
         assert openid is not None
-        doc = await _document(openid)
+        doc, collected = await _collected(openid)
         from storage.privacy import declarations
 
         decls = declarations()
         tz = cfg.bot.timezone
         parts = [f"<h1>我的数据</h1><p class=meta>{_e(doc['controller'])}保存的与您有关的全部信息，"
-                 f"生成于 {_e(fmt_local(runtime.clock.now(), tz))}。</p>",
+                 f"生成于 {_e(fmt_local(runtime.clock.now(), tz))}。您的微信编号（openid）：{_e(openid)}</p>",
                  f'<a class=btn href="{texts.MINE_PATH}.json?t={_e(request.query.get("t", ""))}">下载全部数据（JSON）</a>']
         if not doc["items"]:
             parts.append("<section>除了这次查看，没有保存您的信息。</section>")
+        found = {(f.decl.table, f.relation): f for f in collected}
         for item in doc["items"]:
             d = decls.get(item["table"])
             phones = set(d.phone) if d is not None else set()
-            head = (f"<section><h2>{_e(item['label'])}</h2><p class=meta>{_e(item['relation_zh'])}</p>"
+            f = found.get((item["table"], item["relation"]))
+            line = texts.summary_line(f, tz).removeprefix("· ") if f is not None else item["label"]
+            head = (f"<section><h2>{_e(item['label'])}</h2><p>{_e(mask_phones(line.split('：', 1)[-1]))}</p>"
+                    f"<p class=meta>{_e(item['relation_zh'])}</p>"
                     + (f"<p class=meta>用途：{_e(item['purpose'])}</p>" if item["purpose"] else "")
                     + (f"<p class=meta>依据：{_e(item['legal_basis'])}</p>" if item["legal_basis"] else "")
                     + f"<p class=meta>保存：{_e(item['retention'])}</p><p class=meta>谁能看到：{_e(item['seen_by'])}</p>")
-            rows = item["rows"]
             if item["relation"] == "mention":
-                parts.append(head + f"<p>有 {rows[0]['count']} 处提到您（注销时一并去除）。</p></section>")
+                parts.append(head + "</section>")
                 continue
-            cols = list(rows[0].keys()) if rows else []
-            table = "<table><tr>" + "".join(f"<th>{_e(texts.COLUMN_LABEL.get(c, c))}</th>" for c in cols) + "</tr>"
-            table += "".join("<tr>" + "".join(f"<td>{_cell(c, r.get(c), phones)}</td>" for c in cols) + "</tr>"
-                             for r in rows[:PAGE_ROWS]) + "</table>"
+            rows = f.rows if f is not None else []
+            shown = texts.display_rows(item["table"], rows[:PAGE_ROWS], tz)
+            body = "".join("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_cell(k, v, phones)}</dd>" for k, v in pairs) + "</dl>"
+                           for pairs in shown if pairs)
             more = f"<p class=meta>共 {len(rows)} 条，页面显示前 {PAGE_ROWS} 条，下载文件里有全部。</p>" if len(rows) > PAGE_ROWS else ""
-            parts.append(head + table + more + "</section>")
+            details = f"<details><summary>查看内容</summary>{body}</details>" if body else ""
+            parts.append(head + details + more + "</section>")
         parts.append("<section>修改：在公众号回复“我的信息”。删除全部：在公众号回复“注销”。</section>")
         return _with_cookie(_page("我的数据", "".join(parts)), fresh)
 

@@ -126,11 +126,13 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-async def export(session: AsyncSession, openid: str, config: Any, now: datetime) -> dict[str, Any]:
-    """Everything stored about ``openid`` as one JSON-ready document (the 我的数据 download)."""
+async def export(session: AsyncSession, openid: str, config: Any, now: datetime,
+                 found: list[store.Found] | None = None) -> dict[str, Any]:
+    """Everything stored about ``openid`` as one JSON-ready document (the 我的数据 download); ``found``:
+    what :func:`storage.privacy.collect` returned, when the caller has it already."""
     from flows.privacy.notice import load_notice
 
-    found = await store.collect(session, openid)
+    found = texts.ordered(found if found is not None else await store.collect(session, openid))
     days = texts.retention_values(config)
     items = []
     for f in found:

@@ -41,7 +41,7 @@ ORDER = ("users", "privacy_consents", "callup_members", "callup_targets", "callu
 
 #: Column names as the 我的数据 page shows them (others show as they are).
 COLUMN_LABEL = {
-    "openid": "微信编号", "name": "姓名", "phone": "手机号", "township": "乡镇", "kind": "身份", "roles": "身份标记",
+    "name": "姓名", "phone": "手机号", "township": "乡镇", "kind": "身份", "roles": "身份标记",
     "subscribed": "关注中", "subscribed_at": "关注时间", "unsubscribed_at": "取消关注时间", "first_seen": "首次使用",
     "last_seen": "最近使用", "last_message_at": "最近发消息", "last_event_at": "最近点菜单", "qr_scene": "扫码来源",
     "text": "内容", "status": "状态", "created_at": "时间", "at": "时间", "closed_at": "关闭时间",
@@ -49,8 +49,66 @@ COLUMN_LABEL = {
     "version": "提示版本", "decision": "选择", "skills": "技能", "team_id": "队伍编号", "bound_at": "绑定时间",
     "away_until": "请假至", "places": "地区", "keywords": "关键词", "categories": "类别", "min_salary": "最低月薪",
     "mode": "推送方式", "action": "祭扫", "day": "日期", "martyr_id": "英烈编号", "answer": "回复",
-    "eta_min": "晚到分钟", "updated_at": "更新时间", "flow": "办理事项", "step": "步骤",
+    "eta_min": "晚到分钟", "updated_at": "更新时间", "flow": "办理事项", "step": "步骤", "payload": "内容",
+    "job_type": "全职/兼职", "via": "方式", "first_day": "首次参与", "expires_at": "有效期至", "recorded_as": "登记为",
+    "decided_at": "审核时间", "reason": "未通过原因", "preset": "常用语", "answered_at": "回复时间", "wave": "通知批次",
 }
+
+
+#: Values as the page says them, by column (a table-specific map first: ``table.column``).
+VALUE_WORDS: dict[str, dict[str, str]] = {
+    "users.kind": KIND_LABEL,
+    "status": {"open": "待回复", "closed": "已回复", "pending": "待发送/审核中", "sent": "已发送", "failed": "发送失败",
+               "cancelled": "已取消", "approved": "已公开", "rejected": "未通过", "active": "推送中", "paused": "已暂停",
+               "confirmed": "到", "late": "晚到", "declined": "不能到", "standby": "备用"},
+    "memorial_messages.status": MESSAGE_STATUS,
+    "jobs_subscriptions.status": SUB_STATUS,
+    "decision": {"accepted": "同意", "declined": "不同意"},
+    "scope": {"profile": "登记我的信息", "team": "绑定应急队伍"},
+    "answer": {"yes": "到", "late": "晚到", "no": "不能到"},
+    "recorded_as": {"confirmed": "到", "late": "晚到", "declined": "不能到", "standby": "备用"},
+    "action": TRIBUTE_LABEL,
+    "mode": {"instant": "有新岗位立即提醒", "daily": "每天汇总"},
+    "purpose": {"late_reply": "回复", "callup": "集结通知", "callup_progress": "集结进度", "job_alert": "岗位提醒",
+                "memorial_reminder": "纪念日提醒", "broadcast": "通知", "ticket_reply": "留言回复", "notice": "通知"},
+    "channel": {"kefu": "微信消息", "template": "模板消息", "sms": "短信", "subscribe": "订阅通知"},
+    "via": {"chat": "微信聊天", "page": "网页", "web": "网页"},
+    "roles": {},
+}
+
+
+def display_rows(table: str, rows: list[dict[str, Any]], tz: str) -> list[list[tuple[str, str]]]:
+    """The rows of one table as (Chinese label, value) pairs for the page: only columns with a Chinese
+    label (internal ones — ids, hashes, retry counters — are in the download only), times in local time."""
+    out = []
+    for r in rows:
+        pairs = []
+        for col, v in r.items():
+            label = COLUMN_LABEL.get(col)
+            if label is None or v is None or v == "" or v == [] or v == {}:
+                continue
+            pairs.append((label, _value(table, col, v, tz)))
+        out.append(pairs)
+    return out
+
+
+def _value(table: str, col: str, v: Any, tz: str) -> str:
+    if isinstance(v, datetime):
+        return fmt_local(v, tz)
+    if hasattr(v, "month") and hasattr(v, "day"):
+        return _date(v)
+    if isinstance(v, bool):
+        return "是" if v else "否"
+    if col == "payload" and isinstance(v, dict):
+        return str(v.get("text") or "（正文已按保存期限清除）")
+    if col == "roles":
+        return "、".join(ROLE_LABEL.get(x, x) for x in str(v).split(",") if x)
+    if isinstance(v, list):
+        return "、".join(map(str, v))
+    if isinstance(v, dict):
+        return "；".join(f"{k}：{x}" for k, x in v.items())
+    words = VALUE_WORDS.get(f"{table}.{col}") or VALUE_WORDS.get(col) or {}
+    return words.get(str(v), str(v))
 
 
 def notice_url(config: Any) -> str:

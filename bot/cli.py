@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.logsafe import configure
+
+    configure(logging.DEBUG if args.verbose else logging.INFO)  # masks phones, cuts SQL parameters
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from flows.api import FlowError
     from storage.db import DatabaseUnavailable, SchemaOutdated

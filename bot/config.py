@@ -422,6 +422,51 @@ class ConsoleConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """个人信息保护: the notice, erasure and how long each kind of personal data is kept (days; 0 = keep)."""
+
+    # The 个人信息保护提示 (YAML the bureau edits); bump its version and people are asked again.
+    notice: str = "data/privacy/notice.yaml"
+    # Personal data of someone who unfollowed is erased this many days later (not if on a team roster).
+    unfollow_erase_days: int = 30
+    # 我的数据 page links (view + JSON download) stay valid this many minutes.
+    export_link_ttl_min: int = 15
+    # SQLite: after an erasure, VACUUM + WAL checkpoint so erased bytes leave the file. -1 = at the next
+    # privacy_compact tick (within a minute); 0-23 = only during that local hour (VACUUM holds every turn
+    # for as long as it takes on a big file).
+    compact_hour: int = -1
+    # Retention (days): idle conversation state; closed tickets; push texts; push rows; rejected 寄语;
+    # the per-user sent-postings log; digest rows; cancelled job subscriptions; unanswered-question stats;
+    # rate-limit records (binding attempts and requests, voice hints).
+    conversation_days: int = 30
+    ticket_days: int = 365
+    push_text_days: int = 30
+    push_row_days: int = 400
+    rejected_message_days: int = 90
+    jobs_sent_days: int = 180
+    jobs_digest_days: int = 60
+    cancelled_subscription_days: int = 30
+    qa_gap_days: int = 365
+    # Records kept only to limit how often something happens (binding attempts and requests, the daily
+    # voice-message hint).
+    short_lived_days: int = 7
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, int) and f.name != "compact_hour" and v < 0:
+                raise ConfigError(f"privacy.{f.name} must be 0 or more (got {v})")
+        if self.export_link_ttl_min < 1:
+            raise ConfigError("privacy.export_link_ttl_min must be at least 1")
+        if not -1 <= self.compact_hour <= 23:
+            raise ConfigError("privacy.compact_hour must be -1 (right away) or an hour 0-23")
+
+    def retention_days(self) -> dict[str, int]:
+        """Every ``*_days`` key with its value (retention rules name them; :func:`storage.privacy.purge`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.endswith("_days")}
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
 
@@ -443,6 +488,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     # WeChat custom menu (the JSON body of /cgi-bin/menu/create), pushed with `vetbot menu push`.
     menu: dict[str, Any] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -142,6 +142,8 @@ class Dispatcher:
                                            text=reply, priority=HIGH), now)
             stored = None
         await io.save(user, conv, dedup_key, stored, now, timedelta(hours=self.cfg.bot.dedup_ttl_h))
+        for after in ctx.after_save:  # 注销: erase after the turn's own rows are written (same transaction)
+            await after(io.session)
         return None if control.late else reply
 
     def _touch(self, user: Any, inbound: Inbound, now: datetime) -> None:
@@ -163,10 +165,8 @@ class Dispatcher:
             await self._event(ctx, conv)
             return
         if inbound.kind == "location":
-            ctx.user.latitude = inbound.extra.get("latitude")
-            ctx.user.longitude = inbound.extra.get("longitude")
-            ctx.user.location_at = ctx.now
-            ctx.say("已收到您的位置。回复“帮助”查看可以办理的事项。")
+            # Not stored (个人信息保护法: 行踪轨迹 is sensitive and nothing here needs it).
+            ctx.say("已收到您的位置（本服务号不保存位置信息）。回复“帮助”查看可以办理的事项。")
             return
         if (inbound.kind == "voice" or inbound.extra.get("voice")) and await voice_turn(ctx):
             return  # voice: counted; without text, a kind hint at most once a day (flows/voice.py)
@@ -337,10 +337,7 @@ class Dispatcher:
             await self._scene(ctx, key)
             return
         if ev == "location":
-            user.latitude = ctx.inbound.extra.get("latitude")
-            user.longitude = ctx.inbound.extra.get("longitude")
-            user.location_at = ctx.now
-            return
+            return  # periodic location reports are not stored (sensitive; no feature uses them)
         if ev == "click":
             intent = self.matcher.by_menu_key(key)
             if intent is None:

@@ -138,6 +138,10 @@ class Context:
         #: Set by a flow whose reply carries a one-time secret (a login link): the reply is not kept for
         #: replaying to WeChat's retries of this message (a retry gets a note to ask again instead).
         self.secret_reply = False
+        #: ``async fn(session)`` run after the dispatcher has written the turn's own rows (user,
+        #: conversation, dedup), in the same transaction: 注销 erases the person there, so that nothing the
+        #: turn writes afterwards brings their openid back.
+        self.after_save: list[Callable[[Any], Awaitable[None]]] = []
 
     # --- reading -------------------------------------------------------------------------------
     @property

@@ -7,6 +7,7 @@ import re
 from bot.answers import match_township, parse_yes_no
 from bot.text import PHONE_RE, clean_phone, clip
 from flows.api import Context, Flow, flow
+from flows.privacy.consent import gate
 
 NAME_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z·•．.]{2,20}$")
 KINDS = [("退役军人", "veteran"), ("军属 / 烈属 / 家属", "family"), ("其他", "other")]
@@ -42,6 +43,11 @@ class Profile(Flow):
 
     async def start(self, ctx: Context) -> None:
         u = ctx.user
+        ask = ctx.intent_slots.get("ask")
+        if ask in PROMPTS:  # back from the consent question (同意): go on where we were
+            ctx.slots["mode"] = ctx.intent_slots.get("mode") or "one"
+            await self._ask(ctx, ask)
+            return
         if not (u.name or u.phone or u.township or u.kind):
             ctx.slots["mode"] = "all"
             ctx.say("您还没有登记信息，登记后办事更方便。")
@@ -56,6 +62,10 @@ class Profile(Flow):
                    header="需要修改请回复数字：", footer="不需要修改请回复“取消”。")
 
     async def _ask(self, ctx: Context, field: str) -> None:
+        # Nothing personal is asked before the person has read the notice and agreed (个人信息保护法 第十四条).
+        if not await gate(ctx, "profile", resume=self.name,
+                          resume_slots={"ask": field, "mode": str(ctx.slots.get("mode") or "one")}):
+            return
         if field == "kind":
             await ctx.ask("kind", "")
             ctx.choose(KINDS, header="请选择您的身份：")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from storage.base import Base, JSONText
 from storage.models import OutboxMessage, User
 from storage.outbox_repo import CANCELLED_BY_STAFF
+from storage.privacy import DUTY, Declaration, declare
 
 REF = "broadcast"
 
@@ -116,3 +117,10 @@ async def delivery(session: AsyncSession, broadcast_id: int, limit: int = 500) -
     return {"by_status": by_status, "by_channel": by_channel, "receipts": receipts,
             "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])), "not_reached": people,
             "total": sum(n for k, n in by_status.items() if k != "taken_back")}
+
+
+declare(Declaration(
+    "broadcasts", label="群发通知", purpose="工作人员发出的通知及其送达报告", basis=DUTY,
+    refs=("created_by", "cancelled_by"), mentions=("title", "text"),
+    plain=("key", "url", "audience", "audience_label", "via"),
+    kept="作为工作档案保存（通知本身不含收件人；送达情况在“发给您的消息”里）"))

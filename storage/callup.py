@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
+from storage.privacy import DELETE, DUTY, EMERGENCY, UNBIND, Declaration, Retention, declare
 
 #: Answer statuses of a target. ``pending`` = no answer yet.
 PENDING, CONFIRMED, LATE, DECLINED, STANDBY = "pending", "confirmed", "late", "declined", "standby"
@@ -228,6 +229,44 @@ class BindRequest(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
     decided_by: Mapped[str | None] = mapped_column(String(64))
+ROSTER_KEPT = "名册由工作人员录入和维护（重新导入名册时更新）；您注销时只解除微信绑定，名册保留并通知工作人员"
+
+declare(
+    Declaration(
+        "callup_teams", label="应急队伍", purpose="应急集结按队伍通知", basis=EMERGENCY,
+        name=("leader",), phone=("leader_phone",), plain=("name", "township", "code"), kept=ROSTER_KEPT),
+    Declaration(
+        "callup_members", label="应急队伍名册登记", purpose="应急集结时通知您、统计到场人数和技能",
+        basis=EMERGENCY, subject="openid", on_erase=UNBIND, name=("name",), phone=("phone",),
+        personal=("skills",), plain=("township",), clear={"bound_at": None, "away_until": None},
+        kept=ROSTER_KEPT),
+    Declaration(
+        "callups", label="集结", purpose="应急集结的记录", basis=EMERGENCY,
+        refs=("created_by", "closed_by"),
+        plain=("kind", "title", "place", "skills_needed", "team_ids", "scope_label", "state", "chain"),
+        kept="作为应急工作档案保存"),
+    Declaration(
+        "callup_targets", label="收到的集结通知", purpose="统计谁收到通知、谁会到场", basis=EMERGENCY,
+        via=("member_id", "callup_members", "id"), plain=("skills", "status", "answered_via"),
+        kept="随集结记录保存（关联的是名册登记，不是微信）"),
+    Declaration(
+        "callup_answers", label="集结回复", purpose="保留每一次回复（到 / 晚到 / 不能到）", basis=EMERGENCY,
+        via=("member_id", "callup_members", "id"), plain=("answer", "recorded_as", "via"),
+        kept="随集结记录保存（关联的是名册登记，不是微信）"),
+    Declaration(
+        "callup_bind_attempts", label="绑定队伍的尝试", purpose="限制猜测队伍码和手机号的次数", basis=EMERGENCY,
+        subject="openid", on_erase=DELETE, plain=("what",),
+        retention=(Retention("short_lived_days", "at", note="{days} 天后删除"),), seen_by="仅系统使用"),
+    Declaration(
+        "callup_bind_requests", label="绑定队伍的申请", purpose="用短信验证码或队长、工作人员确认后绑定队伍",
+        basis=EMERGENCY, subject="openid", on_erase=DELETE, phone=("phone",), refs=("decided_by",),
+        plain=("method", "code_hash", "status"),
+        retention=(Retention("short_lived_days", "created_at", note="{days} 天后删除"),),
+        seen_by="本局工作人员和您所在队伍的队长"),
+    Declaration(
+        "callup_events", label="集结过程记录", purpose="集结的审计记录（谁发起、何时升级、何时结束）", basis=DUTY,
+        refs=("actor",), mentions=("detail",), plain=("kind",), kept="作为应急工作档案保存"),
+)
 
 
 # ---------------------------------------------------------------------------------------------------

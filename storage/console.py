@@ -28,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
 from storage.models import User
+from storage.privacy import DELETE, DUTY, Declaration, Retention, declare
 
 #: Roles that may open the console. ``admin`` also manages staff (and, later, the knowledge base).
 STAFF_ROLES = frozenset({"staff", "admin"})
@@ -319,3 +320,23 @@ async def audit_actions(session: AsyncSession) -> list[str]:
 
 async def audit_count(session: AsyncSession) -> int:
     return int((await session.execute(select(func.count()).select_from(StaffAudit))).scalar_one())
+
+
+declare(
+    Declaration(
+        "console_logins", label="工作人员后台登录记录", purpose="扫码或链接登录工作人员后台", basis=DUTY,
+        subject="openid", on_erase=DELETE, personal=("client",),
+        plain=("kind", "secret_hash", "scene_hash", "state", "qr_url", "next_path"),
+        retention=(Retention(None, note="过期一天后删除（console_purge 任务）；只保存链接和二维码的散列值"),),
+        seen_by="仅系统使用"),
+    Declaration(
+        "console_sessions", label="工作人员后台会话", purpose="保持工作人员在后台的登录状态", basis=DUTY,
+        subject="openid", on_erase=DELETE, personal=("client",), plain=("id_hash", "via"),
+        retention=(Retention(None, note="退出、闲置超时或到期后删除（console_purge 任务）"),),
+        seen_by="仅系统使用"),
+    Declaration(
+        "staff_audit", label="工作人员操作记录", purpose="记录工作人员的每一项操作（谁、何时、做了什么）",
+        basis=DUTY, refs=("actor", "target_id"), mentions=("actor_name", "summary", "detail"),
+        plain=("via", "action", "target_type"), kept="作为工作档案保存；只有管理员能查看",
+        seen_by="本局管理员"),
+)

@@ -79,7 +79,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, sqlite_synchronous: str = "FULL"):
         self.url = url
         self.is_sqlite = make_url(url).drivername.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        # hide_parameters: a database error in a log line must not carry a name or phone (个人信息保护法);
+        # echo (debugging only) shows them.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": not echo}
         if self.is_sqlite:
             path = _sqlite_path(url)
             if path and path != ":memory:":

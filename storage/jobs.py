@@ -48,6 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
 from storage.models import OutboxMessage, User
+from storage.privacy import DELETE, DUTY, Declaration, Retention, declare
 from storage.sql import insert_ignore, is_postgres
 
 #: Posting types (类型), as written in the CSV and shown to users.
@@ -158,6 +159,25 @@ class JobDigest(Base):
     shown_ids: Mapped[list[int]] = mapped_column(JSONText, default=list)
     total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+declare(
+    Declaration("jobs_postings", label="招聘岗位", no_personal_data="postings of employers; the contact is the "
+                "employer's published contact"),
+    Declaration(
+        "jobs_subscriptions", label="岗位订阅", purpose="按您的条件推送新岗位", basis=DUTY, subject="openid",
+        on_erase=DELETE, personal=("places", "keywords", "categories", "job_type", "mode"), plain=("status",),
+        retention=(Retention("cancelled_subscription_days", "updated_at", where=lambda t: t.c.status == CANCELLED,
+                             note="退订 {days} 天后删除；订阅中的保留到您退订或注销"),)),
+    Declaration(
+        "jobs_sent", label="推送过的岗位", purpose="同一个岗位不重复推送给您、每天提醒不超过上限", basis=DUTY,
+        subject="openid", on_erase=DELETE, plain=("kind",),
+        retention=(Retention("jobs_sent_days", "created_at", note="{days} 天后删除"),)),
+    Declaration(
+        "jobs_digests", label="岗位汇总", purpose="汇总推送里“查看全部”的页面", basis=DUTY, subject="openid",
+        on_erase=DELETE, personal=("criteria", "shown_ids"),
+        retention=(Retention("jobs_digest_days", "created_at", note="{days} 天后删除"),)),
+)
 
 
 # ---------------------------------------------------------------------------------------------------

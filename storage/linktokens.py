@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
+from storage.privacy import DELETE, DUTY, Declaration, Retention, declare
 
 #: Random bytes per token (32 URL-safe characters): unguessable, short enough for an SMS.
 TOKEN_BYTES = 24
@@ -59,6 +60,13 @@ class LinkToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime)
     #: Hash of whatever identifies the first client that acted with the token (see :func:`claim`).
     holder: Mapped[str | None] = mapped_column(String(64))
+
+
+declare(Declaration(
+    "link_tokens", label="专属网页链接", purpose="让您不用登录就能在网页上操作（祭扫、查看我的数据）", basis=DUTY,
+    subject="openid", on_erase=DELETE, personal=("data",), plain=("token_hash", "kind", "holder"),
+    retention=(Retention(None, note="过期一天后删除（purge_link_tokens 任务）；只保存链接的散列值"),),
+    seen_by="仅系统使用"))
 
 
 class LinkTokenError(Exception):

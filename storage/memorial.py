@@ -47,6 +47,7 @@ from storage.base import Base, JSONText
 from storage.models import OutboxMessage
 from storage.outbox import Push, enqueue
 from storage.outbox import _row as outbox_row
+from storage.privacy import DELETE, DUTY, PSEUDONYMISE, Declaration, Retention, declare
 from storage.sql import insert_ignore
 
 #: ``martyr_id`` of the memorial as a whole (all martyrs).
@@ -173,6 +174,30 @@ class MemorialReminder(Base):
 
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+declare(
+    Declaration("memorial_martyrs", label="英烈名录", no_personal_data="the martyr roll: historical public records, "
+                "not users of the account"),
+    Declaration("memorial_counters", label="祭扫计数", no_personal_data="totals per martyr and action"),
+    Declaration(
+        "memorial_tributes", label="祭扫记录", purpose="每人每天每项只计一次，统计每天参与人数", basis=DUTY,
+        subject="openid", on_erase=PSEUDONYMISE, plain=("action",),
+        kept="直到您注销；注销后只留匿名的次数（不再关联到任何人）"),
+    Declaration(
+        "memorial_participants", label="参与祭扫", purpose="统计参与云端祭扫的人数", basis=DUTY,
+        subject="openid", on_erase=PSEUDONYMISE, kept="直到您注销；注销后只留匿名计数"),
+    Declaration(
+        "memorial_messages", label="寄语", purpose="在纪念馆展示您的寄语（审核后公开）", basis=DUTY,
+        subject="openid", on_erase=DELETE, personal=("text", "reason"), refs=("decided_by",), plain=("status",),
+        retention=(Retention("rejected_message_days", "created_at", where=lambda t: t.c.status == REJECTED,
+                             note="未通过审核的寄语 {days} 天后删除；公开的寄语保留到您注销"),),
+        seen_by="公开的寄语所有人可见；审核中的仅您本人和审核的工作人员可见"),
+    Declaration("memorial_campaigns", label="纪念活动", no_personal_data="commemoration days and their texts"),
+    Declaration(
+        "memorial_reminders", label="清明 / 烈士纪念日提醒", purpose="在纪念日提醒您", basis=DUTY,
+        subject="openid", on_erase=DELETE, kept="直到您回复“取消提醒”或注销"),
+)
 
 
 # --------------------------------------------------------------------------------------------------

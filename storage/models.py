@@ -11,10 +11,11 @@ import pkgutil
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, type_coerce
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
+from storage.privacy import CONSENT, DELETE, DUTY, Declaration, Retention, declare
 
 
 class RoleMixin:
@@ -54,9 +55,7 @@ class User(RoleMixin, Base):
     # Customer-service messages we sent since the last interaction (reset when the user interacts).
     kefu_sent: Mapped[int] = mapped_column(Integer, default=0)
     qr_scene: Mapped[str | None] = mapped_column(String(64))
-    latitude: Mapped[float | None] = mapped_column(Float)
-    longitude: Mapped[float | None] = mapped_column(Float)
-    location_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # No location columns: LOCATION reports are 行踪轨迹 (sensitive) and no feature uses them (issue 18).
     # Comma-separated roles: veteran, family, volunteer, staff.
     roles: Mapped[str] = mapped_column(String(128), default="")
     name: Mapped[str | None] = mapped_column(String(64))
@@ -64,7 +63,6 @@ class User(RoleMixin, Base):
     township: Mapped[str | None] = mapped_column(String(64))
     # veteran / family / other (the profile flow asks).
     kind: Mapped[str | None] = mapped_column(String(16))
-
 
 
 class InboundDedup(Base):
@@ -164,6 +162,59 @@ class WeChatToken(Base):
     access_token: Mapped[str] = mapped_column(Text, default="")
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+#: What a push's payload becomes once its text is past ``privacy.push_text_days``.
+PURGED_PAYLOAD: dict[str, Any] = {"text": "", "data": {}, "purged": True}
+_PURGED_TEXT = '{"text":"","data":{},"purged":true}'
+
+
+def _unpurged(t: Any) -> Any:
+    return type_coerce(t.c.payload, Text()) != _PURGED_TEXT
+
+
+declare(
+    Declaration(
+        "users", label="我的信息", purpose="识别您、办理您申请的服务、按乡镇发送通知、短信兜底联系您",
+        basis=CONSENT + "；履行法定职责", subject="openid", on_erase=DELETE, name=("name",), phone=("phone",),
+        personal=("qr_scene", "roles", "township", "kind"),
+        kept="直到您注销；取消关注满 {unfollow_erase_days} 天后自动删除（应急队伍名册上的队员除外）"),
+    Declaration(
+        "inbound_dedup", label="消息去重记录", purpose="微信重发同一条消息时不重复办理，并回复同样的内容",
+        basis=DUTY, mentions=("key", "reply"), mention_action="delete",
+        retention=(Retention(None, note="{dedup_ttl_h} 小时后删除（bot.dedup_ttl_h，purge_dedup 任务）"),),
+        seen_by="仅系统使用"),
+    Declaration(
+        "conversations", label="对话进度", purpose="记住您办到哪一步（例如正在填写的订阅条件）",
+        basis=DUTY, subject="openid", on_erase=DELETE, personal=("slots", "stack", "choices"),
+        plain=("flow", "step", "choice_kind"),
+        retention=(Retention("conversation_days", "updated_at", note="最后一次对话 {days} 天后删除"),),
+        seen_by="仅系统使用"),
+    Declaration(
+        "tickets", label="人工留言", purpose="工作人员阅读并回复您的留言、没能回答的问题",
+        basis=DUTY, subject="openid", on_erase=DELETE, personal=("text", "context", "staff_reply"),
+        plain=("status",),
+        retention=(Retention("ticket_days", "closed_at", where=lambda t: t.c.status == "closed",
+                             note="回复并关闭 {days} 天后删除；未回复的留言保留到回复为止"),)),
+    Declaration(
+        "outbox", label="发给您的消息", purpose="把通知、回复、集结和岗位提醒可靠地发到您的微信（或短信）",
+        basis=DUTY, subject="openid", on_erase=DELETE, personal=("idempotency_key",),
+        mentions=("payload", "last_error"),
+        plain=("purpose", "status", "channel", "skipped_channels", "claimed_by", "delivery_status", "ref_type"),
+        retention=(
+            Retention("push_text_days", "created_at", values={"payload": PURGED_PAYLOAD},
+                      where=lambda t: t.c.status.in_(("sent", "cancelled")) & _unpurged(t),
+                      note="已发出的消息正文 {days} 天后清除（只留发送状态用于统计）"),
+            Retention("push_text_days", "created_at",
+                      values={"payload": PURGED_PAYLOAD, "status": "cancelled",
+                              "last_error": "retention: text removed"},
+                      where=lambda t: t.c.status == "failed",
+                      note="发送失败的消息 {days} 天后清除正文并不再重发"),
+            Retention("push_row_days", "created_at", where=lambda t: t.c.status.in_(("sent", "failed", "cancelled")),
+                      note="发送记录 {days} 天后删除"),
+        )),
+    Declaration("wechat_tokens", label="微信接口凭证", no_personal_data="the account's access token only"),
+)
 
 
 def import_all() -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base
+from storage.privacy import DUTY, Declaration, Retention, declare
 from storage.sql import insert_ignore
 
 
@@ -26,6 +27,12 @@ class QAGap(Base):
     best_id: Mapped[str | None] = mapped_column(String(64))
     first_at: Mapped[datetime]
     last_at: Mapped[datetime]
+
+
+declare(Declaration(
+    "qa_gaps", label="没能回答的问题", purpose="统计机器人答不上的问题，补充知识库（不记录是谁问的）",
+    basis=DUTY, mentions=("norm", "example"), mention_action="delete", plain=("kind", "best_id"),
+    retention=(Retention("qa_gap_days", "last_at", note="最后一次被问到 {days} 天后删除"),)))
 
 
 async def record_gap(session: AsyncSession, norm: str, example: str, kind: str, best_id: str | None,
@@ -79,3 +86,7 @@ async def ask_counts(session: AsyncSession, since: datetime) -> dict[str, int]:
     out = {"answer": 0, "list": 0, "unknown": 0}
     out.update({d: int(n) for d, n in rows})
     return out
+
+
+declare(Declaration("qa_asks", label="问答统计",
+                    no_personal_data="the time, the decision and the entry id of each question: no text, no openid"))

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base
 from storage.db import Database
+from storage.privacy import CONSENT, DELETE, Declaration, declare
 from storage.sql import insert_ignore
 
 ACCEPT, REJECT = "accept", "reject"
@@ -173,3 +174,10 @@ async def counts(session: AsyncSession) -> dict[str, dict[str, int]]:
             select(T.c.template_id, T.c.status, func.count()).group_by(T.c.template_id, T.c.status)):
         out.setdefault(tid, {})[status] = n
     return out
+
+
+declare(Declaration(
+    "subscribe_consents", label="订阅通知授权", purpose="您同意接收的微信订阅通知（集结、岗位、提醒）",
+    basis=CONSENT, subject="openid", on_erase=DELETE,
+    plain=("template_id", "status", "kind", "scene", "last_result"),
+    kept="直到您在微信里关闭授权或注销", seen_by="仅系统使用"))

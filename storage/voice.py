@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base
+from storage.privacy import DELETE, DUTY, Declaration, Retention, declare
 from storage.sql import insert_ignore, is_postgres
 
 OUTCOMES = ("wechat", "webhook", "failed", "off")
@@ -85,3 +86,13 @@ async def voice_counts(session: AsyncSession, since: date | None = None) -> dict
         total[outcome] = total.get(outcome, 0) + int(n or 0)
     out["total"] = total
     return out
+
+
+declare(
+    Declaration("voice_counts", label="语音消息统计",
+                no_personal_data="per day and outcome only: how many voice messages were recognised, not whose"),
+    Declaration(
+        "voice_hints", label="语音提示记录", purpose="听不懂语音时，每天最多提醒您一次改用文字", basis=DUTY,
+        subject="openid", on_erase=DELETE,
+        retention=(Retention("short_lived_days", "day", note="{days} 天后删除"),), seen_by="仅系统使用"),
+)

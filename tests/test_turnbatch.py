@@ -70,7 +70,7 @@ async def test_user_changes_from_a_flow_persist_on_the_fast_path(sqlite_url: str
     rt = await build_runtime(cfg, clock=FakeClock())
     try:
         d = rt.dispatcher
-        for i, text in enumerate(["我的信息", "李秀英", "13912345678", "城关镇", "2"]):
+        for i, text in enumerate(["我的信息", "1", "李秀英", "13912345678", "城关镇", "2"]):
             await d.handle("u_fast", Inbound(kind="text", text=text), f"f{i}", TurnControl())
         async with rt.db.session() as s:
             u = await s.get(User, "u_fast")

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--script", type=Path, help="run a YAML conversation script and exit (non-zero on mismatch)")
     ch.set_defaults(func=_chat)
 
-    us = sub.add_parser("users", help="用户：列表、授予/取消角色", description="User administration.")
+    us = sub.add_parser("users", help="用户：列表、角色、删除（注销）、导出", description="User administration.")
     usub = us.add_subparsers(dest="users_cmd", required=True)
     r = usub.add_parser("role", help="grant or revoke a role (admin, staff, volunteer, veteran, family)",
                         description="admin: manages staff in the console (granting admin grants staff too; "
@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ul.add_argument("--limit", type=int, default=50)
     ul.add_argument("--json", action="store_true")
     ul.set_defaults(func=_users_list)
+    from bot.commands.privacy import add_users_commands
+
+    add_users_commands(usub)  # users erase / users export (个人信息保护)
 
     t = sub.add_parser("tickets", help="人工留言：查看、回复并关闭", description="Messages users left for staff (人工).")
     tsub = t.add_subparsers(dest="tickets_cmd", required=True)

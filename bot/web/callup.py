@@ -50,7 +50,8 @@ def _page(title: str, body: str, status: int = 200, refresh: int | None = None) 
     meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>{body}</main></body></html>")
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>{body}"
+           '<p class=row><small><a href="/privacy">个人信息保护提示</a></small></p></main></body></html>')
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 

@@ -64,7 +64,8 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
     doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
-           f"<body><header>{html.escape(title)}</header><main>{body}</main></body></html>")
+           f"<body><header>{html.escape(title)}</header><main>{body}</main>"
+           '<p style="text-align:center;font-size:15px"><a href="/privacy">个人信息保护提示</a></p></body></html>')
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8")
 
 

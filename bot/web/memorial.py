@@ -92,7 +92,7 @@ def _page(title: str, body: str, *, status: int = 200, refresh: str | None = Non
            f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
            f'<header><a href="/m/">云端祭英烈</a></header><main>{body}</main>'
-           f"<footer>缅怀先烈 · 致敬英雄</footer></body></html>")
+           '<footer>缅怀先烈 · 致敬英雄<br><a href="/privacy">个人信息保护提示</a></footer></body></html>')
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 

@@ -12,6 +12,7 @@ from bot.text import PHONE_RE, ascii_uint, clean_phone
 from flows.api import Context, Flow, before_route, flow, on_scene
 from flows.callup import binding, service, texts
 from flows.callup.parse import leave_last_day, parse_eta, parse_until
+from flows.privacy.consent import gate
 from storage import callup as repo
 from storage.callup import (
     LATE,
@@ -92,6 +93,8 @@ class Bind(Flow):
                 ctx.step = "code"
             return
         ctx.slots["team_id"] = team.id
+        if not await gate(ctx, "team", resume=self.name, resume_slots={"code": team.code}, lead=f"队伍：{team.name}"):
+            return
         await ctx.ask("phone", f"队伍：{team.name}\n{ASK_PHONE}")
 
     async def step(self, ctx: Context) -> None:
@@ -103,9 +106,16 @@ class Bind(Flow):
                 ctx.picked = "bind"  # 绑定到该队伍？ 好的 / 要得
             if ctx.picked == "bind":
                 team = await _team(ctx, int(ctx.slots.get("team_id", 0)))
+                if team is not None and not await gate(ctx, "team", resume=self.name, resume_slots={"code": team.code},
+                                                       lead=f"队伍：{team.name}"):
+                    return
                 await ctx.ask("phone", f"队伍：{team.name if team else ''}\n{ASK_PHONE}")
                 return
             if PHONE_RE.match(clean_phone(ctx.text)):
+                team = await _team(ctx, int(ctx.slots.get("team_id", 0)))
+                if team is not None and not await gate(ctx, "team", resume=self.name, resume_slots={"code": team.code},
+                                                       lead=f"队伍：{team.name}\n请先阅读下面的提示，同意后再输入手机号。"):
+                    return
                 ctx.step = "phone"
                 await self._phone(ctx)
                 return
@@ -210,6 +220,9 @@ async def team_scene(ctx: Context, rest: str) -> bool:
         ctx.step = "scan_confirm"
         ctx.choose([("绑定到该队伍", "bind")], header=f"您扫描的是“{team.name}”的二维码。",
                    footer="也可以直接输入您在名册上的手机号。不是队员请回复“帮助”。")
+        return True
+    if not await gate(ctx, "team", resume=Bind.name, resume_slots={"code": team.code},
+                      lead=f"您正在加入“{team.name}”。"):
         return True
     ctx.step = "phone"
     ctx.say(f"您正在加入“{team.name}”。\n{ASK_PHONE}")

@@ -14,6 +14,7 @@ async def test_broadcast_by_township_finds_people_who_typed_it_loosely(db_url: s
     async with chat_session(cfg) as chat:
         for who, town, confirm in (("u_a", "俺是城关的", None), ("u_b", "成关", "是的"), ("u_c", "竹阳", None)):
             await chat.send(who, "我的信息")
+            await chat.send(who, "同意")  # the 个人信息保护提示 comes first (issue 18)
             await chat.send(who, "王秀英")
             assert "乡镇" in (await chat.send(who, "13800001111") or "")
             reply = (await chat.send(who, town) or "")

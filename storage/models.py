@@ -16,6 +16,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, JSONText
 
+#: Every role a user can hold. ``admin`` is for the staff console (bureau administrators); intents,
+#: `vetbot users role` refuse names outside this set.
+KNOWN_ROLES = ("veteran", "family", "volunteer", "staff", "admin")
+
 
 class RoleMixin:
     """Role helpers (users.roles is a comma-separated list)."""
@@ -57,7 +61,7 @@ class User(RoleMixin, Base):
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     location_at: Mapped[datetime | None] = mapped_column(DateTime)
-    # Comma-separated roles: veteran, family, volunteer, staff.
+    # Comma-separated roles (KNOWN_ROLES): veteran, family, volunteer, staff, admin.
     roles: Mapped[str] = mapped_column(String(128), default="")
     name: Mapped[str | None] = mapped_column(String(64))
     phone: Mapped[str | None] = mapped_column(String(20), index=True)

@@ -85,18 +85,103 @@ def _web_modules() -> list[Any]:
     return [importlib.import_module(m.name) for m in pkgutil.iter_modules(bot.web.__path__, prefix="bot.web.")]
 
 
+#: Every response: no framing (clickjacking), no MIME sniffing, no Referer (signed tokens ride in page
+#: URLs), and a policy that allows only this origin's styles and forms and no script at all (the pages
+#: have none). Images may also come over https: a martyr's photo_url points at another host.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' https: data:; script-src 'none'; "
+                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+STATIC_PREFIX = "/static/"
+
+BUSY_PAGE_TITLE = "系统繁忙"
+BUSY_PAGE_TEXT = "系统繁忙，请稍后再试。您刚才的操作没有完成，请过一会儿重新打开或再点一次。"
+CONFLICT_PAGE_TEXT = "刚才同一时间提交的操作太多，这次没有记下。请返回上一页，再点一次。"
+
+
+def busy_page(text: str = BUSY_PAGE_TEXT, status: int = 503) -> web.Response:
+    """The Chinese page for a request that could not be done now (database down, a deadlock)."""
+    import html
+
+    doc = ('<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+           '<meta name="viewport" content="width=device-width,initial-scale=1">'
+           f"<title>{BUSY_PAGE_TITLE}</title></head><body style=\"\">"
+           f"<h1>{BUSY_PAGE_TITLE}</h1><p>{html.escape(text)}</p></body></html>")
+    return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
+                        headers={"Retry-After": "5"})
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """No English "500" for a database outage or a conflict: a Chinese 503 page (JSON for /healthz).
+    The callback handles its own (it answers the user in chat)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage.db import DatabaseUnavailable, is_conflict
+
+    try:
+        return await handler(request)
+    except (DatabaseUnavailable, SQLAlchemyError, OSError) as e:
+        if isinstance(e, OSError) and (request.transport is None or request.transport.is_closing()):
+            raise  # the client went away (guard_middleware logs it); not the database
+        conflict = is_conflict(e)  # outlived Database.transaction's retries
+        log.error("%s %s: %s (%s)", request.method, request.path,
+                  "conflict after retries" if conflict else "database problem", type(e).__name__)
+        if request.path == "/healthz":
+            return web.json_response({"ok": False, "error": "database"}, status=503)
+        return busy_page(CONFLICT_PAGE_TEXT if conflict else BUSY_PAGE_TEXT)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
+    if not request.path.startswith(STATIC_PREFIX):
+        # Pages carry names, phones and 寄语; a signed link must not leave a copy in a shared cache.
+        response.headers["Cache-Control"] = "no-store"
+
+
+def _stylesheets(app: web.Application, modules: list[Any]) -> None:
+    """Serve each web module's ``CSS`` at ``/static/<module>.css`` (the CSP allows no inline styles;
+    the pages link it with :func:`bot.web.stylesheet`)."""
+    sheets: dict[str, bytes] = {}
+    for mod in modules:
+        css = getattr(mod, "CSS", None)
+        if isinstance(css, str):
+            sheets[f"{mod.__name__.rsplit('.', 1)[-1]}.css"] = css.encode()
+
+    async def sheet(request: web.Request) -> web.Response:
+        body = sheets.get(request.match_info["name"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="text/css", charset="utf-8",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.router.add_get(STATIC_PREFIX + "{name}", sheet)
+
+
 def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
     """The aiohttp application: the WeChat callback, health check and the mobile pages.
 
     With ``background`` the outbox sender and the scheduler run inside the app's lifetime.
     """
+    from bot.httpserver import GUARD, ConnectionGuard, guard_middleware, quiet_client_errors
+
     cfg = runtime.config
+    quiet_client_errors()
     # lingering_time=0: a request whose body a handler left unread (refused before reading it, or a body
     # aiohttp cannot decode) closes its connection after the answer, instead of aiohttp reading and
     # discarding up to 10 s more of it, which for an undecodable body ended in an "Unhandled exception"
     # and a dropped answer. WeChat's callbacks and the pages' forms are always read whole.
-    app = web.Application(client_max_size=cfg.server.max_body_bytes, handler_args={"lingering_time": 0})
+    # keepalive_timeout: aiohttp's default keeps an idle connection an hour (server.keepalive_timeout_s).
+    app = web.Application(client_max_size=cfg.server.max_body_bytes,
+                          middlewares=[guard_middleware, errors_middleware],
+                          handler_args={"lingering_time": 0, "keepalive_timeout": cfg.server.keepalive_timeout_s})
+    app[GUARD] = ConnectionGuard(cfg.server)
     app[RUNTIME] = runtime
+    app.on_response_prepare.append(_security_headers)
     gateway = Gateway(cfg, runtime.dispatcher)
     app[GATEWAY] = gateway
     app.router.add_get(cfg.server.path, gateway.verify_url)
@@ -107,7 +192,9 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
         return web.json_response({"ok": True})
 
     app.router.add_get("/healthz", health)
-    for mod in _web_modules():
+    modules = _web_modules()
+    _stylesheets(app, modules)
+    for mod in modules:
         setup = getattr(mod, "setup", None)
         if setup is not None:
             setup(app, runtime)

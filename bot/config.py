@@ -719,7 +719,10 @@ def check_secret_key(cfg: Config) -> str | None:
     where = cfg.where("server.secret_key")
     hint = ("hint: generate one with `openssl rand -hex 32` and set VETBOT_SERVER__SECRET_KEY "
             "(scripts/run.sh keeps one in var/secret_key)")
-    if cfg.server.secret_key and uses_local_fake_api(cfg):
+    if not cfg.server.secret_key:
+        raise ConfigError(f"{where}: server.secret_key is empty: answer, tribute and job links need a key that "
+                          f"survives restarts ({hint})")
+    if uses_local_fake_api(cfg):
         return (f"{where}: server.secret_key {problem}; accepted only because wechat.api_base is the local "
                 f"fake WeChat API ({hint})")
     raise ConfigError(f"{where}: server.secret_key {problem}: links signed with it can be forged ({hint})")

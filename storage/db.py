@@ -8,6 +8,7 @@ several processes share one database and the database is the coordinator (row lo
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 if TYPE_CHECKING:
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
+
+
+#: Tries of a transaction that PostgreSQL aborted as a deadlock or serialization failure.
+CONFLICT_TRIES = 3
+
+
+def is_conflict(e: BaseException) -> bool:
+    """A PostgreSQL deadlock (40P01) or serialization failure (40001): running it again may succeed."""
+    return isinstance(e, DBAPIError) and getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 class DatabaseUnavailable(Exception):
@@ -129,14 +139,24 @@ class Database:
     async def transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(session)`` in a transaction and return its result once it is committed.
 
-        On PostgreSQL a plain session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`)
+        On PostgreSQL a plain session; a deadlock or serialization failure runs ``fn`` again in a fresh
+        transaction (up to :data:`CONFLICT_TRIES` times in all), so ``fn`` must not act outside the
+        session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`)
         in its own SAVEPOINT, so an exception rolls back ``fn``'s work alone and reaches the caller; the
         session's ``sqlite`` attribute is the raw connection for hot paths written in plain SQL. ``fn``
         must not open another session (on SQLite that would wait for the connection it holds).
         """
         if not self.is_sqlite:
-            async with self.session() as s:
-                return await fn(s)
+            for attempt in range(1, CONFLICT_TRIES + 1):
+                try:
+                    async with self.session() as s:
+                        return await fn(s)
+                except DBAPIError as e:
+                    # Rapid taps of one person can deadlock (their row vs a shared one); the database
+                    # aborts one transaction, which then simply runs again.
+                    if not is_conflict(e) or attempt == CONFLICT_TRIES:
+                        raise
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
         from storage.turnio import LazySession
 
         async def job(conn: Any, raw: Any) -> T:

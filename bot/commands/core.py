@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bot.commands.common import add_config, config_of, database, emit, run
+from storage.models import KNOWN_ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,10 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     us = sub.add_parser("users", help="用户：列表、授予/取消角色", description="User administration.")
     usub = us.add_subparsers(dest="users_cmd", required=True)
-    r = usub.add_parser("role", help="grant or revoke a role (staff, volunteer, veteran, family)")
+    r = usub.add_parser("role", help="grant or revoke a role (" + ", ".join(KNOWN_ROLES) + ")")
     add_config(r)
     r.add_argument("openid")
-    r.add_argument("role", choices=["staff", "volunteer", "veteran", "family"])
+    r.add_argument("role", choices=KNOWN_ROLES)
     r.add_argument("--remove", action="store_true")
     r.set_defaults(func=_users_role)
     ul = usub.add_parser("list", help="list users (newest first)")
@@ -90,9 +91,19 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import build_runtime, create_app
+    from bot.config import check_callback, check_secret_key
+    from bot.httpserver import raise_file_limit, run
 
     cfg = config_of(args)
     logging.getLogger().setLevel(cfg.logging.level.upper())
+    # Before anything listens: links signed with a sample key could be forged by anyone.
+    check_callback(cfg)
+    warning = check_secret_key(cfg)
+    if warning:
+        logging.getLogger("vetbot").warning("%s", warning)
+    warning = raise_file_limit(cfg.server.max_connections)
+    if warning:
+        logging.getLogger("vetbot").warning("%s", warning)
 
     fake_at = _fake_address(cfg) if args.with_fake_wechat else None
 
@@ -129,10 +140,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
 
-    def listening(*_: object) -> None:  # run_app calls it once the socket listens, after start-up checks
+    def listening() -> None:  # called once the socket listens, after start-up checks
         print(f"vetbot serving on http://{host}:{port}{cfg.server.path}", flush=True)
 
-    web.run_app(make(), host=host, port=port, access_log=None, print=listening)
+    # Not web.run_app: the listening socket's protocol factory enforces server.max_connections and the
+    # request-head timeout (bot/httpserver.py).
+    run(make(), host, port, on_listening=listening)
     return 0
 
 

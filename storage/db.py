@@ -52,30 +52,41 @@ def _sqlite_path(url: str) -> str | None:
     return u.database or ":memory:"
 
 
-def _ensure_wal(cur: Any, wait_s: float = 10.0) -> None:
+#: How long a statement waits for another process's lock before "database is locked". Every connection
+#: is born with it (see :func:`storage.sqlite_inline.creator`): the first statements on a connection
+#: (SQLAlchemy's dialect set-up, the journal-mode check below) ran under the sqlite3 module's default
+#: of 5 s instead, so a process opening the database while another held it locked a little longer (the
+#: last connection of a process checkpointing on close, a backup) failed at once on its first
+#: connection, while every later statement would have waited.
+BUSY_TIMEOUT_S = 10.0
+
+
+def _ensure_wal(cur: Any, wait_s: float = BUSY_TIMEOUT_S) -> None:
     """Put the SQLite file in WAL mode (persistent: once set, every later connection finds it so).
 
     Switching needs an exclusive lock on the file, so a process opening a database that is not yet in
     WAL mode while another process writes to it gets "database is locked" once the busy timeout is
     over. ``vetbot db upgrade`` leaves the file in WAL mode, so this is rare; it is retried for
-    ``wait_s`` seconds (with a 100 ms busy timeout per try, which the caller raises afterwards) and
-    skipped when the file already is in WAL mode (nothing to lock then)."""
+    ``wait_s`` seconds (with a 100 ms busy timeout per try) and skipped when the file already is in
+    WAL mode (nothing to lock then). The connection's busy timeout is set back before returning."""
     cur.execute("PRAGMA journal_mode")  # (DB-API: what execute() returns is not defined; fetch from cur)
     mode = str(cur.fetchone()[0]).lower()
     if mode in ("wal", "memory"):
         return
-    # SQLite's busy wait applies to the switch too: keep it short so the loop below does the waiting
-    # (the caller sets its own busy timeout afterwards).
+    # SQLite's busy wait applies to the switch too: keep it short so the loop below does the waiting.
     cur.execute("PRAGMA busy_timeout=100")
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    try:
+        while True:
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
 
 class Database:
@@ -99,7 +110,7 @@ class Database:
                 from storage.sqlite_inline import creator
 
                 # sqlite3 inline instead of aiosqlite's worker thread: see storage/sqlite_inline.py.
-                kwargs["async_creator"] = creator(path)
+                kwargs["async_creator"] = creator(path, timeout=BUSY_TIMEOUT_S)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -109,8 +120,7 @@ class Database:
             @event.listens_for(self.engine.sync_engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
                 cur = dbapi_conn.cursor()
-                _ensure_wal(cur)
-                cur.execute("PRAGMA busy_timeout=10000")
+                _ensure_wal(cur)  # the connection already waits BUSY_TIMEOUT_S for locks (creator)
                 cur.execute(f"PRAGMA synchronous={sync_mode}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -248,7 +258,7 @@ def upgrade(url: str, revision: str = "heads") -> None:
     if path and path != ":memory:":
         # WAL from the start: processes started together (serve, outbox run) then never need the
         # exclusive lock that switching journal modes takes (see _ensure_wal).
-        con = sqlite3.connect(path, timeout=10)
+        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
         try:
             _ensure_wal(con.cursor())
         finally:

@@ -97,6 +97,8 @@ SECURITY_HEADERS = {
 }
 STATIC_PREFIX = "/static/"
 
+BUSY_CSS = ('body{margin:0;padding:24px 16px;font-family:-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;'
+            "font-size:22px;line-height:1.6;background:#f4f5f7;color:#1d1d1f}h1{font-size:28px;margin:0 0 12px}")
 BUSY_PAGE_TITLE = "系统繁忙"
 BUSY_PAGE_TEXT = "系统繁忙，请稍后再试。您刚才的操作没有完成，请过一会儿重新打开或再点一次。"
 CONFLICT_PAGE_TEXT = "刚才同一时间提交的操作太多，这次没有记下。请返回上一页，再点一次。"
@@ -106,9 +108,11 @@ def busy_page(text: str = BUSY_PAGE_TEXT, status: int = 503) -> web.Response:
     """The Chinese page for a request that could not be done now (database down, a deadlock)."""
     import html
 
+    from bot.web import stylesheet
+
     doc = ('<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{BUSY_PAGE_TITLE}</title></head><body style=\"\">"
+           f"<title>{BUSY_PAGE_TITLE}</title>{stylesheet('busy', BUSY_CSS)}</head><body>"
            f"<h1>{BUSY_PAGE_TITLE}</h1><p>{html.escape(text)}</p></body></html>")
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
                         headers={"Retry-After": "5"})
@@ -146,7 +150,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 def _stylesheets(app: web.Application, modules: list[Any]) -> None:
     """Serve each web module's ``CSS`` at ``/static/<module>.css`` (the CSP allows no inline styles;
     the pages link it with :func:`bot.web.stylesheet`)."""
-    sheets: dict[str, bytes] = {}
+    sheets: dict[str, bytes] = {"busy.css": BUSY_CSS.encode()}  # needs no database
     for mod in modules:
         css = getattr(mod, "CSS", None)
         if isinstance(css, str):

@@ -141,6 +141,7 @@ async def test_database_outage_gives_a_chinese_503_page_not_an_english_500(db_ur
                 assert "系统繁忙，请稍后再试" in body and "Internal Server Error" not in body
                 assert resp.content_type == "text/html"
                 _assert_secure(resp)
+            assert (await client.get("/static/busy.css")).status == 200  # the busy page's own style
             resp = await client.get("/healthz")
             assert resp.status == 503 and (await resp.json()) == {"ok": False, "error": "database"}
             side = WeChatSide(cfg)

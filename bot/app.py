@@ -9,15 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 import bot.ticks  # noqa: F401 - the core ticks, registered wherever a runtime is built (serve, chat, tests)
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.dispatcher import BUILTIN_COMMANDS, Dispatcher
 from bot.gateway import Gateway
+from bot.httpserver import GUARD, ConnectionGuard, guard_middleware, quiet_client_errors
 from bot.intents import IntentMatcher, load_intents
 from flows.api import Services, flows, load_all, startup_hooks
-from storage.db import Database
+from storage.db import Database, DatabaseUnavailable, is_conflict
 
 log = logging.getLogger("vetbot")
 
@@ -118,33 +120,25 @@ def busy_page(text: str = BUSY_PAGE_TEXT, status: int = 503) -> web.Response:
                         headers={"Retry-After": "5"})
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+def _translate(request: web.Request, e: Exception) -> web.StreamResponse | None:
     """No English "500" for a database outage or a conflict: a Chinese 503 page (JSON for /healthz).
-    The callback handles its own (it answers the user in chat)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    The callback handles its own (it answers the user in chat). Anything else (a bug) propagates."""
+    if not isinstance(e, (DatabaseUnavailable, SQLAlchemyError, OSError)):
+        return None
+    conflict = is_conflict(e)  # outlived Database.transaction's retries
+    log.error("%s %s: %s (%s)", request.method, request.path,
+              "conflict after retries" if conflict else "database problem", type(e).__name__)
+    if request.path == "/healthz":
+        return web.json_response({"ok": False, "error": "database"}, status=503)
+    return busy_page(CONFLICT_PAGE_TEXT if conflict else BUSY_PAGE_TEXT)
 
-    from storage.db import DatabaseUnavailable, is_conflict
 
-    try:
-        return await handler(request)
-    except (DatabaseUnavailable, SQLAlchemyError, OSError) as e:
-        if isinstance(e, OSError) and (request.transport is None or request.transport.is_closing()):
-            raise  # the client went away (guard_middleware logs it); not the database
-        conflict = is_conflict(e)  # outlived Database.transaction's retries
-        log.error("%s %s: %s (%s)", request.method, request.path,
-                  "conflict after retries" if conflict else "database problem", type(e).__name__)
-        if request.path == "/healthz":
-            return web.json_response({"ok": False, "error": "database"}, status=503)
-        return busy_page(CONFLICT_PAGE_TEXT if conflict else BUSY_PAGE_TEXT)
+_NO_STORE = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    for k, v in SECURITY_HEADERS.items():
-        response.headers.setdefault(k, v)
-    if not request.path.startswith(STATIC_PREFIX):
-        # Pages carry names, phones and 寄语; a signed link must not leave a copy in a shared cache.
-        response.headers["Cache-Control"] = "no-store"
+    # Pages carry names, phones and 寄语; a signed link must not leave a copy in a shared cache.
+    response.headers.update(SECURITY_HEADERS if request.path.startswith(STATIC_PREFIX) else _NO_STORE)
 
 
 def _stylesheets(app: web.Application, modules: list[Any]) -> None:
@@ -171,8 +165,6 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
 
     With ``background`` the outbox sender and the scheduler run inside the app's lifetime.
     """
-    from bot.httpserver import GUARD, ConnectionGuard, guard_middleware, quiet_client_errors
-
     cfg = runtime.config
     quiet_client_errors()
     # lingering_time=0: a request whose body a handler left unread (refused before reading it, or a body
@@ -180,10 +172,11 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
     # discarding up to 10 s more of it, which for an undecodable body ended in an "Unhandled exception"
     # and a dropped answer. WeChat's callbacks and the pages' forms are always read whole.
     # keepalive_timeout: aiohttp's default keeps an idle connection an hour (server.keepalive_timeout_s).
+    guard = ConnectionGuard(cfg.server)
     app = web.Application(client_max_size=cfg.server.max_body_bytes,
-                          middlewares=[guard_middleware, errors_middleware],
+                          middlewares=[guard_middleware(guard, _translate)],
                           handler_args={"lingering_time": 0, "keepalive_timeout": cfg.server.keepalive_timeout_s})
-    app[GUARD] = ConnectionGuard(cfg.server)
+    app[GUARD] = guard
     app[RUNTIME] = runtime
     app.on_response_prepare.append(_security_headers)
     gateway = Gateway(cfg, runtime.dispatcher)

@@ -146,48 +146,65 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-@web.middleware
-async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Marks the connection busy while the app handles a request, enforces ``server.body_timeout_s``
-    and turns a client that went away mid-request into one log line instead of a traceback."""
-    guard = request.app[GUARD]
-    proto = request.protocol
-    guard.started(proto)
-    task = asyncio.current_task()
-    timer: asyncio.TimerHandle | None = None
-    expired = False
-    if request.body_exists and not request.content.is_eof() and task is not None:
-        # Only while the body is incomplete: a handler past its read (a turn, a page) is never cut off.
-        def expire() -> None:
-            nonlocal expired
-            if not request.content.is_eof():
-                expired = True
-                task.cancel()
+#: ``translate(request, exc)``: a response for an exception the app answers itself (database down), or
+#: None to let it propagate.
+Translate = Callable[[web.Request, Exception], web.StreamResponse | None]
 
-        timer = asyncio.get_running_loop().call_later(guard.body_timeout_s, expire)
-    try:
-        return await handler(request)
-    except asyncio.CancelledError:
-        if not expired or task is None or task.uncancel() > 0:
+
+def guard_middleware(guard: ConnectionGuard, translate: Translate | None = None) -> Any:
+    """The app's one middleware (one layer per request on the hot path): marks the connection busy while
+    the app handles a request, enforces ``server.body_timeout_s``, turns a client that went away
+    mid-request into one log line instead of a traceback, and lets ``translate`` answer the
+    exceptions the app has a page for."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        proto = request.protocol
+        guard.started(proto)
+        timer: asyncio.TimerHandle | None = None
+        expired = False
+        task = None
+        if request.body_exists and not request.content.is_eof():
+            # Only while the body is incomplete: a handler past its read (a turn, a page) is never cut.
+            task = asyncio.current_task()
+
+            def expire() -> None:
+                nonlocal expired
+                if not request.content.is_eof() and task is not None:
+                    expired = True
+                    task.cancel()
+
+            timer = asyncio.get_running_loop().call_later(guard.body_timeout_s, expire)
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            if not expired or task is None or task.uncancel() > 0:
+                raise
+            guard.note("body_timeout", f"{request.method} {request.path}: request body not complete within "
+                                       f"{guard.body_timeout_s:g} s (server.body_timeout_s); connection closed")
+            resp = web.Response(status=408, text="request body too slow")
+            resp.force_close()
+            return resp
+        except web.HTTPException:
             raise
-        guard.note("body_timeout", f"{request.method} {request.path}: request body not complete within "
-                                   f"{guard.body_timeout_s:g} s (server.body_timeout_s); connection closed")
-        resp = web.Response(status=408, text="request body too slow")
-        resp.force_close()
-        return resp
-    except OSError:
-        # ConnectionResetError and friends from reading the body of a client that went away.
-        if not _client_gone(request):
-            raise
-        guard.note("dropped", f"{request.method} {request.path}: client went away before the whole request "
-                              "arrived")
-        resp = web.Response(status=400, text="incomplete request")
-        resp.force_close()
-        return resp
-    finally:
-        if timer is not None:
-            timer.cancel()
-        guard.finished(proto)
+        except Exception as e:
+            if isinstance(e, OSError) and _client_gone(request):
+                # ConnectionResetError and friends from reading the body of a client that went away.
+                guard.note("dropped", f"{request.method} {request.path}: client went away before the whole "
+                                      "request arrived")
+                resp = web.Response(status=400, text="incomplete request")
+                resp.force_close()
+                return resp
+            answer = translate(request, e) if translate is not None else None
+            if answer is None:
+                raise
+            return answer
+        finally:
+            if timer is not None:
+                timer.cancel()
+            guard.finished(proto)
+
+    return middleware
 
 
 class _OneLine(logging.Filter):

@@ -160,3 +160,40 @@ async def test_same_msgid_from_another_openid_does_not_get_the_stored_reply(db_u
         # The first sender's retry is still answered from the dedup record.
         status, body = await _post(client, a.query, a.body)
         assert xmltodict.parse(body)["xml"]["Content"] == first
+
+
+def test_pairs_are_forgotten_once_their_timestamp_leaves_the_window() -> None:
+    from bot.replay import MemoryReplayGuard
+
+    now = [1_700_000_000.0]
+    guard = MemoryReplayGuard(300, 3600, clock=lambda: now[0])
+    assert guard.seen_ok(1_700_000_000, "n1", b"a") and not guard.seen_ok(1_700_000_000, "n1", b"b")
+    now[0] += 302  # past timestamp + window: the gateway refuses the timestamp itself from here on
+    assert guard.seen_ok(1_700_000_300, "n2", b"c") and len(guard) == 1, "memory stays bounded"
+
+
+async def test_purge_tick_drops_pairs_past_the_window(db_url: str) -> None:
+    from datetime import datetime, timedelta
+
+    from bot.replay import DbReplayGuard
+    from bot.scheduler import run_tick
+    from flows.api import ticks
+    from storage.replay import CallbackNonce
+
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite keeps the pairs in memory")
+    cfg = config(db_url, "plain")
+    async with app_client(cfg) as (_, runtime):
+        guard = DbReplayGuard(runtime.db, 300, 3600)
+        ts = int(time.time())
+        assert await guard.check(ts, "n1", b"a") and await guard.check(ts, "n1", b"a")
+        assert not await guard.check(ts, "n1", b"b")
+        (tick,) = [t for t in ticks() if t.name == "purge_callback_nonces"]
+        runtime.clock.set(datetime.utcnow() + timedelta(seconds=60))
+        await run_tick(tick, runtime.db, runtime.services)
+        async with runtime.db.session() as s:
+            assert (await s.execute(select(func.count()).select_from(CallbackNonce))).scalar_one() == 1
+        runtime.clock.set(datetime.utcnow() + timedelta(seconds=400))
+        await run_tick(tick, runtime.db, runtime.services)
+        async with runtime.db.session() as s:
+            assert (await s.execute(select(func.count()).select_from(CallbackNonce))).scalar_one() == 0

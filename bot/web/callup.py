@@ -150,7 +150,7 @@ def setup(app: web.Application, runtime: Any) -> None:
             # On SQLite answers join the chat turns' group commit: one fsync for all that arrive together.
             # On PostgreSQL one member tapping different answers at the same instant can deadlock (their
             # row vs the call-up row): db.transaction runs it again; a conflict that outlives its retries
-            # gets the app's Chinese "tap again" page (bot.app.errors_middleware), never a 500.
+            # gets the app's Chinese "tap again" page (bot.app._translate), never a 500.
             r = await runtime.db.transaction(record)
         except service.CallupError as e:
             return _error(404, "没有找到这次集结", str(e))

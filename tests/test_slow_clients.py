@@ -196,4 +196,6 @@ async def test_serve_logs_one_short_line_per_dropped_or_malformed_request(db_url
     assert "client went away before the whole request arrived" in log
     assert "sent no complete request head within 1 s" in log
     assert "Error handling request" in log  # aiohttp's own line for the junk, one line each
+    # config.example.yaml's sample secret key is tolerated against the local fake API, with a warning.
+    assert "accepted only because wechat.api_base is the local fake WeChat API" in log
     assert proc.returncode == 0, log[-2000:]

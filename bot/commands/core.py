@@ -18,7 +18,10 @@ from storage.models import KNOWN_ROLES
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="运行机器人（WeChat 回调 + 页面 + 推送 + 定时任务）",
                        description="Run the bot: the WeChat callback, mobile pages, outbox sender and scheduler. "
-                                   "Refuses to start on an outdated database schema.")
+                                   "Refuses to start (exit 2) on an outdated database schema, an empty "
+                                   "wechat.token, or an empty, sample or short server.secret_key (a sample "
+                                   "key is only warned about against the local fake WeChat API). Slow "
+                                   "clients are timed out and connections capped by the server.* keys.")
     add_config(p)
     p.add_argument("--host", help="listen address (default: server.host)")
     p.add_argument("--port", type=int, help="listen port (default: server.port)")

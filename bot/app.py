@@ -104,27 +104,33 @@ BUSY_CSS = ('body{margin:0;padding:24px 16px;font-family:-apple-system,"PingFang
 BUSY_PAGE_TITLE = "系统繁忙"
 BUSY_PAGE_TEXT = "系统繁忙，请稍后再试。您刚才的操作没有完成，请过一会儿重新打开或再点一次。"
 CONFLICT_PAGE_TEXT = "刚才同一时间提交的操作太多，这次没有记下。请返回上一页，再点一次。"
+ERROR_PAGE_TITLE = "出错了"
+ERROR_PAGE_TEXT = "系统出错了，您刚才的操作可能没有完成。请稍后再试，或在公众号里回复“人工”告诉工作人员。"
 
 
-def busy_page(text: str = BUSY_PAGE_TEXT, status: int = 503) -> web.Response:
-    """The Chinese page for a request that could not be done now (database down, a deadlock)."""
+def busy_page(text: str = BUSY_PAGE_TEXT, status: int = 503, title: str = BUSY_PAGE_TITLE) -> web.Response:
+    """The Chinese page for a request that could not be done (database down, a deadlock, a bug)."""
     import html
 
     from bot.web import stylesheet
 
     doc = ('<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{BUSY_PAGE_TITLE}</title>{stylesheet('busy', BUSY_CSS)}</head><body>"
-           f"<h1>{BUSY_PAGE_TITLE}</h1><p>{html.escape(text)}</p></body></html>")
+           f"<title>{title}</title>{stylesheet('busy', BUSY_CSS)}</head><body>"
+           f"<h1>{title}</h1><p>{html.escape(text)}</p></body></html>")
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
-                        headers={"Retry-After": "5"})
+                        headers={"Retry-After": "5"} if status == 503 else None)
 
 
-def _translate(request: web.Request, e: Exception) -> web.StreamResponse | None:
-    """No English "500" for a database outage or a conflict: a Chinese 503 page (JSON for /healthz).
-    The callback handles its own (it answers the user in chat). Anything else (a bug) propagates."""
+def _translate(request: web.Request, e: Exception) -> web.StreamResponse:
+    """No English "500": a database outage or a conflict gets a Chinese 503 page (JSON for /healthz), a
+    bug a Chinese 500 page (its traceback goes to the log). The callback handles its own database
+    trouble (it answers the user in chat)."""
     if not isinstance(e, (DatabaseUnavailable, SQLAlchemyError, OSError)):
-        return None
+        log.exception("%s %s failed", request.method, request.path)
+        if request.path == "/healthz":
+            return web.json_response({"ok": False, "error": "internal"}, status=500)
+        return busy_page(ERROR_PAGE_TEXT, status=500, title=ERROR_PAGE_TITLE)
     conflict = is_conflict(e)  # outlived Database.transaction's retries
     log.error("%s %s: %s (%s)", request.method, request.path,
               "conflict after retries" if conflict else "database problem", type(e).__name__)
@@ -136,7 +142,7 @@ def _translate(request: web.Request, e: Exception) -> web.StreamResponse | None:
 _NO_STORE = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     # Pages carry names, phones and 寄语; a signed link must not leave a copy in a shared cache.
     response.headers.update(SECURITY_HEADERS if request.path.startswith(STATIC_PREFIX) else _NO_STORE)
 
@@ -174,11 +180,10 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
     # keepalive_timeout: aiohttp's default keeps an idle connection an hour (server.keepalive_timeout_s).
     guard = ConnectionGuard(cfg.server)
     app = web.Application(client_max_size=cfg.server.max_body_bytes,
-                          middlewares=[guard_middleware(guard, _translate)],
+                          middlewares=[guard_middleware(guard, _translate, _security_headers)],
                           handler_args={"lingering_time": 0, "keepalive_timeout": cfg.server.keepalive_timeout_s})
     app[GUARD] = guard
     app[RUNTIME] = runtime
-    app.on_response_prepare.append(_security_headers)
     gateway = Gateway(cfg, runtime.dispatcher)
     app[GATEWAY] = gateway
     app.router.add_get(cfg.server.path, gateway.verify_url)

@@ -61,8 +61,8 @@ class ConnectionGuard:
         self.body_timeout_s = cfg.body_timeout_s
         self.max_connections = cfg.max_connections
         # Connections inside a request now, and new ones whose first request has not reached the app yet
-        # (their head timer runs). Plain sets: aiohttp's handlers take no weak references; an entry
-        # leaves when its request ends, or when its timer fires.
+        # (their head timer runs); guard_middleware keeps both. Plain sets: aiohttp's handlers take no
+        # weak references; an entry leaves when its request ends, or when its timer fires.
         self._busy: set[Any] = set()
         self._awaiting_head: set[Any] = set()
         #: How often each reason happened (tests and `/healthz` readers).
@@ -127,14 +127,6 @@ class ConnectionGuard:
         self.note("head_timeout", f"closed a connection that sent no complete request head within "
                                   f"{self.header_timeout_s:g} s (server.header_timeout_s)")
 
-    # --- requests -----------------------------------------------------------------------------
-    def started(self, protocol: Any) -> None:
-        self._awaiting_head.discard(protocol)
-        self._busy.add(protocol)
-
-    def finished(self, protocol: Any) -> None:
-        self._busy.discard(protocol)
-
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
@@ -146,21 +138,26 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-#: ``translate(request, exc)``: a response for an exception the app answers itself (database down), or
-#: None to let it propagate.
+#: ``translate(request, exc)``: the response for an exception a handler raised (a Chinese page for a
+#: database outage, a conflict, a bug), or None to let it propagate.
 Translate = Callable[[web.Request, Exception], web.StreamResponse | None]
+#: ``decorate(request, response)``: adds the headers every response carries.
+Decorate = Callable[[web.Request, web.StreamResponse], None]
 
 
-def guard_middleware(guard: ConnectionGuard, translate: Translate | None = None) -> Any:
+def guard_middleware(guard: ConnectionGuard, translate: Translate | None = None,
+                     decorate: Decorate | None = None) -> Any:
     """The app's one middleware (one layer per request on the hot path): marks the connection busy while
     the app handles a request, enforces ``server.body_timeout_s``, turns a client that went away
-    mid-request into one log line instead of a traceback, and lets ``translate`` answer the
-    exceptions the app has a page for."""
+    mid-request into one log line instead of a traceback, lets ``translate`` answer exceptions, and
+    ``decorate`` every response (returned or raised, e.g. a redirect or a 404)."""
+    busy, awaiting_head = guard._busy, guard._awaiting_head
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         proto = request.protocol
-        guard.started(proto)
+        awaiting_head.discard(proto)
+        busy.add(proto)
         timer: asyncio.TimerHandle | None = None
         expired = False
         task = None
@@ -176,7 +173,7 @@ def guard_middleware(guard: ConnectionGuard, translate: Translate | None = None)
 
             timer = asyncio.get_running_loop().call_later(guard.body_timeout_s, expire)
         try:
-            return await handler(request)
+            resp = await handler(request)
         except asyncio.CancelledError:
             if not expired or task is None or task.uncancel() > 0:
                 raise
@@ -185,7 +182,9 @@ def guard_middleware(guard: ConnectionGuard, translate: Translate | None = None)
             resp = web.Response(status=408, text="request body too slow")
             resp.force_close()
             return resp
-        except web.HTTPException:
+        except web.HTTPException as e:
+            if decorate is not None:
+                decorate(request, e)
             raise
         except Exception as e:
             if isinstance(e, OSError) and _client_gone(request):
@@ -198,11 +197,14 @@ def guard_middleware(guard: ConnectionGuard, translate: Translate | None = None)
             answer = translate(request, e) if translate is not None else None
             if answer is None:
                 raise
-            return answer
+            resp = answer
         finally:
             if timer is not None:
                 timer.cancel()
-            guard.finished(proto)
+            busy.discard(proto)
+        if decorate is not None:
+            decorate(request, resp)
+        return resp
 
     return middleware
 

@@ -204,8 +204,10 @@ async def test_rapid_taps_that_deadlock_never_give_a_500(db_url: str, monkeypatc
             assert resp.status == 503 and "再点一次" in body and "Internal Server Error" not in body, path
 
 
-async def test_a_real_bug_is_not_hidden_behind_the_busy_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only database trouble becomes the "busy" page: a bug stays a 500, logged with its traceback."""
+async def test_a_real_bug_is_not_hidden_behind_the_busy_page(db_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Only database trouble becomes the "busy" page: a bug stays a 500 (a Chinese page, with the
+    headers), logged with its traceback."""
     await seed_roll(db_url)
     cfg = make_config(db_url, bot__fallback_flow="help")
     from bot.web import memorial as pages
@@ -216,7 +218,10 @@ async def test_a_real_bug_is_not_hidden_behind_the_busy_page(db_url: str, monkey
     monkeypatch.setattr(pages.store, "get_martyr", boom)
     async with app_client(cfg) as (client, _):
         resp = await client.get("/m/1")
-        assert resp.status == 500
+        body = await resp.text()
+        assert resp.status == 500 and "系统出错了" in body and "Internal Server Error" not in body
+        _assert_secure(resp)
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
 
 
 async def test_outage_of_the_replay_memory_fails_closed_on_postgresql(db_url: str) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from bot.yamlfile import DuplicateKeyError, UniqueKeyLoader, check_unique_keys
+
 
 class ConfigError(Exception):
     """A configuration problem, phrased so an operator can fix it (file, line, key, hint)."""
@@ -41,8 +43,18 @@ class ServerConfig:
     # Answer within this budget; a slower turn answers `success` and its reply goes out through the outbox.
     reply_budget_s: float = 4.0
     # Key for HMAC-signed links (answer pages, memorial tribute links). Keep it secret; changing it
-    # invalidates links already sent.
+    # invalidates links already sent. `vetbot serve` refuses an empty, sample or short key (see
+    # :func:`secret_key_problem`) unless it runs against the bundled fake WeChat API on loopback.
     secret_key: str = ""
+    # Slow clients (the proxy in front is a second line, not the only one): a new connection must
+    # deliver a whole request head within header_timeout_s, a request body must arrive within
+    # body_timeout_s, an idle keep-alive connection is closed after keepalive_timeout_s, and at most
+    # max_connections are open at once (at the cap the oldest idle one makes room; if none is idle the
+    # newcomer gets 503). Keep max_connections well below the process's open-file limit (ulimit -n).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 15.0
+    keepalive_timeout_s: float = 75.0
+    max_connections: int = 512
 
 
 @dataclass
@@ -61,6 +73,9 @@ class WeChatConfig:
     token: str = ""
     # 43 characters for safe/compatible mode; empty = plaintext mode.
     encoding_aes_key: str = ""
+    # The console's 消息加解密方式: safe (安全模式: only encrypted callbacks), compat (兼容模式: both;
+    # an encrypted copy always wins) or plain (明文模式). Empty: safe with an encoding_aes_key, else plain.
+    mode: str = ""
     api_base: str = "https://api.weixin.qq.com"
     timeout_s: float = 10.0
 
@@ -494,6 +509,10 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Folder of the config file; relative paths are resolved against it. Not a YAML key.
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+    # Where the values came from, for messages that name the file and line (not YAML keys).
+    source: str = field(default="<defaults>", metadata={"internal": True})
+    lines: dict[str, int] = field(default_factory=dict, metadata={"internal": True})
+    env_keys: set[str] = field(default_factory=set, metadata={"internal": True})
 
     def path(self, p: str | os.PathLike[str]) -> Path:
         """Resolve a path from the config relative to the config file's folder."""
@@ -502,8 +521,23 @@ class Config:
 
     @property
     def safe_mode(self) -> bool:
-        """True when an EncodingAESKey is configured (compatible or safe mode)."""
-        return bool(self.wechat.encoding_aes_key)
+        """True when callbacks may be encrypted (safe or compatible mode)."""
+        return self.wechat_mode != "plain"
+
+    @property
+    def wechat_mode(self) -> str:
+        """``safe``, ``compat`` or ``plain``: ``wechat.mode``, or derived from the AES key when empty."""
+        return self.wechat.mode.strip().lower() or ("safe" if self.wechat.encoding_aes_key else "plain")
+
+    def where(self, path: str) -> str:
+        """Where key ``path`` (``wechat.token``) was set, for an error message: ``file:line``, the
+        environment variable, or the file with a note that the key is not in it."""
+        if path in self.env_keys:
+            return f"environment variable VETBOT_{path.upper().replace('.', '__')}"
+        line = self.lines.get(path)
+        if line:
+            return f"{self.source}:{line}"
+        return f"{self.source} ({path} not set)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -515,6 +549,7 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    check_unique_keys(node)  # PyYAML keeps the last of two equal keys without a word
     mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
     lines = {}
     for key_node, _ in node.value:
@@ -534,7 +569,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert a YAML value to the annotated type; raise ConfigError with a hint."""
     origin = typing.get_origin(tp)
     if isinstance(value, _EnvText):
-        value = _from_env_text(value, structured=origin in (list, dict) or dataclasses.is_dataclass(tp) or tp is Any)
+        try:
+            value = _from_env_text(value, structured=origin in (list, dict) or dataclasses.is_dataclass(tp) or tp is Any)
+        except ConfigError as e:
+            raise ConfigError(f"environment variable VETBOT_{where.upper().replace('.', '__')}: {e}") from None
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping (section), got {type(value).__name__}")
@@ -622,6 +660,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise
         try:
             kwargs[key] = _coerce(value, hints[key], path)
+            _check_range(cls, str(key), kwargs[key], path, from_env=isinstance(value, _EnvText))
         except ConfigError as e:
             line = lines.get(str(key))
             # Only errors about this very key get its line; nested sections report their own lines.
@@ -658,7 +697,9 @@ def _from_env_text(value: _EnvText, structured: bool) -> Any:
     text = str(value).strip()
     if structured and text[:1] in "[{":
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=UniqueKeyLoader)
+        except DuplicateKeyError as e:
+            raise ConfigError(f"{text!r}: {e.problem} (hint: {DuplicateKeyError.HINT})") from None
         except yaml.YAMLError:
             raise ConfigError(f"cannot parse {text!r} as a YAML list/mapping") from None
     if structured:
@@ -696,6 +737,9 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
             raise ConfigError(f"{p}: not UTF-8 text (hint: save the file as UTF-8)") from None
         try:
             loaded = yaml.load(text, Loader=_LineLoader)
+        except DuplicateKeyError as e:
+            line = e.problem_mark.line + 1 if e.problem_mark else "?"
+            raise ConfigError(f"{p}:{line}: {e.problem} (hint: {DuplicateKeyError.HINT})") from None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark
             line = f"{mark.line + 1}" if mark else "?"
@@ -708,7 +752,12 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}:1: the file must be a mapping of sections (server:, database:, …)")
         data = loaded
-    data = _merge(data, _env_overrides(environ))
+    lines: dict[str, int] = {}
+    _key_lines(data, "", lines)
+    env = _env_overrides(environ)
+    env_keys: set[str] = set()
+    _key_paths(env, "", env_keys)
+    data = _merge(data, env)
     try:
         cfg = _build(Config, data, "")
     except ConfigError as e:
@@ -717,34 +766,259 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
             line, _, rest = msg[5:].partition(": ")
             raise ConfigError(f"{label}:{line}: {rest}") from None
         raise ConfigError(f"{label}: {msg}") from None
-    cfg.base_dir = base_dir
-    _validate(cfg, label)
+    cfg.base_dir, cfg.source, cfg.lines, cfg.env_keys = base_dir, label, lines, env_keys
+    _validate(cfg)
     return cfg
 
 
-def _validate(cfg: Config, label: str) -> None:
+def _key_lines(data: Any, prefix: str, out: dict[str, int]) -> None:
+    """``section.key`` -> line, for every key of the loaded YAML (nested mappings too)."""
+    if not isinstance(data, dict):
+        return
+    lines = data.get("__lines__", {})
+    for k, v in data.items():
+        if k == "__lines__":
+            continue
+        path = f"{prefix}.{k}" if prefix else str(k)
+        if str(k) in lines:
+            out[path] = lines[str(k)]
+        _key_lines(v, path, out)
+
+
+def _key_paths(data: dict[str, Any], prefix: str, out: set[str]) -> None:
+    for k, v in data.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            _key_paths(v, path, out)
+        else:
+            out.add(path)
+
+
+@dataclass(frozen=True)
+class _Range:
+    """Allowed values of a number: ``lo``..``hi`` (``open_lo``/``open_hi``: the bound itself is not
+    allowed), and 0 besides when ``zero_off`` (0 switches the feature off)."""
+
+    lo: float
+    hi: float
+    open_lo: bool = False
+    open_hi: bool = False
+    zero_off: bool = False
+    hint: str = ""
+
+    def allows(self, v: float) -> bool:
+        if self.zero_off and v == 0:
+            return True
+        above = v > self.lo if self.open_lo else v >= self.lo
+        below = v < self.hi if self.open_hi else v <= self.hi
+        return above and below
+
+    def describe(self) -> str:
+        lo = f"more than {_num(self.lo)}" if self.open_lo else f"at least {_num(self.lo)}"
+        hi = f"less than {_num(self.hi)}" if self.open_hi else f"at most {_num(self.hi)}"
+        text = f"{lo} and {hi}"
+        return f"0 (off), or {text}" if self.zero_off else text
+
+
+_MINUTES_DAY = 24 * 60
+_HOURS_YEAR = 365 * 24
+_TIMING = {
+    "renotify_after_min": _Range(1, _MINUTES_DAY), "renotify_max": _Range(0, 20),
+    "widen_after_min": _Range(1, _MINUTES_DAY), "staff_alert_after_min": _Range(1, _MINUTES_DAY),
+}
+#: Numbers where a negative, a zero or an absurd value would be accepted and then misbehave (a negative
+#: timestamp window refuses every callback, a zero body limit every message, a zero TTL runs WeChat's
+#: retries twice …). Keyed by dataclass and field; checked with the key's file and line.
+_RANGES: dict[str, _Range] = {
+    "ServerConfig.port": _Range(1, 65535),
+    "ServerConfig.max_body_bytes": _Range(1024, 16 * 1024 * 1024, hint="WeChat's callbacks are a few KB; 262144 is usual"),
+    "ServerConfig.timestamp_window_s": _Range(10, 86400, zero_off=True,
+                                              hint="WeChat's clock and ours differ by seconds; 300 is usual"),
+    "ServerConfig.reply_budget_s": _Range(0, 5, open_lo=True, open_hi=True, hint="WeChat waits 5 s; 4.0 is usual"),
+    "ServerConfig.header_timeout_s": _Range(1, 300),
+    "ServerConfig.body_timeout_s": _Range(1, 600),
+    "ServerConfig.keepalive_timeout_s": _Range(1, 3600, hint="above the proxy's upstream keep-alive; 75 is usual"),
+    "ServerConfig.max_connections": _Range(16, 1_000_000, hint="keep it below the open-file limit (ulimit -n)"),
+    "DatabaseConfig.pool_size": _Range(1, 1000),
+    "WeChatConfig.timeout_s": _Range(0, 120, open_lo=True),
+    "BotConfig.conversation_timeout_min": _Range(1, 7 * _MINUTES_DAY),
+    "BotConfig.max_reasks": _Range(0, 20),
+    "BotConfig.dedup_ttl_h": _Range(1, 720, hint="WeChat retries within seconds; 48 is usual"),
+    "BotConfig.fuzzy_accept": _Range(0, 100, hint="rapidfuzz scores run 0-100"),
+    "BotConfig.fuzzy_suggest": _Range(0, 100, hint="rapidfuzz scores run 0-100"),
+    # outbox: concurrency, batch_size, max_attempts, poll_interval_s, backoff_*, rate_per_s and
+    # claim_timeout_s are checked by OutboxConfig.__post_init__ (its own messages).
+    "OutboxConfig.kefu_window_h": _Range(0, 168, open_lo=True, hint="WeChat's rule is 48"),
+    "OutboxConfig.kefu_quota_after_message": _Range(0, 100, hint="WeChat's rule is 5"),
+    "OutboxConfig.kefu_event_window_s": _Range(0, 86400, hint="WeChat's rule is 60"),
+    "OutboxConfig.kefu_quota_after_event": _Range(0, 100, hint="WeChat's rule is 3"),
+    "SmsConfig.timeout_s": _Range(0, 120, open_lo=True),
+    "SchedulerConfig.tick_s": _Range(0, 3600, hint="0 runs every job at its own period"),
+    "CallupConfig.link_ttl_h": _Range(1, _HOURS_YEAR),
+    "CallupConfig.staff_link_ttl_h": _Range(1, _HOURS_YEAR),
+    **{f"CallupConfig.{k}": r for k, r in _TIMING.items()},
+    **{f"CallupTypeConfig.{k}": r for k, r in _TIMING.items()},
+    "MemorialConfig.reminder_hour": _Range(0, 23, hint="a local hour, 0-23"),
+    "MemorialConfig.page_size": _Range(1, 10, hint="numbered choices must fit a phone screen"),
+    "MemorialConfig.link_ttl_h": _Range(1, _HOURS_YEAR),
+    "MemorialConfig.message_max_chars": _Range(1, 2000),
+    "MemorialConfig.messages_per_day": _Range(1, 100),
+    "MemorialConfig.bio_chars": _Range(0, 2000),
+    "JobsConfig.instant_max_per_day": _Range(0, 100),
+    "JobsConfig.digest_size": _Range(1, 20),
+    "JobsConfig.page_size": _Range(1, 8, hint="numbered choices must fit a phone screen"),
+    "JobsConfig.link_ttl_days": _Range(1, 365),
+}
+
+
+def _check_range(cls: type, key: str, value: Any, path: str, *, from_env: bool) -> None:
+    rule = _RANGES.get(f"{cls.__name__}.{key}")
+    if rule is None or value is None or isinstance(value, bool) or rule.allows(value):
+        return
+    hint = f"; {rule.hint}" if rule.hint else ""
+    msg = f"{path}: {_num(value)} is out of range (hint: use {rule.describe()}{hint})"
+    # Set by a variable: name it, and keep the YAML line (of a value the variable replaced) out of it.
+    raise ConfigError(f"environment variable VETBOT_{path.upper().replace('.', '__')}: {msg}" if from_env else msg)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+#: Known sample values of ``server.secret_key`` (ours, and the usual placeholders), compared after
+#: lower-casing and dropping everything but letters and digits.
+_SAMPLE_KEY_WORDS = ("changeme", "example", "sample", "placeholder", "yoursecret", "secretkey", "replaceme",
+                     "notsecret", "insecure", "default", "xxxxxx", "123456")
+#: Links are HMAC-SHA256 with this key: 32 characters of a random hex string are 128 bits.
+MIN_SECRET_KEY_CHARS = 32
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``server.secret_key`` must not sign links for real users, or None when it is fit to.
+
+    Refused: empty, shorter than 32 characters, a sample or placeholder (the one in
+    config.example.yaml, "change-me…", "your-secret…"), or a string of few distinct characters."""
+    if not key:
+        return "is empty"
+    letters = "".join(c for c in key.lower() if c.isalnum())
+    if any(w in letters for w in _SAMPLE_KEY_WORDS):
+        return "is a sample value (anyone who read config.example.yaml or a tutorial can forge links with it)"
+    if len(key) < MIN_SECRET_KEY_CHARS:
+        return f"is too short ({len(key)} characters; at least {MIN_SECRET_KEY_CHARS})"
+    if len(set(key)) < 8:
+        return "is not random (too few different characters)"
+    return None
+
+
+def uses_local_fake_api(cfg: Config) -> bool:
+    """True when ``wechat.api_base`` is the bundled fake WeChat API on loopback (a local try-out)."""
+    from urllib.parse import urlparse
+
+    try:
+        host = urlparse(cfg.wechat.api_base).hostname
+    except ValueError:
+        return False
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def check_secret_key(cfg: Config) -> str | None:
+    """Raise ConfigError when ``server.secret_key`` is unfit and the bot talks to a real WeChat API;
+    return a warning text when it is unfit but the API is the local fake one; None when it is fine.
+
+    An empty key is refused even locally: signed links must survive restarts (scripts/run.sh keeps a
+    generated key in var/secret_key)."""
+    problem = secret_key_problem(cfg.server.secret_key)
+    if problem is None:
+        return None
+    where = cfg.where("server.secret_key")
+    hint = ("hint: generate one with `openssl rand -hex 32` and set VETBOT_SERVER__SECRET_KEY "
+            "(scripts/run.sh keeps one in var/secret_key)")
+    if not cfg.server.secret_key:
+        raise ConfigError(f"{where}: server.secret_key is empty: answer, tribute and job links need a key that "
+                          f"survives restarts ({hint})")
+    if uses_local_fake_api(cfg):
+        return (f"{where}: server.secret_key {problem}; accepted only because wechat.api_base is the local "
+                f"fake WeChat API ({hint})")
+    raise ConfigError(f"{where}: server.secret_key {problem}: links signed with it can be forged ({hint})")
+
+
+def check_callback(cfg: Config) -> None:
+    """What the WeChat callback needs, checked where the callback is built (serve, chat, tests)."""
+    if not cfg.wechat.token.strip():
+        raise ConfigError(f"{cfg.where('wechat.token')}: wechat.token is empty: anyone could sign callbacks "
+                          "(hint: copy 令牌(Token) from the WeChat console, 基本配置 → 服务器配置, or set "
+                          "VETBOT_WECHAT__TOKEN)")
+
+
+_MODES = ("safe", "compat", "plain")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _validate(cfg: Config) -> None:
+    """Checks across keys, or of text values, each naming the file and line of the key."""
+    w = cfg.where
     key = cfg.wechat.encoding_aes_key
     if key and len(key) != 43:
         raise ConfigError(
-            f"{label}: wechat.encoding_aes_key must be 43 characters (got {len(key)}); "
+            f"{w('wechat.encoding_aes_key')}: wechat.encoding_aes_key must be 43 characters (got {len(key)}); "
             "copy it from the WeChat console, or leave it empty for plaintext mode"
         )
+    mode = cfg.wechat.mode.strip().lower()
+    if mode and mode not in _MODES:
+        raise ConfigError(f"{w('wechat.mode')}: wechat.mode {cfg.wechat.mode!r} is not a mode "
+                          "(hint: safe, compat or plain, as chosen in the console's 消息加解密方式; "
+                          "empty = safe with an encoding_aes_key, else plain)")
+    if mode in ("safe", "compat") and not key:
+        raise ConfigError(f"{w('wechat.mode')}: wechat.mode is {mode} but wechat.encoding_aes_key is empty "
+                          "(hint: copy the EncodingAESKey from the WeChat console, or set mode: plain if "
+                          "the console says 明文模式)")
+    if mode == "plain" and key:
+        raise ConfigError(f"{w('wechat.mode')}: wechat.mode is plain but wechat.encoding_aes_key is set "
+                          "(hint: plain mode takes unencrypted callbacks from anyone holding a callback URL; "
+                          "set mode: safe (or compat) as in the console, or remove the key)")
     if not cfg.server.path.startswith("/"):
-        raise ConfigError(f"{label}: server.path must start with '/' (got {cfg.server.path!r})")
+        raise ConfigError(f"{w('server.path')}: server.path must start with '/' (got {cfg.server.path!r})")
     if cfg.database.sqlite_synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
-        raise ConfigError(f"{label}: database.sqlite_synchronous must be NORMAL, FULL or EXTRA")
+        raise ConfigError(f"{w('database.sqlite_synchronous')}: database.sqlite_synchronous must be "
+                          "NORMAL, FULL or EXTRA")
     towns = [t.strip() for t in cfg.bot.townships]
     if any(not t for t in towns) or len(set(towns)) != len(towns):
         dup = next((t for t in towns if towns.count(t) > 1), "")
-        raise ConfigError(f"{label}: bot.townships " + (f"lists '{dup}' twice" if dup else "has an empty name")
+        raise ConfigError(f"{w('bot.townships')}: bot.townships " + (f"lists '{dup}' twice" if dup else "has an empty name")
                           + " (hint: one name per township, e.g. [城关镇, 竹阳街道])")
     cfg.bot.townships = towns
-    if cfg.server.reply_budget_s <= 0 or cfg.server.reply_budget_s >= 5:
-        raise ConfigError(f"{label}: server.reply_budget_s must be between 0 and 5 seconds (WeChat waits 5 s)")
-    _validate_templates(cfg, label)
+    if cfg.bot.fuzzy_suggest > cfg.bot.fuzzy_accept:
+        raise ConfigError(f"{w('bot.fuzzy_suggest')}: bot.fuzzy_suggest ({cfg.bot.fuzzy_suggest:g}) is above "
+                          f"bot.fuzzy_accept ({cfg.bot.fuzzy_accept:g}) (hint: suggest a list below the score "
+                          "that routes at once, e.g. 65 and 88)")
+    if cfg.logging.level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"{w('logging.level')}: logging.level {cfg.logging.level!r} is not a level "
+                          f"(hint: one of {', '.join(_LOG_LEVELS)})")
+    _validate_timezone(cfg)
+    _validate_templates(cfg)
 
 
-def _validate_templates(cfg: Config, label: str) -> None:
+def _validate_timezone(cfg: Config) -> None:
+    """An unknown zone fails only when a local time is first needed (every tribute answered 系统繁忙):
+    refuse it at start, with the nearest real name."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+    tz = cfg.bot.timezone
+    try:
+        ZoneInfo(tz)
+        return
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    zones = available_timezones()
+    if not zones:
+        hint = "no time zone data on this machine: install the tzdata package (apt-get install tzdata)"
+    else:
+        near = difflib.get_close_matches(tz, sorted(zones), n=1, cutoff=0.6)
+        hint = f"did you mean '{near[0]}'?" if near else "an IANA name such as Asia/Shanghai"
+    raise ConfigError(f"{cfg.where('bot.timezone')}: bot.timezone {tz!r} is not a known time zone (hint: {hint})")
+
+
+def _validate_templates(cfg: Config) -> None:
     """``templates:`` keys are push purposes; a 订阅通知 template must not share the template message's id."""
     from storage.outbox import PURPOSES
 
@@ -752,8 +1026,9 @@ def _validate_templates(cfg: Config, label: str) -> None:
         if purpose not in PURPOSES:
             near = difflib.get_close_matches(purpose, PURPOSES, n=1, cutoff=0.5)
             hint = f"did you mean '{near[0]}'?" if near else f"push purposes: {', '.join(PURPOSES)}"
-            raise ConfigError(f"{label}: templates.{purpose}: not a push purpose ({hint})")
+            raise ConfigError(f"{cfg.where('templates.' + purpose)}: templates.{purpose}: not a push purpose ({hint})")
         sub = spec.subscribe
         if sub is not None and sub.template_id and sub.template_id == spec.template_id:
-            raise ConfigError(f"{label}: templates.{purpose}.subscribe.template_id is the template message's id; "
+            raise ConfigError(f"{cfg.where('templates.' + purpose)}: templates.{purpose}.subscribe.template_id is the "
+                              "template message's id; "
                               "订阅通知 templates have their own ids (公众号 → 订阅通知 → 我的模板)")

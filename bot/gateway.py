@@ -1,8 +1,19 @@
 """The WeChat callback: verify, decrypt, parse, dedup-key, run the turn inside the deadline, reply.
 
-Refusals never become a 500: bad or missing signature / stale timestamp → 403, body too large →
-413, malformed XML or XML with DTD/entity declarations → 400. Each refusal is logged with its
-reason only (no message text, no personal data).
+Modes (``wechat.mode``, as chosen in the console's 消息加解密方式):
+
+* ``safe``: only encrypted callbacks (``msg_signature`` over the ciphertext, appid checked inside);
+  an unencrypted one is refused, whatever its URL ``signature`` says: that signature does not cover
+  the body, so a captured URL would otherwise carry any body as any user.
+* ``compat``: encrypted and plain callbacks; a body that carries ``<Encrypt>`` is always verified and
+  decrypted, and its plaintext copy is ignored. The reply is encrypted when the request was.
+* ``plain``: unencrypted callbacks only.
+
+In every mode a (timestamp, nonce) pair seen before with another body is refused (:mod:`bot.replay`).
+
+Refusals never become a 500: bad or missing signature / stale timestamp / a reused URL / an
+unencrypted callback in safe mode → 403, body too large → 413, malformed XML or XML with DTD/entity
+declarations → 400. Each refusal is logged with its reason only (no message text, no personal data).
 """
 
 from __future__ import annotations
@@ -15,15 +26,17 @@ import traceback
 from typing import Any
 from xml.parsers.expat import ExpatError
 
+import xmltodict
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 from wechatpy import create_reply, parse_message
-from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.utils import check_signature
 
-from bot.config import Config
+from bot.config import Config, check_callback
 from bot.dispatcher import Dispatcher, TurnControl
+from bot.replay import MemoryReplayGuard, ReplayGuard, replay_guard
 from bot.text import ascii_uint
 from flows.api import Inbound
 from storage.db import DatabaseUnavailable
@@ -142,12 +155,34 @@ def _float(v: Any) -> float | None:
         return None
 
 
+def encrypt_of(body: bytes) -> str | None:
+    """The ``<Encrypt>`` text of a callback body (safe or compatible mode), None when it has none.
+
+    Read from the body, not from the URL's ``encrypt_type``: a compatible-mode body posted without it
+    must still be verified and decrypted, never taken by its plaintext copy. Only a body that contains
+    the word is parsed (a message text that mentions "<Encrypt>" sits inside Content, not beside it)."""
+    if b"Encrypt" not in body:
+        return None
+    try:
+        root = xmltodict.parse(body).get("xml")
+    except (*_PARSE_ERRORS, ExpatError):
+        raise Refusal(400, "malformed XML") from None
+    if not isinstance(root, dict) or "Encrypt" not in root:
+        return None
+    enc = root["Encrypt"]
+    if not isinstance(enc, str):
+        raise Refusal(400, "malformed encrypted XML")
+    return enc
+
+
 def dedup_key(msg: Any) -> str:
-    """MsgId for messages; FromUserName+CreateTime+Event+EventKey for events (wechatpy gives them id 0)."""
+    """Sender+MsgId for messages; FromUserName+CreateTime+Event+EventKey for events (wechatpy gives them
+    id 0). A message's key names its sender: a MsgId another openid sent is another message (and must
+    never get this one's stored reply)."""
     raw = getattr(msg, "_data", {}) or {}
     mid = raw.get("MsgId") or raw.get("MsgID")
     if str(raw.get("MsgType", "")).lower() != "event" and mid and str(mid) != "0":
-        key = f"m:{mid}"
+        key = f"m:{raw.get('FromUserName')}:{mid}"
     else:
         key = f"e:{raw.get('FromUserName')}:{raw.get('CreateTime')}:{raw.get('Event')}:{raw.get('EventKey') or ''}"
     if len(key) <= _KEY_WIDTH:
@@ -183,12 +218,19 @@ async def _done_within(task: asyncio.Future[Any], seconds: float) -> bool:
 class Gateway:
     """aiohttp handlers for the callback URL."""
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, *, wall_clock: Any = time.time) -> None:
+    def __init__(self, config: Config, dispatcher: Dispatcher, *, wall_clock: Any = time.time,
+                 replay: ReplayGuard | None = None) -> None:
+        check_callback(config)
         self.cfg = config
         self.dispatcher = dispatcher
         self.wall_clock = wall_clock
         w = config.wechat
-        self.crypto = WeChatCrypto(w.token, w.encoding_aes_key, w.appid) if w.encoding_aes_key else None
+        self.mode = config.wechat_mode
+        self.crypto = WeChatCrypto(w.token, w.encoding_aes_key, w.appid) if self.mode != "plain" else None
+        self.replay = replay or replay_guard(dispatcher.db, config.server.timestamp_window_s,
+                                             config.bot.dedup_ttl_h * 3600.0, clock=wall_clock)
+        # SQLite keeps the pairs in memory: checked without a coroutine on the hot path.
+        self._memory = self.replay if isinstance(self.replay, MemoryReplayGuard) else None
         self._background: set[asyncio.Future[Any]] = set()
         self.refusals: dict[str, int] = {}
 
@@ -197,35 +239,27 @@ class Gateway:
         log.warning("refused callback: %s (HTTP %d)", reason, status)
         return web.Response(status=status, text=reason)
 
-    def _check_timestamp(self, ts: str | None) -> None:
+    def _check_timestamp(self, ts: str | None) -> int:
         when = ascii_uint(ts, _MAX_TS_DIGITS)
         if when is None:
             raise Refusal(403, "missing or bad timestamp")
         window = self.cfg.server.timestamp_window_s
         if window and abs(self.wall_clock() - when) > window:
             raise Refusal(403, "timestamp outside the allowed window")
+        return when
 
     async def verify_url(self, request: web.Request) -> web.Response:
-        """GET: WeChat's URL check; answer ``echostr`` unchanged when the signature is right.
+        """GET: WeChat's URL check (服务器配置 → 提交): answer ``echostr`` unchanged when the plain
+        ``signature`` over token, timestamp and nonce is right, as the Official Account docs say.
 
-        With ``msg_signature`` (safe-mode style check used by WeCom and third-party platforms) the
-        echostr is encrypted: verify ``msg_signature`` and answer its plaintext.
-        """
+        Nothing else: no ``msg_signature`` form that would decrypt a ciphertext ``echostr`` (WeCom's
+        check), which turned this URL into a decryption service for whoever holds the token."""
         q = request.query
         echostr = q.get("echostr", "")
         try:
             self._check_timestamp(q.get("timestamp"))
             if not q.get("nonce"):
                 raise Refusal(403, "missing nonce")
-            if q.get("msg_signature") and self.crypto is not None:
-                try:
-                    plain = self.crypto._check_signature(q["msg_signature"], q["timestamp"], q["nonce"], echostr,
-                                                         PrpCrypto)
-                except (InvalidSignatureException, InvalidAppIdException):
-                    raise Refusal(403, "bad msg_signature") from None
-                except Exception:
-                    raise Refusal(400, "undecryptable echostr") from None
-                return web.Response(text=plain.decode() if isinstance(plain, bytes) else str(plain))
             if not q.get("signature"):
                 raise Refusal(403, "missing signature")
             check_signature(self.cfg.wechat.token, q["signature"], q["timestamp"], q["nonce"])
@@ -253,21 +287,26 @@ class Gateway:
         if len(body) > limit:
             raise Refusal(413, "body too large")
         ts, nonce = q.get("timestamp"), q.get("nonce")
-        self._check_timestamp(ts)
+        when = self._check_timestamp(ts)
         if not nonce:
             raise Refusal(403, "missing nonce")
         assert ts is not None
         if has_dtd(body):
             raise Refusal(400, "XML with DTD or entity declarations")
-        encrypted = q.get("encrypt_type", "raw").lower() == "aes"
+        enc = encrypt_of(body)
+        encrypted = enc is not None or q.get("encrypt_type", "raw").lower() == "aes"
         if encrypted:
             if self.crypto is None:
-                raise Refusal(400, "encrypted message but no encoding_aes_key configured")
+                raise Refusal(400, "encrypted message but wechat.mode is plain (no encoding_aes_key)")
             sig = q.get("msg_signature")
             if not sig:
                 raise Refusal(403, "missing msg_signature")
+            if enc is None:
+                raise Refusal(400, "malformed encrypted XML")
+            # What msg_signature covers, and all that is read: a plaintext copy beside it is ignored.
+            signed_part = enc.encode()
             try:
-                xml = self.crypto.decrypt_message(body, sig, ts, nonce)
+                xml = self.crypto.decrypt_message({"Encrypt": enc}, sig, ts, nonce)
             except InvalidSignatureException:
                 raise Refusal(403, "bad msg_signature") from None
             except InvalidAppIdException:
@@ -277,6 +316,10 @@ class Gateway:
             except Exception:
                 raise Refusal(400, "undecryptable message") from None
         else:
+            if self.mode == "safe":
+                # The URL signature does not cover the body: accepting this would let one captured URL
+                # carry any message as any user (a staff openid included).
+                raise Refusal(403, "unencrypted callback refused in safe mode")
             sig = q.get("signature")
             if not sig:
                 raise Refusal(403, "missing signature")
@@ -285,6 +328,7 @@ class Gateway:
             except InvalidSignatureException:
                 raise Refusal(403, "bad signature") from None
             xml = body.decode("utf-8", errors="replace")
+            signed_part = body
         if not xml.strip():
             raise Refusal(400, "empty body")
         if encrypted and has_dtd(xml.encode("utf-8", errors="replace")):
@@ -313,7 +357,18 @@ class Gateway:
             where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
             log.warning("unreadable message fields: %s at %s", type(e).__name__, where)
             raise Refusal(400, f"message fields that cannot be read ({type(e).__name__})") from None
-        reply = await self._run(openid, inbound, key)
+        # Authenticated (URL or ciphertext) and readable: now the pair may be remembered. Earlier an
+        # outsider could fill the memory, or pre-empt a genuine callback's pair.
+        # The pair is bound to what its signature authenticated: the body of a plain callback, the
+        # ciphertext of an encrypted one.
+        if self._memory is not None:
+            fresh: bool | None = self._memory.seen_ok(when, nonce, signed_part)
+        else:
+            fresh = await self._check_pair(when, nonce, signed_part)
+        if fresh is False:
+            raise Refusal(403, "timestamp and nonce already used with another body")
+        # None: the shared memory is unreachable (database down); the turn would fail the same way.
+        reply = await self._run(openid, inbound, key) if fresh else BUSY_TEXT
         if not reply:
             return web.Response(text=SUCCESS)
         out = create_reply(reply, msg).render()
@@ -321,6 +376,15 @@ class Gateway:
             assert self.crypto is not None
             out = self.crypto.encrypt_message(out, nonce, ts)
         return web.Response(text=out, content_type="application/xml")
+
+    async def _check_pair(self, when: int, nonce: str, body: bytes) -> bool | None:
+        """The shared pair memory's verdict; None when the database cannot be asked (fail closed:
+        without it a reused URL cannot be told from a new one)."""
+        try:
+            return await self.replay.check(when, nonce, body)
+        except (DatabaseUnavailable, SQLAlchemyError, OSError) as e:
+            log.error("replay check failed, database problem: %s", type(e).__name__)
+            return None
 
     async def _run(self, openid: str, inbound: Inbound, key: str) -> str | None:
         control = TurnControl()

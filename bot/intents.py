@@ -37,6 +37,7 @@ from rapidfuzz import fuzz, process
 
 from bot.text import normalize, strip_fillers, to_simplified
 from bot.yamlfile import YamlFileError, line_of, load_yaml
+from storage.models import KNOWN_ROLES
 
 KEYS = ("id", "flow", "help", "examples", "keywords", "negative", "regex", "menu_keys", "priority", "roles",
         "menu", "global")
@@ -170,6 +171,12 @@ def _one(path: Path, item: Any, known_flows: set[str] | None, seen: dict[str, tu
         raise YamlFileError(path, line_of(item, "priority"), f"intent '{iid}': priority must be a whole number")
     if "global" in item and not isinstance(item["global"], bool):
         raise YamlFileError(path, line_of(item, "global"), f"intent '{iid}': global must be true or false")
+    roles = _strings(item.get("roles"), path, line_of(item, "roles"), "roles", iid)
+    unknown = [r for r in roles if r not in KNOWN_ROLES]
+    if unknown:  # a typo here (staf) would hide the intent from everyone, silently
+        near = difflib.get_close_matches(unknown[0], KNOWN_ROLES, n=1, cutoff=0.5)
+        raise YamlFileError(path, line_of(item, "roles"), f"intent '{iid}': unknown role '{unknown[0]}'",
+                            f"did you mean '{near[0]}'?" if near else f"known roles: {', '.join(KNOWN_ROLES)}")
     menu = item.get("menu", False)
     if not isinstance(menu, (bool, int)) or (not isinstance(menu, bool) and menu < 1):
         raise YamlFileError(path, line_of(item, "menu"), f"intent '{iid}': menu must be true, false or a position",
@@ -179,7 +186,7 @@ def _one(path: Path, item: Any, known_flows: set[str] | None, seen: dict[str, tu
         keywords=tuple(normalize(k) for k in _strings(item.get("keywords"), path, line, "keywords", iid)),
         negative=tuple(normalize(k) for k in _strings(item.get("negative"), path, line, "negative", iid)),
         regex=tuple(patterns), menu_keys=menu_keys, priority=priority,
-        roles=frozenset(_strings(item.get("roles"), path, line, "roles", iid)),
+        roles=frozenset(roles),
         menu=menu is not False, menu_order=1000 if isinstance(menu, bool) else menu,
         is_global=bool(item.get("global", False)),
         file=str(path), line=line or 0,

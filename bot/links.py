@@ -4,7 +4,8 @@
 in the database instead — :mod:`storage.linktokens`, which other links can move to.)
 
 A token is ``base64url(json claims) + "." + base64url(hmac_sha256(secret_key, claims))``. Claims
-carry ``exp`` (epoch seconds) when the link expires. The secret is ``server.secret_key``.
+carry ``exp`` (epoch seconds) when the link expires. The secret is ``server.secret_key``; an empty,
+sample or short key is refused unless the bot runs against the bundled fake WeChat API.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.config import Config
+
+log = logging.getLogger("vetbot.links")
 
 
 class LinkError(Exception):
@@ -37,8 +42,25 @@ def _unb64(text: str) -> bytes:
 
 
 def _secret(config: Config) -> bytes:
-    key = config.server.secret_key or f"{config.wechat.appid}:{config.wechat.token}:{config.wechat.secret}"
+    """``server.secret_key``; ConfigError when an outsider could forge links with it (empty, a sample,
+    short: see :func:`bot.config.check_secret_key`, which tolerates a sample key only against the
+    bundled fake WeChat API on loopback).
+
+    There is no fallback any more: a key derived from the appid, token and AppSecret when the setting
+    was empty came from values that sit in the WeChat console, screenshots and logs."""
+    key = config.server.secret_key
+    if _problem(key) is not None:
+        from bot.config import check_secret_key
+
+        check_secret_key(config)  # raises unless the API is the local fake one
     return key.encode()
+
+
+@lru_cache(maxsize=16)
+def _problem(key: str) -> str | None:
+    from bot.config import secret_key_problem
+
+    return secret_key_problem(key)
 
 
 class Signer:
@@ -71,7 +93,12 @@ def verify(config: Config, token: str, now: float | None = None) -> dict[str, An
         raw, mac = _unb64(raw_b64), _unb64(mac_b64)
     except (ValueError, TypeError):
         raise LinkError("bad") from None
-    good = hmac.new(_secret(config), raw, hashlib.sha256).digest()[:16]
+    try:
+        key = _secret(config)
+    except Exception:  # ConfigError: `vetbot serve` refuses such a key at start; a page must not 500
+        log.error("link refused: server.secret_key is unfit to check links (empty, sample or short)")
+        raise LinkError("bad") from None
+    good = hmac.new(key, raw, hashlib.sha256).digest()[:16]
     if not hmac.compare_digest(mac, good):
         raise LinkError("bad")
     try:

@@ -1,4 +1,4 @@
-"""Housekeeping jobs of the core: idle conversations end, old dedup records go."""
+"""Housekeeping jobs of the core: idle conversations end, old dedup records and callback nonces go."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy import delete, update
 
 from flows.api import TickContext, tick
 from storage.models import Conversation, InboundDedup
+from storage.replay import purge as purge_nonces
 
 
 @tick("expire_conversations", 60)
@@ -36,3 +37,11 @@ async def purge_link_tokens(t: TickContext) -> None:
 
     async with t.db.session() as s:
         await purge(s, t.now)
+
+
+@tick("purge_callback_nonces", 60)
+async def purge_callback_nonces(t: TickContext) -> None:
+    """Drop (timestamp, nonce) pairs whose timestamps left the window (PostgreSQL; SQLite keeps them in
+    the serving process's memory, see bot/replay.py)."""
+    if not t.db.is_sqlite:
+        await purge_nonces(t.db, t.now)

@@ -8,6 +8,7 @@ several processes share one database and the database is the coordinator (row lo
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 if TYPE_CHECKING:
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
+
+
+#: Tries of a transaction that PostgreSQL aborted as a deadlock or serialization failure.
+CONFLICT_TRIES = 3
+
+
+def is_conflict(e: BaseException) -> bool:
+    """A PostgreSQL deadlock (40P01) or serialization failure (40001): running it again may succeed."""
+    return isinstance(e, DBAPIError) and getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 class DatabaseUnavailable(Exception):
@@ -42,30 +52,41 @@ def _sqlite_path(url: str) -> str | None:
     return u.database or ":memory:"
 
 
-def _ensure_wal(cur: Any, wait_s: float = 10.0) -> None:
+#: How long a statement waits for another process's lock before "database is locked". Every connection
+#: is born with it (see :func:`storage.sqlite_inline.creator`): the first statements on a connection
+#: (SQLAlchemy's dialect set-up, the journal-mode check below) ran under the sqlite3 module's default
+#: of 5 s instead, so a process opening the database while another held it locked a little longer (the
+#: last connection of a process checkpointing on close, a backup) failed at once on its first
+#: connection, while every later statement would have waited.
+BUSY_TIMEOUT_S = 10.0
+
+
+def _ensure_wal(cur: Any, wait_s: float = BUSY_TIMEOUT_S) -> None:
     """Put the SQLite file in WAL mode (persistent: once set, every later connection finds it so).
 
     Switching needs an exclusive lock on the file, so a process opening a database that is not yet in
     WAL mode while another process writes to it gets "database is locked" once the busy timeout is
     over. ``vetbot db upgrade`` leaves the file in WAL mode, so this is rare; it is retried for
-    ``wait_s`` seconds (with a 100 ms busy timeout per try, which the caller raises afterwards) and
-    skipped when the file already is in WAL mode (nothing to lock then)."""
+    ``wait_s`` seconds (with a 100 ms busy timeout per try) and skipped when the file already is in
+    WAL mode (nothing to lock then). The connection's busy timeout is set back before returning."""
     cur.execute("PRAGMA journal_mode")  # (DB-API: what execute() returns is not defined; fetch from cur)
     mode = str(cur.fetchone()[0]).lower()
     if mode in ("wal", "memory"):
         return
-    # SQLite's busy wait applies to the switch too: keep it short so the loop below does the waiting
-    # (the caller sets its own busy timeout afterwards).
+    # SQLite's busy wait applies to the switch too: keep it short so the loop below does the waiting.
     cur.execute("PRAGMA busy_timeout=100")
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    try:
+        while True:
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
 
 class Database:
@@ -91,7 +112,7 @@ class Database:
                 from storage.sqlite_inline import creator
 
                 # sqlite3 inline instead of aiosqlite's worker thread: see storage/sqlite_inline.py.
-                kwargs["async_creator"] = creator(path)
+                kwargs["async_creator"] = creator(path, timeout=BUSY_TIMEOUT_S)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -101,8 +122,7 @@ class Database:
             @event.listens_for(self.engine.sync_engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
                 cur = dbapi_conn.cursor()
-                _ensure_wal(cur)
-                cur.execute("PRAGMA busy_timeout=10000")
+                _ensure_wal(cur)  # the connection already waits BUSY_TIMEOUT_S for locks (creator)
                 cur.execute(f"PRAGMA synchronous={sync_mode}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -131,14 +151,24 @@ class Database:
     async def transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(session)`` in a transaction and return its result once it is committed.
 
-        On PostgreSQL a plain session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`)
+        On PostgreSQL a plain session; a deadlock or serialization failure runs ``fn`` again in a fresh
+        transaction (up to :data:`CONFLICT_TRIES` times in all), so ``fn`` must not act outside the
+        session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`)
         in its own SAVEPOINT, so an exception rolls back ``fn``'s work alone and reaches the caller; the
         session's ``sqlite`` attribute is the raw connection for hot paths written in plain SQL. ``fn``
         must not open another session (on SQLite that would wait for the connection it holds).
         """
         if not self.is_sqlite:
-            async with self.session() as s:
-                return await fn(s)
+            for attempt in range(1, CONFLICT_TRIES + 1):
+                try:
+                    async with self.session() as s:
+                        return await fn(s)
+                except DBAPIError as e:
+                    # Rapid taps of one person can deadlock (their row vs a shared one); the database
+                    # aborts one transaction, which then simply runs again.
+                    if not is_conflict(e) or attempt == CONFLICT_TRIES:
+                        raise
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
         from storage.turnio import LazySession
 
         async def job(conn: Any, raw: Any) -> T:
@@ -230,7 +260,7 @@ def upgrade(url: str, revision: str = "heads") -> None:
     if path and path != ":memory:":
         # WAL from the start: processes started together (serve, outbox run) then never need the
         # exclusive lock that switching journal modes takes (see _ensure_wal).
-        con = sqlite3.connect(path, timeout=10)
+        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
         try:
             _ensure_wal(con.cursor())
         finally:

@@ -17,6 +17,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from storage.base import Base, JSONText
 from storage.privacy import CONSENT, DELETE, DUTY, Declaration, Retention, declare
 
+#: Every role a user can hold. ``admin`` is for the staff console (bureau administrators); intents,
+#: `vetbot users role` refuse names outside this set.
+KNOWN_ROLES = ("veteran", "family", "volunteer", "staff", "admin")
+
 
 class RoleMixin:
     """Role helpers (users.roles is a comma-separated list)."""
@@ -56,7 +60,7 @@ class User(RoleMixin, Base):
     kefu_sent: Mapped[int] = mapped_column(Integer, default=0)
     qr_scene: Mapped[str | None] = mapped_column(String(64))
     # No location columns: LOCATION reports are 行踪轨迹 (sensitive) and no feature uses them (issue 18).
-    # Comma-separated roles: veteran, family, volunteer, staff.
+    # Comma-separated roles (KNOWN_ROLES): veteran, family, volunteer, staff, admin.
     roles: Mapped[str] = mapped_column(String(128), default="")
     name: Mapped[str | None] = mapped_column(String(64))
     phone: Mapped[str | None] = mapped_column(String(20), index=True)

@@ -166,13 +166,16 @@ class InlineConnection:
         self._conn.create_function(*args, **kw)
 
 
-def creator(path: str) -> Any:
-    """An ``async_creator`` for ``create_async_engine``: opens ``path`` with sqlite3, inline."""
+def creator(path: str, timeout: float = 10.0) -> Any:
+    """An ``async_creator`` for ``create_async_engine``: opens ``path`` with sqlite3, inline; every
+    statement, the connection's first included, waits up to ``timeout`` seconds for a lock."""
 
     async def connect() -> InlineConnection:
         # check_same_thread=False: SQLAlchemy may close pooled connections from its GC thread.
         # isolation_level=None: no implicit BEGINs; SQLAlchemy's "begin" event emits BEGIN IMMEDIATE.
-        conn = sqlite3.connect(path, check_same_thread=False, detect_types=0, isolation_level=None)
+        # timeout: the busy timeout from the first statement on (sqlite3's default is 5 s).
+        conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False, detect_types=0,
+                               isolation_level=None)
         return InlineConnection(conn)
 
     return connect

@@ -63,13 +63,24 @@ def test_decrypt_message_vectors(v: dict[str, str]) -> None:
 
 
 def _config(db_url: str, **kw: str):  # type: ignore[no-untyped-def]
+    # The vectors carry fixed timestamps from years ago: no window (the server still refuses a
+    # (timestamp, nonce) pair reused with another body, so every post below gets its own nonce).
     return make_config(db_url, bot__fallback_flow="help", server__timestamp_window_s=0, **kw)
 
 
+_nonces = iter(range(10**9))
+
+
+def _nonce(tag: str) -> str:
+    """A fresh nonce, as WeChat sends with every callback."""
+    return f"{tag}{next(_nonces)}"
+
+
 @pytest.mark.parametrize("v", VECTORS["decrypt_message"], ids=lambda v: v["id"])
-async def test_decrypt_vectors_through_the_running_server(db_url: str, v: dict[str, str]) -> None:
+@pytest.mark.parametrize("mode", ["safe", "compat"])
+async def test_decrypt_vectors_through_the_running_server(db_url: str, v: dict[str, str], mode: str) -> None:
     cfg = _config(db_url, wechat__token=v["token"], wechat__encoding_aes_key=v["encoding_aes_key"],
-                  wechat__appid=v["appid"])
+                  wechat__appid=v["appid"], wechat__mode=mode)
     async with app_client(cfg) as (client, _):
         q = {"timestamp": v["timestamp"], "nonce": v["nonce"], "msg_signature": v["msg_signature"],
              "encrypt_type": "aes", "signature": signature(v["token"], v["timestamp"], v["nonce"])}
@@ -89,16 +100,20 @@ def test_verify_url_vector_decrypts_echostr() -> None:
     assert (plain.decode() if isinstance(plain, bytes) else plain) == v["expected_plaintext"]
 
 
-async def test_verify_url_vector_through_the_running_server(db_url: str) -> None:
+async def test_url_check_answers_the_echostr_unchanged_and_never_decrypts_one(db_url: str) -> None:
+    """The Official Account's URL check is the plain ``signature`` with ``echostr`` echoed unchanged.
+    The vector's WeCom-style check (``msg_signature`` over an encrypted echostr) is not answered: it made
+    the URL decrypt any ciphertext for whoever held the token."""
     (v,) = VECTORS["verify_url_echostr"]
     cfg = _config(db_url, wechat__token=v["token"], wechat__encoding_aes_key=v["encoding_aes_key"],
                   wechat__appid=v["appid"])
     async with app_client(cfg) as (client, _):
         q = {k: v[k] for k in ("timestamp", "nonce", "echostr", "msg_signature")}
         r = await client.get(cfg.server.path, params=q)
-        assert (r.status, await r.text()) == (200, v["expected_plaintext"])
-        r = await client.get(cfg.server.path, params={**q, "msg_signature": "2" * 40})
-        assert r.status == 403
+        assert r.status == 403 and v["expected_plaintext"] not in await r.text()
+        signed = {**q, "signature": signature(v["token"], v["timestamp"], v["nonce"])}
+        r = await client.get(cfg.server.path, params=signed)
+        assert (r.status, await r.text()) == (200, v["echostr"])  # unchanged: still the ciphertext
 
 
 def test_negative_cases() -> None:
@@ -138,15 +153,17 @@ def _sender(xml: str) -> str | None:
 
 
 async def _post_signed(client: TestClient, cfg: Any, xml: str) -> tuple[int, str]:
-    ts, nonce = str(int(time.time())), "corpus"
+    ts, nonce = str(int(time.time())), _nonce("corpus")
     q = {"signature": signature(cfg.wechat.token, ts, nonce), "timestamp": ts, "nonce": nonce}
     r = await client.post(cfg.server.path, params=q, data=xml.encode("utf-8"))
     return r.status, await r.text()
 
 
-async def test_every_wellformed_corpus_message_is_accepted(db_url: str) -> None:
+@pytest.mark.parametrize("mode", ["plain", "compat"])
+async def test_every_wellformed_corpus_message_is_accepted(db_url: str, mode: str) -> None:
+    """Plain callbacks pass in plain and compatible mode (safe mode refuses them: see below)."""
     assert len(PLAIN_XML) >= 150, "the corpus should hold 160 plain, literal messages"
-    cfg = _config(db_url, wechat__encoding_aes_key="")
+    cfg = _config(db_url, wechat__mode=mode, **({"wechat__encoding_aes_key": ""} if mode == "plain" else {}))
     failures = []
     async with app_client(cfg) as (client, _):
         for entry in PLAIN_XML:
@@ -160,17 +177,26 @@ async def test_every_wellformed_corpus_message_is_accepted(db_url: str) -> None:
     assert not failures, "\n".join(failures)
 
 
-async def test_encrypted_corpus_messages_decrypt_and_are_accepted(db_url: str) -> None:
+async def test_safe_mode_refuses_every_plain_corpus_message(db_url: str) -> None:
+    cfg = _config(db_url, wechat__mode="safe")
+    async with app_client(cfg) as (client, _):
+        statuses = {(await _post_signed(client, cfg, (CONFORMANCE / e["file"]).read_text(encoding="utf-8")))[0]
+                    for e in PLAIN_XML}
+    assert statuses == {403}
+
+
+@pytest.mark.parametrize("mode", ["safe", "compat"])
+async def test_encrypted_corpus_messages_decrypt_and_are_accepted(db_url: str, mode: str) -> None:
     assert len(ENCRYPTED_XML) == 3
     cfg = _config(db_url, wechat__token=WECOM["token"], wechat__encoding_aes_key=WECOM["key"],
-                  wechat__appid=WECOM["appid"])
+                  wechat__appid=WECOM["appid"], wechat__mode=mode)
     crypto = WeChatCrypto(WECOM["token"], WECOM["key"], WECOM["appid"])
     async with app_client(cfg) as (client, _):
         for entry in ENCRYPTED_XML:
             xml = (CONFORMANCE / entry["file"]).read_text(encoding="utf-8")
             enc = xmltodict.parse(xml)["xml"]["Encrypt"]
             plain = crypto.decrypt_message(xml, signature(WECOM["token"], "1", "2", enc), "1", "2")
-            ts, nonce = str(int(time.time())), "enc"
+            ts, nonce = str(int(time.time())), _nonce("enc")
             q = {"timestamp": ts, "nonce": nonce, "encrypt_type": "aes",
                  "signature": signature(WECOM["token"], ts, nonce),
                  "msg_signature": signature(WECOM["token"], ts, nonce, enc)}

@@ -203,7 +203,7 @@ async def test_same_msgid_three_times_concurrently_runs_one_turn(db_url: str) ->
         assert len(contents) == 1 and "已收到您的留言" in contents.pop()
         async with runtime.db.session() as s:
             assert (await s.execute(select(func.count(Ticket.id)))).scalar() == 1
-            assert await s.get(InboundDedup, "m:987654321") is not None
+            assert await s.get(InboundDedup, "m:u_dup:987654321") is not None
 
 
 _slow_delay = {"s": 0.0}

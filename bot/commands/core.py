@@ -12,12 +12,16 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bot.commands.common import add_config, config_of, database, emit, run
+from storage.models import KNOWN_ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="运行机器人（WeChat 回调 + 页面 + 推送 + 定时任务）",
                        description="Run the bot: the WeChat callback, mobile pages, outbox sender and scheduler. "
-                                   "Refuses to start on an outdated database schema.")
+                                   "Refuses to start (exit 2) on an outdated database schema, an empty "
+                                   "wechat.token, or an empty, sample or short server.secret_key (a sample "
+                                   "key is only warned about against the local fake WeChat API). Slow "
+                                   "clients are timed out and connections capped by the server.* keys.")
     add_config(p)
     p.add_argument("--host", help="listen address (default: server.host)")
     p.add_argument("--port", type=int, help="listen port (default: server.port)")
@@ -60,12 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     us = sub.add_parser("users", help="用户：列表、角色、删除（注销）、导出", description="User administration.")
     usub = us.add_subparsers(dest="users_cmd", required=True)
-    r = usub.add_parser("role", help="grant or revoke a role (admin, staff, volunteer, veteran, family)",
+    r = usub.add_parser("role", help="grant or revoke a role (" + ", ".join(KNOWN_ROLES) + ")",
                         description="admin: manages staff in the console (granting admin grants staff too; "
                                     "revoking staff revokes admin and ends the member's console sessions).")
     add_config(r)
     r.add_argument("openid")
-    r.add_argument("role", choices=["admin", "staff", "volunteer", "veteran", "family"])
+    r.add_argument("role", choices=KNOWN_ROLES)
     r.add_argument("--remove", action="store_true")
     r.set_defaults(func=_users_role)
     ul = usub.add_parser("list", help="list users (newest first)")
@@ -96,9 +100,19 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import build_runtime, create_app
+    from bot.config import check_callback, check_secret_key
+    from bot.httpserver import raise_file_limit, run
 
     cfg = config_of(args)
     logging.getLogger().setLevel(cfg.logging.level.upper())
+    # Before anything listens: links signed with a sample key could be forged by anyone.
+    check_callback(cfg)
+    warning = check_secret_key(cfg)
+    if warning:
+        logging.getLogger("vetbot").warning("%s", warning)
+    warning = raise_file_limit(cfg.server.max_connections)
+    if warning:
+        logging.getLogger("vetbot").warning("%s", warning)
 
     fake_at = _fake_address(cfg) if args.with_fake_wechat else None
 
@@ -141,10 +155,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
 
-    def listening(*_: object) -> None:  # run_app calls it once the socket listens, after start-up checks
+    def listening() -> None:  # called once the socket listens, after start-up checks
         print(f"vetbot serving on http://{host}:{port}{cfg.server.path}", flush=True)
 
-    web.run_app(make(), host=host, port=port, access_log=None, print=listening)
+    # Not web.run_app: the listening socket's protocol factory enforces server.max_connections and the
+    # request-head timeout (bot/httpserver.py).
+    run(make(), host, port, on_listening=listening)
     return 0
 
 

@@ -58,6 +58,8 @@ def load_menu(cfg_menu: dict[str, Any], file: Path | None) -> dict[str, Any]:
     else:
         import yaml
 
+        from bot.yamlfile import UniqueKeyLoader
+
         where = str(file)
         try:
             text = file.read_text(encoding="utf-8")
@@ -66,7 +68,7 @@ def load_menu(cfg_menu: dict[str, Any], file: Path | None) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise MenuError(f"{file}: not UTF-8 text (save the file as UTF-8)") from None
         try:
-            menu = yaml.safe_load(text)  # JSON is YAML too
+            menu = yaml.load(text, Loader=UniqueKeyLoader)  # JSON is YAML too; duplicate keys refused
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

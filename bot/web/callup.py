@@ -12,11 +12,11 @@ import html
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
 from bot.links import LinkError, verify
+from bot.web import stylesheet
 from bot.web.notices import subscribe_button
 from flows.callup import service, texts
 from flows.callup.parse import parse_eta
@@ -50,7 +50,7 @@ def _page(title: str, body: str, status: int = 200, refresh: int | None = None) 
     meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>{body}"
+           f"<title>{html.escape(title)}</title>{stylesheet(__name__, CSS)}</head><body><main>{body}"
            '<p class=row><small><a href="/privacy">个人信息保护提示</a></small></p></main></body></html>')
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
@@ -149,18 +149,14 @@ def setup(app: web.Application, runtime: Any) -> None:
             return await service.record_answer(s, runtime.services, claims["c"], claims["m"], answer, now,
                                                eta_min=eta, via="web")
 
-        for attempt in range(3):
-            try:
-                # On SQLite answers join the chat turns' group commit: one fsync for all that arrive together.
-                r = await runtime.db.transaction(record)
-                break
-            except service.CallupError as e:
-                return _error(404, "没有找到这次集结", str(e))
-            except DBAPIError as e:
-                # One member tapping different answers at the same instant can deadlock on PostgreSQL
-                # (their row vs the call-up row); the database aborts one transaction: run it again.
-                if getattr(e.orig, "sqlstate", None) not in ("40P01", "40001") or attempt == 2:
-                    raise
+        try:
+            # On SQLite answers join the chat turns' group commit: one fsync for all that arrive together.
+            # On PostgreSQL one member tapping different answers at the same instant can deadlock (their
+            # row vs the call-up row): db.transaction runs it again; a conflict that outlives its retries
+            # gets the app's Chinese "tap again" page (bot.app._translate), never a 500.
+            r = await runtime.db.transaction(record)
+        except service.CallupError as e:
+            return _error(404, "没有找到这次集结", str(e))
         if r.recorded_as is None:
             return _error(409, "集结已结束", r.message)
         raise web.HTTPSeeOther(location=request.path)

@@ -16,6 +16,7 @@ from aiohttp import web
 from sqlalchemy import update
 
 from bot.links import LinkError, verify
+from bot.web import stylesheet
 from bot.web.notices import subscribe_button
 from flows.jobs.alerts import criteria_from_snapshot, epoch_of, posting_path
 from flows.jobs.matching import PostingView, matches, rank
@@ -57,15 +58,16 @@ a.pause{background:#eceff1;color:#37474f}
 button.pause{background:#eceff1;color:#37474f}
 button.stop{background:#fff;color:#b71c1c;border:1px solid #b71c1c}
 .note{color:#666;font-size:16px}
+.privacy{text-align:center;font-size:15px}
 """
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
     doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
+           f"<title>{html.escape(title)}</title>{stylesheet(__name__, CSS)}</head>"
            f"<body><header>{html.escape(title)}</header><main>{body}</main>"
-           '<p style="text-align:center;font-size:15px"><a href="/privacy">个人信息保护提示</a></p></body></html>')
+           '<p class=privacy><a href="/privacy">个人信息保护提示</a></p></body></html>')
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8")
 
 

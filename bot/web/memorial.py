@@ -34,6 +34,7 @@ from aiohttp import web
 
 from bot.clock import fmt_local
 from bot.text import ascii_uint
+from bot.web import stylesheet
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
 from storage import linktokens
@@ -79,6 +80,7 @@ ul.msgs li{border-bottom:1px solid #eee;padding:10px 0}ul.msgs small{color:#777;
 ul.list{list-style:none;padding:0;margin:0}ul.list li a{display:block;padding:12px 4px;border-bottom:1px solid #eee;
 color:#222;text-decoration:none;font-size:20px}
 footer{text-align:center;color:#777;font-size:15px;padding:20px}
+img.photo{max-width:100%;border-radius:8px;margin-bottom:8px}
 """
 
 
@@ -90,7 +92,7 @@ def _page(title: str, body: str, *, status: int = 200, refresh: str | None = Non
     meta = f'<meta http-equiv="refresh" content="{_esc(refresh)}">' if refresh else ""
     doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
-           f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+           f"<title>{_esc(title)}</title>{stylesheet(__name__, CSS)}</head><body>"
            f'<header><a href="/m/">云端祭英烈</a></header><main>{body}</main>'
            '<footer>缅怀先烈 · 致敬英雄<br><a href="/privacy">个人信息保护提示</a></footer></body></html>')
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
@@ -281,8 +283,8 @@ class MemorialPages:
         meta = " · ".join(_esc(v) for v in (m.gender, m.hometown) if v)
         photo = ""
         if m.photo_url and m.photo_url.startswith(("http://", "https://")):
-            photo = (f'<img src="{_esc(m.photo_url)}" alt="{_esc(m.name)}" '
-                     'style="max-width:100%;border-radius:8px;margin-bottom:8px" referrerpolicy="no-referrer">')
+            photo = (f'<img class="photo" src="{_esc(m.photo_url)}" alt="{_esc(m.name)}" '
+                     'referrerpolicy="no-referrer">')
         bio = f'<div class="bio">{_esc(m.biography)}</div>' if m.biography else ""
         return (f'<section>{photo}<h1>{_esc(texts.target_name(m.name))}</h1>'
                 f'{f"<p class=meta>{meta}</p>" if meta else ""}<dl>{dl}</dl>{bio}</section>'

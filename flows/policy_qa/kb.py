@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from bot.yamlfile import DuplicateKeyError, check_unique_keys
+
 __all__ = ["ENTRY_KEYS", "Entry", "KBError", "load_kb", "load_synonyms", "load_userdict"]
 
 ENTRY_KEYS = ("id", "question", "alternates", "answer", "tags", "keywords", "source", "updated", "links")
@@ -85,6 +87,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    check_unique_keys(node)  # PyYAML would keep the second of two equal keys without a word
     d = _LineDict(yaml.SafeLoader.construct_mapping(loader, node, deep=True))
     d.line = node.start_mark.line + 1
     d.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
@@ -112,6 +115,9 @@ def _read_yaml(path: Path) -> Any:
         raise KBError(path, None, "not UTF-8 text", "save the file as UTF-8") from None
     try:
         return yaml.load(text, Loader=_Loader)
+    except DuplicateKeyError as e:
+        raise KBError(path, e.problem_mark.line + 1 if e.problem_mark else None, str(e.problem),
+                      DuplicateKeyError.HINT) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None

@@ -84,7 +84,7 @@ async def test_digest_page_lists_every_match_still_open(db: Database, config: Co
         assert "找到 8 个岗位" in body and "其中 1 个已截止或已变更" in body
         assert body.count('class="item card"') == 7 and "岗位0" not in body
         # Each entry opens the posting page with this user's own signed link.
-        first = body.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+        first = body.split("<main>", 1)[1].split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
         assert first.startswith("/jobs/p/")  # same server: works whatever public_url says
         r = await client.get(first)
         assert r.status == 200 and "岗位" in await r.text()

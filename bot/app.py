@@ -153,6 +153,11 @@ def _security_headers(request: web.Request, response: web.StreamResponse) -> Non
     # Pages carry names, phones and 寄语; a signed link must not leave a copy in a shared cache.
     # A page that sets a header itself keeps its own value: the staff console's policy lets its own
     # scripts run (script-src 'self'), 我的数据 has a stricter one. Every response still gets each header.
+    from bot.web import PAGE_CSP
+
+    page_csp = request.get(PAGE_CSP)  # a page with WeChat's 订阅通知 button (bot.web.allow_wechat_sdk)
+    if page_csp:
+        response.headers.setdefault("Content-Security-Policy", page_csp)
     for name, value in (SECURITY_HEADERS if request.path.startswith(STATIC_PREFIX) else _NO_STORE).items():
         response.headers.setdefault(name, value)
 

@@ -17,6 +17,7 @@ from bot.fake_wechat import FakeWeChatServer, fake_openid, templates_of
 from bot.gateway import to_inbound
 from bot.jssdk import signature
 from bot.sim import WeChatSide, subscribe_event_xml
+from bot.web.render import static_version
 from storage.subscribe import SubscribeConsent, consents_of
 from tests.conftest import CONFORMANCE, make_config
 from tests.helpers import app_client, post_xml
@@ -153,7 +154,17 @@ async def test_the_subscribe_page_outside_and_inside_wechat(db_url: str) -> None
             ids = {cfg.templates[p].subscribe.template_id for p in ("job_alert", "callup")}
             (tag,) = re.findall(r'<wx-open-subscribe template="([^"]+)"', page)  # both long-term: one button
             assert set(tag.split(",")) == ids
-            conf = re.search(r"wx\.config\((\{.*?\})\);", page).group(1)  # type: ignore[union-attr]
+            # Under a policy that allows WeChat's JS-SDK and this origin's scripts, no inline script: the
+            # settings are a JSON data block that /static/subscribe.js applies.
+            csp = inside.headers["Content-Security-Policy"]
+            assert "script-src 'self' https://res.wx.qq.com" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+            assert re.findall(r"<script(?: [^>]*)?>", page) == [
+                '<script type="text/wxtag-template" slot="style">', '<script type="text/wxtag-template">',
+                '<script type="application/json" id="vb-wx-config">',
+                '<script src="https://res.wx.qq.com/open/js/jweixin-1.6.0.js">',
+                f'<script src="/static/subscribe.js?v={static_version("subscribe.js")}">']
+            assert "script-src 'none'" in outside.headers["Content-Security-Policy"]  # no button, no script
+            conf = re.search(r'<script type="application/json" id="vb-wx-config">(.*?)</script>', page).group(1)  # type: ignore[union-attr]
             import json
 
             wx = json.loads(conf)

@@ -1,13 +1,15 @@
 """Member pages (answer, memorial, jobs); each module has ``setup(app, runtime)`` and may have ``CSS``.
 
 A module's ``CSS`` is served by the app at ``/static/<module>.css``; pages link it with
-:func:`stylesheet` (the Content-Security-Policy allows no inline styles or scripts).
+:func:`stylesheet` (the Content-Security-Policy allows no inline styles or scripts). A page that shows
+the 订阅通知 button calls :func:`allow_wechat_sdk`, which widens that page's policy to WeChat's JS-SDK.
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Any
 
 
 @lru_cache(maxsize=32)
@@ -16,3 +18,17 @@ def stylesheet(module: str, css: str) -> str:
     version so that a changed stylesheet is fetched anew despite caching."""
     name = module.rsplit(".", 1)[-1]
     return f'<link rel="stylesheet" href="/static/{name}.css?v={hashlib.sha1(css.encode()).hexdigest()[:10]}">'
+
+
+#: Request key: the Content-Security-Policy this response gets when the page set none itself.
+PAGE_CSP = "vetbot_page_csp"
+#: The policy of a page with WeChat's 订阅通知 open tag: the JS-SDK from res.wx.qq.com and this origin's
+#: scripts, and inline style for the tag's own template (WeChat renders it); nothing else is widened.
+WECHAT_SDK_CSP = ("default-src 'self'; img-src 'self' https: data:; script-src 'self' https://res.wx.qq.com; "
+                  "style-src 'self' 'unsafe-inline'; connect-src 'self' https://*.weixin.qq.com https://*.qq.com; "
+                  "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def allow_wechat_sdk(request: Any) -> None:
+    """Let this response load WeChat's JS-SDK (the page shows a ``wx-open-subscribe`` button)."""
+    request[PAGE_CSP] = WECHAT_SDK_CSP

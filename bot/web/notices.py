@@ -25,6 +25,8 @@ from aiohttp import web
 
 from bot.jssdk import JsSdk
 from bot.links import LinkError, verify
+from bot.web import allow_wechat_sdk, stylesheet
+from bot.web.render import static_url
 from bot.wechat_api import WeChatError
 from flows.notices import PURPOSE_WORDS
 from storage import subscribe as consent
@@ -58,7 +60,8 @@ def _headers() -> dict[str, str]:
 def _page(title: str, body: str, status: int = 200) -> web.Response:
     doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>{body}</main></body></html>")
+           f"<title>{html.escape(title)}</title>{stylesheet(__name__, CSS)}</head><body><main>{body}</main>"
+           "</body></html>")
     return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8", headers=_headers())
 
 
@@ -120,18 +123,11 @@ async def subscribe_button(request: web.Request, runtime: Any, purposes: Sequenc
             f'<script type="text/wxtag-template"><button class="vb-sub">{html.escape(label)}</button></script>'
             "</wx-open-subscribe>")
     config = {**conf, "jsApiList": ["checkJsApi"], "openTagList": ["wx-open-subscribe"], "debug": False}
-    script = (
-        f'<script src="{JSSDK_URL}"></script><script>'
-        f"wx.config({_js(config)});"
-        "(function(){var msg=document.getElementById('vb-sub-msg');"
-        "function say(t){if(msg){msg.textContent=t;}}"
-        "document.querySelectorAll('.vb-sub-tag').forEach(function(b){"
-        "b.addEventListener('success',function(e){var d={};try{d=JSON.parse(e.detail.subscribeDetails||'{}');}"
-        "catch(x){}var ok=false;Object.keys(d).forEach(function(k){var s=d[k];try{s=JSON.parse(s);}catch(x){}"
-        "if(s&&s.status==='accept'){ok=true;}});"
-        "say(ok?'已开启。以后有通知会及时提醒您，可随时在微信“服务通知”里关闭。':'您这次没有允许。需要时可以再点一次按钮。');});"
-        "b.addEventListener('error',function(e){say('暂时无法开启（错误码 '+((e.detail&&e.detail.errCode)||'?')+'），请稍后再试。');});"
-        "});})();</script>")
+    # The settings travel as a JSON data block (never run) and /static/subscribe.js applies them: the
+    # page's CSP then needs to allow only this origin's script and WeChat's JS-SDK (allow_wechat_sdk).
+    allow_wechat_sdk(request)
+    script = (f'<script type="application/json" id="vb-wx-config">{_js(config)}</script>'
+              f'<script src="{JSSDK_URL}"></script><script src="{static_url("subscribe.js")}"></script>')
     return ('<div class="card vb-subscribe">' + "".join(tags) + '<p id="vb-sub-msg" class="k"></p></div>' + script)
 
 

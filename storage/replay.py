@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base
 from storage.db import Database
+from storage.privacy import Declaration, declare
 
 
 class CallbackNonce(Base):
@@ -32,6 +33,10 @@ class CallbackNonce(Base):
     digest: Mapped[str] = mapped_column(String(40))
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
+
+declare(Declaration("callback_nonces", label="回调防重放记录",
+                    no_personal_data="hashes of a callback's timestamp/nonce and of its body, kept for the "
+                                     "timestamp window (minutes): no openid, no text"))
 
 _T = CallbackNonce.__table__
 # One round trip: insert the pair, or on conflict take the row's lock (a concurrent first insert of the

@@ -38,6 +38,17 @@ def _roster() -> list[RosterRow]:
     return rows
 
 
+@pytest.fixture(autouse=True)
+def _consent_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everyone here has already agreed to the 个人信息保护提示 for binding: these tests are about what
+    an attacker can learn or do after that step (the consent step itself: tests/privacy/test_consent.py)."""
+
+    async def given(ctx: object, scope: str) -> bool:
+        return True
+
+    monkeypatch.setattr("flows.privacy.consent.has_consent", given)
+
+
 @pytest.fixture
 async def seeded(db_url: str) -> str:
     db = Database(db_url)

@@ -520,11 +520,6 @@ class Config:
         return q if q.is_absolute() else (self.base_dir / q)
 
     @property
-    def safe_mode(self) -> bool:
-        """True when callbacks may be encrypted (safe or compatible mode)."""
-        return self.wechat_mode != "plain"
-
-    @property
     def wechat_mode(self) -> str:
         """``safe``, ``compat`` or ``plain``: ``wechat.mode``, or derived from the AES key when empty."""
         return self.wechat.mode.strip().lower() or ("safe" if self.wechat.encoding_aes_key else "plain")

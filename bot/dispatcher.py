@@ -5,42 +5,50 @@ by flows, pushes they queue and the late-reply push — is written in ONE transa
 retry of the same message finds the dedup row and gets the stored reply; a turn that fails rolls
 back completely, so the retry runs it afresh: a turn never runs twice and never half-runs.
 
-Turns of one user run one at a time: on PostgreSQL an asyncio lock per openid in this process
-and a row lock on the user's conversation across processes (taken by the upsert that loads it,
-:class:`storage.turnio.PgTurnIO`); on SQLite
-all turns go through :class:`storage.turnbatch.TurnBatcher`, one after another on the single
-connection, committed in groups (see :mod:`storage.turnio` for why the core rows use plain SQL).
+How a turn's transaction runs is the :class:`storage.turnio.TurnStore`'s business: one user's turns
+run one at a time (row locks on PostgreSQL, group commit on SQLite), the dispatcher only says what a
+turn does. Where the user is in a conversation is one value, :class:`storage.conversations.FlowState`:
+loaded with the turn, worked on by the flow through ``ctx.state``, saved with the turn.
+
+Routing a text message (:meth:`Dispatcher._route`), in this order:
+
+1. an idle flow or numbered menu past ``bot.conversation_timeout_min`` ends;
+2. global commands (帮助 / 取消 / 返回 / 人工) work anywhere; then features' ``before_route`` hooks
+   (an open call-up reads a member's 1 / 2 / 3 before an older numbered menu does);
+3. a digit answers the numbered options of the previous reply;
+4. the active flow takes its next step (its ``roles`` checked again first);
+5. otherwise the intent matcher starts a flow (or offers "您是想…", or the fallback flow).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
-from flows.api import Context, Inbound, Services, before_route_hooks, event_handlers, get_flow, scenes
+from flows.api import Context, Flow, Inbound, Services, before_route_hooks, event_handlers, get_flow, scenes
 from flows.voice import voice_turn
+from storage.conversations import Option
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
-from storage.turnbatch import TurnBatcher
-from storage.turnio import ConvRecord, PgTurnIO, SqliteTurnIO
+from storage.turnio import ConvRecord, Replayed, TurnIO, TurnStore, UserRecord, turn_store
 
 log = logging.getLogger(__name__)
 
 #: Commands handled by the dispatcher itself (intents may point their ``flow`` at them).
 BUILTIN_COMMANDS = frozenset({"cancel", "back"})
-#: Passive text replies are cut to this many UTF-8 bytes (WeChat's limit is 2048).
-MAX_REPLY_BYTES = 2000
+#: What a user hears when a flow or intent needs a role they do not have.
+STAFF_ONLY = "该功能仅限工作人员使用。回复“帮助”查看您可以使用的功能。"
 #: Kept (for WeChat's retries) instead of a reply that carried a one-time secret (``ctx.secret_reply``).
 SECRET_REPLAY = "这条回复含一次性链接，为安全起见不再重发。如仍需要，请重新发送刚才的消息。"
+#: Passive text replies are cut to this many UTF-8 bytes (WeChat's limit is 2048).
+MAX_REPLY_BYTES = 2000
 EVENT_WINDOW = frozenset({"subscribe", "click", "scan", "view", "scancode_push", "scancode_waitmsg",
                           "pic_sysphoto", "pic_photo_or_album", "pic_weixin", "location_select"})
 
@@ -66,71 +74,48 @@ def _fit(text: str) -> str:
 
 
 class Dispatcher:
-    """Runs turns. Stateless apart from the per-user locks; safe to share across requests."""
+    """Runs turns. Stateless: the turn store orders and stores them; safe to share across requests."""
 
-    def __init__(self, db: Database, services: Services, matcher: IntentMatcher, clock: Clock) -> None:
+    def __init__(self, db: Database, services: Services, matcher: IntentMatcher, clock: Clock,
+                 store: TurnStore | None = None) -> None:
         self.db, self.services, self.matcher, self.clock = db, services, matcher, clock
         self.cfg = services.config
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._batcher: TurnBatcher | None = db.batcher if db.is_sqlite else None
-
-    def _lock(self, openid: str) -> asyncio.Lock:
-        lock = self._locks.get(openid)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[openid] = lock
-        return lock
+        self.store: TurnStore = store if store is not None else turn_store(db)
 
     def start(self, openid: str, inbound: Inbound, dedup_key: str,
               control: TurnControl | None = None) -> asyncio.Future[str | None]:
         """Start (or replay) one turn; the future resolves with the passive reply text (None for
-        ``success``) once the turn is committed. It runs to the end even if nobody waits for it.
-
-        On SQLite the turn joins the group-commit queue and runs in its worker (no task of its own:
-        a task and the shield around it cost ~15 µs of a ~380 µs turn); elsewhere it is a task."""
+        ``success``) once the turn is committed. It runs to the end even if nobody waits for it."""
         control = control or TurnControl()
         voice = self.services.extra.get("voice")
         if voice is not None and inbound.kind == "voice" and not inbound.extra.get("voice"):
             # Our speech recogniser runs before the turn, outside its transaction and lock, then starts
             # the turn with the text; past the reply budget the reply goes out later (bot/voice.py).
             return voice.start(self, openid, inbound, dedup_key, control)
-        if self.db.is_sqlite:
-            async def turn(conn: Any, raw: Any) -> str | None:
-                io = SqliteTurnIO(conn, raw)
-                try:
-                    return await self.run_turn(io, openid, inbound, dedup_key, control)
-                finally:
-                    await io.finish()
-
-            assert self._batcher is not None
-            return self._batcher.enqueue(turn)
-        return asyncio.ensure_future(self._locked_turn(openid, inbound, dedup_key, control))
+        return self.store.run(openid, lambda io: self.run_turn(io, openid, inbound, dedup_key, control))
 
     async def handle(self, openid: str, inbound: Inbound, dedup_key: str,
                      control: TurnControl | None = None) -> str | None:
         """Run (or replay) one turn; returns the passive reply text, or None for ``success``."""
         return await asyncio.shield(self.start(openid, inbound, dedup_key, control))
 
-    async def _locked_turn(self, openid: str, inbound: Inbound, dedup_key: str, control: TurnControl) -> str | None:
-        async with self._lock(openid), self.db.session() as session:
-            return await self.run_turn(PgTurnIO(session), openid, inbound, dedup_key, control)
-
     async def close(self) -> None:
         """Nothing of its own to release: the SQLite turn queue belongs to the database (shared with the
         answer and tribute pages) and stops in :meth:`storage.db.Database.close`."""
 
     # ------------------------------------------------------------------------------------------
-    async def run_turn(self, io: Any, openid: str, inbound: Inbound, dedup_key: str,
+    async def run_turn(self, io: TurnIO, openid: str, inbound: Inbound, dedup_key: str,
                        control: TurnControl) -> str | None:
+        """One turn inside the store's transaction: load, route, save; returns the passive reply."""
         now = self.clock.now()
-        replay, prior_reply, user, conv = await io.load(openid, dedup_key, now, inbound.event == "subscribe")
-        if replay:
+        got = await io.load(openid, dedup_key, now, inbound.event == "subscribe")
+        if isinstance(got, Replayed):
             control.decided = True
-            return None if control.late else prior_reply
+            return None if control.late else got.reply
+        user, conv = got.user, got.conv
         self._touch(user, inbound, now)
         ctx = Context(user=user, inbound=inbound, session=io.session, services=self.services, now=now,
-                      flow=conv.flow, step=conv.step, slots=dict(conv.slots or {}),
-                      stack=list(conv.stack or []), reasks=conv.reasks)
+                      state=conv.state.for_turn())
         await self._route(ctx, conv)
         self._save_conversation(ctx, conv, now)
         reply = _fit("\n\n".join(ctx.replies)) if ctx.replies else None
@@ -146,7 +131,7 @@ class Dispatcher:
             await after(io.session)
         return None if control.late else reply
 
-    def _touch(self, user: Any, inbound: Inbound, now: datetime) -> None:
+    def _touch(self, user: UserRecord, inbound: Inbound, now: datetime) -> None:
         if user.openid in self.cfg.bot.staff_openids and not user.has_role("staff"):
             user.add_role("staff")
         user.last_seen = now
@@ -173,50 +158,59 @@ class Dispatcher:
         if inbound.kind != "text" or not ctx.text:
             ctx.say("目前只能看懂文字消息哦。请直接打字提问，或回复“帮助”查看功能。")
             return
-        timeout = timedelta(minutes=self.cfg.bot.conversation_timeout_min)
-        if (conv.flow or conv.choices) and (conv.expired or ctx.now - conv.updated_at > timeout):
-            # A flow or a numbered menu left idle ends. A stale "2" must not pick from yesterday's options:
-            # it gets the note; other text after an old menu (帮助, the welcome) is simply read afresh.
-            if conv.flow or ctx.choice(len(conv.choices)) is not None:
-                ctx.say("上次的对话已超时结束，我们重新开始。")
-            self._clear(ctx)
-            conv.choices, conv.choice_kind = [], None
-        elif conv.expired:
-            conv.expired = False
-        roles = ctx.user.role_set
+        # 1. A flow or numbered menu left idle too long ends; ``offered``: the options this text may pick.
+        offered = self._expire_idle(ctx, conv)
+        # 2. Global commands (帮助 / 取消 / 返回 / 人工) work anywhere.
         cmd = self.matcher.global_command(ctx.text)
-        if cmd is not None and cmd.allowed(roles):
-            await self._command(ctx, conv, cmd)
+        if cmd is not None and cmd.allowed(ctx.user.role_set):
+            await self._command(ctx, cmd)
             return
-        # before_route hooks (flows.api) read the message before the open menu and the active flow: an open
-        # call-up's 1/2/3 must not pick item 1 of a menu left open (issue 14, item 13). A hook that claims
-        # the message replies itself; when it asks nothing of its own, the open menu stays open for the next message.
-        ctx.asked_at = conv.updated_at if (conv.flow or conv.choices) else None
+        # 2b. before_route hooks (flows.api) read the message before the open menu and the active flow:
+        # an open call-up's 1/2/3 must not pick item 1 of a menu left open (issue 14, item 13). A hook that
+        # claims the message replies itself; when it asks nothing of its own, the open menu stays open.
+        ctx.asked_at = conv.updated_at if (ctx.flow or offered) else None
         for hook in before_route_hooks():
             if await hook(ctx):
-                if ctx.flow == conv.flow and not ctx.choices:
-                    ctx.choices, ctx.choice_kind = list(conv.choices), conv.choice_kind
+                if ctx.flow == conv.state.flow and not ctx.choices:
+                    ctx.choices, ctx.choice_kind = list(offered), conv.state.choice_kind
                 return
-        if conv.choices:
-            n = ctx.choice(len(conv.choices))
-            if n is not None:
-                value = conv.choices[n - 1]["value"]
-                kind = conv.choice_kind
-                if kind == "intent":
-                    conv.choices, conv.choice_kind = [], None
-                    ctx.entry = "choice"
-                    await self._start_intent_id(ctx, str(value))
-                    return
-                ctx.picked = value
-                conv.choices, conv.choice_kind = [], None
-                await self._flow_step(ctx)
-                return
-            if conv.choice_kind == "intent":
-                conv.choices, conv.choice_kind = [], None
+        # 3. A digit answering the numbered options of the previous reply.
+        if offered and await self._numbered_choice(ctx, offered, conv.state.choice_kind):
+            return
+        # 4. The active flow's next step (its roles checked again).
         if ctx.flow:
             await self._flow_step(ctx)
             return
+        # 5. A new request: an intent, "您是想…" options, or the fallback flow.
         await self._match_and_start(ctx)
+
+    def _expire_idle(self, ctx: Context, conv: ConvRecord) -> list[Option]:
+        """End a flow or numbered menu left idle past ``bot.conversation_timeout_min``; returns the
+        numbered options the message may answer."""
+        offered = conv.state.choices
+        timeout = timedelta(minutes=self.cfg.bot.conversation_timeout_min)
+        if not conv.state.idle and (conv.expired or ctx.now - conv.updated_at > timeout):
+            # A stale "2" must not pick from yesterday's options: it gets the note; other text after an
+            # old menu (帮助, the welcome) is simply read afresh.
+            if conv.state.flow or ctx.choice(len(offered)) is not None:
+                ctx.say("上次的对话已超时结束，我们重新开始。")
+            ctx.clear()
+            return []
+        return offered
+
+    async def _numbered_choice(self, ctx: Context, offered: list[Option], kind: str | None) -> bool:
+        """A digit picking one of ``offered``: an intent to start, or a value for the flow's step."""
+        n = ctx.choice(len(offered))
+        if n is None or (kind != "intent" and not ctx.flow):
+            return False  # not a pick (the options lapse; a flow's own re-ask offers them again)
+        value = offered[n - 1]["value"]
+        if kind == "intent":
+            ctx.entry = "choice"
+            await self._start_intent_id(ctx, str(value))
+            return True
+        ctx.picked = value
+        await self._flow_step(ctx)
+        return True
 
     async def _match_and_start(self, ctx: Context) -> None:
         m = self.matcher.match(ctx.text, ctx.user.role_set)
@@ -239,23 +233,21 @@ class Dispatcher:
 
     async def _start_intent(self, ctx: Context, intent: Intent, slots: dict[str, str]) -> None:
         if not intent.allowed(ctx.user.role_set):
-            ctx.say("该功能仅限工作人员使用。回复“帮助”查看您可以使用的功能。")
+            ctx.say(STAFF_ONLY)
             return
         if intent.flow in BUILTIN_COMMANDS:
-            await self._command(ctx, None, intent)
+            await self._command(ctx, intent)
             return
         await self._start_flow(ctx, intent.flow, slots)
 
     async def _start_flow(self, ctx: Context, name: str, slots: dict[str, str]) -> None:
         for _ in range(5):  # a flow may switch to another in the same turn; bounded
             flow = get_flow(name)
-            if flow.roles and not (flow.roles & ctx.user.role_set):
-                ctx.say("该功能仅限工作人员使用。回复“帮助”查看您可以使用的功能。")
-                self._clear(ctx)
+            if not _allowed(flow, ctx):
+                ctx.say(STAFF_ONLY)
+                ctx.clear()
                 return
-            ctx.flow, ctx.step, ctx.slots, ctx.intent_slots = name, None, {}, slots
-            ctx.ended, ctx.next_flow, ctx.choices, ctx.choice_kind = False, None, [], None
-            ctx.stack, ctx.reasks, ctx._turn_step = [], 0, None
+            ctx.enter(name, slots)
             await flow.start(ctx)
             if ctx.next_flow is None:
                 return
@@ -265,9 +257,11 @@ class Dispatcher:
     async def _flow_step(self, ctx: Context) -> None:
         assert ctx.flow is not None
         flow = get_flow(ctx.flow)
+        if not self._still_allowed(ctx, flow):
+            return
         await flow.step(ctx)
         if ctx.rerouted:
-            self._clear(ctx)
+            ctx.clear()
             ctx.rerouted = False
             await self._match_and_start(ctx)
             return
@@ -276,39 +270,42 @@ class Dispatcher:
             ctx.entry = "switch"
             await self._start_flow(ctx, name, slots)
 
-    async def _command(self, ctx: Context, conv: ConvRecord | None, intent: Intent) -> None:
+    def _still_allowed(self, ctx: Context, flow: Flow) -> bool:
+        """A flow's roles hold at every step, not only at its start: a staff member whose role was taken
+        away in the middle of 发起集结 must not finish it. Otherwise the flow ends with a clear line."""
+        if _allowed(flow, ctx):
+            return True
+        log.info("flow %s ended: the user no longer has its roles", flow.name)
+        ctx.say(f"您已没有使用“{flow.title or '该功能'}”的权限，本次操作已结束。如有疑问请联系管理员。"
+                "回复“帮助”查看您可以使用的功能。")
+        ctx.clear()
+        return False
+
+    async def _command(self, ctx: Context, intent: Intent) -> None:
         if intent.flow == "cancel":
             if ctx.flow:
                 title = get_flow(ctx.flow).title or "当前事项"
                 ctx.say(f"已退出“{title}”。回复“帮助”查看功能。")
             else:
                 ctx.say("当前没有进行中的事项。回复“帮助”查看功能。")
-            self._clear(ctx)
+            ctx.clear()
             return
         if intent.flow == "back":
-            stack = list(conv.stack) if conv is not None else []
             if not ctx.flow:
                 ctx.say("当前没有进行中的事项。回复“帮助”查看功能。")
                 return
             flow = get_flow(ctx.flow)
-            if not stack:
-                ctx.say("已经是第一步了。")
-                ctx.step, ctx.slots, ctx._turn_step = None, {}, None
-                ctx.entry = "back"  # the flow starts over; the text (返回) is not a request
-                await flow.start(ctx)
+            if not self._still_allowed(ctx, flow):
                 return
-            prev = stack.pop()
-            ctx.step, ctx.slots, ctx.stack = prev["step"], dict(prev["slots"]), stack
-            ctx._turn_step = None  # re-prompting must not push the step we just left
-            await flow.prompt(ctx, ctx.step)
+            if ctx.back():
+                await flow.prompt(ctx, ctx.step or "")
+                return
+            ctx.say("已经是第一步了。")
+            ctx.entry = "back"  # the flow starts over; the text (返回) is not a request
+            await flow.start(ctx)
             return
-        self._clear(ctx)
+        ctx.clear()
         await self._start_flow(ctx, intent.flow, {})
-
-    def _clear(self, ctx: Context) -> None:
-        ctx.flow, ctx.step, ctx.slots, ctx.stack = None, None, {}, []
-        ctx.choices, ctx.choice_kind = [], None
-        ctx.ended, ctx._turn_step = False, None
 
     # ------------------------------------------------------------------------------------------
     async def _event(self, ctx: Context, conv: ConvRecord) -> None:
@@ -331,7 +328,7 @@ class Dispatcher:
                 .where(OutboxMessage.openid == user.openid, OutboxMessage.status == "pending")
                 .values(status="cancelled", last_error="user unsubscribed")
             )
-            self._clear(ctx)
+            ctx.clear()
             return
         if ev == "scan":
             await self._scene(ctx, key)
@@ -344,7 +341,7 @@ class Dispatcher:
                 log.warning("menu key %r has no intent", key)
                 ctx.say("该菜单暂未开通，回复“帮助”查看功能。")
                 return
-            self._clear(ctx)
+            ctx.clear()
             ctx.entry = "menu"
             await self._start_intent(ctx, intent, {})
             return
@@ -372,16 +369,16 @@ class Dispatcher:
 
     # ------------------------------------------------------------------------------------------
     def _save_conversation(self, ctx: Context, conv: ConvRecord, now: datetime) -> None:
-        if ctx.ended:
-            ctx.flow, ctx.step, ctx.slots, ctx.stack = None, None, {}, []
-        if (ctx.inbound.kind == "event" and not ctx.replies and ctx.flow == conv.flow and ctx.step == conv.step
-                and ctx.slots == conv.slots and ctx.stack == conv.stack):
+        state = ctx.final_state()
+        if ctx.inbound.kind == "event" and not ctx.replies and state.same_place(conv.state):
             # An event WeChat sends on its own (LOCATION reports, TEMPLATESENDJOBFINISH, VIEW …) is not the
             # user taking part: the conversation keeps its idle clock and its numbered options.
             return
-        conv.flow, conv.step, conv.slots, conv.stack = ctx.flow, ctx.step, ctx.slots, list(ctx.stack)
-        # Numbered options are valid for the next message only.
-        conv.choices, conv.choice_kind = ctx.choices, ctx.choice_kind
-        conv.reasks = ctx.reasks if ctx.flow else 0
+        # Numbered options offered this turn are valid for the next message only (the state carries them).
+        conv.state = state
         conv.updated_at = now
         conv.expired = False
+
+
+def _allowed(flow: Flow, ctx: Context) -> bool:
+    return not flow.roles or bool(flow.roles & ctx.user.role_set)

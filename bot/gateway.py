@@ -61,6 +61,10 @@ class Refusal(Exception):
 
 def to_inbound(msg: Any) -> Inbound | None:
     """Reduce a wechatpy message/event to an :class:`Inbound`; None for types we ignore."""
+    # wechatpy's private ``_data`` on purpose: it is the raw field dict parse_message() read (BaseMessage
+    # keeps it, no public accessor), while its typed attributes convert lazily and raise on odd values
+    # (``msg.id`` on a MsgId that is not a number). If wechatpy renames it, every message would read as
+    # empty: tests/test_wechatpy_internals.py fails then.
     raw: dict[str, Any] = getattr(msg, "_data", {}) or {}
     mtype = str(raw.get("MsgType", "")).lower()
     msg_id = _int(raw.get("MsgId") or raw.get("MsgID")) or None  # not msg.id: it raises on a non-number
@@ -179,7 +183,7 @@ def dedup_key(msg: Any) -> str:
     """Sender+MsgId for messages; FromUserName+CreateTime+Event+EventKey for events (wechatpy gives them
     id 0). A message's key names its sender: a MsgId another openid sent is another message (and must
     never get this one's stored reply)."""
-    raw = getattr(msg, "_data", {}) or {}
+    raw = getattr(msg, "_data", {}) or {}  # the raw fields: see to_inbound() for why the private name
     mid = raw.get("MsgId") or raw.get("MsgID")
     if str(raw.get("MsgType", "")).lower() != "event" and mid and str(mid) != "0":
         key = f"m:{raw.get('FromUserName')}:{mid}"

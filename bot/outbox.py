@@ -79,6 +79,7 @@ from bot.wechat_api import (
 )
 from storage import subscribe as consent
 from storage.db import Database
+from storage.outbox import on_commit
 from storage.outbox_repo import (
     ClaimedRow,
     Outcome,
@@ -146,6 +147,11 @@ _SENDERS: weakref.WeakSet[OutboxSender] = weakref.WeakSet()
 _HOOKED = False
 
 
+def _wake_senders() -> None:
+    for sender in list(_SENDERS):
+        sender.wake()
+
+
 def _install_commit_hook() -> None:
     """Wake this process's senders when a transaction that wrote outbox rows commits.
 
@@ -171,8 +177,10 @@ def _install_commit_hook() -> None:
     @event.listens_for(Session, "after_commit")
     def _commit(session: Session) -> None:
         if session.info.pop("vetbot_outbox_new", False):
-            for sender in list(_SENDERS):
-                sender.wake()
+            _wake_senders()
+
+    # Pushes queued inline on a batched SQLite turn (no ORM session): woken after the batch commits.
+    on_commit(_wake_senders)
 
     @event.listens_for(Session, "after_soft_rollback")
     def _rollback(session: Session, _prev: Any) -> None:

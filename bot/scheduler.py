@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
@@ -31,7 +30,6 @@ class Leadership:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._conn: AsyncConnection | None = None
-        self.is_leader = db.is_sqlite
 
     async def held(self) -> bool:
         if self.db.is_sqlite:
@@ -50,17 +48,14 @@ class Leadership:
             if got:
                 self._conn = conn
                 log.info("this process now runs the scheduled jobs")
-                self.is_leader = True
                 return True
             await conn.close()
         except Exception as e:
             log.warning("scheduler lock attempt failed: %s", type(e).__name__)
-        self.is_leader = False
         return False
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        self.is_leader = False
         if conn is not None:
             try:
                 await conn.close()
@@ -90,24 +85,20 @@ class Scheduler:
         self.leadership = Leadership(db)
         self.sched = AsyncIOScheduler()
         self.tick_s = tick_s
-        self._running: set[str] = set()
 
     async def _guarded(self, tick: Tick) -> None:
-        if tick.name in self._running:
-            return  # the previous run is still going; never overlap a job with itself
         if not await self.leadership.held():
             return
-        self._running.add(tick.name)
         try:
             await run_tick(tick, self.db, self.services)
         except Exception:
             log.exception("scheduled job %s failed", tick.name)
-        finally:
-            self._running.discard(tick.name)
 
     def start(self) -> None:
         for t in ticks():
             seconds = min(t.seconds, self.tick_s) if self.tick_s else t.seconds
+            # max_instances=1: a job never overlaps itself (APScheduler skips a run while the previous one,
+            # a coroutine on this loop, is still going); coalesce: missed runs collapse into one.
             self.sched.add_job(self._guarded, "interval", seconds=seconds, args=[t], id=t.name,
                                max_instances=1, coalesce=True, misfire_grace_time=None)
         self.sched.start()
@@ -118,6 +109,3 @@ class Scheduler:
         await asyncio.sleep(0)
         await self.leadership.release()
 
-
-def describe() -> list[dict[str, Any]]:
-    return [{"name": t.name, "every_s": t.seconds} for t in ticks()]

@@ -4,7 +4,10 @@ A flow is a class registered with :func:`flow`. The dispatcher calls :meth:`Flow
 intent (or a menu choice) enters it and :meth:`Flow.step` for every later message while it is
 active. The flow talks back only through its :class:`Context`: ``say``, ``ask``, ``reask``,
 ``choose``, ``end``, ``switch``, ``push``, and the database ``session`` of the current turn (one
-transaction: what the flow writes and the pushes it queues commit together, or not at all).
+transaction: what the flow writes and the pushes it queues commit together, or not at all). Where the
+user is — flow, step, slots, 返回 history, numbered options — is one value, ``ctx.state`` (a
+:class:`FlowState`, owned by :mod:`storage.conversations`), saved at the end of every turn; a flow with
+``roles`` is checked against the user's roles at its start and at every later step.
 
 A flow never sees aiohttp or the WeChat client. Example::
 
@@ -42,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.text import normalize, parse_choice
+from storage.conversations import FlowState, copy_json
 from storage.outbox import Push, enqueue
 
 if TYPE_CHECKING:
@@ -94,43 +98,40 @@ class Inbound:
 
 
 class Context:
-    """Everything a flow may read or do during one turn."""
+    """Everything a flow may read or do during one turn.
+
+    ``ctx.state`` is the user's :class:`FlowState` for this turn (a deep copy of what was loaded: change
+    nested slots in place freely, the change is saved); ``ctx.flow``, ``ctx.step``, ``ctx.slots``,
+    ``ctx.stack``, ``ctx.choices``, ``ctx.choice_kind`` and ``ctx.reasks`` read and write its fields.
+    The rest of a Context (replies, ``picked``, ``entry``, ``ended`` …) lives for this turn only."""
 
     def __init__(self, *, user: UserRecord, inbound: Inbound, session: AsyncSession, services: Services,
-                 now: datetime, flow: str | None = None, step: str | None = None,
-                 slots: dict[str, Any] | None = None, intent_slots: dict[str, str] | None = None,
-                 stack: list[dict[str, Any]] | None = None, reasks: int = 0) -> None:
+                 now: datetime, state: FlowState | None = None) -> None:
         self.user = user
         self.inbound = inbound
         self.session = session
         self.services = services
         self.now = now
-        self.flow = flow
-        self.step = step
-        self.slots: dict[str, Any] = slots if slots is not None else {}
+        self.state = state if state is not None else FlowState()
         # Named groups of the intent regex that started the flow (e.g. 找工作 保安 -> {"words": "保安"}).
-        self.intent_slots: dict[str, str] = intent_slots or {}
+        self.intent_slots: dict[str, str] = {}
         #: How the current flow was entered: "text" (an intent matched the user's words), "choice"
         #: (a numbered menu pick), "menu" (a custom-menu click), "fallback" (no intent claimed the
         #: text), "switch" (another flow handed over) or "back" (返回 at the first step: the flow starts
         #: over). A flow started by "choice"/"menu"/"back" should not treat ctx.text (a digit, an empty
         #: click, 返回) as the user's request.
         self.entry = "text"
-        # Earlier (step, slots) of this flow, for 返回; maintained by ask().
-        self.stack: list[dict[str, Any]] = stack if stack is not None else []
-        self._turn_step = step
-        self._turn_slots = dict(self.slots)
+        # The step and slots the turn began at: ask() pushes them on the stack for 返回 (a deep copy, so
+        # that changes made in place during the turn do not reach the remembered step).
+        self._turn_step = self.state.step
+        self._turn_slots = copy_json(self.state.slots)
         self.replies: list[str] = []
-        # Numbered options offered this turn; they stay valid for the user's next message only.
-        self.choices: list[dict[str, Any]] = []
-        self.choice_kind: str | None = None
         #: The value of the numbered option the user just picked (None when the text is not a pick).
         self.picked: Any = None
         self.ended = False
         self.reask_exhausted = False
         self.next_flow: tuple[str, dict[str, str]] | None = None
         self.rerouted = False
-        self.reasks = reasks
         self.pushes = 0
         #: When the question now waiting for an answer — the active flow's step or a numbered menu — was
         #: asked (naive UTC); None when nothing waits. Set by the dispatcher for :func:`before_route` hooks.
@@ -142,6 +143,106 @@ class Context:
         #: conversation, dedup), in the same transaction: 注销 erases the person there, so that nothing the
         #: turn writes afterwards brings their openid back.
         self.after_save: list[Callable[[Any], Awaitable[None]]] = []
+
+    # --- the conversation state (fields of ctx.state) ----------------------------------------------
+    @property
+    def flow(self) -> str | None:
+        """The active flow's name (None: no flow)."""
+        return self.state.flow
+
+    @flow.setter
+    def flow(self, value: str | None) -> None:
+        self.state.flow = value
+
+    @property
+    def step(self) -> str | None:
+        """The active flow's current step."""
+        return self.state.step
+
+    @step.setter
+    def step(self, value: str | None) -> None:
+        self.state.step = value
+
+    @property
+    def slots(self) -> dict[str, Any]:
+        """The active flow's values (JSON data), kept across its turns."""
+        return self.state.slots
+
+    @slots.setter
+    def slots(self, value: dict[str, Any]) -> None:
+        self.state.slots = value
+
+    @property
+    def stack(self) -> list[dict[str, Any]]:
+        """Earlier (step, slots) of this flow, for 返回; maintained by :meth:`ask`."""
+        return self.state.stack
+
+    @stack.setter
+    def stack(self, value: list[dict[str, Any]]) -> None:
+        self.state.stack = value
+
+    @property
+    def choices(self) -> list[dict[str, Any]]:
+        """Numbered options offered this turn (:meth:`choose`); valid for the user's next message only."""
+        return self.state.choices
+
+    @choices.setter
+    def choices(self, value: list[dict[str, Any]]) -> None:
+        self.state.choices = value
+
+    @property
+    def choice_kind(self) -> str | None:
+        """What a pick of :attr:`choices` does: "flow" (it comes back to the flow as ``ctx.picked``) or
+        "intent" (it starts that intent)."""
+        return self.state.choice_kind
+
+    @choice_kind.setter
+    def choice_kind(self, value: str | None) -> None:
+        self.state.choice_kind = value
+
+    @property
+    def reasks(self) -> int:
+        """How often the current step was asked again (see :meth:`reask`)."""
+        return self.state.reasks
+
+    @reasks.setter
+    def reasks(self, value: int) -> None:
+        self.state.reasks = value
+
+    def enter(self, flow: str, intent_slots: dict[str, str] | None = None, *, step: str | None = None,
+              slots: dict[str, Any] | None = None) -> None:
+        """Put the user into ``flow`` afresh (nothing of the previous flow kept). The dispatcher calls it
+        before :meth:`Flow.start`; a QR-scene handler calls it (with the ``step`` and ``slots`` to wait
+        at) to hand the user's next message to a flow."""
+        self.state = self.state.entered(flow, step, slots)
+        self.intent_slots = intent_slots or {}
+        self.ended, self.next_flow = False, None
+        self._turn_step, self._turn_slots = None, {}
+
+    def clear(self) -> None:
+        """Leave any flow and drop the numbered options at once (取消, a menu click, a timeout)."""
+        self.state = self.state.cleared()
+        self.ended = False
+        self._turn_step = None
+
+    def back(self) -> bool:
+        """返回: go to the previous step with its slots as they were; False (and the flow at its start,
+        nothing filled in) when there is no previous step."""
+        if not self.stack:
+            self.step, self.slots, self._turn_step = None, {}, None
+            return False
+        prev = self.stack.pop()
+        self.step, self.slots = prev["step"], copy_json(prev["slots"])
+        self._turn_step = None  # re-prompting must not push the step we just left
+        return True
+
+    def final_state(self) -> FlowState:
+        """The state to store after this turn: without the flow when it ended (numbered options offered
+        on the way out stay), re-asks counted only inside a flow."""
+        state = self.state.finished() if self.ended else self.state
+        if state.flow is None:
+            state.reasks = 0
+        return state
 
     # --- reading -------------------------------------------------------------------------------
     @property

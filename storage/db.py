@@ -153,10 +153,10 @@ class Database:
 
         On PostgreSQL a plain session; a deadlock or serialization failure runs ``fn`` again in a fresh
         transaction (up to :data:`CONFLICT_TRIES` times in all), so ``fn`` must not act outside the
-        session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`)
-        in its own SAVEPOINT, so an exception rolls back ``fn``'s work alone and reaches the caller; the
-        session's ``sqlite`` attribute is the raw connection for hot paths written in plain SQL. ``fn``
-        must not open another session (on SQLite that would wait for the connection it holds).
+        session. On SQLite ``fn`` joins the shared group commit (:attr:`batcher`) in its own SAVEPOINT, so
+        an exception rolls back ``fn``'s work alone and reaches the caller; hot repository paths run their
+        statements inline there (:func:`storage.turnio.runner`). ``fn`` must not open another session (on
+        SQLite that would wait for the connection it holds).
         """
         if not self.is_sqlite:
             for attempt in range(1, CONFLICT_TRIES + 1):
@@ -169,10 +169,10 @@ class Database:
                     if not is_conflict(e) or attempt == CONFLICT_TRIES:
                         raise
                     await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
-        from storage.turnio import LazySession
+        from storage.turnio import batch_session
 
-        async def job(conn: Any, raw: Any) -> T:
-            s = LazySession(conn, raw)
+        async def job(turn: Any) -> T:
+            s = batch_session(turn)
             try:
                 value = await fn(s)
                 await s.commit()
@@ -266,7 +266,3 @@ def upgrade(url: str, revision: str = "heads") -> None:
         finally:
             con.close()
 
-
-async def upgrade_async(url: str, revision: str = "heads") -> None:
-    """Run migrations from async code (Alembic's env runs its own event loop in a thread)."""
-    await asyncio.to_thread(upgrade, url, revision)

@@ -350,22 +350,6 @@ async def get_subscription(session: AsyncSession, openid: str) -> JobSubscriptio
     return (await session.execute(select(JobSubscription).where(JobSubscription.openid == openid))).scalar_one_or_none()
 
 
-async def deliverable_subscriptions(session: AsyncSession, *, due_before: datetime | None = None,
-                                    limit: int | None = None) -> list[JobSubscription]:
-    """Active subscriptions of users who still follow the account (unfollowed users get nothing);
-    with ``due_before`` only those whose digest is due by then, earliest first."""
-    q = (select(JobSubscription).join(User, User.openid == JobSubscription.openid)
-         .where(JobSubscription.status == ACTIVE, User.subscribed.is_(True)))
-    if due_before is not None:
-        q = q.where(JobSubscription.next_digest_at.is_not(None), JobSubscription.next_digest_at <= due_before)
-        q = q.order_by(JobSubscription.next_digest_at, JobSubscription.id)
-    else:
-        q = q.order_by(JobSubscription.id)
-    if limit is not None:
-        q = q.limit(limit)
-    return list((await session.execute(q)).scalars())
-
-
 #: Subscription columns matching and scheduling read.
 MATCH_COLUMNS = ("id", "openid", "places", "keywords", "categories", "min_salary", "job_type", "mode", "digest_minute",
                  "quiet_start", "quiet_end", "cursor")
@@ -373,8 +357,10 @@ MATCH_COLUMNS = ("id", "openid", "places", "keywords", "categories", "min_salary
 
 async def deliverable_rows(session: AsyncSession, *, due_before: datetime | None = None,
                            limit: int | None = None) -> list[Any]:
-    """:func:`deliverable_subscriptions` as read-only rows (attribute access, no ORM identity map): the
-    import and the digest job read thousands of subscriptions and update them with plain UPDATEs."""
+    """Active subscriptions of users who still follow the account (unfollowed users get nothing); with
+    ``due_before`` only those whose digest is due by then, earliest first. Read-only rows (attribute
+    access, no ORM identity map): the import and the digest job read thousands of subscriptions and
+    update them with plain UPDATEs."""
     t = JobSubscription.__table__
     q = (select(*[t.c[c] for c in MATCH_COLUMNS]).join(User.__table__, User.__table__.c.openid == t.c.openid)
          .where(t.c.status == ACTIVE, User.__table__.c.subscribed.is_(True)))

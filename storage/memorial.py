@@ -17,8 +17,6 @@ Times are naive UTC; ``day`` columns hold the local (``bot.timezone``) date the 
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,6 +31,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     case,
     func,
     or_,
@@ -43,12 +42,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, JSONText
-from storage.models import OutboxMessage
-from storage.outbox import Push, enqueue
-from storage.outbox import _row as outbox_row
+from storage.base import Base
 from storage.privacy import DELETE, DUTY, PSEUDONYMISE, Declaration, Retention, declare
 from storage.sql import insert_ignore
+from storage.turnio import runner
 
 #: ``martyr_id`` of the memorial as a whole (all martyrs).
 MEMORIAL = 0
@@ -216,96 +213,28 @@ class TributeResult:
 _STMTS: dict[tuple[str, str], Any] = {}
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    name = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return postgresql.insert(table) if name == "postgresql" else sqlite.insert(table)
-
-
-def _bump_stmt(session: AsyncSession) -> Any:
-    """``INSERT (target, action, 1) ON CONFLICT DO UPDATE SET n = n + 1 RETURNING n``, built once per
-    dialect (the chat path of a tribute runs it thousands of times a second at the Qingming peak)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    stmt = _STMTS.get(("bump", dialect))
-    if stmt is None:
-        t = MemorialCounter.__table__
-        ins = _insert(session, t)
-        stmt = ins.on_conflict_do_update(index_elements=["martyr_id", "action"],
-                                         set_={"n": t.c.n + 1}).returning(t.c.n)
-        _STMTS[("bump", dialect)] = stmt
-    return stmt
-
-
-def _ignore_stmt(session: AsyncSession, table: Any, name: str) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+def _stmt(name: str, dialect: str) -> Any:
+    """The tribute path's statements, built once per dialect (the chat path of a tribute runs them
+    thousands of times a second at the Qingming peak): ``tribute`` and ``participant`` are
+    ``INSERT … ON CONFLICT DO NOTHING``; ``bump`` is ``INSERT (target, action, 1) ON CONFLICT DO UPDATE
+    SET n = n + 1 RETURNING n``."""
     stmt = _STMTS.get((name, dialect))
     if stmt is None:
-        stmt = _insert(session, table).on_conflict_do_nothing()
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        if name == "bump":
+            t = MemorialCounter.__table__
+            stmt = insert(t).on_conflict_do_update(index_elements=["martyr_id", "action"],
+                                                   set_={"n": t.c.n + 1}).returning(t.c.n)
+        else:
+            table = {"tribute": MemorialTribute, "participant": MemorialParticipant}[name].__table__
+            stmt = insert(table).on_conflict_do_nothing()
         _STMTS[(name, dialect)] = stmt
     return stmt
 
 
-async def bump_counter(session: AsyncSession, martyr_id: int, action: str) -> int:
-    """Add one to a counter (creating it) and return the new value, in one statement."""
-    res = await session.execute(_bump_stmt(session), {"martyr_id": martyr_id, "action": action, "n": 1})
-    return int(res.scalar_one())
-
-
-def sqlite_of(session: Any) -> sqlite3.Connection | None:
-    """The plain sqlite3 connection of a batched SQLite chat turn (``LazySession.sqlite``), else None.
-
-    Why: at the Qingming peak a tribute is the whole turn, and through the ORM session its four
-    statements cost ~3 ms (a SAVEPOINT for the lazily created session, statement compilation, the
-    greenlet hand-offs); as plain SQL on the batch's connection they cost ~50 µs. Same transaction,
-    same statements, same exactness."""
-    raw = session.__dict__.get("sqlite") if hasattr(session, "__dict__") else None
-    return raw if isinstance(raw, sqlite3.Connection) else None
-
-
-_SQL_TRIBUTE = "INSERT INTO memorial_tributes (day, martyr_id, openid, action) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
-_SQL_BUMP = ("INSERT INTO memorial_counters (martyr_id, action, n) VALUES (?, ?, 1) "
-             "ON CONFLICT (martyr_id, action) DO UPDATE SET n = n + 1 RETURNING n")
-_SQL_PARTICIPANT = "INSERT INTO memorial_participants (openid, first_day) VALUES (?, ?) ON CONFLICT DO NOTHING"
-
-
-def _record_tribute_sqlite(raw: sqlite3.Connection, openid: str, martyr_id: int, action: str,
-                           day: date) -> TributeResult:
-    d = day.isoformat()  # SQLAlchemy's SQLite Date format
-    if raw.execute(_SQL_TRIBUTE, (d, martyr_id, openid, action)).rowcount != 1:
-        return TributeResult(False)
-    is_new = raw.execute(_SQL_PARTICIPANT, (openid, d)).rowcount == 1
-    n = raw.execute(_SQL_BUMP, (martyr_id, action)).fetchone()[0]
-    return TributeResult(True, int(n), is_new)
-
-
-def _sqlite_value(col: Any, v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(col.type, JSONText):
-        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DateTime format
-    if isinstance(v, bool):
-        return int(v)
-    return v
-
-
-async def enqueue_push(session: AsyncSession, push: Push, now: datetime) -> int:
-    """:func:`storage.outbox.enqueue` for one push; on a batched SQLite turn as one plain INSERT (the 默哀
-    reply is queued in the peak's hot path: through the ORM it cost a 2-3 ms SAVEPOINT session). The row
-    is the one ``enqueue`` writes, column defaults included; the sender finds it by polling (it is due
-    a minute later anyway)."""
-    raw = sqlite_of(session)
-    if raw is None:
-        return await enqueue(session, push, now)
-    row = outbox_row(push, now)
-    table = OutboxMessage.__table__
-    for col in table.columns:
-        if col.name not in row and col.default is not None and getattr(col.default, "is_scalar", False):
-            row[col.name] = col.default.arg
-    cols = [c for c in table.columns if c.name in row]
-    sql = (f"INSERT INTO outbox ({', '.join(c.name for c in cols)}) VALUES ({', '.join('?' * len(cols))}) "
-           "ON CONFLICT (idempotency_key) DO NOTHING")
-    return raw.execute(sql, [_sqlite_value(c, row[c.name]) for c in cols]).rowcount
+def _insert(session: AsyncSession, table: Any) -> Any:
+    name = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return postgresql.insert(table) if name == "postgresql" else sqlite.insert(table)
 
 
 async def record_tribute(session: AsyncSession, openid: str, martyr_id: int, action: str, day: date) -> TributeResult:
@@ -313,21 +242,23 @@ async def record_tribute(session: AsyncSession, openid: str, martyr_id: int, act
 
     Exact under concurrency on SQLite and PostgreSQL; see the module docstring. The caller's
     transaction holds it all: rolled back, nothing was counted.
-    """
+
+    At the Qingming peak a tribute is the whole turn: on a batched SQLite chat turn (or tribute page) the
+    three statements run inline on the batch's connection (:func:`storage.turnio.runner`), ~50 µs
+    instead of the ~3 ms an ORM session created for them costs; the statements and the rows they write
+    are the same (``tests/memorial/test_fast_path.py``)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown tribute action {action!r}; known: {', '.join(ACTIONS)}")
-    raw = sqlite_of(session)
-    if raw is not None:
-        return _record_tribute_sqlite(raw, openid, martyr_id, action, day)
-    took = await session.execute(_ignore_stmt(session, MemorialTribute.__table__, "tribute"),
-                                 {"day": day, "martyr_id": martyr_id, "openid": openid, "action": action})
+    sql = runner(session)
+    d = sql.dialect.name
+    took = await sql.execute(_stmt("tribute", d), {"day": day, "martyr_id": martyr_id, "openid": openid,
+                                                   "action": action})
     if not took.rowcount or took.rowcount < 0:
         return TributeResult(False)
-    new = await session.execute(_ignore_stmt(session, MemorialParticipant.__table__, "participant"),
-                                {"openid": openid, "first_day": day})
+    new = await sql.execute(_stmt("participant", d), {"openid": openid, "first_day": day})
     # Last: the counter row stays locked (PostgreSQL) from here until the turn commits.
-    n = await bump_counter(session, martyr_id, action)
-    return TributeResult(True, n, bool(new.rowcount and new.rowcount > 0))
+    n = (await sql.execute(_stmt("bump", d), {"martyr_id": martyr_id, "action": action, "n": 1})).scalar_one()
+    return TributeResult(True, int(n), bool(new.rowcount and new.rowcount > 0))
 
 
 async def counts(session: AsyncSession, martyr_id: int) -> dict[str, int]:
@@ -406,15 +337,14 @@ async def get_martyr(session: AsyncSession, martyr_id: int) -> Martyr | None:
     return await session.get(Martyr, martyr_id)
 
 
+_NAMED = select(Martyr.id, Martyr.name).where(Martyr.name == bindparam("name")).order_by(Martyr.id) \
+    .limit(bindparam("limit"))
+
+
 async def martyrs_named(session: AsyncSession, name: str, limit: int = 20) -> list[tuple[int, str]]:
-    """(id, name) of the records named exactly ``name`` (an index lookup: the one-message tribute path)."""
-    raw = sqlite_of(session)
-    if raw is not None:
-        rows = raw.execute("SELECT id, name FROM memorial_martyrs WHERE name = ? ORDER BY id LIMIT ?",
-                           (name, limit)).fetchall()
-    else:
-        rows = (await session.execute(select(Martyr.id, Martyr.name).where(Martyr.name == name)
-                                      .order_by(Martyr.id).limit(limit))).all()
+    """(id, name) of the records named exactly ``name`` (an index lookup: the one-message tribute path,
+    inline on a batched SQLite turn like :func:`record_tribute`)."""
+    rows = (await runner(session).execute(_NAMED, {"name": name, "limit": limit})).all()
     return [(int(i), str(n)) for i, n in rows]
 
 
@@ -583,14 +513,14 @@ async def opt_out(session: AsyncSession, openid: str) -> bool:
     return True
 
 
+_OPTED_IN = select(MemorialReminder.openid).where(MemorialReminder.openid == bindparam("openid"))
+
+
 async def is_opted_in(session: AsyncSession, openid: str) -> bool:
-    """Whether ``openid`` asked for Qingming / 9·30 reminders. On a batched SQLite chat turn one plain
-    SELECT: through the ORM the memorial menu's turn paid for a whole lazily created session (its
-    SAVEPOINT, the identity-map ``get``, commit and close) to read one row."""
-    raw = sqlite_of(session)
-    if raw is not None:
-        return raw.execute("SELECT 1 FROM memorial_reminders WHERE openid = ?", (openid,)).fetchone() is not None
-    return (await session.get(MemorialReminder, openid)) is not None
+    """Whether ``openid`` asked for Qingming / 9·30 reminders. Inline on a batched SQLite chat turn (see
+    :func:`record_tribute`): the memorial menu's turn would otherwise pay for a whole ORM session to
+    read one row."""
+    return (await runner(session).execute(_OPTED_IN, {"openid": openid})).first() is not None
 
 
 async def reminder_recipients(session: AsyncSession, after: str, limit: int) -> list[str]:

@@ -6,14 +6,17 @@ records what must be sent, so that a push exists exactly when the change that ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import OutboxMessage
 from storage.sql import insert_ignore
+from storage.turnio import inline_sql
 
 #: Priorities: lower is sent first.
 EMERGENCY = 0
@@ -76,14 +79,40 @@ def _row(p: Push, now: datetime) -> dict[str, Any]:
     }
 
 
+_SQLITE_ENQUEUE = sqlite.insert(OutboxMessage.__table__).on_conflict_do_nothing(index_elements=["idempotency_key"])
+_ON_COMMIT: list[Callable[[], None]] = []
+
+
+def on_commit(fn: Callable[[], None]) -> Callable[[], None]:
+    """Have ``fn()`` called after a transaction that queued pushes without an ORM session commits (the
+    inline path of :func:`enqueue`). :mod:`bot.outbox` registers the wake-up of this process's senders
+    here; pushes queued through an ORM session wake them through SQLAlchemy's session events instead."""
+    if fn not in _ON_COMMIT:
+        _ON_COMMIT.append(fn)
+    return fn
+
+
+def _committed() -> None:
+    for fn in list(_ON_COMMIT):
+        fn()
+
+
 async def enqueue(session: AsyncSession, pushes: list[Push] | Push, now: datetime) -> int:
     """Queue pushes in the caller's transaction; duplicates (same openid+key) are ignored.
 
-    Returns how many new rows were written.
+    Returns how many new rows were written. On a batched SQLite turn that has not opened its ORM session
+    (a Qingming 默哀's "minute is over" reply) the same INSERT runs inline on the batch's connection
+    (:class:`storage.turnio.InlineSql`) and the senders are woken once the batch has committed.
     """
     if isinstance(pushes, Push):
         pushes = [pushes]
     rows = [_row(p, now) for p in pushes]
+    inline = inline_sql(session)
+    if inline is not None:
+        written = inline.executemany(_SQLITE_ENQUEUE, rows)
+        if written:
+            inline.after_commit(_committed)
+        return written
     written = 0
     # Chunk to stay under SQLite's bound-parameter limit on very large fan-outs.
     for i in range(0, len(rows), 500):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,23 @@ from storage.db import Database
 
 log = logging.getLogger("vetbot.turns")
 
-TurnFn = Callable[[AsyncConnection, Any], Awaitable[Any]]
+
+@dataclass(slots=True)
+class BatchTurn:
+    """What a turn function gets: the SQLAlchemy connection (already in the batch transaction, inside
+    the turn's SAVEPOINT), the sqlite3 connection under it, and :meth:`after_commit`."""
+
+    conn: AsyncConnection
+    raw: sqlite3.Connection
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the batch has committed, if this turn succeeded (once per ``fn``)."""
+        if fn not in self.callbacks:
+            self.callbacks.append(fn)
+
+
+TurnFn = Callable[[BatchTurn], Awaitable[Any]]
 
 
 @dataclass
@@ -33,8 +50,7 @@ class _Job:
 class TurnBatcher:
     """Runs submitted turn functions in batches on the database's single SQLite connection.
 
-    ``fn(conn, raw)`` gets the SQLAlchemy connection (already in the batch transaction) and the
-    sqlite3 connection under it. ``max_batch`` bounds the work one fsync covers; ``turn_timeout``
+    ``fn(turn)`` gets a :class:`BatchTurn` (the connections, and after-commit callbacks). ``max_batch`` bounds the work one fsync covers; ``turn_timeout``
     stops one stuck turn from holding everyone. Turns run one after another in the batcher's own task
     (not a task each): they share its context variables, so a turn must not leave one set.
     """
@@ -90,6 +106,7 @@ class TurnBatcher:
 
     async def _run_batch(self, batch: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]] = []
+        callbacks: list[Callable[[], None]] = []
         async with self.db.engine.connect() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
             raw = getattr(raw, "_conn", raw)  # the sqlite3 connection under the inline adapter
@@ -99,10 +116,11 @@ class TurnBatcher:
             try:
                 for job in batch:
                     raw.execute("SAVEPOINT turn")
+                    turn = BatchTurn(conn, raw)
                     try:
                         # In this task, under a deadline: no task of its own per turn (wait_for's cost).
                         async with asyncio.timeout(self.turn_timeout):
-                            value = await job.fn(conn, raw)
+                            value = await job.fn(turn)
                         if worker.cancelling():
                             # Cancelled from outside (close()) and the turn swallowed it: stop anyway,
                             # as wait_for's separate task did (the timeout's own cancel is already undone).
@@ -114,6 +132,7 @@ class TurnBatcher:
                     else:
                         raw.execute("RELEASE turn")
                         results.append((job, value, None))
+                        callbacks += (fn for fn in turn.callbacks if fn not in callbacks)
                     # Let the loop read and parse other requests between turns: on SQLite a turn
                     # rarely suspends, and a batch of 64 call-up answers would otherwise hold
                     # every socket for ~100 ms.
@@ -125,6 +144,11 @@ class TurnBatcher:
                 raise
         self.batches += 1
         self.turns += len(batch)
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:
+                log.exception("after-commit callback failed")
         for job, value, err in results:
             if job.future.done():
                 continue

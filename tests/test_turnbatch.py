@@ -54,7 +54,7 @@ async def test_a_failing_turn_rolls_back_alone_and_the_batch_commits(sqlite_url:
         assert isinstance(results[1], RuntimeError)
         assert "请直接输入" in results[2]
         assert results[3] == results[0], "the retry must get the stored reply"
-        assert d._batcher.batches <= 2
+        assert rt.db.batcher.batches <= 2
         async with rt.db.session() as s:
             assert (await s.execute(select(func.count(Ticket.id)))).scalar() == 0
             bad = await s.get(User, "u_bad")
@@ -96,7 +96,7 @@ async def test_a_stuck_turn_times_out_alone_and_the_batch_commits(sqlite_url: st
     rt = await build_runtime(cfg, clock=FakeClock())
     try:
         d = rt.dispatcher
-        d._batcher.turn_timeout = 0.2
+        rt.db.batcher.turn_timeout = 0.2
         results = await asyncio.wait_for(asyncio.gather(
             d.handle("u_stuck", Inbound(kind="text", text="随便说点什么"), "s1", TurnControl()),
             d.handle("u_ok", Inbound(kind="text", text="帮助"), "s2", TurnControl()),
@@ -122,7 +122,8 @@ async def test_close_stops_a_turn_that_swallows_the_cancellation(sqlite_url: str
     db = Database(sqlite_url)
     started = asyncio.Event()
 
-    async def swallowing(conn, raw):  # type: ignore[no-untyped-def]
+    async def swallowing(turn):  # type: ignore[no-untyped-def]
+        raw = turn.raw
         raw.execute("CREATE TABLE IF NOT EXISTS t (x)")
         raw.execute("INSERT INTO t VALUES (1)")
         started.set()

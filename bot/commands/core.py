@@ -217,7 +217,7 @@ def _intents_check(args: argparse.Namespace) -> int:
         cfg.bot.intents_dir = str(args.dir.resolve())
     m = load_matcher(cfg)
     print(f"ok: {len(m.intents)} intents, {sum(len(i.examples) for i in m.intents)} examples, "
-          f"{len(m._menu)} menu keys")
+          f"{len({k for i in m.intents for k in i.menu_keys})} menu keys")
     return 0
 
 

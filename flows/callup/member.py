@@ -214,7 +214,7 @@ async def team_scene(ctx: Context, rest: str) -> bool:
         mine = await _team(ctx, m.team_id)
         ctx.say(f"您已绑定：{m.name}（{mine.name if mine else ''}）。回复“我的队伍”查看。")
         return True
-    ctx.flow, ctx.slots, ctx.stack, ctx.reasks, ctx.ended = "callup_bind", {"team_id": team.id}, [], 0, False
+    ctx.enter("callup_bind", slots={"team_id": team.id})
     if (ctx.inbound.event or "").lower() == "subscribe":
         # The welcome adds the help menu unless we offer a choice: offer the one that matters here.
         ctx.step = "scan_confirm"

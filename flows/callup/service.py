@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
@@ -23,6 +22,7 @@ from bot.links import sign
 from flows.api import Services
 from flows.callup import steps, texts
 from storage import callup as repo
+from storage import conversations
 from storage.callup import (
     CLOSED,
     CONFIRMED,
@@ -41,9 +41,7 @@ from storage.callup import (
     status_counts,
     unreachable_count,
 )
-from storage.models import Conversation
 from storage.outbox import EMERGENCY, HIGH, Push, enqueue
-from storage.sql import is_postgres
 
 ANSWERS = {"yes": CONFIRMED, "late": LATE, "no": DECLINED}
 
@@ -136,25 +134,6 @@ def roster_link(config: Any, c: CallUp, now: datetime) -> str:
 async def _event(session: AsyncSession, c: CallUp, kind: str, now: datetime, actor: str = "",
                  **detail: Any) -> None:
     repo.add_event(session, c.id, kind, now, actor, **detail)
-
-
-async def clear_conversations(session: AsyncSession, openids: list[str]) -> None:
-    """End whatever flow these members are in, so their next 1 / 2 / 3 answers the call-up.
-
-    On PostgreSQL rows locked by a running turn are skipped (that member is chatting right now; taking
-    their lock here could deadlock with their turn waiting for the call-up row)."""
-    values = {"flow": None, "step": None, "slots": {}, "stack": [], "choices": [], "choice_kind": None,
-              "reasks": 0}
-    pg = is_postgres(session)
-    for i in range(0, len(openids), 500):
-        chunk = sorted(openids[i:i + 500])
-        cond = Conversation.openid.in_(chunk)
-        if pg:
-            locked = select(Conversation.openid).where(cond, Conversation.flow.is_not(None)) \
-                .with_for_update(skip_locked=True).scalar_subquery()
-            await session.execute(update(Conversation).where(Conversation.openid.in_(locked)).values(**values))
-        else:
-            await session.execute(update(Conversation).where(cond, Conversation.flow.is_not(None)).values(**values))
 
 
 class _Notice:
@@ -257,7 +236,7 @@ async def _target_teams(session: AsyncSession, services: Services, c: CallUp, te
         notice = _Notice(services, c)
         await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:notify:{r.id}")
                                 for r in bound], now)
-        await clear_conversations(session, [r.openid for r in bound])
+        await conversations.reset(session, [r.openid for r in bound])
     return len(avail), len(fresh) - len(avail), len(avail) - len(bound)
 
 
@@ -482,7 +461,7 @@ class _Escalation:
             notice = _Notice(self.services, c, reminder=n)
             await enqueue(self.session, [notice.push(r.id, r.openid, r.name, r.phone,
                                                      f"callup:{c.id}:renotify:{n}:{r.id}") for r in members], self.now)
-            await clear_conversations(self.session, [r.openid for r in members])
+            await conversations.reset(self.session, [r.openid for r in members])
         return len(members)
 
     async def target_teams(self, team_ids: Any, wave: int) -> tuple[int, int, int]:

@@ -177,10 +177,6 @@ class JobSubscribe(Flow):
         await self._ask(ctx, nxt)
 
     async def step(self, ctx: Context) -> None:
-        # ctx.slots is a shallow copy of the stored conversation: a nested dict changed in place would
-        # compare equal to the stored one and not be saved (the ORM path on PostgreSQL). Copy it first.
-        if isinstance(ctx.slots.get("d"), dict):
-            ctx.slots["d"] = dict(ctx.slots["d"])
         if wants_out(ctx):
             ctx.reroute()
             return

@@ -106,7 +106,7 @@ async def pay_tribute(session: AsyncSession, config: Any, *, openid: str, martyr
         # The public page: this push is on the peak's hot path (no token row to write) and the user who
         # just paid the tribute needs no buttons from it.
         url = public_link(config, martyr_id)
-        await store.enqueue_push(session, Push(
+        await enqueue(session, Push(
             openid=openid, purpose="memorial_reminder",
             key=f"memorial:silence:{martyr_id}:{now:%Y%m%d%H%M}", text=end, priority=HIGH, due_at=due,
             data={"title": "默哀结束", "content": end, "time": fmt_local(due, config.bot.timezone), "url": url,

@@ -51,16 +51,6 @@ class WordFilter:
     _checked: float = 0.0
 
     @classmethod
-    def from_words(cls, words: list[str]) -> WordFilter:
-        wf = cls()
-        for w in words:
-            f = fold(w)
-            if f:
-                wf.words.setdefault(f, w.strip())
-        wf._build()
-        return wf
-
-    @classmethod
     def from_file(cls, path: Path) -> WordFilter:
         """Load a word list; YamlFileError (file, line, hint) for an entry that folds to nothing."""
         try:

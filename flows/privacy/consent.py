@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bot.answers import parse_yes_no
 from flows.api import Context, Flow, Services, flow, on_startup
 from flows.privacy import texts
 from flows.privacy.notice import load_notice
 from storage.privacy import Consent
+from storage.turnio import runner
 
 log = logging.getLogger("vetbot.privacy")
 ACCEPTED, DECLINED = "accepted", "declined"
@@ -38,20 +39,19 @@ async def latest(ctx: Context, scope: str) -> Consent | None:
     return (await ctx.session.execute(q)).scalar_one_or_none()
 
 
-_SQL_LATEST = "SELECT decision, version FROM privacy_consents WHERE openid = ? AND scope = ? ORDER BY id DESC LIMIT 1"
+# The decision in force for one purpose: built once, it runs on every 我的信息 and binding turn.
+_LATEST = (select(Consent.decision, Consent.version)
+           .where(Consent.openid == bindparam("o"), Consent.scope == bindparam("s"))
+           .order_by(Consent.id.desc()).limit(1))
 
 
 async def has_consent(ctx: Context, scope: str) -> bool:
     """Whether the person accepted the CURRENT version of the notice for ``scope``. On a batched SQLite
-    turn one plain SELECT on the turn's connection: 我的信息 is on the main menu, and through the ORM the
-    check cost a whole lazily created session (see storage.memorial.sqlite_of)."""
+    turn the SELECT runs inline on the turn's connection (storage.turnio.runner): 我的信息 is on the main
+    menu, and through the ORM the check cost a whole lazily created session."""
     version = load_notice(ctx.config).version
-    raw = getattr(ctx.session, "sqlite", None)
-    if raw is not None:
-        got = raw.execute(_SQL_LATEST, (ctx.openid, scope)).fetchone()
-        return got is not None and got[0] == ACCEPTED and got[1] == version
-    row = await latest(ctx, scope)
-    return row is not None and row.decision == ACCEPTED and row.version == version
+    got = (await runner(ctx.session).execute(_LATEST, {"o": ctx.openid, "s": scope})).first()
+    return got is not None and got[0] == ACCEPTED and got[1] == version
 
 
 async def record(ctx: Context, scope: str, decision: str, via: str = "chat") -> Consent:

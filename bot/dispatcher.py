@@ -276,7 +276,7 @@ class Dispatcher:
         if _allowed(flow, ctx):
             return True
         log.info("flow %s ended: the user no longer has its roles", flow.name)
-        ctx.say(f"您已没有使用“{flow.title or '该功能'}”的权限，本次操作已结束。如有疑问请联系管理员。"
+        ctx.say(f"您已没有使用“{flow.title or '该功能'}”的权限，本次操作已结束，没有发送也没有保存任何内容。如有疑问请联系管理员。"
                 "回复“帮助”查看您可以使用的功能。")
         ctx.clear()
         return False

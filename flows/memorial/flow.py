@@ -21,8 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.text import normalize, plain_text
-from flows.api import Context, Flow, Services, flow, on_startup
+from flows.api import Context, Flow, Services, flow, normalize, on_startup, plain_text
 from flows.memorial import remind, service, texts
 from flows.memorial.names import clean_query, is_letters
 from flows.memorial.wordfilter import WordFilter
@@ -374,7 +373,7 @@ _BY_NAME = [
 
 def parse_tribute(text: str) -> tuple[str, str] | None:
     """("flower", "黄继光") for 为黄继光烈士献花 / 献花 黄继光; None when the text is not a tribute by name."""
-    from bot.intents import light_normalize
+    from flows.api import light_normalize
 
     t = light_normalize(text)
     for rx in _BY_NAME:

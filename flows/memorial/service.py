@@ -14,8 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import fmt_local, to_local
-from bot.text import clip, plain_text
+from flows.api import clip, fmt_local, plain_text, to_local
 from flows.memorial import texts
 from flows.memorial.wordfilter import WordFilter
 from storage import linktokens

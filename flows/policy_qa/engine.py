@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bot.text import normalize, strip_fillers
+from flows.api import normalize, strip_fillers
 from flows.policy_qa.kb import Entry, KBError, load_kb, load_synonyms, load_userdict
 
 __all__ = ["SIGNALS", "Candidate", "Encoder", "Params", "QAEngine", "QAResult"]

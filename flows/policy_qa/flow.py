@@ -12,8 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from bot.text import normalize, strip_fillers
-from flows.api import Context, Flow, Services, flow, on_startup
+from flows.api import Context, Flow, Services, flow, normalize, on_startup, strip_fillers
 from storage.models import Ticket
 from storage.qa import record_ask, record_gap
 

@@ -95,6 +95,9 @@ from storage.conversations import FlowState, copy_json
 from storage.outbox import Push, enqueue
 
 if TYPE_CHECKING:
+    from bot.intents import IntentMatcher
+    from flows.memorial.wordfilter import WordFilter
+    from flows.policy_qa.engine import QAEngine
     from storage.db import Database
     from storage.turnio import UserRecord
 
@@ -129,22 +132,24 @@ class FlowError(Exception):
 
 @dataclass
 class Services:
-    """Process-wide things flows may use: config, clock, link signer and feature services.
+    """Process-wide things flows may use: config, clock, database, link signer and the long-lived
+    objects of the understanding layer and of features, each a typed field.
 
-    Features put their long-lived objects (the Q&A engine, the word filter…) in ``extra`` from an
-    :func:`on_startup` hook; flows read them with :meth:`get`.
+    The runtime sets ``matcher``; a feature fills its own field from an :func:`on_startup` hook (a field
+    left None: that hook has not run, e.g. in a test that builds Services by hand). A new feature with a
+    long-lived object adds a field here — no string-keyed bag, so a typo is an error a checker sees.
     """
 
     config: Config
-    clock: Any
+    clock: Clock
     db: Database | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, name: str) -> Any:
-        try:
-            return self.extra[name]
-        except KeyError:
-            raise FlowError(f"service {name!r} is not set up (is its on_startup hook registered?)") from None
+    #: The intent catalogue's matcher (set by :func:`bot.app.build_runtime`): 帮助's menu, and flows
+    #: that must know whether an intent claims a text before treating it as their own input.
+    matcher: IntentMatcher | None = None
+    #: The policy Q&A engine (:func:`flows.policy_qa.flow.engine_of` loads it once per process).
+    qa_engine: QAEngine | None = None
+    #: The memorial's sensitive-word filter (:func:`flows.memorial.service.word_filter` reads it).
+    words: WordFilter | None = None
 
     def link(self, path: str, **claims: Any) -> str:
         """An absolute, HMAC-signed link to a page of this server (see :func:`sign_link`)."""

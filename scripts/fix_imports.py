@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Retired string keys of ``Services.extra`` and the typed field of :class:`flows.api.Services` that
+#: replaced each (``qa_engine`` was policy_qa's ENGINE, ``memorial_words`` the memorial's WORDS).
+SERVICE_FIELDS = {"matcher": "matcher", "qa_engine": "qa_engine", "memorial_words": "words"}
+_SERVICES = r"(?:services|ctx\.services|self\.services|self\.rt\.services|runtime\.services)"
+_EXTRA_RE = re.compile(_SERVICES + r"""\.extra(?:\[\s*["'](\w+)["']\s*\]|\.get\(\s*["'](\w+)["']\s*\))""")
+_LEFT_RE = re.compile(_SERVICES + r"\.(?:extra\b|get\()")
 
 
 @dataclass(frozen=True)
@@ -89,13 +97,14 @@ class Result:
     problems: list[str]
 
 
-def rewrite(text: str, surface: Surface, filename: str = "<flow>") -> Result:
-    """``text`` with every rewritable runtime import replaced; the problems left, one line each."""
+def rewrite(text: str, surface: Surface, filename: str = "<flow>", *, imports: bool = True) -> Result:
+    """``text`` with every rewritable runtime import (``imports``: the file is a flow) and retired
+    service lookup replaced; the problems left, one line each."""
     tree = ast.parse(text, filename)
     lines = text.splitlines(keepends=True)
     problems: list[str] = []
     edits: list[tuple[int, int, int, str]] = []  # (first line, last line, end column, new statement)
-    for node in ast.walk(tree):
+    for node in ast.walk(tree) if imports else ():
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == surface.runtime:
@@ -124,18 +133,33 @@ def rewrite(text: str, surface: Surface, filename: str = "<flow>") -> Result:
         edits.append((first, last, node.end_col_offset or 0, f"{head}from {surface.module} import {names}"))
     for first, last, end_col, new in sorted(edits, reverse=True):
         lines[first: last + 1] = [new + lines[last][end_col:]]
-    out = "".join(lines)
+    out = _EXTRA_RE.sub(lambda m: _service_field(m, problems, filename), "".join(lines))
+    for n, line in enumerate(out.splitlines(), 1):
+        if _LEFT_RE.search(line):
+            problems.append(f"{filename}:{n}: Services has no string-keyed extras any more: use (or add) a typed "
+                            "field of flows.api.Services")
     return Result(out != text, out, problems)
+
+
+def _service_field(m: re.Match[str], problems: list[str], filename: str) -> str:
+    key = m.group(1) or m.group(2)
+    if key in SERVICE_FIELDS:
+        return m.group(0)[: m.group(0).index(".extra")] + f".{SERVICE_FIELDS[key]}"
+    return m.group(0)  # listed by _LEFT_RE
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the flows layer's package)")
+    ap.add_argument("paths", nargs="*", type=Path,
+                    help="files or folders (default: the root packages, tests and bench; imports are rewritten "
+                         "only in the flows layer's package, service lookups everywhere)")
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything is to do")
     args = ap.parse_args(argv)
     surface = read_surface()
     surface_file = _path_of(ROOT, surface.module).resolve()
-    roots = args.paths or [ROOT / surface.flows]
+    flows_dir = (ROOT / surface.flows).resolve()
+    roots = args.paths or [ROOT / d for d in (surface.runtime, surface.flows, "storage", "tests", "bench")
+                           if (ROOT / d).is_dir()]
     files = sorted({p.resolve() for r in roots for p in ([r] if r.is_file() else r.rglob("*.py"))})
     changed: list[Path] = []
     problems: list[str] = []
@@ -144,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         text = path.read_text(encoding="utf-8")
         rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-        result = rewrite(text, surface, rel)
+        result = rewrite(text, surface, rel, imports=path.is_relative_to(flows_dir))
         problems += result.problems
         if result.changed:
             changed.append(path)

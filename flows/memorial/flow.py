@@ -46,7 +46,7 @@ SEARCH_RX = re.compile(r"^(?:查找|查询|搜索|查|找|搜)(?:英烈|烈士)\
 async def _load_words(services: Services) -> None:
     """Load the sensitive-word list at start: a broken list stops start-up with file, line and hint."""
     cfg = services.config
-    services.extra[service.WORDS] = WordFilter.from_file(cfg.path(cfg.memorial.wordlist))
+    services.words = WordFilter.from_file(cfg.path(cfg.memorial.wordlist))
 
 
 def _offer(ctx: Context, options: list[tuple[str, Any]], line: str) -> None:
@@ -310,7 +310,7 @@ class Memorial(Flow):
     async def _maybe_search(self, ctx: Context) -> bool:
         """On a card or the memorial menu a bare name or initials (张建国, hjg) is a new search, unless an
         intent claims the text (then it is a new request)."""
-        matcher = ctx.services.extra.get("matcher")
+        matcher = ctx.services.matcher
         if matcher is not None and matcher.match(ctx.text, ctx.user.role_set).intent is not None:
             return False
         q = clean_query(ctx.text)

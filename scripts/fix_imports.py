@@ -100,9 +100,15 @@ class Result:
 def rewrite(text: str, surface: Surface, filename: str = "<flow>", *, imports: bool = True) -> Result:
     """``text`` with every rewritable runtime import (``imports``: the file is a flow) and retired
     service lookup replaced; the problems left, one line each."""
+    problems: list[str] = []
+    # Service lookups first: they keep every line where it was, so the line numbers below are the file's.
+    text = _EXTRA_RE.sub(lambda m: _service_field(m, problems, filename), original := text)
+    for n, line in enumerate(text.splitlines(), 1):
+        if _LEFT_RE.search(line):
+            problems.append(f"{filename}:{n}: Services has no string-keyed extras any more: use (or add) a typed "
+                            "field of flows.api.Services")
     tree = ast.parse(text, filename)
     lines = text.splitlines(keepends=True)
-    problems: list[str] = []
     edits: list[tuple[int, int, int, str]] = []  # (first line, last line, end column, new statement)
     for node in ast.walk(tree) if imports else ():
         if isinstance(node, ast.Import):
@@ -133,12 +139,8 @@ def rewrite(text: str, surface: Surface, filename: str = "<flow>", *, imports: b
         edits.append((first, last, node.end_col_offset or 0, f"{head}from {surface.module} import {names}"))
     for first, last, end_col, new in sorted(edits, reverse=True):
         lines[first: last + 1] = [new + lines[last][end_col:]]
-    out = _EXTRA_RE.sub(lambda m: _service_field(m, problems, filename), "".join(lines))
-    for n, line in enumerate(out.splitlines(), 1):
-        if _LEFT_RE.search(line):
-            problems.append(f"{filename}:{n}: Services has no string-keyed extras any more: use (or add) a typed "
-                            "field of flows.api.Services")
-    return Result(out != text, out, problems)
+    out = "".join(lines)
+    return Result(out != original, out, problems)
 
 
 def _service_field(m: re.Match[str], problems: list[str], filename: str) -> str:

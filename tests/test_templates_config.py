@@ -126,7 +126,7 @@ async def test_the_demo_serves_the_readmes_ids_with_the_configs_templates(tmp_pa
 
     import aiohttp
 
-    from storage.db import upgrade_async
+    from storage.db import upgrade
 
     def free_port() -> int:
         with socket.socket() as s:
@@ -135,7 +135,7 @@ async def test_the_demo_serves_the_readmes_ids_with_the_configs_templates(tmp_pa
 
     bot_port, api_port = free_port(), free_port()
     db = tmp_path / "demo.db"
-    await upgrade_async(f"sqlite+aiosqlite:///{db}")
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{db}")  # Alembic's env runs its own event loop
     env = {k: v for k, v in os.environ.items() if not k.startswith("VETBOT_")}
     env.update({"PYTHONPATH": str(ROOT), "VETBOT_DATABASE__URL": f"sqlite+aiosqlite:///{db}",
                 "VETBOT_WECHAT__API_BASE": f"http://127.0.0.1:{api_port}", "VETBOT_QA__USE_ENCODER": "false",

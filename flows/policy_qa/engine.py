@@ -37,7 +37,7 @@ import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -684,10 +684,6 @@ class QAEngine:
             clone.lexical_params = lexical_params
         clone.skip_encoder_at = skip_encoder_at
         return clone
-
-
-def replace_params(p: Params, **kw: Any) -> Params:
-    return replace(p, **kw)
 
 
 __all__ += ["DEFAULT_LEXICAL_PARAMS", "DEFAULT_PARAMS", "KBError"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +22,9 @@ from bot.intents import IntentMatcher, load_intents
 from flows.api import Services, flows, load_all, startup_hooks
 from storage.db import Database, DatabaseUnavailable, is_conflict
 
+if TYPE_CHECKING:
+    from bot.outbox import OutboxSender
+
 log = logging.getLogger("vetbot")
 
 
@@ -34,10 +38,13 @@ class Runtime:
     services: Services
     matcher: IntentMatcher
     dispatcher: Dispatcher
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The outbox sender of this process, while the web app's background loops run (bot/background.py).
+    outbox_sender: OutboxSender | None = None
+    #: ``async fn()`` run by :meth:`close`, last added first (the voice pipeline's HTTP client …).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
-        for closer in reversed(self.extra.get("closers", [])):
+        for closer in reversed(self.closers):
             await closer()
         await self.dispatcher.close()
         await self.db.close()
@@ -65,8 +72,7 @@ async def build_runtime(config: Config, *, clock: Clock | None = None, db: Datab
         if check_schema:
             await db.check_schema()
         matcher = load_matcher(config)
-        services = Services(config=config, clock=clock, db=db)
-        services.extra["matcher"] = matcher
+        services = Services(config=config, clock=clock, db=db, matcher=matcher)
         if config.bot.fallback_flow not in flows():
             from flows.api import FlowError
 
@@ -83,8 +89,8 @@ async def build_runtime(config: Config, *, clock: Clock | None = None, db: Datab
         # Voice messages without WeChat's Recognition go to our recogniser first (bot/voice.py).
         from bot.voice import VoicePipeline
 
-        services.extra["voice"] = voice = VoicePipeline.build(config, db)
-        runtime.extra.setdefault("closers", []).append(voice.close)
+        dispatcher.voice = voice = VoicePipeline.build(config, db)
+        runtime.closers.append(voice.close)
     return runtime
 
 

@@ -23,7 +23,7 @@ async def background_context(app: web.Application) -> AsyncIterator[None]:
     stoppers: list[Callable[[], Awaitable[None]]] = []
     if cfg.outbox.enabled:
         sender = build_sender(cfg, runtime.db, runtime.clock)
-        runtime.extra["outbox_sender"] = sender
+        runtime.outbox_sender = sender
         sender.start()
         stoppers.append(sender.close)
     if cfg.scheduler.enabled:

@@ -26,6 +26,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 
@@ -38,6 +39,9 @@ from storage.db import Database
 from storage.models import OutboxMessage
 from storage.outbox import HIGH, Push, enqueue
 from storage.turnio import ConvRecord, Replayed, TurnIO, TurnStore, UserRecord, turn_store
+
+if TYPE_CHECKING:
+    from bot.voice import VoicePipeline
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +85,16 @@ class Dispatcher:
         self.db, self.services, self.matcher, self.clock = db, services, matcher, clock
         self.cfg = services.config
         self.store: TurnStore = store if store is not None else turn_store(db)
+        #: Our speech recogniser for voice messages WeChat sent without Recognition (set by
+        #: :func:`bot.app.build_runtime` when ``speech.webhook_url`` is configured).
+        self.voice: VoicePipeline | None = None
 
     def start(self, openid: str, inbound: Inbound, dedup_key: str,
               control: TurnControl | None = None) -> asyncio.Future[str | None]:
         """Start (or replay) one turn; the future resolves with the passive reply text (None for
         ``success``) once the turn is committed. It runs to the end even if nobody waits for it."""
         control = control or TurnControl()
-        voice = self.services.extra.get("voice")
+        voice = self.voice
         if voice is not None and inbound.kind == "voice" and not inbound.extra.get("voice"):
             # Our speech recogniser runs before the turn, outside its transaction and lock, then starts
             # the turn with the text; past the reply budget the reply goes out later (bot/voice.py).

@@ -31,6 +31,26 @@ Scheduled work registers with :func:`tick`; QR-scene handlers with :func:`on_sce
 WeChat events the dispatcher has no rule for (订阅通知 choices …) with :func:`on_event`; start-up
 work (loading a knowledge base) with :func:`on_startup`; a message that must be read before the open
 numbered menu and the active flow (an open call-up's answer) with :func:`before_route`.
+
+This module is the whole surface of the runtime a flow may use: besides the flow API it hands on the
+runtime's neutral helpers, so that a flow imports ``flows.api``, its own package and ``storage`` —
+never ``bot`` (an import-linter contract in ``pyproject.toml`` fails the tests otherwise):
+
+- text: :func:`normalize`, :func:`light_normalize`, :func:`strip_fillers`, :func:`parse_choice`,
+  :func:`plain_text`, :func:`clip`, :func:`clean_phone`, :data:`PHONE_RE`, :func:`ascii_uint`;
+- answers in plain words: :func:`parse_yes_no`, :func:`parse_minutes`, :func:`parse_end_date`,
+  :func:`fmt_day`, :func:`match_township`, :func:`parse_callup_answer` (:class:`CallupReading`,
+  :data:`CONFIRM`);
+- time: :class:`Clock`, :func:`to_local`, :func:`from_local`, :func:`fmt_local`;
+- signed links: :func:`sign`, :func:`sign_link`, :class:`Signer` (or :meth:`Services.link`);
+- config: :class:`Config`, :class:`ConfigError`;
+- YAML files: :func:`load_yaml`, :func:`line_of`, :func:`check_unique_keys`, :class:`YamlFileError`,
+  :class:`DuplicateKeyError`;
+- CSV files: :func:`read_csv` with a :class:`Schema` of :class:`Column` s, giving a :class:`Table`
+  (:class:`RowError` s, :class:`PreviewRow` s, :class:`ImportReport`).
+
+A flow that needs another helper of the runtime adds it here (and to ``__all__``) and to the
+``flows.api -> bot.…`` lines of the layers contract, so the surface stays one reviewed list.
 """
 
 from __future__ import annotations
@@ -44,14 +64,66 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.text import normalize, parse_choice
+# The runtime's neutral helpers, handed on to flows (see the module docstring and __all__).
+from bot.answers import (
+    CONFIRM,
+    CallupReading,
+    fmt_day,
+    match_township,
+    parse_callup_answer,
+    parse_end_date,
+    parse_minutes,
+    parse_yes_no,
+)
+from bot.clock import Clock, fmt_local, from_local, to_local
+from bot.config import Config, ConfigError
+from bot.csvfile import Column, ImportReport, PreviewRow, RowError, Schema, Table, read_csv
+from bot.intents import light_normalize
+from bot.links import Signer, sign, sign_link
+from bot.text import (
+    PHONE_RE,
+    ascii_uint,
+    clean_phone,
+    clip,
+    normalize,
+    parse_choice,
+    plain_text,
+    strip_fillers,
+)
+from bot.yamlfile import DuplicateKeyError, YamlFileError, check_unique_keys, line_of, load_yaml
 from storage.conversations import FlowState, copy_json
 from storage.outbox import Push, enqueue
 
 if TYPE_CHECKING:
-    from bot.config import Config
+    from bot.intents import IntentMatcher
+    from flows.memorial.wordfilter import WordFilter
+    from flows.policy_qa.engine import QAEngine
     from storage.db import Database
     from storage.turnio import UserRecord
+
+
+__all__ = [  # noqa: RUF022 - grouped by kind, as in the module docstring
+    # the flow API
+    "Context", "Flow", "FlowError", "FlowState", "Inbound", "Push", "SceneFn", "Services", "Tick",
+    "TickContext", "before_route", "before_route_hooks", "event_handlers", "flow", "flows", "get_flow",
+    "load_all", "on_event", "on_scene", "on_startup", "scenes", "startup_hooks", "tick", "ticks",
+    # text
+    "PHONE_RE", "ascii_uint", "clean_phone", "clip", "light_normalize", "normalize", "parse_choice",
+    "plain_text", "strip_fillers",
+    # answers in plain words
+    "CONFIRM", "CallupReading", "fmt_day", "match_township", "parse_callup_answer", "parse_end_date",
+    "parse_minutes", "parse_yes_no",
+    # time
+    "Clock", "fmt_local", "from_local", "to_local",
+    # signed links
+    "Signer", "sign", "sign_link",
+    # config
+    "Config", "ConfigError",
+    # YAML files
+    "DuplicateKeyError", "YamlFileError", "check_unique_keys", "line_of", "load_yaml",
+    # CSV files
+    "Column", "ImportReport", "PreviewRow", "RowError", "Schema", "Table", "read_csv",
+]
 
 
 class FlowError(Exception):
@@ -60,27 +132,27 @@ class FlowError(Exception):
 
 @dataclass
 class Services:
-    """Process-wide things flows may use: config, clock, link signer and feature services.
+    """Process-wide things flows may use: config, clock, database, link signer and the long-lived
+    objects of the understanding layer and of features, each a typed field.
 
-    Features put their long-lived objects (the Q&A engine, the word filter…) in ``extra`` from an
-    :func:`on_startup` hook; flows read them with :meth:`get`.
+    The runtime sets ``matcher``; a feature fills its own field from an :func:`on_startup` hook (a field
+    left None: that hook has not run, e.g. in a test that builds Services by hand). A new feature with a
+    long-lived object adds a field here — no string-keyed bag, so a typo is an error a checker sees.
     """
 
     config: Config
-    clock: Any
+    clock: Clock
     db: Database | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, name: str) -> Any:
-        try:
-            return self.extra[name]
-        except KeyError:
-            raise FlowError(f"service {name!r} is not set up (is its on_startup hook registered?)") from None
+    #: The intent catalogue's matcher (set by :func:`bot.app.build_runtime`): 帮助's menu, and flows
+    #: that must know whether an intent claims a text before treating it as their own input.
+    matcher: IntentMatcher | None = None
+    #: The policy Q&A engine (:func:`flows.policy_qa.flow.engine_of` loads it once per process).
+    qa_engine: QAEngine | None = None
+    #: The memorial's sensitive-word filter (:func:`flows.memorial.service.word_filter` reads it).
+    words: WordFilter | None = None
 
     def link(self, path: str, **claims: Any) -> str:
-        """An absolute, HMAC-signed link to a page of this server (see :mod:`bot.links`)."""
-        from bot.links import sign_link
-
+        """An absolute, HMAC-signed link to a page of this server (see :func:`sign_link`)."""
         return sign_link(self.config, path, **claims)
 
 
@@ -256,7 +328,7 @@ class Context:
 
     @property
     def norm(self) -> str:
-        """The normalised text (see :func:`bot.text.normalize`)."""
+        """The normalised text (see :func:`normalize`)."""
         return normalize(self.inbound.text)
 
     @property

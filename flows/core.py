@@ -14,7 +14,7 @@ class Help(Flow):
     title = "帮助"
 
     async def start(self, ctx: Context) -> None:
-        matcher = ctx.services.extra.get("matcher")
+        matcher = ctx.services.matcher
         items = matcher.menu_intents(ctx.user.role_set) if matcher is not None else []
         ctx.choose([(i.help or i.id, i.id) for i in items], header="您可以回复数字办理：",
                    footer="随时回复“取消”退出、“返回”回到上一步、“人工”给工作人员留言。", kind="intent")

@@ -26,8 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import to_local
-from bot.csvfile import ImportReport, PreviewRow, read_csv
+from flows.api import ImportReport, PreviewRow, read_csv, to_local
 
 #: The kinds of file, and what staff call them.
 KINDS = {"roster": "应急队伍名册", "martyrs": "英烈名录", "jobs": "招聘岗位"}

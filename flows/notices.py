@@ -104,7 +104,7 @@ async def offer(ctx: Context, *purposes: str) -> str | None:
     missing = [p for p, s in wanted.items() if s.template_id not in have or s.kind == "one_time"]
     if not missing:
         return None
-    from bot.links import sign_link
+    from flows.api import sign_link
 
     link = sign_link(cfg, "/notices/{token}", OFFER_TTL_S, k="sub", u=ctx.openid, p=",".join(missing))
     return f"为确保不和公众号聊天时也能收到，请点开链接，点“开启消息提醒”并选“允许”：\n{link}"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.answers import match_township, parse_yes_no
-from bot.text import PHONE_RE, clean_phone, clip
-from flows.api import Context, Flow, flow
+from flows.api import PHONE_RE, Context, Flow, clean_phone, clip, flow, match_township, parse_yes_no
 from flows.privacy.consent import gate
 
 NAME_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z·•．.]{2,20}$")

@@ -10,8 +10,7 @@ same hint to someone who keeps speaking helps nobody.
 
 from __future__ import annotations
 
-from bot.clock import to_local
-from flows.api import Context
+from flows.api import Context, to_local
 from storage.voice import count_voice, take_hint
 
 HINT = ("抱歉，语音消息我暂时还听不懂。请直接打字提问，或点下方菜单选择要办的事。"

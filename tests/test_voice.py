@@ -140,7 +140,7 @@ async def test_a_slow_recognition_answers_later_through_the_outbox(db_url: str, 
             status, body = await post_xml(client, side, voice_xml(USER, DEMO_VOICE_MEDIA_ID))
             assert status == 200 and body == "success"  # WeChat is answered within the budget
             asr.hold.set()
-            voice = runtime.services.extra["voice"]
+            voice = runtime.dispatcher.voice
             await asyncio.gather(*list(voice._inflight.values()))
             from sqlalchemy import select
 

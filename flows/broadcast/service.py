@@ -22,8 +22,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import fmt_local
-from flows.api import TickContext, tick
+from flows.api import TickContext, fmt_local, tick
 from storage import broadcast as store
 from storage.callup import Member, Team
 from storage.console import audit

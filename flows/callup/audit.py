@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import fmt_local
+from flows.api import fmt_local
 from flows.callup.texts import ANSWER_WORDS, STATUS_WORDS
 from storage import callup as repo
 from storage.callup import CallUp

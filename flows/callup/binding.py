@@ -28,8 +28,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import fmt_local
-from flows.api import Services
+from flows.api import Services, fmt_local
 from storage import callup as repo
 from storage.callup import BindRequest, Member, Team
 from storage.models import User

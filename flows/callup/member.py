@@ -6,10 +6,22 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from bot.answers import CONFIRM, CallupReading, parse_callup_answer, parse_yes_no
-from bot.clock import fmt_local, to_local
-from bot.text import PHONE_RE, ascii_uint, clean_phone
-from flows.api import Context, Flow, before_route, flow, on_scene
+from flows.api import (
+    CONFIRM,
+    PHONE_RE,
+    CallupReading,
+    Context,
+    Flow,
+    ascii_uint,
+    before_route,
+    clean_phone,
+    flow,
+    fmt_local,
+    on_scene,
+    parse_callup_answer,
+    parse_yes_no,
+    to_local,
+)
 from flows.callup import binding, service, texts
 from flows.callup.parse import leave_last_day, parse_eta, parse_until
 from flows.privacy.consent import gate

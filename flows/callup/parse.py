@@ -10,8 +10,7 @@ import re
 import unicodedata
 from datetime import datetime, timedelta
 
-from bot.answers import fmt_day, parse_end_date, parse_minutes
-from bot.clock import from_local, to_local
+from flows.api import fmt_day, from_local, parse_end_date, parse_minutes, to_local
 
 _CN = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 

@@ -4,8 +4,7 @@ every step, not only at the start: a leader replaced meanwhile cannot finish a d
 
 from __future__ import annotations
 
-from bot.clock import fmt_local
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, fmt_local
 from flows.callup import binding
 
 NOT_ALLOWED = "只有队长或工作人员可以审核绑定申请。"

@@ -17,8 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.csvfile import Column, PreviewRow, Schema, Table
-from bot.text import PHONE_RE, clean_phone
+from flows.api import PHONE_RE, Column, PreviewRow, Schema, Table, clean_phone
 from storage.callup import Member, Team
 from storage.models import User
 from storage.sql import insert_ignore

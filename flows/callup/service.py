@@ -17,9 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import fmt_local
-from bot.links import sign
-from flows.api import Services
+from flows.api import Services, fmt_local, sign
 from flows.callup import steps, texts
 from storage import callup as repo
 from storage import conversations

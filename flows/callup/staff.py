@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.answers import parse_yes_no
-from bot.clock import fmt_local
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, fmt_local, parse_yes_no
 from flows.callup import service, texts
 from flows.callup.parse import ParseError, parse_need, parse_when, split_names
 from storage import callup as repo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.clock import fmt_local
+from flows.api import fmt_local
 from storage.callup import CallUp
 
 DRILL = "【演练】"

@@ -25,10 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config import Config, ConfigError
-from bot.links import Signer, sign
-from bot.text import plain_text
-from flows.api import TickContext, on_startup, tick
+from flows.api import Config, ConfigError, Signer, TickContext, on_startup, plain_text, sign, tick
 from flows.jobs.matching import Criteria, PostingView, SubscriptionIndex, Thresholds, plan
 from flows.jobs.texts import alert_text, deadline_text, salary_text
 from flows.jobs.timeutil import (

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 
-from bot.text import plain_text
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, plain_text
 from flows.jobs.alerts import criteria_of, settings
 from flows.jobs.matching import PostingView, matches, norm_place, rank
 from flows.jobs.texts import card, short_line
@@ -30,7 +29,7 @@ PREV_WORDS = ("上一页", "上页", "上一", "prev", "p")
 def word_groups(text: str, categories: dict[str, list[str]]) -> list[list[str]]:
     """Each typed word becomes a group of alternatives: a category name stands for its words; a
     place name also matches without its suffix (庙坝镇 → 庙坝)."""
-    from bot.text import normalize
+    from flows.api import normalize
 
     groups: list[list[str]] = []
     for raw in re.split(r"[\s,，、;；/]+", text.strip()):

@@ -19,9 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import from_local
-from bot.csvfile import Column, PreviewRow, RowError, Schema, Table, read_csv
-from bot.text import normalize
+from flows.api import Column, PreviewRow, RowError, Schema, Table, from_local, normalize, read_csv
 from storage.jobs import JOB_TYPES, POSTING_FIELDS, existing_keys, posting_key
 
 SCHEMA = Schema("岗位表", (
@@ -145,7 +143,7 @@ def validate(table: Table, result: ReadResult, *, now: datetime, tz: str, defaul
 
 
 def _local_date(now: datetime, tz: str) -> date:
-    from bot.clock import to_local
+    from flows.api import to_local
 
     return to_local(now, tz).date()
 

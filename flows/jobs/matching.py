@@ -28,7 +28,7 @@ from typing import Any
 
 import ahocorasick
 
-from bot.text import normalize
+from flows.api import normalize
 
 _PLACE_SUFFIX = re.compile(r"(街道|县|区|市|镇|乡|村|社区)$")
 

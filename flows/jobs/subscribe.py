@@ -12,8 +12,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from bot.answers import parse_yes_no
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, parse_yes_no
 from flows.jobs.alerts import settings
 from flows.jobs.matching import split_words
 from flows.jobs.texts import sub_summary

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from bot.text import clip
-from bot.text import plain_text as _p
+from flows.api import clip
+from flows.api import plain_text as _p
 from flows.jobs.timeutil import fmt_hm
 from storage.jobs import DAILY, PAUSED, JobPosting, JobSubscription
 

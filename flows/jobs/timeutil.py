@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, time, timedelta
 
-from bot.clock import from_local, to_local
+from flows.api import from_local, to_local
 
 _CN = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _CN_NUM = re.compile(r"[零一二两三四五六七八九十]+")

@@ -13,8 +13,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.clock import from_local, to_local
-from flows.api import TickContext, tick
+from flows.api import TickContext, from_local, tick, to_local
 from flows.memorial import service
 from flows.memorial.calendar import builtin_campaigns
 from storage import linktokens

@@ -21,8 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.text import normalize, plain_text
-from flows.api import Context, Flow, Services, flow, on_startup
+from flows.api import Context, Flow, Services, flow, normalize, on_startup, plain_text
 from flows.memorial import remind, service, texts
 from flows.memorial.names import clean_query, is_letters
 from flows.memorial.wordfilter import WordFilter
@@ -47,7 +46,7 @@ SEARCH_RX = re.compile(r"^(?:查找|查询|搜索|查|找|搜)(?:英烈|烈士)\
 async def _load_words(services: Services) -> None:
     """Load the sensitive-word list at start: a broken list stops start-up with file, line and hint."""
     cfg = services.config
-    services.extra[service.WORDS] = WordFilter.from_file(cfg.path(cfg.memorial.wordlist))
+    services.words = WordFilter.from_file(cfg.path(cfg.memorial.wordlist))
 
 
 def _offer(ctx: Context, options: list[tuple[str, Any]], line: str) -> None:
@@ -311,7 +310,7 @@ class Memorial(Flow):
     async def _maybe_search(self, ctx: Context) -> bool:
         """On a card or the memorial menu a bare name or initials (张建国, hjg) is a new search, unless an
         intent claims the text (then it is a new request)."""
-        matcher = ctx.services.extra.get("matcher")
+        matcher = ctx.services.matcher
         if matcher is not None and matcher.match(ctx.text, ctx.user.role_set).intent is not None:
             return False
         q = clean_query(ctx.text)
@@ -374,7 +373,7 @@ _BY_NAME = [
 
 def parse_tribute(text: str) -> tuple[str, str] | None:
     """("flower", "黄继光") for 为黄继光烈士献花 / 献花 黄继光; None when the text is not a tribute by name."""
-    from bot.intents import light_normalize
+    from flows.api import light_normalize
 
     t = light_normalize(text)
     for rx in _BY_NAME:

@@ -12,7 +12,7 @@ import re
 
 from pypinyin import Style, lazy_pinyin, pinyin
 
-from bot.text import normalize
+from flows.api import normalize
 
 #: At most this many initials variants per name.
 MAX_VARIANTS = 8

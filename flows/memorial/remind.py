@@ -15,9 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import to_local
-from bot.text import plain_text
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, plain_text, to_local
 from flows.memorial.calendar import builtin_campaigns
 from flows.notices import offer
 from storage import memorial as store

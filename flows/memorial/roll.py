@@ -30,8 +30,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.csvfile import Column, PreviewRow, RowError, Schema, Table, read_csv
-from bot.text import normalize
+from flows.api import Column, PreviewRow, RowError, Schema, Table, normalize, read_csv
 from flows.memorial.names import name_keys
 from storage import memorial as store
 

@@ -14,8 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import fmt_local, to_local
-from bot.text import clip, plain_text
+from flows.api import FlowError, Services, clip, fmt_local, plain_text, to_local
 from flows.memorial import texts
 from flows.memorial.wordfilter import WordFilter
 from storage import linktokens
@@ -24,8 +23,6 @@ from storage.outbox import HIGH, Push, enqueue
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-#: services.extra key of the process's word filter (loaded at start-up).
-WORDS = "memorial_words"
 SILENCE_S = 60
 
 
@@ -62,12 +59,15 @@ async def page_link(session: AsyncSession, config: Any, openid: str, martyr_id: 
     return f"{public_link(config, martyr_id)}?t={token}"
 
 
-def word_filter(services: Any) -> WordFilter:
+def word_filter(services: Services) -> WordFilter:
     """The current word list (reloaded when staff edit the file)."""
-    wf: WordFilter = services.get(WORDS)
+    wf = services.words
+    if wf is None:
+        raise FlowError("the memorial word list is not loaded (flows.memorial.flow's on_startup hook sets "
+                        "services.words)")
     fresh = wf.current()
     if fresh is not wf:
-        services.extra[WORDS] = fresh
+        services.words = fresh
     return fresh
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.text import clip, plain_text
+from flows.api import clip, plain_text
 
 #: Chat and page labels of the actions (storage keys in :data:`storage.memorial.ACTIONS`).
 LABEL = {"flower": "献花", "salute": "敬礼", "candle": "点烛", "silence": "默哀", "message": "寄语"}

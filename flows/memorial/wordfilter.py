@@ -23,8 +23,7 @@ from pathlib import Path
 
 import ahocorasick
 
-from bot.text import normalize
-from bot.yamlfile import YamlFileError
+from flows.api import YamlFileError, normalize
 
 log = logging.getLogger("vetbot.memorial.words")
 

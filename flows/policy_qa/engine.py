@@ -37,13 +37,13 @@ import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from bot.text import normalize, strip_fillers
+from flows.api import normalize, strip_fillers
 from flows.policy_qa.kb import Entry, KBError, load_kb, load_synonyms, load_userdict
 
 __all__ = ["SIGNALS", "Candidate", "Encoder", "Params", "QAEngine", "QAResult"]
@@ -684,10 +684,6 @@ class QAEngine:
             clone.lexical_params = lexical_params
         clone.skip_encoder_at = skip_encoder_at
         return clone
-
-
-def replace_params(p: Params, **kw: Any) -> Params:
-    return replace(p, **kw)
 
 
 __all__ += ["DEFAULT_LEXICAL_PARAMS", "DEFAULT_PARAMS", "KBError"]

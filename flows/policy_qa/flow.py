@@ -12,14 +12,12 @@ import asyncio
 import logging
 from typing import Any
 
-from bot.text import normalize, strip_fillers
-from flows.api import Context, Flow, Services, flow, on_startup
+from flows.api import Context, Flow, Services, flow, normalize, on_startup, strip_fillers
 from storage.models import Ticket
 from storage.qa import record_ask, record_gap
 
 log = logging.getLogger("vetbot.qa")
 
-ENGINE = "qa_engine"
 TRIGGERS = {normalize(t) for t in ("政策问答", "政策咨询", "我要咨询", "咨询政策", "问政策", "我要问政策")}
 RELATED = {normalize(t) for t in ("相关", "相关问题", "更多", "还有呢")}
 
@@ -61,15 +59,14 @@ def _engine_key(services: Services) -> tuple[Any, ...]:
 
 async def engine_of(services: Services) -> Any:
     """The process's Q&A engine, loaded once (in a thread: loading embeds the whole knowledge base)."""
-    eng = services.extra.get(ENGINE)
-    if eng is not None:
-        return eng
+    if services.qa_engine is not None:
+        return services.qa_engine
     key = _engine_key(services)
     async with _ENGINE_LOCK:
         if key not in _ENGINES:
             _ENGINES[key] = await asyncio.to_thread(_load, services)
-    services.extra[ENGINE] = _ENGINES[key]
-    return services.extra[ENGINE]
+    services.qa_engine = _ENGINES[key]
+    return services.qa_engine
 
 
 @on_startup

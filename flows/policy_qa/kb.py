@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bot.yamlfile import DuplicateKeyError, check_unique_keys
+from flows.api import DuplicateKeyError, check_unique_keys
 
 __all__ = ["ENTRY_KEYS", "Entry", "KBError", "load_kb", "load_synonyms", "load_userdict"]
 
@@ -226,7 +226,7 @@ def load_kb(paths: list[Path] | tuple[Path, ...]) -> list[Entry]:
     entries: list[Entry] = []
     seen_ids: dict[str, tuple[str, int]] = {}
     seen_texts: dict[str, tuple[str, str, int]] = {}
-    from bot.text import normalize  # local import keeps this module importable for schema tools
+    from flows.api import normalize  # local import keeps this module importable for schema tools
 
     for path in paths:
         path = Path(path)

@@ -8,9 +8,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from bot.answers import parse_yes_no
-from bot.text import normalize
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, normalize, parse_yes_no
 from flows.privacy import texts
 from flows.privacy.notice import load_notice
 from flows.privacy.service import erase_person

@@ -14,8 +14,7 @@ import logging
 
 from sqlalchemy import bindparam, select
 
-from bot.answers import parse_yes_no
-from flows.api import Context, Flow, Services, flow, on_startup
+from flows.api import Context, Flow, Services, flow, on_startup, parse_yes_no
 from flows.privacy import texts
 from flows.privacy.notice import load_notice
 from storage.privacy import Consent

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.yamlfile import YamlFileError, line_of, load_yaml
+from flows.api import YamlFileError, line_of, load_yaml
 
 KEYS = ("version", "title", "controller", "contact", "short", "scopes", "sections")
 REQUIRED = ("version", "title", "short", "sections")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from bot.clock import fmt_local
+from flows.api import fmt_local
 
 NOTICE_PATH = "/privacy"
 MINE_PATH = "/privacy/mine"

@@ -7,8 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, exists, select
 
-from bot.clock import to_local
-from flows.api import TickContext, tick
+from flows.api import TickContext, tick, to_local
 from flows.privacy.service import compact, erase_person
 from storage import privacy as store
 from storage.models import User

@@ -96,7 +96,7 @@ async def test_background_sender_polls_for_rows_written_elsewhere(db_url: str, f
     cfg = outbox_config(db_url, fake, bot__fallback_flow="help", outbox__poll_interval_s="0.1",
                         scheduler__enabled="false")
     async with chat_session(cfg, background=True) as chat:
-        sender = chat.runtime.extra["outbox_sender"]
+        sender = chat.runtime.outbox_sender
         async with chat.runtime.db.engine.begin() as conn:
             await conn.execute(insert(OutboxMessage.__table__), _row(notice(uid(903)), chat.clock.now()))
         assert not sender._wake.is_set()

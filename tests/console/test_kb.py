@@ -198,3 +198,22 @@ async def test_kb_post_without_csrf_is_refused(site: Site) -> None:
     assert resp.status == 403
     async with site.db.session() as s:
         assert await store.revision(s) == 0
+
+
+async def test_export_writes_the_seed_with_the_console_edits(db: Database, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from bot.cli import main
+    from tests.conftest import ROOT
+
+    async with db.session() as s:
+        await store.save_entry(s, ENTRY, {"question": QUESTION, "answer": NEW_ANSWER}, action="edit", before=None,
+                               expected_version=0, by=ADMIN, by_name="甲", now=T0)
+    out = tmp_path / "kb.yaml"
+    monkeypatch.setenv("VETBOT_DATABASE__URL", db.url)
+    with pytest.raises(SystemExit) as e:
+        await asyncio.to_thread(main, ["qa", "export", "-c", str(ROOT / "config.example.yaml"), "-o", str(out)])
+    assert e.value.code in (0, None), capsys.readouterr().err
+    assert "1 from the console" in capsys.readouterr().err
+    entries = load_kb([out])  # the export is a valid seed
+    assert entries[0].id == ENTRY and entries[0].answer == NEW_ANSWER and len(entries) > 80

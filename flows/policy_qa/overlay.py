@@ -238,11 +238,19 @@ def build_engine(config: Any, rows: Sequence[store.OverlayRow], **kwargs: Any) -
 
 
 async def load_rows(db: Any) -> list[store.OverlayRow]:
-    """The overlay rows ([] without a database: the CLI's ``qa ask`` answers from the seed)."""
+    """The overlay rows ([] without a database — the CLI's ``qa ask`` answers from the seed — or when it
+    cannot be read, logged)."""
     if db is None:
         return []
-    async with db.session() as s:
-        return await store.overlay(s)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        async with db.session() as s:
+            return await store.overlay(s)
+    except SQLAlchemyError as e:  # the bot still answers from the seed; the console shows the edits again
+        log.error("qa: cannot read the console's knowledge-base edits, answering from the YAML seed: %s",
+                  type(e).__name__)
+        return []
 
 
 def to_yaml(entries: Sequence[Entry]) -> str:

@@ -217,3 +217,26 @@ async def test_export_writes_the_seed_with_the_console_edits(db: Database, tmp_p
     assert "1 from the console" in capsys.readouterr().err
     entries = load_kb([out])  # the export is a valid seed
     assert entries[0].id == ENTRY and entries[0].answer == NEW_ANSWER and len(entries) > 80
+
+
+async def test_another_process_picks_up_an_edit(db: Database, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two processes (two Services on one database): an edit saved by one is answered by the other — on
+    PostgreSQL within flow.RECHECK_S; on SQLite (one process by design) only the saving process reloads."""
+    from bot.clock import FakeClock
+    from flows.api import Services
+    from flows.policy_qa import flow
+    from tests.console.conftest import console_config
+
+    monkeypatch.setattr(flow, "RECHECK_S", 0.0)
+    cfg = console_config(db.url)
+    one, two = (Services(config=cfg, clock=FakeClock(T0), db=db) for _ in range(2))
+    assert (await flow.engine_of(two)).ask(QUESTION).entry.answer != NEW_ANSWER
+    async with db.session() as s:
+        await store.save_entry(s, ENTRY, {"question": QUESTION, "answer": NEW_ANSWER}, action="edit", before=None,
+                               expected_version=0, by=ADMIN, by_name="甲", now=T0)
+    assert (await flow.reload_engine(one)).ask(QUESTION).entry.answer == NEW_ANSWER
+    seen_by_two = (await flow.engine_of(two)).ask(QUESTION).entry.answer
+    if db.is_sqlite:
+        assert seen_by_two != NEW_ANSWER  # no database round trip per question where one process is the rule
+    else:
+        assert seen_by_two == NEW_ANSWER

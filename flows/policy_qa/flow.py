@@ -25,7 +25,7 @@ TRIGGERS = {normalize(t) for t in ("政策问答", "政策咨询", "我要咨询
 RELATED = {normalize(t) for t in ("相关", "相关问题", "更多", "还有呢")}
 
 
-def _load(services: Services, rows: Any = ()) -> Any:
+def _load(services: Services, rows: Any = (), previous: Any = None) -> Any:
     from flows.policy_qa.engine import QAEngine
 
     cfg = services.config
@@ -34,7 +34,7 @@ def _load(services: Services, rows: Any = ()) -> Any:
     if rows:  # the console's edits over the YAML seed (flows.policy_qa.overlay)
         from flows.policy_qa.overlay import build_engine
 
-        return build_engine(cfg, rows, **cache)
+        return build_engine(cfg, rows, previous, **cache)
     return QAEngine.from_files(
         [cfg.path(p) for p in q.kb],
         synonyms_path=cfg.path(q.synonyms) if q.synonyms else None,
@@ -101,7 +101,8 @@ async def reload_engine(services: Services, rows: Any = None) -> Any:
     async with _ENGINE_LOCK:
         have = _ENGINES.get(key)
         if have is None or have[0] != dig:
-            _ENGINES[key] = (dig, await asyncio.to_thread(_load, services, rows))
+            previous = have[1] if have is not None else None  # lends its embeddings to the new one
+            _ENGINES[key] = (dig, await asyncio.to_thread(_load, services, rows, previous))
         eng = _ENGINES[key][1]
     services.extra[ENGINE] = eng
     services.extra[ENGINE_SEEN] = (dig, time.monotonic())

@@ -240,3 +240,29 @@ async def test_another_process_picks_up_an_edit(db: Database, monkeypatch) -> No
         assert seen_by_two != NEW_ANSWER  # no database round trip per question where one process is the rule
     else:
         assert seen_by_two == NEW_ANSWER
+
+
+def test_a_rebuild_reuses_the_embeddings_of_unchanged_questions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After an edit only the new questions are embedded; the result is the engine a full build makes."""
+    import dataclasses
+
+    import numpy as np
+
+    from tests.conftest import ROOT, make_config
+
+    kb = ROOT / "tests/qa/kbs/township_short/kb.yaml"
+    base = make_config("sqlite+aiosqlite:///unused.db")
+    cfg = dataclasses.replace(base, qa=dataclasses.replace(base.qa, kb=[str(kb)], use_encoder=True))
+    previous = overlay.build_engine(cfg, [])  # the seed alone, with the encoder
+    first = load_kb([kb])[0]
+    data = {**overlay.entry_data(first), "alternates": ["这是后台新加的一种问法"], "answer": "新的回答"}
+    rows = [store.OverlayRow(first.id, data, False, 1, ADMIN, "", T0)]
+    embedded: list[list[str]] = []
+    real = previous.encoder.embed_kb
+    previous.encoder.embed_kb = lambda texts: embedded.append(list(texts)) or real(texts)  # type: ignore[method-assign]
+    reused = overlay.build_engine(cfg, rows, previous)
+    assert embedded and len(embedded[0]) <= 2  # the new alternate (and nothing already known)
+    full = overlay.build_engine(cfg, rows)
+    assert reused._kb_vecs.shape == full._kb_vecs.shape
+    assert np.allclose(reused._kb_vecs, full._kb_vecs, atol=1e-5)
+    assert reused.ask("这是后台新加的一种问法").entry.answer == "新的回答"

@@ -266,3 +266,25 @@ def test_a_rebuild_reuses_the_embeddings_of_unchanged_questions(tmp_path) -> Non
     assert reused._kb_vecs.shape == full._kb_vecs.shape
     assert np.allclose(reused._kb_vecs, full._kb_vecs, atol=1e-5)
     assert reused.ask("这是后台新加的一种问法").entry.answer == "新的回答"
+
+
+async def test_delete_asks_first_then_hides_the_entry_until_restored(site: Site) -> None:
+    csrf = await site.login(ADMIN)
+    url = f"/staff/kb/entry/{ENTRY}/remove"
+    resp = await site.client.post(url, data={"csrf": csrf, "do": "delete", "version": "0"})
+    body = await resp.text()
+    assert resp.status == 200 and "确认删除" in body and QUESTION in body
+    async with site.db.session() as s:
+        assert await store.revision(s) == 0  # asked, nothing done
+    resp = await site.client.post(url, data={"csrf": csrf, "do": "delete", "version": "0", "confirm": "1"},
+                                  allow_redirects=False)
+    assert resp.status == 303
+    reply = await _ask(site, PUBLIC, QUESTION)
+    assert "户籍地退役军人事务部门" not in reply
+    body = await (await site.client.get(f"/staff/kb/entry/{ENTRY}")).text()
+    assert "已删除" in body and "恢复原始内容" in body
+    resp = await site.client.post(url, data={"csrf": csrf, "do": "restore", "version": "1"}, allow_redirects=False)
+    assert resp.status == 303
+    assert "户籍地退役军人事务部门" in await _ask(site, PUBLIC, QUESTION)
+    async with site.db.session() as s:
+        assert [h.action for h in await store.history(s, ENTRY)] == ["restore", "delete"]

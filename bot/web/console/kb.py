@@ -254,6 +254,9 @@ def routes(app: web.Application, c: Console) -> None:
         if current is None or what not in ("delete", "restore") or (what == "restore" and origin == "seed") or \
                 (what == "delete" and origin == "deleted"):
             return c.message(request, 400, "无法操作", "这个条目现在不能这样操作，请刷新后再试。", back=back)
+        if what == "delete" and field(d, "confirm") != "1":  # one more step: a slip of the mouse deletes nothing
+            return c.page(request, "console/kb_confirm.html", title="删除条目", eid=eid, version=version,
+                          question=current.get("question", eid), has_seed=seed_d is not None)
         if what == "restore":
             errors = await kb.check(eid, seed_d) if seed_d is not None else {}
         else:
@@ -263,13 +266,9 @@ def routes(app: web.Application, c: Console) -> None:
         now = c.now()
         try:
             async with c.db.session() as s:
-                if what == "restore" or (what == "delete" and origin == "new"):
-                    if what == "delete":
-                        await store.save_entry(s, eid, None, action="delete", before=current, expected_version=version,
-                                               by=staff.openid, by_name=staff.name, now=now)
-                    else:
-                        await store.restore_seed(s, eid, before=current, expected_version=version, by=staff.openid,
-                                                 by_name=staff.name, now=now)
+                if what == "restore":
+                    await store.restore_seed(s, eid, before=current, expected_version=version, by=staff.openid,
+                                             by_name=staff.name, now=now)
                 else:
                     await store.save_entry(s, eid, None, action="delete", before=current, expected_version=version,
                                            by=staff.openid, by_name=staff.name, now=now)

@@ -288,3 +288,24 @@ async def test_delete_asks_first_then_hides_the_entry_until_restored(site: Site)
     assert "户籍地退役军人事务部门" in await _ask(site, PUBLIC, QUESTION)
     async with site.db.session() as s:
         assert [h.action for h in await store.history(s, ENTRY)] == ["restore", "delete"]
+
+
+async def test_anonymous_requests_to_kb_and_import_pages_get_no_data(site: Site) -> None:
+    from tests.console.conftest import staff_routes
+
+    async with site.db.session() as s:
+        await store.save_entry(s, ENTRY, {"question": QUESTION, "answer": "秘密的后台回答"}, action="edit", before=None,
+                               expected_version=0, by=ADMIN, by_name="管理员甲", now=T0)
+        s.add(QAGap(norm="秘密缺口", example="秘密缺口问题", kind="unknown", count=3, best_id=None, first_at=T0,
+                    last_at=T0))
+    paths = [(m, p.replace("{eid}", ENTRY).replace("{kind}", "roster")) for m, p in staff_routes(site.client.app)
+             if p.startswith(("/staff/kb", "/staff/imports"))]
+    assert len(paths) >= 12
+    for method, path in [*paths, ("GET", f"/staff/kb/preview?q={QUESTION}"), ("GET", "/staff/kb?q=秘密")]:
+        resp = await site.client.request(method, path, allow_redirects=False,
+                                         data={"csrf": "x", "question": "q", "answer": "a"} if method == "POST" else None)
+        body = await resp.text()
+        assert resp.status == (303 if method in ("GET", "HEAD") else 403), (method, path, resp.status)
+        assert "秘密" not in body and "管理员甲" not in body and "户籍地" not in body, (method, path)
+    async with site.db.session() as s:
+        assert await store.revision(s) == 1

@@ -10,7 +10,7 @@ session's CSRF token. Pages call the same feature services as the chat and the C
 Modules: :mod:`.auth` (login by QR or link, sessions, CSRF, logout), :mod:`.dashboard`, :mod:`.broadcasts`,
 :mod:`.callups`, :mod:`.moderation`, :mod:`.users`, :mod:`.audit`, :mod:`.kb` (知识库),
 :mod:`.uploads` (导入); :mod:`.base` holds what they share.
-Later pages (the 人工 inbox, knowledge base, imports) add a module and a :data:`.base.NAV` entry.
+Later pages (the 人工 inbox) add a module and a :data:`.base.NAV` entry.
 """
 
 from __future__ import annotations

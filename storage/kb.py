@@ -62,11 +62,12 @@ class KBChange(Base):
 declare(
     Declaration(
         "kb_entries", label="知识库修改", purpose="工作人员在后台修改的政策问答条目", basis=DUTY,
-        refs=("updated_by",), mentions=("updated_by_name",), plain=("id", "data"),
+        # data: a question added from 问答缺口 is someone's own words; erasure scrubs their name / phone from it
+        refs=("updated_by",), mentions=("updated_by_name", "data"), plain=("id",),
         kept="长期保存（知识库内容）", seen_by="本局工作人员"),
     Declaration(
         "kb_history", label="知识库修改记录", purpose="记录知识库的每一次修改（谁、何时、改了什么）", basis=DUTY,
-        refs=("by",), mentions=("by_name",), plain=("entry_id", "action", "before", "after"),
+        refs=("by",), mentions=("by_name", "before", "after"), plain=("entry_id", "action"),
         kept="作为工作档案长期保存", seen_by="本局工作人员"),
 )
 

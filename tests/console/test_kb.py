@@ -309,3 +309,29 @@ async def test_anonymous_requests_to_kb_and_import_pages_get_no_data(site: Site)
         assert "秘密" not in body and "管理员甲" not in body and "户籍地" not in body, (method, path)
     async with site.db.session() as s:
         assert await store.revision(s) == 1
+
+
+async def test_erasure_scrubs_a_person_from_questions_copied_into_the_kb(db: Database) -> None:
+    """A question from 问答缺口 is someone's own words: when they ask to be erased (注销), their name and
+    phone leave the knowledge base and its history too; the editor's openid becomes a pseudonym."""
+    from storage.models import User
+    from storage.privacy import erase, identity
+
+    async with db.session() as s:
+        s.add(User(openid=PUBLIC, subscribed=True, first_seen=T0, last_seen=T0, roles="", name="张秀英",
+                   phone="13912345678", kefu_sent=0))
+        s.add(User(openid=ADMIN, subscribed=True, first_seen=T0, last_seen=T0, roles="admin,staff", name="管理员甲",
+                   kefu_sent=0))
+    data = {"question": QUESTION, "alternates": ["我是张秀英，电话13912345678，优待证咋办"], "answer": "答"}
+    async with db.session() as s:
+        await store.save_entry(s, ENTRY, data, action="alternate", before={"question": QUESTION}, expected_version=0,
+                               by=ADMIN, by_name="管理员甲", now=T0)
+    async with db.session() as s:
+        await erase(s, await identity(s, PUBLIC))
+        await erase(s, await identity(s, ADMIN))
+    async with db.session() as s:
+        row = await store.get_row(s, ENTRY)
+        hist = (await store.history(s, ENTRY))[0]
+    assert row is not None and "张秀英" not in str(row.data) and "13912345678" not in str(row.data)
+    assert "张秀英" not in str(hist.after) and row.updated_by != ADMIN and hist.by != ADMIN
+    assert "管理员甲" not in (row.updated_by_name + hist.by_name)

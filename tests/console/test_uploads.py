@@ -139,3 +139,14 @@ async def test_martyrs_and_jobs_upload(site: Site) -> None:
     assert "已导入" in body
     async with site.db.session() as s:
         assert (await s.execute(select(func.count()).select_from(JobPosting))).scalar_one() > 0
+
+
+def test_upload_limit_is_checked_in_the_config() -> None:
+    import pytest
+
+    from bot.config import ConfigError, ConsoleConfig
+
+    assert ConsoleConfig().upload_max_kb == 2048
+    for bad in (0, 15, 10241):
+        with pytest.raises(ConfigError, match="upload_max_kb"):
+            ConsoleConfig(upload_max_kb=bad)

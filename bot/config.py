@@ -423,8 +423,12 @@ class ConsoleConfig:
     link_ttl_min: int = 10
     # The login page's QR code expires after this many seconds (60-1800); the page then offers a new one.
     qr_ttl_s: int = 300
+    # 导入: the largest CSV file staff may upload (KB, 16-10240).
+    upload_max_kb: int = 2048
 
     def __post_init__(self) -> None:
+        if not 16 <= self.upload_max_kb <= 10240:
+            raise ConfigError(f"console.upload_max_kb must be between 16 and 10240 (got {self.upload_max_kb})")
         if self.session_idle_min < 1:
             raise ConfigError(f"console.session_idle_min must be at least 1 (got {self.session_idle_min})")
         if self.session_max_h < 1:

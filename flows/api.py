@@ -148,6 +148,9 @@ class Services:
     matcher: IntentMatcher | None = None
     #: The policy Q&A engine (:func:`flows.policy_qa.flow.engine_of` loads it once per process).
     qa_engine: QAEngine | None = None
+    #: (digest of the console's KB edits, monotonic time of the last look at the database) for
+    #: :func:`flows.policy_qa.flow.engine_of`: several processes on PostgreSQL notice another's edit.
+    qa_engine_seen: tuple[str, float] | None = None
     #: The memorial's sensitive-word filter (:func:`flows.memorial.service.word_filter` reads it).
     words: WordFilter | None = None
 

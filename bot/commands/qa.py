@@ -4,6 +4,7 @@ the questions the bot could not answer.
     vetbot qa ask --kb data/kb/policy.yaml "优待证怎么办"
     vetbot qa eval --kb data/kb/policy.yaml --cases tests/qa/cases.yaml [--json] [--failures]
     vetbot qa gaps -c vetbot.yaml [--limit 50] [--kind unknown|ambiguous] [--json]
+    vetbot qa export -c vetbot.yaml [-o kb.yaml]
 
 Synonyms and the user dictionary default to ``synonyms.yaml`` / ``userdict.txt`` beside the first
 ``--kb`` file. KB embeddings are cached under ``--cache-dir`` (default ``$XDG_CACHE_HOME/vetbot/qa``
@@ -71,6 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kind", choices=("unknown", "ambiguous"), help="only this kind")
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.set_defaults(func=_gaps)
+
+    x = qsub.add_parser("export", help="导出知识库：种子 YAML 加上后台的修改，写成一个 YAML 文件",
+                        description="Write the effective knowledge base — the YAML seed (qa.kb) with the edits "
+                                    "staff saved in the console laid over it — as one YAML file in the seed's "
+                                    "schema: to review it, or to make it the new seed.")
+    add_config(x)
+    x.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="write to FILE (default: standard output)")
+    x.set_defaults(func=_export)
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -178,4 +188,29 @@ def _gaps(args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     emit(rows, args.json, render)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from flows.policy_qa import overlay
+    from flows.policy_qa.kb import KBError
+
+    cfg = config_of(args)
+
+    async def go() -> list[Any]:
+        async with database(cfg) as db:
+            return await overlay.load_rows(db)
+
+    rows = run(go())
+    try:
+        entries = overlay.effective(overlay.seed(cfg), rows)
+    except KBError as e:
+        return _fail(e)
+    text = overlay.to_yaml(entries)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        edited = sum(1 for e in entries if e.file == overlay.CONSOLE_FILE)
+        print(f"wrote {len(entries)} entries ({edited} from the console) to {args.output}", file=sys.stderr)
     return 0

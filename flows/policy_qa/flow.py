@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from flows.api import Context, Flow, Services, flow, normalize, on_startup, strip_fillers
@@ -22,17 +23,22 @@ TRIGGERS = {normalize(t) for t in ("政策问答", "政策咨询", "我要咨询
 RELATED = {normalize(t) for t in ("相关", "相关问题", "更多", "还有呢")}
 
 
-def _load(services: Services) -> Any:
+def _load(services: Services, rows: Any = (), previous: Any = None) -> Any:
     from flows.policy_qa.engine import QAEngine
 
     cfg = services.config
     q = cfg.qa
+    cache = {"cache_dir": cfg.path(q.cache_dir)} if q.cache_dir and _takes_cache_dir() else {}
+    if rows:  # the console's edits over the YAML seed (flows.policy_qa.overlay)
+        from flows.policy_qa.overlay import build_engine
+
+        return build_engine(cfg, rows, previous, **cache)
     return QAEngine.from_files(
         [cfg.path(p) for p in q.kb],
         synonyms_path=cfg.path(q.synonyms) if q.synonyms else None,
         userdict_path=cfg.path(q.userdict) if q.userdict else None,
         use_encoder=q.use_encoder,
-        **({"cache_dir": cfg.path(q.cache_dir)} if q.cache_dir and _takes_cache_dir() else {}),
+        **cache,
     )
 
 
@@ -45,9 +51,12 @@ def _takes_cache_dir() -> bool:
 
 
 # One engine per process and set of files: loading embeds the whole knowledge base (seconds), so
-# runtimes built again in the same process (tests, the in-process chat) reuse it.
-_ENGINES: dict[tuple[Any, ...], Any] = {}
+# runtimes built again in the same process (tests, the in-process chat) reuse it. Only the newest
+# overlay's engine is kept per set of files (edits must not pile up engines).
+_ENGINES: dict[tuple[Any, ...], tuple[str, Any]] = {}
 _ENGINE_LOCK = asyncio.Lock()
+#: With several processes on PostgreSQL, each looks this often whether the console changed the KB.
+RECHECK_S = 30.0
 
 
 def _engine_key(services: Services) -> tuple[Any, ...]:
@@ -58,15 +67,42 @@ def _engine_key(services: Services) -> tuple[Any, ...]:
 
 
 async def engine_of(services: Services) -> Any:
-    """The process's Q&A engine, loaded once (in a thread: loading embeds the whole knowledge base)."""
-    if services.qa_engine is not None:
-        return services.qa_engine
-    key = _engine_key(services)
+    """The process's Q&A engine, loaded once (in a thread: loading embeds the whole knowledge base).
+    On PostgreSQL (several processes) it is rebuilt when another process saved a console edit."""
+    eng = services.qa_engine
+    if eng is not None:
+        seen = services.qa_engine_seen
+        db = services.db
+        if db is None or db.is_sqlite or seen is None or time.monotonic() - seen[1] < RECHECK_S:
+            return eng  # SQLite: one process, and the console reloads it right after saving
+        from flows.policy_qa.overlay import digest, load_rows
+
+        rows = await load_rows(db)
+        if digest(rows) == seen[0]:
+            services.qa_engine_seen = (seen[0], time.monotonic())
+            return eng
+        return await reload_engine(services, rows)
+    return await reload_engine(services)
+
+
+async def reload_engine(services: Services, rows: Any = None) -> Any:
+    """Build the engine again from the YAML seed and the console's saved edits (:mod:`storage.kb`) and
+    put it in place; questions asked meanwhile are answered by the previous one. Returns the engine.
+    Raises :class:`flows.policy_qa.kb.KBError` when the seed itself is broken."""
+    from flows.policy_qa.overlay import digest, load_rows
+
+    if rows is None:
+        rows = await load_rows(services.db)
+    key, dig = _engine_key(services), digest(rows)
     async with _ENGINE_LOCK:
-        if key not in _ENGINES:
-            _ENGINES[key] = await asyncio.to_thread(_load, services)
-    services.qa_engine = _ENGINES[key]
-    return services.qa_engine
+        have = _ENGINES.get(key)
+        if have is None or have[0] != dig:
+            previous = have[1] if have is not None else None  # lends its embeddings to the new one
+            _ENGINES[key] = (dig, await asyncio.to_thread(_load, services, rows, previous))
+        eng = _ENGINES[key][1]
+    services.qa_engine = eng
+    services.qa_engine_seen = (dig, time.monotonic())
+    return eng
 
 
 @on_startup
@@ -106,7 +142,12 @@ class PolicyQA(Flow):
             if ctx.picked == "__ticket__":
                 await self._ticket(ctx)
                 return
-            entry = eng.entry(str(ctx.picked))
+            try:
+                entry = eng.entry(str(ctx.picked))
+            except KeyError:  # staff removed the entry in the console since the list was shown
+                ctx.say("这个问题的答案刚刚更新过，请重新输入您的问题。")
+                ctx.end()
+                return
             self._show(ctx, entry)
             return
         if ctx.step == "answered" and normalize(ctx.text) in RELATED:

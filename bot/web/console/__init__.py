@@ -8,8 +8,9 @@ handler runs, except the few login URLs in :data:`bot.web.console.auth.PUBLIC`. 
 session's CSRF token. Pages call the same feature services as the chat and the CLI.
 
 Modules: :mod:`.auth` (login by QR or link, sessions, CSRF, logout), :mod:`.dashboard`, :mod:`.broadcasts`,
-:mod:`.callups`, :mod:`.moderation`, :mod:`.users`, :mod:`.audit`; :mod:`.base` holds what they share.
-Later pages (the 人工 inbox, knowledge base, imports) add a module and a :data:`.base.NAV` entry.
+:mod:`.callups`, :mod:`.moderation`, :mod:`.users`, :mod:`.audit`, :mod:`.kb` (知识库),
+:mod:`.uploads` (导入); :mod:`.base` holds what they share.
+Later pages (the 人工 inbox) add a module and a :data:`.base.NAV` entry.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ def setup(app: web.Application, runtime: Any) -> None:
     """Mount the console (unless ``console.enabled`` is false)."""
     if not runtime.config.console.enabled:
         return
-    from bot.web.console import audit, auth, broadcasts, callups, dashboard, moderation, users
+    from bot.web.console import audit, auth, broadcasts, callups, dashboard, kb, moderation, uploads, users
     from bot.web.console.base import Console
 
     console = Console(runtime)
     app[CONSOLE] = console
     app.middlewares.append(auth.guard(console))
-    for mod in (auth, dashboard, broadcasts, callups, moderation, users, audit):
+    for mod in (auth, dashboard, broadcasts, callups, moderation, users, audit, kb, uploads):
         mod.routes(app, console)
 
     async def close(_: web.Application) -> None:

@@ -20,6 +20,12 @@ ACTION_WORDS = {
 VIA_WORDS = {"console": "后台", "chat": "微信", "cli": "命令行"}
 TARGET_WORDS = {"broadcast": "通知", "callup": "集结", "user": "用户", "memorial_message": "寄语"}
 TARGET_LINKS = {"broadcast": "/staff/broadcasts/{}", "callup": "/staff/callups/{}", "user": "/staff/users/{}"}
+# 知识库 and 导入
+ACTION_WORDS.update({"kb.create": "新增知识库条目", "kb.edit": "修改知识库条目", "kb.alternate": "知识库加问法",
+                     "kb.delete": "删除知识库条目", "kb.restore": "恢复知识库条目", "import.roster": "导入名册",
+                     "import.martyrs": "导入英烈名录", "import.jobs": "导入招聘岗位"})
+TARGET_WORDS.update({"kb_entry": "知识库条目", "import": "导入"})
+TARGET_LINKS.update({"kb_entry": "/staff/kb/entry/{}"})
 PAGE = 50
 
 

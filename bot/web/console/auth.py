@@ -48,6 +48,27 @@ PUBLIC = frozenset({"/staff/login", "/staff/login/poll", "/staff/login/done", "/
 #: QR codes this process asks WeChat for per minute at most (each page load without a usable one).
 QR_PER_MINUTE = 30
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: POSTs under this prefix carry a CSV file (导入): they may be up to :func:`upload_body_limit` long.
+UPLOADS = "/staff/imports/"
+
+
+#: An oversized upload's body is read and dropped up to this many bytes before the 413 page is sent.
+DRAIN_MAX = 32 * 1024 * 1024
+
+
+async def _drain(request: web.Request, at_most: int) -> None:
+    got = 0
+    while got < at_most:
+        chunk = await request.content.readany()
+        if not chunk:
+            return
+        got += len(chunk)
+
+
+def upload_body_limit(config: Any) -> int:
+    """Bytes an upload's request may have: the file (``console.upload_max_kb``) sent again base64-encoded
+    by the confirmation step, plus the form around it."""
+    return config.console.upload_max_kb * 1024 * 4 // 3 + 64 * 1024
 
 
 def csrf_token(config: Any, raw_session: str) -> str:
@@ -123,6 +144,14 @@ def guard(console: Console) -> Any:
                 resp.del_cookie(COOKIE, path="/staff")
             return _headers(resp)
         if request.method not in ("GET", "HEAD", "OPTIONS"):
+            if path.startswith(UPLOADS):  # a CSV file may be larger than a WeChat callback
+                limit = upload_body_limit(console.cfg)
+                if (request.content_length or 0) > limit:
+                    await _drain(request, DRAIN_MAX)  # so the browser shows the answer, not a reset connection
+                    return _headers(console.message(request, 413, "文件太大", "文件超过了允许的大小（"
+                                                    f"{console.cfg.console.upload_max_kb} KB），没有导入任何数据。"
+                                                    "请把文件分成几份再导入。", back=request.path))
+                request = request.clone(client_max_size=limit)
             problem = await _csrf_problem(console, request, staff)
             if problem:
                 log.warning("console: refused a %s to %s: %s", request.method, path, problem)

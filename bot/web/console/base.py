@@ -25,6 +25,8 @@ NAV: list[tuple[str, str, bool]] = [
     ("/staff/callups", "应急集结", False),
     ("/staff/memorial", "寄语审核", False),
     ("/staff/users", "用户", False),
+    ("/staff/kb", "知识库", False),
+    ("/staff/imports", "导入", False),
     ("/staff/audit", "操作记录", True),
 ]
 ROLE_WORDS = {"admin": "管理员", "staff": "工作人员", "volunteer": "应急队员", "veteran": "退役军人", "family": "军属/家属"}

@@ -8,7 +8,7 @@ handler runs, except the few login URLs in :data:`bot.web.console.auth.PUBLIC`. 
 session's CSRF token. Pages call the same feature services as the chat and the CLI.
 
 Modules: :mod:`.auth` (login by QR or link, sessions, CSRF, logout), :mod:`.dashboard`, :mod:`.broadcasts`,
-:mod:`.callups`, :mod:`.moderation`, :mod:`.users`, :mod:`.audit`; :mod:`.base` holds what they share.
+:mod:`.callups`, :mod:`.moderation`, :mod:`.inbox` (人工), :mod:`.users`, :mod:`.audit`; :mod:`.base` holds what they share.
 Later pages (the 人工 inbox, knowledge base, imports) add a module and a :data:`.base.NAV` entry.
 """
 
@@ -34,6 +34,7 @@ def setup(app: web.Application, runtime: Any) -> None:
     app.middlewares.append(auth.guard(console))
     for mod in (auth, dashboard, broadcasts, callups, moderation, users, audit):
         mod.routes(app, console)
+    __import__("bot.web.console.inbox", fromlist=["routes"]).routes(app, console)  # 人工 (one line: merges cleanly)
 
     async def close(_: web.Application) -> None:
         await console.close()

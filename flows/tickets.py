@@ -71,7 +71,8 @@ async def open_ticket(ctx: Context, text: str, *, kind: str = "text", source: di
         await store.add(ctx.session, existing, store.PERSON, text, ctx.now, kind=kind)
         ticket = existing
     else:
-        context: dict[str, Any] = {"from": source or {}}
+        context: dict[str, Any] = {"from": source or {},
+                                   "recent": await store.recent_replies(ctx.session, ctx.openid)}
         ticket = await store.create(ctx.session, ctx.openid, text, context, ctx.now, kind=kind)
         await _notify_staff_new(ctx.session, ticket, ctx.user, text, ctx.now)
     ctx.enter(FLOW, step=LIVE, slots={"ticket": ticket.id})

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base
-from storage.models import Ticket, User
+from storage.models import InboundDedup, Ticket, User
 from storage.privacy import DELETE, DUTY, Declaration, Retention, declare
 
 OPEN, CLOSED = "open", "closed"
@@ -155,6 +155,20 @@ async def waiting(session: AsyncSession, limit: int = 100) -> list[Waiting]:
     far = datetime.max
     out.sort(key=lambda w: (w.waiting_since is None, w.waiting_since or far, w.ticket.id))
     return out
+
+
+async def recent_replies(session: AsyncSession, openid: str, limit: int = 4) -> list[dict[str, str]]:
+    """The bot's last replies to ``openid`` as the dedup table still holds them (``bot.dedup_ttl_h``, 48 h by
+    default; the person's own words are not stored anywhere), oldest first: what staff see of the recent
+    conversation. Read by key range (``m:<openid>:…`` messages, ``e:<openid>:…`` events) on the primary key."""
+    rows: list[tuple[datetime, str]] = []
+    for prefix in (f"m:{openid}:", f"e:{openid}:"):
+        rows += [(r.created_at, r.reply) for r in (await session.execute(
+            select(InboundDedup.created_at, InboundDedup.reply).where(
+                InboundDedup.key >= prefix, InboundDedup.key < prefix[:-1] + ";", InboundDedup.reply.is_not(None))
+            .order_by(InboundDedup.created_at.desc()).limit(limit))).all()]
+    rows.sort(key=lambda r: r[0])
+    return [{"at": at.isoformat(timespec="seconds"), "bot": text[:600]} for at, text in rows[-limit:]]
 
 
 async def earlier(session: AsyncSession, openid: str, before_id: int, limit: int = 3) -> list[Ticket]:

@@ -68,13 +68,16 @@ async def test_a_two_way_ticket_between_wechat_and_the_console(site: Site) -> No
 
     csrf = await site.login(STAFF)
     inbox = await (await site.client.get("/staff/inbox")).text()
-    assert "群众丙" in inbox and "城关镇" in inbox and "我的优待证丢了" in inbox and "0 分钟" in inbox
+    assert "群众丙" in inbox and "城关镇" in inbox and "我的优待证丢了" in inbox and "不到 1 分钟" in inbox
     site.clock.advance(minutes=7)
     part = await (await site.client.get("/staff/inbox/list")).text()
     assert "7 分钟" in part and "<html" not in part
     page = await (await site.client.get(f"/staff/inbox/{tid}")).text()
     assert "［图片］" in page and "［语音］" in page and ">帮助<" in page.replace("\n", "")
     assert re.search(r"当时在用</dt><dd>[^<]*(我的信息|个人信息)", page), page[page.find("<dl"):][:600]
+    # The recent conversation as stored: the bot's last replies before the ticket (我的信息, then 人工's prompt).
+    recent = page[page.find('id="recent"'):page.find('id="thread-title"')]
+    assert "需要修改请回复数字" in recent and "请直接输入您要留给工作人员的话" in recent
     assert "客服消息直接出现在对方的对话里" in page  # inside the 48-hour window
 
     resp = await site.client.post(f"/staff/inbox/{tid}/reply", data={"csrf": csrf, "text": "您好，带身份证到局里补办。"},

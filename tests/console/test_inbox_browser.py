@@ -43,6 +43,8 @@ async def test_a_two_way_ticket_through_the_inbox_page(site: Site, browser: Any,
     await page.locator("#open-tickets a").first.click()
     await page.wait_for_url("**/staff/inbox/*")
     assert "抚恤金这个月没到账" in await page.inner_text("#thread")
+    await page.locator("#recent summary").click()  # what the bot said just before (人工's prompt)
+    assert "请直接输入您要留给工作人员的话" in await page.inner_text("#recent")
     assert "客服消息直接出现在对方的对话里" in await page.inner_text("#reply")
     await page.get_by_label("回复内容").fill("您好，已转财务股核实，明天上午给您回电话。")
     await _check_page(page)

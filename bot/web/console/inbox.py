@@ -10,6 +10,7 @@ the thread refresh themselves (``refresh.js``; a 刷新 link without JavaScript)
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +29,12 @@ SOURCE_STEPS = {"policy_qa": "政策问答里没查到答案的问题"}
 
 
 def waited(now: Any, since: Any) -> str:
-    """'3 分钟', '2 小时 5 分', '1 天 3 小时': how long someone has been waiting."""
+    """'不到 1 分钟', '3 分钟', '2 小时 5 分', '1 天 3 小时': how long someone has been waiting."""
     if since is None:
         return ""
     mins = max(0, int((now - since).total_seconds() // 60))
+    if mins < 1:
+        return "不到 1 分钟"
     if mins < 60:
         return f"{mins} 分钟"
     hours, mins = divmod(mins, 60)
@@ -76,8 +79,10 @@ def routes(app: web.Application, c: Console) -> None:
                 User.openid.in_(staff_ids)))).all()) if staff_ids else {}
             earlier = await store.earlier(s, ticket.openid, ticket.id)
         source = (ticket.context or {}).get("from") or {}
+        recent = [(datetime.fromisoformat(r["at"]), str(r.get("bot") or ""))
+                  for r in (ticket.context or {}).get("recent") or [] if isinstance(r, dict) and r.get("at")]
         return {"t": ticket, "person": person, "thread": thread, "pushes": pushes, "staff_names": staff_names,
-                "earlier": earlier, "source": source if isinstance(source, dict) else {},
+                "earlier": earlier, "recent": recent, "source": source if isinstance(source, dict) else {},
                 "in_window": window_open(person, c.now(), int(window_h)), "window_h": int(window_h),
                 "delivery": DELIVERY, "channels": CHANNELS, "live": ticket.status == store.OPEN,
                 "waited": waited}

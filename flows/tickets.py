@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.text import plain_text
-from flows.api import Context, before_route, get_flow, takeover
+from flows.api import Context, Flow, before_route, flow, get_flow, takeover
 from storage import tickets as store
 from storage.console import audit
 from storage.models import OutboxMessage, Ticket, User
@@ -261,10 +261,30 @@ async def staff_command(ctx: Context) -> bool:
         ctx.say(f"请把回复内容写在编号后面，例如“回复 {m.group(1)} 您好，……”。\n\n{STAFF_HELP}")
         return True
     if text in _LIST or text in ("回复", "结束人工帮助"):
-        waiting = await store.waiting(ctx.session, limit=10)
-        lines = [f"{w.ticket.id} 号 · {(w.user.name if w.user and w.user.name else '未登记姓名')} · "
-                 f"{plain_text(w.ticket.text)[:20]}" for w in waiting]
-        ctx.say(("待回复的人工留言：\n" + "\n".join(lines)) if lines else "现在没有待回复的人工留言。")
-        ctx.say(STAFF_HELP)
+        await _list_waiting(ctx)
         return True
     return False  # 回复/结束 followed by something else: an ordinary message
+
+
+async def _list_waiting(ctx: Context) -> None:
+    waiting = await store.waiting(ctx.session, limit=10)
+    lines = [f"{w.ticket.id} 号 · {(w.user.name if w.user and w.user.name else '未登记姓名')} · "
+             f"{plain_text(w.ticket.text)[:20]}" for w in waiting]
+    ctx.say(("待回复的人工留言：\n" + "\n".join(lines)) if lines else "现在没有待回复的人工留言。")
+    ctx.say(STAFF_HELP)
+
+
+@flow
+class StaffTickets(Flow):
+    """回复留言 (staff menu): the waiting tickets and how to answer them in chat."""
+
+    name = "staff_tickets"
+    title = "回复留言"
+    roles = frozenset({"staff", "admin"})
+
+    async def start(self, ctx: Context) -> None:
+        await _list_waiting(ctx)
+        ctx.end()
+
+    async def step(self, ctx: Context) -> None:  # pragma: no cover - ends at once
+        await self.start(ctx)

@@ -144,6 +144,10 @@ async def end_when_not_live(ctx: Context) -> bool:
     """结束人工 when no staff conversation is open: say so (instead of a puzzled fallback answer)."""
     if ctx.text != "结束人工":
         return False
+    if ctx.state.flow == FLOW:  # asked 人工 but wrote nothing yet: no ticket to end, just leave
+        ctx.clear()
+        ctx.say("好的，已退出“人工留言”。回复“帮助”查看功能。")
+        return True
     ctx.say("您现在没有在和工作人员对话。回复“人工”可以联系工作人员，回复“帮助”查看功能。")
     return True
 

@@ -229,3 +229,12 @@ async def test_storage_lists_the_longest_waiting_first(site: Site) -> None:
     async with site.db.session() as s:
         assert [u.openid for u in await store.on_duty(s)] == [ADMIN]
         assert (await s.execute(select(func.count()).select_from(store.TicketMessage))).scalar_one() == 6
+
+
+async def test_a_photo_as_the_first_message_opens_the_ticket_with_a_note(site: Site) -> None:
+    assert "请直接输入" in (await site.chat(PUBLIC, "人工") or "")
+    reply = await site._post(image_xml(PUBLIC, 7101)) or ""
+    assert "编号" in reply and "结束人工" in reply
+    async with site.db.session() as s:
+        (t,) = (await s.execute(select(Ticket))).scalars()
+        assert t.text.startswith("［图片］") and [m.kind for m in await store.thread(s, t.id)] == ["image"]

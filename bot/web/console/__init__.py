@@ -8,7 +8,7 @@ handler runs, except the few login URLs in :data:`bot.web.console.auth.PUBLIC`. 
 session's CSRF token. Pages call the same feature services as the chat and the CLI.
 
 Modules: :mod:`.auth` (login by QR or link, sessions, CSRF, logout), :mod:`.dashboard`, :mod:`.broadcasts`,
-:mod:`.callups`, :mod:`.moderation`, :mod:`.inbox` (人工), :mod:`.users`, :mod:`.audit`; :mod:`.base` holds what they share.
+:mod:`.callups`, :mod:`.moderation`, :mod:`.users`, :mod:`.audit`; :mod:`.base` holds what they share.
 Later pages (the 人工 inbox, knowledge base, imports) add a module and a :data:`.base.NAV` entry.
 """
 

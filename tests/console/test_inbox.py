@@ -238,3 +238,15 @@ async def test_a_photo_as_the_first_message_opens_the_ticket_with_a_note(site: S
     async with site.db.session() as s:
         (t,) = (await s.execute(select(Ticket))).scalars()
         assert t.text.startswith("［图片］") and [m.kind for m in await store.thread(s, t.id)] == ["image"]
+
+
+async def test_a_chat_reply_outside_the_48_hour_window_says_how_it_will_travel(site: Site) -> None:
+    tid = await _open(site)
+    site.clock.advance(hours=49)
+    reply = await site.chat(STAFF, f"回复 {tid} 您的补办材料已收到") or ""
+    assert f"已回复 {tid} 号" in reply and "超过 48 小时" in reply and "模板消息" in reply
+    (push,) = await _pushes(site, PUBLIC, "ticket_reply")
+    assert "您的补办材料已收到" in push.payload["text"]
+    async with site.db.session() as s:
+        (a,) = (await s.execute(select(StaffAudit).where(StaffAudit.action == "ticket.reply"))).scalars()
+        assert a.via == "chat" and a.actor == STAFF and a.target_id == str(tid)

@@ -250,3 +250,11 @@ async def test_a_chat_reply_outside_the_48_hour_window_says_how_it_will_travel(s
     async with site.db.session() as s:
         (a,) = (await s.execute(select(StaffAudit).where(StaffAudit.action == "ticket.reply"))).scalars()
         assert a.via == "chat" and a.actor == STAFF and a.target_id == str(tid)
+
+
+async def test_a_person_who_unfollowed_is_shown_as_unreachable(site: Site) -> None:
+    tid = await _open(site)
+    await site.event(PUBLIC, "unsubscribe")
+    await site.login(STAFF)
+    page = await (await site.client.get(f"/staff/inbox/{tid}")).text()
+    assert "对方已取消关注本公众号" in page

@@ -12,6 +12,7 @@ loaded with the turn, worked on by the flow through ``ctx.state``, saved with th
 
 Routing a text message (:meth:`Dispatcher._route`), in this order:
 
+0. features' ``takeover`` hooks see every message first (an open 人工 ticket forwards it to staff);
 1. an idle flow or numbered menu past ``bot.conversation_timeout_min`` ends;
 2. global commands (帮助 / 取消 / 返回 / 人工) work anywhere; then features' ``before_route`` hooks
    (an open call-up reads a member's 1 / 2 / 3 before an older numbered menu does);
@@ -32,7 +33,17 @@ from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
-from flows.api import Context, Flow, Inbound, Services, before_route_hooks, event_handlers, get_flow, scenes
+from flows.api import (
+    Context,
+    Flow,
+    Inbound,
+    Services,
+    before_route_hooks,
+    event_handlers,
+    get_flow,
+    scenes,
+    takeover_hooks,
+)
 from flows.voice import voice_turn
 from storage.conversations import Option
 from storage.db import Database
@@ -156,6 +167,9 @@ class Dispatcher:
         if inbound.kind == "event":
             await self._event(ctx, conv)
             return
+        for claim in takeover_hooks():  # 0. a conversation handed over to staff (人工) takes everything
+            if await claim(ctx):
+                return
         if inbound.kind == "location":
             # Not stored (个人信息保护法: 行踪轨迹 is sensitive and nothing here needs it).
             ctx.say("已收到您的位置（本服务号不保存位置信息）。回复“帮助”查看可以办理的事项。")

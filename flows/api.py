@@ -30,7 +30,8 @@ A flow never sees aiohttp or the WeChat client. Example::
 Scheduled work registers with :func:`tick`; QR-scene handlers with :func:`on_scene`; handlers of
 WeChat events the dispatcher has no rule for (订阅通知 choices …) with :func:`on_event`; start-up
 work (loading a knowledge base) with :func:`on_startup`; a message that must be read before the open
-numbered menu and the active flow (an open call-up's answer) with :func:`before_route`.
+numbered menu and the active flow (an open call-up's answer) with :func:`before_route`; a message that must
+be read before everything, global commands included (a person talking to staff in 人工), with :func:`takeover`.
 
 This module is the whole surface of the runtime a flow may use: besides the flow API it hands on the
 runtime's neutral helpers, so that a flow imports ``flows.api``, its own package and ``storage`` —
@@ -188,6 +189,8 @@ class Context:
         self.services = services
         self.now = now
         self.state = state if state is not None else FlowState()
+        #: The flow and step the user was at when this turn began (what 人工 tells staff the person was doing).
+        self.began: tuple[str | None, str | None] = (self.state.flow, self.state.step)
         # Named groups of the intent regex that started the flow (e.g. 找工作 保安 -> {"words": "保安"}).
         self.intent_slots: dict[str, str] = {}
         #: How the current flow was entered: "text" (an intent matched the user's words), "choice"
@@ -455,6 +458,7 @@ StartupFn = Callable[[Services], Awaitable[None]]
 _STARTUP: list[StartupFn] = []
 BeforeRouteFn = Callable[[Context], Awaitable[bool]]
 _BEFORE_ROUTE: dict[str, BeforeRouteFn] = {}
+_TAKEOVER: dict[str, BeforeRouteFn] = {}
 EventFn = Callable[[Context], Awaitable[None]]
 _EVENTS: dict[str, EventFn] = {}
 
@@ -525,6 +529,22 @@ def before_route(fn: BeforeRouteFn) -> BeforeRouteFn:
 
 def before_route_hooks() -> list[BeforeRouteFn]:
     return list(_BEFORE_ROUTE.values())
+
+
+def takeover(fn: BeforeRouteFn) -> BeforeRouteFn:
+    """Register ``fn(ctx) -> bool``, run FIRST for every message a person sends (text, voice, image, link …;
+    not events): before the global commands (帮助, 取消 …), the idle timeout, the open menu and the active flow.
+    Returning True means the hook handled the message; nothing else routes it.
+
+    For a conversation that is no longer with the bot at all — a person talking to staff through an open
+    人工 ticket, whose 取消 or 帮助 are words for the staff member. Runs on every message: return False at once
+    unless ``ctx.state`` says the conversation is yours (no database query for everyone else)."""
+    _TAKEOVER[f"{fn.__module__}.{fn.__qualname__}"] = fn
+    return fn
+
+
+def takeover_hooks() -> list[BeforeRouteFn]:
+    return list(_TAKEOVER.values())
 
 
 def load_all() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flows.api import Context, Flow, flow
-from storage.models import Ticket
 
 
 @flow
@@ -26,25 +25,26 @@ class Help(Flow):
 
 @flow
 class Human(Flow):
-    """人工: the user's next message becomes a ticket for staff."""
+    """人工: the user's next message opens a ticket and the conversation is handed over to staff until
+    the ticket ends (:mod:`flows.tickets`: step ``live`` is read by its takeover hook, never by :meth:`step`)."""
 
     name = "human"
     title = "人工留言"
 
     async def start(self, ctx: Context) -> None:
-        await ctx.ask("text", "请直接输入您要留给工作人员的话，我们会尽快回复您。\n（回复“取消”退出）")
+        from flows.tickets import source_of
+
+        ctx.slots["from"] = source_of(ctx)
+        await ctx.ask("text", "请直接输入您要留给工作人员的话，工作人员会在这里回复您。\n（回复“取消”退出）")
 
     async def step(self, ctx: Context) -> None:
+        from flows.tickets import open_ticket
+
         text = ctx.text
         if len(text) < 2:
             ctx.reask("内容太短了，请再具体说一说。（回复“取消”退出）")
             return
-        ticket = Ticket(openid=ctx.openid, text=text[:2000], context={"from": ctx.slots.get("from")},
-                        status="open", created_at=ctx.now)
-        ctx.session.add(ticket)
-        await ctx.session.flush()
-        ctx.say(f"已收到您的留言（编号 {ticket.id}），工作人员会尽快回复。")
-        ctx.end()
+        await open_ticket(ctx, text, source=ctx.slots.get("from") or {})
 
     async def prompt(self, ctx: Context, step: str) -> None:
-        await self.start(ctx)
+        await ctx.ask("text", "请直接输入您要留给工作人员的话，工作人员会在这里回复您。\n（回复“取消”退出）")

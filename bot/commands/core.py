@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -332,24 +333,20 @@ def _tickets_list(args: argparse.Namespace) -> int:
 
 def _tickets_reply(args: argparse.Namespace) -> int:
     from bot.clock import SystemClock
-    from bot.text import plain_text
-    from storage.models import Ticket
-    from storage.outbox import HIGH, Push, enqueue
+    from flows.tickets import TicketProblem, close, reply
 
     cfg = config_of(args)
-    reply = plain_text(args.text)  # goes into a chat message: never live markup
+    actor = f"cli:{os.environ.get('USER') or 'shell'}"[:64]
 
     async def go() -> int:
         now = SystemClock().now()
         async with database(cfg) as db, db.session() as s:
-            t = await s.get(Ticket, args.id)
-            if t is None:
-                print(f"vetbot: no ticket #{args.id}", file=sys.stderr)
+            try:
+                await reply(s, args.id, args.text, staff=actor, via="cli", now=now)
+                await close(s, args.id, staff=actor, via="cli", now=now, notify=False)
+            except TicketProblem as e:
+                print(f"vetbot: ticket #{args.id}: {e}", file=sys.stderr)
                 return 2
-            t.status, t.closed_at, t.staff_reply = "closed", now, args.text
-            await enqueue(s, Push(openid=t.openid, purpose="ticket_reply", key=f"ticket:{t.id}:reply",
-                                  text=f"您的留言（编号 {t.id}）已有回复：\n{reply}", priority=HIGH,
-                                  data={"title": "留言回复", "content": reply}), now)
         print(f"ticket #{args.id} closed; reply queued")
         return 0
 

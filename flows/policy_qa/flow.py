@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from flows.api import Context, Flow, Services, flow, normalize, on_startup, strip_fillers
-from storage.models import Ticket
 from storage.qa import record_ask, record_gap
 
 log = logging.getLogger("vetbot.qa")
@@ -201,9 +200,7 @@ class PolicyQA(Flow):
 
     async def _ticket(self, ctx: Context) -> None:
         question = ctx.slots.get("question") or ""
-        ticket = Ticket(openid=ctx.openid, text=question, context={"from": "policy_qa"}, status="open",
-                        created_at=ctx.now)
-        ctx.session.add(ticket)
-        await ctx.session.flush()
-        ctx.say(f"已转给工作人员（编号 {ticket.id}），答复会通过本公众号发给您。")
-        ctx.end()
+        from flows.tickets import open_ticket
+
+        await open_ticket(ctx, question or "（问题没有记下）",
+                          source={"flow": "policy_qa", "title": "政策问答", "question": question})

@@ -192,6 +192,8 @@ async def use_everything(chat: Any) -> int:
     # 人工: a ticket with the phone in it
     assert "请直接输入" in await say(chat, "人工")
     assert "已收到您的留言" in await say(chat, f"我是{NAME}，电话{PHONE}，麻烦回电")
+    assert await say(chat, f"再说一遍，我的电话是{PHONE}") == ""  # into the ticket's thread, silently
+    assert "已结束人工服务" in await say(chat, "结束人工")  # the bot listens again (我的数据, 注销 …)
     # the other member answers too and stays untouched
     await say(chat, "2", who=OTHER)
     # other people's texts that mention the person: a staff push and an unanswered question

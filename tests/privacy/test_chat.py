@@ -96,7 +96,8 @@ async def test_my_data_of_someone_who_only_wrote_once(db_url: str) -> None:
         chat.clock.set(T0)
         await say(chat, "人工")
         await say(chat, "请问优待证在哪里办")
+        await say(chat, "结束人工")  # while 人工 is open, messages go to staff, 我的数据 included
         r = await say(chat, "我的数据")
-        assert "· 我的信息：姓名 未填" in r and "· 人工留言：1 条（待回复 1）" in r
+        assert "· 我的信息：姓名 未填" in r and "· 人工留言：1 条（待回复 0）" in r
         async with chat.runtime.db.session() as s:
             assert (await s.execute(select(func.count()).select_from(Ticket))).scalar_one() == 1

@@ -158,7 +158,7 @@ async def test_the_file_holds_the_person_until_the_compaction_runs(db_url: str) 
     cfg = make_config(db_url, bot__fallback_flow="help")
     async with chat_session(cfg) as chat:
         chat.clock.set(T0)
-        for text in ("我的信息", "1", NAME, PHONE, "城关镇", "1", "人工", f"请{NAME}回电 {PHONE}"):
+        for text in ("我的信息", "1", NAME, PHONE, "城关镇", "1", "人工", f"请{NAME}回电 {PHONE}", "结束人工"):
             await say(chat, text)
         await say(chat, "注销")
         assert "已删除" in await say(chat, "确认")

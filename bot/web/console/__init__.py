@@ -35,6 +35,7 @@ def setup(app: web.Application, runtime: Any) -> None:
     app.middlewares.append(auth.guard(console))
     for mod in (auth, dashboard, broadcasts, callups, moderation, users, audit, kb, uploads):
         mod.routes(app, console)
+    __import__("bot.web.console.inbox", fromlist=["routes"]).routes(app, console)  # 人工 (one line: merges cleanly)
 
     async def close(_: web.Application) -> None:
         await console.close()

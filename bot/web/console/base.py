@@ -24,6 +24,7 @@ NAV: list[tuple[str, str, bool]] = [
     ("/staff/broadcasts", "群发通知", False),
     ("/staff/callups", "应急集结", False),
     ("/staff/memorial", "寄语审核", False),
+    ("/staff/inbox", "人工", False),
     ("/staff/users", "用户", False),
     ("/staff/kb", "知识库", False),
     ("/staff/imports", "导入", False),

@@ -179,6 +179,9 @@ class CreateCallup(Flow):
         r = await service.roster(ctx.session, ctx.services, c, ctx.now)
         reached = r["targets"] - r["unreachable"]
         lines = [f"已发起集结 #{c.id}：{texts.label(c)}，已通知 {reached} 人。"]
+        sms = sum(r["sms"][k] for k in ("sent", "waiting"))
+        if sms:
+            lines.append(f"其中 {sms} 人未绑定微信，已发短信（可回复短信）。")
         if r["unreachable"]:
             lines.append(f"另有 {r['unreachable']} 人未绑定微信，请电话通知（名单见链接）。")
         if c.chain:

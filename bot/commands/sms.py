@@ -29,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=_simulate)
 
+    gw = psub.add_parser(
+        "fake-gateway", help="run a fake SMS gateway on this machine that prints every SMS vetbot sends",
+        description="For demos and tests, never a provider: listens on --host:--port, checks each message's "
+                    "signature with sms.hmac_secret like a real relay should (401 when wrong), and prints it. "
+                    "Point sms.webhook_url at the address it prints. Stop with Ctrl-C.")
+    add_config(gw)
+    gw.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    gw.add_argument("--port", type=int, default=9000, help="listen port (default 9000)")
+    gw.set_defaults(func=_fake_gateway)
+
 
 def _simulate(args: argparse.Namespace) -> int:
     import aiohttp
@@ -65,3 +75,30 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         print(f"refused (HTTP {status}): {answer.get('error', '')}", file=sys.stderr)
     return 0 if status == 200 else 1
+
+
+def _fake_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from bot.fake_sms import FakeSmsGateway
+
+    cfg = config_of(args)
+    if not cfg.sms.hmac_secret:
+        print("error: set sms.hmac_secret (the gateway checks every message's signature with it)", file=sys.stderr)
+        return 2
+
+    def show(body: dict) -> None:  # type: ignore[type-arg]
+        print(f"SMS to {body.get('phone', '?')}: {body.get('text', '')}", flush=True)
+
+    async def go() -> None:
+        gw = await FakeSmsGateway(cfg.sms.hmac_secret, cfg.sms.hmac_header, on_message=show).start(args.host, args.port)
+        print(f"fake SMS gateway at {gw.url} (set sms.webhook_url to it); Ctrl-C stops it", file=sys.stderr, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await gw.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(go())
+    return 0

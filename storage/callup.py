@@ -565,11 +565,14 @@ async def pending_bound_members(session: AsyncSession, callup_id: int, now: date
     return [r for r in (await session.execute(q)).all() if r.away_until is None or r.away_until <= now]
 
 
-async def members_coming(session: AsyncSession, callup_id: int) -> list[Member]:
-    """Bound members who said 到 / 晚到 or are standby (told when the call-up closes)."""
+async def members_coming(session: AsyncSession, callup_id: int, *, unbound: bool = False) -> list[Member]:
+    """Members who said 到 / 晚到 or are standby (told when the call-up closes): bound ones, and with
+    ``unbound`` those without WeChat too (told by SMS)."""
     q = (select(Member).join(CallUpTarget, CallUpTarget.member_id == Member.id)
-         .where(CallUpTarget.callup_id == callup_id, CallUpTarget.status.in_((CONFIRMED, LATE, STANDBY)),
-                Member.openid.is_not(None)).order_by(Member.id))
+         .where(CallUpTarget.callup_id == callup_id, CallUpTarget.status.in_((CONFIRMED, LATE, STANDBY)))
+         .order_by(Member.id))
+    if not unbound:
+        q = q.where(Member.openid.is_not(None))
     return list((await session.execute(q)).scalars())
 
 

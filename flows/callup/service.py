@@ -466,7 +466,13 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
     for t in chosen:
         t.status = CONFIRMED
         m = members.get(t.member_id)
-        if m is not None and m.openid:
+        if m is not None and not m.openid and sms_enabled(services):
+            pushes.append(Push(openid="", purpose="callup_sms", key=f"callup:{c.id}:promote:{m.id}:{epoch(now)}",
+                               text=f"【集结通知】{texts.label(c)}\n原确认人员有变动，请您按时到{c.place}集合"
+                                    f"（{texts.when(c, tz)}）。如不能到请回复短信 3。",
+                               data={"callup_id": c.id, "member_id": m.id, "drill": c.drill}, priority=EMERGENCY,
+                               ref_type="callup", ref_id=c.id, sms_to=m.phone))
+        elif m is not None and m.openid:
             link = answer_link(services.config, c, m.id)
             pushes.append(Push(openid=m.openid, purpose="callup",
                                key=f"callup:{c.id}:promote:{m.id}:{epoch(now)}",
@@ -565,7 +571,7 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
         return c, await roster(session, services, c, now), False
     c.state, c.closed_at, c.closed_by, c.next_due_at = CLOSED, now, by[:64], None
     await session.flush()
-    members = await repo.members_coming(session, c.id)
+    members = await repo.members_coming(session, c.id, unbound=sms_enabled(services))
     text = f"【集结结束】{texts.label(c)}\n本次集结已结束，感谢您的响应！未出发的无需再前往。"
     pushes = [Push(openid=m.openid or "", purpose="callup", key=f"callup:{c.id}:closed:{m.id}", text=text,
                    data={"title": f"【集结结束】{texts.label(c)}", "place": c.place,
@@ -573,6 +579,11 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
                          "url": answer_link(services.config, c, m.id), "drill": c.drill, "callup_id": c.id,
                          "phone": m.phone},
                    url=answer_link(services.config, c, m.id), priority=HIGH, ref_type="callup", ref_id=c.id)
+              if m.openid else
+              # A member without WeChat who answered (by SMS) is told by SMS, without a link.
+              Push(openid="", purpose="callup_sms", key=f"callup:{c.id}:closed:{m.id}", text=text,
+                   data={"callup_id": c.id, "member_id": m.id, "drill": c.drill}, priority=HIGH,
+                   ref_type="callup", ref_id=c.id, sms_to=m.phone)
               for m in members]
     if pushes:
         await enqueue(session, pushes, now)
@@ -620,6 +631,10 @@ async def audit(session: AsyncSession, services: Services, now: datetime) -> lis
                              f"⚠ 升级通知已超时 {late} 分钟未执行（{step.label()}）。请检查 vetbot 服务是否在运行，"
                              "并电话联系未回复的队员。"))
         by, reasons = await repo.push_results(session, c.id)
+        # The SMS to members without WeChat count too: a member they miss was reached by nobody.
+        sms_by, sms_reasons = await repo.push_results(session, c.id, "callup_sms")
+        by = {k: by.get(k, 0) + sms_by.get(k, 0) for k in {*by, *sms_by}}
+        reasons = sorted(reasons + sms_reasons, key=lambda rn: -rn[1])
         total = sum(n for k, n in by.items() if k != "retrying")
         failing = by.get("failed", 0) + by.get("retrying", 0)
         if failing >= cfg.audit_min_failed and failing * 100 >= cfg.audit_failed_pct * max(total, 1):

@@ -333,3 +333,41 @@ async def test_vetbot_sms_simulate_posts_a_signed_message_and_callup_status_show
         assert "不能到" in line and "(短信回复)" in line and "(未绑定·短信待发)" in line
         line = next(x for x in out.splitlines() if "老李" in x)
         assert "未回复" in line and "(未绑定·短信待发)" in line
+
+
+async def test_members_who_answered_by_sms_are_told_by_sms_when_the_callup_closes(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    cfg = _config(seeded, fake, gw)
+    async with app_client(cfg, FakeClock(T0)) as (client, runtime):
+        sender = build_sender(cfg, runtime.db, runtime.clock, worker="sms-test")
+        try:
+            c = await _create(runtime)
+            assert (await _post(client, runtime, ZHANG, "马上到", "z1"))[1]["outcome"] == "recorded"
+            async with runtime.db.session() as s:
+                _, r, closed_now = await service.close_callup(s, runtime.services, c.id, "cli", runtime.clock.now())
+            assert closed_now and r["told"] == 1
+            await sender.deliver_due()
+            told = [m for m in gw.accepted if "【集结结束】" in m["text"]]
+            assert [m["phone"] for m in told] == [ZHANG]  # 老李 never answered: not told
+        finally:
+            await sender.close()
+
+
+async def test_failing_callup_sms_alert_staff_through_the_auditor(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    cfg = _config(seeded, fake, gw, callup__audit_min_failed=2)
+    async with app_client(cfg, FakeClock(T0)) as (_client, runtime):
+        sender = build_sender(cfg, runtime.db, runtime.clock, worker="sms-test")
+        try:
+            c = await _create(runtime)
+            gw.fail_next = [403, 403]  # a wrong secret or URL at the provider: permanent
+            await sender.deliver_due()
+            r, members, status = await _roster_of(runtime, c.id)
+            assert r["sms"]["failed"] == 2 and r["unreachable"] == 2  # back to a phone call
+            assert "2 人失败" in status and "需电话通知：2 人" in status
+            assert {m["sms"] for m in members if not m["bound"]} == {"failed"}
+            async with runtime.db.session() as s:
+                alerts = await service.audit(s, runtime.services, runtime.clock.now())
+            assert [a.problem for a in alerts] == ["failing"] and "2/5" in alerts[0].text
+        finally:
+            await sender.close()

@@ -371,3 +371,64 @@ async def test_failing_callup_sms_alert_staff_through_the_auditor(
             assert [a.problem for a in alerts] == ["failing"] and "2/5" in alerts[0].text
         finally:
             await sender.close()
+
+
+async def test_staff_call_up_in_wechat_chat_reaches_unbound_members_by_sms_and_status_shows_sms_answers(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    from tests.helpers import chat_session
+
+    cfg = _config(seeded, fake, gw)
+    async with chat_session(cfg) as chat:
+        sender = build_sender(cfg, chat.runtime.db, chat.clock, worker="sms-test")
+        try:
+            for text in ("发起集结", "5", "城关镇大堤", "30分钟后", "3", "城关镇一队"):
+                await chat.send("staff_demo", text)
+            reply = await chat.send("staff_demo", "2")  # not a drill
+            assert "将通知 5 人" in (reply or ""), reply
+            reply = await chat.send("staff_demo", "1")
+            assert "已通知 5 人" in (reply or "") and "其中 2 人未绑定微信，已发短信" in (reply or ""), reply
+            assert "请电话通知" not in (reply or "")
+            await sender.deliver_due()
+            assert sorted(m["phone"] for m in gw.accepted if "【应急集结】" in m["text"]) == [ZHANG, LI]
+            body, headers = inbound_request(SMS_SECRET, ZHANG, "去不了", message_id="chat-1",
+                                            ts=service.epoch(chat.clock.now()))
+            base = chat.url[:chat.url.index("/", len("http://"))]
+            async with chat.http.post(base + "/sms/inbound", data=body, headers=headers) as resp:
+                assert resp.status == 200 and (await resp.json())["outcome"] == "recorded"
+            status = await chat.send("staff_demo", "集结状态")
+            assert "不能到 1" in (status or "") and "短信回复 1 人" in (status or ""), status
+        finally:
+            await sender.close()
+
+
+async def test_console_preview_and_board_show_who_was_reached_and_who_answered_by_sms(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    from bot.sim import WeChatSide
+    from tests.console.conftest import STAFF, Site, add_user
+
+    cfg = _config(seeded, fake, gw, qa__use_encoder="false")
+    clock = FakeClock(T0)
+    async with app_client(cfg, clock) as (client, runtime):
+        sender = build_sender(cfg, runtime.db, runtime.clock, worker="sms-test")
+        try:
+            await add_user(runtime.db, STAFF, T0, roles="staff", name="工作人员乙")
+            site = Site(client, runtime, fake, cfg, clock, WeChatSide(cfg))
+            csrf = await site.login(STAFF)
+            async with runtime.db.session() as s:
+                team = (await s.execute(select(Member.team_id).where(Member.phone == ZHANG))).scalar_one()
+            form = {"csrf": csrf, "kind": "防汛", "title": "", "place": "城关镇防汛仓库", "time": "30分钟后",
+                    "needed": "3", "scope": "teams", "teams": str(team), "drill": "no"}
+            body = await (await client.post("/staff/callups/preview", data=form)).text()
+            assert "将马上通知 <b>5</b> 人" in body and "其中未绑定微信的 2 人发短信" in body
+            resp = await client.post("/staff/callups/create", data={**form, "do": "create"}, allow_redirects=False)
+            assert resp.status == 303
+            board_url = resp.headers["Location"].split("?")[0]
+            await sender.deliver_due()
+            assert (await _post(client, runtime, ZHANG, "去不了", "console-1"))[1]["outcome"] == "recorded"
+            body = await (await client.get(board_url)).text()
+            assert 'id="c-sms">2<' in body and 'id="c-sms-answered">1<' in body and 'id="c-unbound">0<' in body
+            assert "未回复 · 未绑定微信，已发短信" in body and "未绑定微信，请电话通知" not in body
+            declined = body[body.index('aria-label="不能到"'):]
+            assert "老张" in declined and "短信回复" in declined[:declined.index("</section>")]
+        finally:
+            await sender.close()

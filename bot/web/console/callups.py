@@ -140,7 +140,8 @@ def routes(app: web.Application, c: Console) -> None:
             names = ("全部队伍" if spec.team_ids is None else "、".join(
                 (await s.execute(select(Team.name).where(Team.id.in_(spec.team_ids)).order_by(Team.name))).scalars()))
         return c.page(request, "console/callup_confirm.html", title="确认发起集结", v=v, spec=spec, scope=names,
-                      heads={"total": total, "away": total - avail, "unbound": avail - bound, "bound": bound},
+                      heads={"total": total, "away": total - avail, "unbound": avail - bound, "bound": bound,
+                             "sms": service.sms_enabled(services)},
                       drill_word=texts.DRILL)
 
     async def create(request: web.Request) -> web.Response:

@@ -432,3 +432,50 @@ async def test_console_preview_and_board_show_who_was_reached_and_who_answered_b
             assert "老张" in declined and "短信回复" in declined[:declined.index("</section>")]
         finally:
             await sender.close()
+
+
+@pytest.mark.browser
+async def test_sms_link_answer_page_and_board_in_chromium_on_a_phone(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway, browser_page: Any, tmp_path: Any) -> None:
+    """The link from the SMS opened in a phone browser (outside WeChat): 不能到 is one tap; the staff board
+    then shows the SMS figures and marks. Screenshots: sms-answer-phone.png, sms-board-phone.png."""
+    import os
+    import shutil
+
+    from bot.sim import WeChatSide
+    from tests.console.conftest import STAFF, Site, add_user
+
+    cfg = _config(seeded, fake, gw, qa__use_encoder="false")
+    clock = FakeClock(T0)
+    async with app_client(cfg, clock) as (client, runtime):
+        sender = build_sender(cfg, runtime.db, runtime.clock, worker="sms-test")
+        try:
+            c = await _create(runtime)
+            await sender.deliver_due()
+            (sms_text,) = [m["text"] for m in gw.accepted if m["phone"] == ZHANG]
+            link = re.search(r"https?://\S+", sms_text)
+            assert link is not None
+            page = browser_page
+            await page.goto(str(client.make_url(_path(link.group(0)))))
+            assert "老张" in await page.inner_text("main")
+            await page.screenshot(path=str(tmp_path / "sms-answer-phone.png"), full_page=True)
+            await page.get_by_role("button", name="不能到").click()
+            await page.wait_for_load_state()
+            assert "已记录：不能到" in await page.inner_text("main")
+            assert (await _post(client, runtime, LI, "晚到半小时", "b-1"))[1]["outcome"] == "recorded"
+            await add_user(runtime.db, STAFF, T0, roles="staff", name="工作人员乙")
+            site = Site(client, runtime, fake, cfg, clock, WeChatSide(cfg))
+            raw = await site.link(STAFF)
+            await page.goto(str(client.make_url(f"/staff/login/link?t={raw}")))
+            await page.get_by_role("button", name="登录工作人员后台").click()
+            await page.wait_for_url("**/staff/")
+            await page.goto(str(client.make_url(f"/staff/callups/{c.id}")))
+            main = await page.inner_text("main")
+            assert "已发短信" in main and "短信回复" in main
+            await page.screenshot(path=str(tmp_path / "sms-board-phone.png"), full_page=True)
+            keep = os.environ.get("VETBOT_SHOTS")
+            if keep:
+                for name in ("sms-answer-phone.png", "sms-board-phone.png"):
+                    shutil.copy(tmp_path / name, os.path.join(keep, name))
+        finally:
+            await sender.close()

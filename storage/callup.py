@@ -363,6 +363,20 @@ async def unreachable_count(session: AsyncSession, callup_id: int) -> int:
     return int((await session.execute(q)).scalar() or 0)
 
 
+def _sms_keys(session: AsyncSession, callup_id: int) -> tuple[Any, ...]:
+    """WHERE conditions for the call-up's SMS notices. On SQLite a range of the unique key index
+    (``:callup:<c>:sms:`` … ``;``: SQLite compares text bytewise), so the call-up's WeChat pushes are not
+    read at all (roster() 7.2 → 3.2 ms at 1,170 members). PostgreSQL compares text by the database's
+    collation, where such a range need not match the prefix: there the ref index and the purpose."""
+    from storage.models import OutboxMessage as O
+    from storage.sql import is_postgres
+
+    if is_postgres(session):
+        return (O.ref_type == "callup", O.ref_id == callup_id, O.purpose == "callup_sms")
+    prefix = f":callup:{callup_id}:sms:"
+    return (O.idempotency_key > prefix, O.idempotency_key < prefix[:-1] + ";")
+
+
 #: ``answered_via`` of an answer by SMS: an inbound SMS, or the answer page opened from the SMS link.
 SMS_VIA = ("sms", "sms_link")
 
@@ -374,8 +388,7 @@ async def sms_summary(session: AsyncSession, callup_id: int) -> dict[str, int]:
 
     out = {"sent": 0, "waiting": 0, "failed": 0}
     for status, n in (await session.execute(
-            select(O.status, func.count()).where(O.ref_type == "callup", O.ref_id == callup_id,
-                                                 O.purpose == "callup_sms").group_by(O.status))).all():
+            select(O.status, func.count()).where(*_sms_keys(session, callup_id)).group_by(O.status))).all():
         key = {"sent": "sent", "failed": "failed", "cancelled": "failed"}.get(status, "waiting")
         out[key] += int(n)
     out["answered"] = int((await session.execute(
@@ -389,8 +402,7 @@ async def sms_by_member(session: AsyncSession, callup_id: int) -> dict[int, str]
     from storage.models import OutboxMessage as O
 
     prefix = f":callup:{callup_id}:sms:"
-    rows = (await session.execute(select(O.idempotency_key, O.status).where(
-        O.ref_type == "callup", O.ref_id == callup_id, O.purpose == "callup_sms"))).all()
+    rows = (await session.execute(select(O.idempotency_key, O.status).where(*_sms_keys(session, callup_id)))).all()
     return {int(k[len(prefix):]): st for k, st in rows if k.startswith(prefix) and k[len(prefix):].isdigit()}
 
 

@@ -479,3 +479,18 @@ async def test_sms_link_answer_page_and_board_in_chromium_on_a_phone(
                     shutil.copy(tmp_path / name, os.path.join(keep, name))
         finally:
             await sender.close()
+
+
+async def test_callup_audit_trail_names_the_phone_of_each_sms_and_the_sms_answer(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    from flows.callup import audit
+
+    cfg = _config(seeded, fake, gw)
+    async with app_client(cfg, FakeClock(T0)) as (client, runtime):
+        c = await _create(runtime)
+        await _post(client, runtime, ZHANG, "3", "audit-1")
+        async with runtime.db.session() as s:
+            rows = await audit.trail(s, c.id, cfg.bot.timezone)
+        lines = [audit.line(r) for r in rows or []]
+        assert any(f"callup_sms -> SMS {ZHANG}: pending" in x for x in lines), lines
+        assert any("answer  老张" in x and "不能到" in x and "via sms" in x for x in lines), lines

@@ -81,6 +81,9 @@ async def answer_claims(request: web.Request, runtime: Any) -> dict[str, Any] | 
 def setup(app: web.Application, runtime: Any) -> None:
     """Add ``POST /sms/inbound``."""
     cfg = runtime.config.sms
+    if cfg.webhook_url and not cfg.hmac_secret:
+        log.warning("sms.webhook_url is set but sms.hmac_secret is empty: SMS go out unsigned and members' "
+                    "SMS replies (POST /sms/inbound) are all refused; set sms.hmac_secret")
 
     async def inbound(request: web.Request) -> web.Response:
         raw = await request.read()

@@ -49,11 +49,21 @@ def sender_phone(raw: str) -> str:
     return digits if PHONE_RE.match(digits) else ""
 
 
+#: A reply that records nothing (unknown phone, no open call-up, not an answer) goes to a phone at most
+#: once in this many seconds: an auto-responder answering our reply must not start an endless exchange.
+HINT_EVERY_S = 3600
+
+
 async def _reply(session: AsyncSession, services: Services, message_id: str, phone: str, text: str,
-                 now: datetime) -> None:
-    if phone and service.sms_enabled(services):
-        await enqueue(session, Push(openid="", purpose="sms_reply", key=f"sms:in:{store.message_key(message_id)}",
-                                    text=text, priority=HIGH, ref_type="sms_inbound", sms_to=phone), now)
+                 now: datetime, *, hint: str = "") -> None:
+    if not phone or not service.sms_enabled(services):
+        return
+    if not hint:
+        key = f"sms:in:{store.message_key(message_id)}"  # one confirmation per message
+    else:  # one reply of each kind per phone and HINT_EVERY_S
+        key = f"sms:{hint}:{store.message_key(phone)[:16]}:{service.epoch(now) // HINT_EVERY_S}"
+    await enqueue(session, Push(openid="", purpose="sms_reply", key=key, text=text, priority=HIGH,
+                                ref_type="sms_inbound", sms_to=phone), now)
 
 
 async def answer_by_sms(session: AsyncSession, services: Services, message_id: str, sender: str, text: str,
@@ -68,7 +78,7 @@ async def answer_by_sms(session: AsyncSession, services: Services, message_id: s
     member, active = await repo.open_targets_by_phone(session, phone) if phone else (None, [])
     if member is None or not active:
         await store.settle(session, message_id, store.UNKNOWN)
-        await _reply(session, services, message_id, phone, texts.SMS_NOTHING_OPEN, now)
+        await _reply(session, services, message_id, phone, texts.SMS_NOTHING_OPEN, now, hint=store.UNKNOWN)
         return SmsAnswer(store.UNKNOWN, texts.SMS_NOTHING_OPEN)
     pending = [(c, t) for c, t in active if t.status == PENDING]
     c, _ = (pending or active)[0]
@@ -76,7 +86,7 @@ async def answer_by_sms(session: AsyncSession, services: Services, message_id: s
     if reading is None or not reading.recordable:
         await store.settle(session, message_id, store.UNCLEAR, member_id=member.id, callup_id=c.id)
         reply = f"{texts.label(c)}\n{texts.SMS_UNCLEAR}"
-        await _reply(session, services, message_id, phone, reply, now)
+        await _reply(session, services, message_id, phone, reply, now, hint=store.UNCLEAR)
         return SmsAnswer(store.UNCLEAR, reply, c.id)
     answer, eta = reading.answer, reading.eta_min
     if answer == "late" and eta is None and reading.at_clock is not None:
@@ -86,7 +96,7 @@ async def answer_by_sms(session: AsyncSession, services: Services, message_id: s
     r = await service.record_answer(session, services, c.id, member.id, answer, now, eta_min=eta or None, via="sms")
     if r.recorded_as is None:
         await store.settle(session, message_id, store.CLOSED, member_id=member.id, callup_id=c.id)
-        await _reply(session, services, message_id, phone, r.message, now)
+        await _reply(session, services, message_id, phone, r.message, now, hint=store.CLOSED)
         return SmsAnswer(store.CLOSED, r.message, c.id)
     reply = r.message + "\n" + (LATE_ASK if r.recorded_as == LATE and not eta else CHANGE_HINT)
     await store.settle(session, message_id, store.RECORDED, member_id=member.id, callup_id=c.id,

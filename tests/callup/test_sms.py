@@ -237,6 +237,11 @@ async def test_unknown_phone_no_open_callup_and_unclear_words_record_nothing_and
             assert a4["outcome"] == "unclear" and "1 到 / 2 晚到 / 3 不能到" in a4["reply"]
             assert await _count(runtime, CallUpAnswer) == 0
             await sender.deliver_due()
+            # One polite reply per phone and hour: an auto-responder cannot start an endless exchange.
+            assert sum(1 for m in gw.accepted if m["phone"] == "13811112222") == 1
+            runtime.clock.advance(hours=1)
+            assert (await _post(client, runtime, "13811112222", "到", "m3b"))[1]["outcome"] == "unknown"
+            await sender.deliver_due()
             assert sum(1 for m in gw.accepted if m["phone"] == "13811112222") == 2
             assert any(m["phone"] == ZHANG and "没看懂" in m["text"] for m in gw.accepted)
             # After the call-up closes, an answer is not recorded and the member is told it is over.

@@ -499,3 +499,23 @@ async def test_callup_audit_trail_names_the_phone_of_each_sms_and_the_sms_answer
         lines = [audit.line(r) for r in rows or []]
         assert any(f"callup_sms -> SMS {ZHANG}: pending" in x for x in lines), lines
         assert any("answer  老张" in x and "不能到" in x and "via sms" in x for x in lines), lines
+
+
+async def test_a_standby_member_without_wechat_is_told_by_sms_when_promoted(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    cfg = _config(seeded, fake, gw)
+    async with app_client(cfg, FakeClock(T0)) as (client, runtime):
+        sender = build_sender(cfg, runtime.db, runtime.clock, worker="sms-test")
+        try:
+            c = await _create(runtime, needed=1)
+            assert (await _post(client, runtime, ZHANG, "1", "p1"))[1]["outcome"] == "recorded"
+            _, answer = await _post(client, runtime, LI, "到", "p2")
+            assert "备用" in answer["reply"]
+            runtime.clock.advance(minutes=1)
+            await _post(client, runtime, ZHANG, "不去了，有事", "p3")
+            r, members, _ = await _roster_of(runtime, c.id)
+            assert next(m for m in members if m["phone"] == LI)["status"] == "confirmed" and r["state"] == "filled"
+            await sender.deliver_due()
+            assert [m["phone"] for m in gw.accepted if "原确认人员有变动" in m["text"]] == [LI]
+        finally:
+            await sender.close()

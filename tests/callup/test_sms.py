@@ -435,6 +435,8 @@ async def test_console_preview_and_board_show_who_was_reached_and_who_answered_b
             assert "未回复 · 未绑定微信，已发短信" in body and "未绑定微信，请电话通知" not in body
             declined = body[body.index('aria-label="不能到"'):]
             assert "老张" in declined and "短信回复" in declined[:declined.index("</section>")]
+            audit = await (await client.get(board_url + "/audit")).text()
+            assert "老张：回复“不能到”，记为不能到 （短信）" in audit and f"SMS {ZHANG}" in audit
         finally:
             await sender.close()
 

@@ -6,6 +6,8 @@ Operations on an existing call-up first lock its row (:func:`storage.callup.lock
 escalation steps and closing never interleave, so "filled", "standby" and "reopened" are decided on
 exact counts. Push idempotency keys are deterministic (``callup:<id>:notify:<member>``,
 ``callup:<id>:renotify:<n>:<member>`` …): re-running a step after a crash queues nothing twice.
+Members without WeChat get one SMS per call-up (``callup:<id>:sms:<member>``, when ``sms.webhook_url`` is
+set) with an opaque answer link of their own; their SMS replies are read by :mod:`.sms`.
 """
 
 from __future__ import annotations

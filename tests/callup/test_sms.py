@@ -521,3 +521,25 @@ async def test_a_standby_member_without_wechat_is_told_by_sms_when_promoted(
             assert [m["phone"] for m in gw.accepted if "原确认人员有变动" in m["text"]] == [LI]
         finally:
             await sender.close()
+
+
+async def test_a_callup_sms_the_gateway_could_not_take_is_retried_and_sent_once(
+        seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
+    cfg = _config(seeded, fake, gw)
+    async with app_client(cfg, FakeClock(T0)) as (_client, runtime):
+        sender = build_sender(cfg, runtime.db, runtime.clock, worker="sms-test")
+        try:
+            c = await _create(runtime)
+            gw.fail_next = [503]  # the provider is busy for one message
+            await sender.deliver_due()
+            assert len(gw.accepted) == 1
+            r, _, status = await _roster_of(runtime, c.id)
+            assert r["sms"] == {"sent": 1, "waiting": 1, "failed": 0, "answered": 0} and r["unreachable"] == 0
+            assert "1 人发送中" in status
+            runtime.clock.advance(minutes=10)
+            await sender.deliver_due()
+            await sender.deliver_due()
+            assert sorted(m["phone"] for m in gw.accepted) == [ZHANG, LI]
+            assert (await _roster_of(runtime, c.id))[0]["sms"]["sent"] == 2
+        finally:
+            await sender.close()

@@ -262,6 +262,9 @@ class SmsConfig:
     hmac_secret: str = ""
     hmac_header: str = "X-Vetbot-Signature"
     timeout_s: float = 10.0
+    # Inbound SMS (POST /sms/inbound, signed the same way with hmac_secret): a message whose "ts" is
+    # further than this from now is refused (a replay); inside it the message id is remembered.
+    inbound_window_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.webhook_url:
@@ -852,6 +855,7 @@ _RANGES: dict[str, _Range] = {
     "OutboxConfig.kefu_event_window_s": _Range(0, 86400, hint="WeChat's rule is 60"),
     "OutboxConfig.kefu_quota_after_event": _Range(0, 100, hint="WeChat's rule is 3"),
     "SmsConfig.timeout_s": _Range(0, 120, open_lo=True),
+    "SmsConfig.inbound_window_s": _Range(10, 3600, hint="300 is usual: the gateway's clock may be a little off"),
     "SchedulerConfig.tick_s": _Range(0, 3600, hint="0 runs every job at its own period"),
     "CallupConfig.link_ttl_h": _Range(1, _HOURS_YEAR),
     "CallupConfig.staff_link_ttl_h": _Range(1, _HOURS_YEAR),

@@ -113,6 +113,21 @@ def verify(config: Config, token: str, now: float | None = None) -> dict[str, An
     return claims
 
 
+#: The kind of opaque token (:mod:`storage.linktokens`) an SMS answer link carries, with data ``{"c": call-up
+#: id, "m": member id}``; the answer page resolves it (:func:`bot.web.sms.answer_claims`).
+CALLUP_SMS_KIND = "callup_sms"
+
+
+def callup_sms_answer_link(config: Config, token: str) -> str:
+    """The answer page link in a call-up SMS to a roster member without WeChat: ``/r/<token>``, the same
+    page as the signed WeChat links, with an opaque token (``CALLUP_SMS_KIND``) that names nobody.
+
+    Such a page is opened outside WeChat by whoever holds the phone (or a forwarded copy of the SMS): the
+    page's own gate for pages opened outside WeChat (the last four digits of the phone on file) applies
+    to it like to any other answer link."""
+    return f"{config.server.public_url.rstrip('/')}/r/{token}"
+
+
 def sign_link(config: Config, path: str, ttl_s: float | None = None, **claims: Any) -> str:
     """Absolute URL on ``server.public_url``: ``path`` with ``{token}`` replaced, or ``?t=<token>``."""
     token = sign(config, claims, ttl_s)

@@ -135,6 +135,8 @@ PURPOSE_TITLES = {
     "memorial_reminder": "缅怀英烈提醒",
     "broadcast": "通知",
     "notice": "通知",
+    "callup_sms": "应急集结通知",
+    "sms_reply": "短信回复",
 }
 _RID = re.compile(r"\s*(?:,\s*)?(?:hints?:\s*\[[^\]]*\]\s*)?rid:\s*[0-9a-f-]+\s*$", re.IGNORECASE)
 

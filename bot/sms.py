@@ -12,6 +12,12 @@ The bureau's SMS provider (or a small relay in front of it) receives one POST pe
 
 Any 2xx answer means accepted. 5xx, 408, 429, timeouts and dropped connections are transient (the
 outbox retries later); other 4xx answers are permanent (a wrong URL or secret does not heal).
+
+Inbound (a member's reply, ``POST /sms/inbound``, :mod:`bot.web.sms`): the gateway posts the JSON
+``{"id": "<its message id>", "from": "<sender phone>", "text": "<the message>", "ts": <epoch seconds>}``
+signed the same way (``sms.hmac_header: sha256=<hex HMAC-SHA256 of the raw body with sms.hmac_secret>``).
+:func:`inbound_request` builds such a request (``vetbot sms simulate``, tests); :func:`check_signature`
+checks one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import aiohttp
 
 from bot.config import ConfigError, SmsConfig
 
-__all__ = ["SmsClient", "SmsError", "parse_body_template", "render_body", "sign"]
+__all__ = ["SmsClient", "SmsError", "check_signature", "inbound_request", "parse_body_template", "render_body",
+           "sign"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -68,6 +75,22 @@ def render_body(template: Any, values: Mapping[str, Any]) -> Any:
 def sign(secret: str, body: bytes) -> str:
     """The signature header value: ``sha256=<hex HMAC-SHA256(secret, body)>``."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def check_signature(secret: str, body: bytes, header_value: str | None) -> bool:
+    """Whether ``header_value`` is the signature of ``body`` with ``secret`` (constant time; an empty
+    secret checks nothing and so accepts nothing)."""
+    if not secret or not header_value:
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header_value.strip().encode())
+
+
+def inbound_request(secret: str, phone: str, text: str, *, message_id: str, ts: int,
+                    header: str = "X-Vetbot-Signature") -> tuple[bytes, dict[str, str]]:
+    """The body and headers an SMS gateway posts to ``/sms/inbound`` for one received message."""
+    body = json.dumps({"id": message_id, "from": phone, "text": text, "ts": ts}, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
+    return body, {"Content-Type": "application/json; charset=utf-8", header: sign(secret, body)}
 
 
 class SmsClient:

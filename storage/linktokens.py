@@ -63,7 +63,7 @@ class LinkToken(Base):
 
 
 declare(Declaration(
-    "link_tokens", label="专属网页链接", purpose="让您不用登录就能在网页上操作（祭扫、查看我的数据）", basis=DUTY,
+    "link_tokens", label="专属网页链接", purpose="让您不用登录就能在网页上操作（祭扫、查看我的数据、从短信打开集结回复页）", basis=DUTY,
     subject="openid", on_erase=DELETE, personal=("data",), plain=("token_hash", "kind", "holder"),
     retention=(Retention(None, note="过期一天后删除（purge_link_tokens 任务）；只保存链接的散列值"),),
     seen_by="仅系统使用"))

@@ -26,9 +26,10 @@ LOW = 8
 
 #: Every purpose a push may have; each may map to a template in config ``templates:``.
 PURPOSES = ("late_reply", "callup", "callup_progress", "job_alert", "memorial_reminder", "broadcast",
-            "ticket_reply", "notice", "bind_code")
-#: Purposes whose pushes go by SMS only (``Push.sms_to``): no template is ever used for them.
-SMS_ONLY_PURPOSES = frozenset({"bind_code"})
+            "ticket_reply", "notice", "bind_code", "callup_sms", "sms_reply")
+#: Purposes whose pushes go by SMS only (``Push.sms_to``): no template is ever used for them. A binding
+#: code; a call-up to a roster member without WeChat (``callup_sms``); the answer to an inbound SMS.
+SMS_ONLY_PURPOSES = frozenset({"bind_code", "callup_sms", "sms_reply"})
 
 
 @dataclass

@@ -132,8 +132,10 @@ def _create(args: argparse.Namespace) -> int:
             emit(r, True, str)
         else:
             print(c.id)
-            print(f"call-up #{c.id} created: {r['targets']} targeted ({r['unreachable']} without WeChat binding, "
-                  f"{r['skipped_away']} on leave skipped); escalation: {' → '.join(r['chain'])}", file=sys.stderr)
+            sms = r["sms"]["sent"] + r["sms"]["waiting"]
+            print(f"call-up #{c.id} created: {r['targets']} targeted ({sms} without WeChat reached by SMS, "
+                  f"{r['unreachable']} without WeChat to phone, {r['skipped_away']} on leave skipped); "
+                  f"escalation: {' → '.join(r['chain'])}", file=sys.stderr)
         return 0
 
     return run(go())
@@ -157,6 +159,10 @@ async def _roster(cfg: Any, callup_id: int, members: bool = False) -> dict[str, 
             return r
 
 
+#: The outbox status of a member's call-up SMS, as `vetbot callup status --members` prints it.
+SMS_WORDS = {"sent": "已发", "pending": "待发", "sending": "发送中", "failed": "失败", "cancelled": "未发"}
+
+
 def _status(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     r = run(_roster(cfg, args.id, args.members))
@@ -171,8 +177,11 @@ def _status(args: argparse.Namespace) -> int:
         from flows.callup.texts import STATUS_WORDS
 
         eta = f" {m['eta_min']}分" if m["eta_min"] else ""
+        how = "" if m["bound"] else "\t(未绑定" + (f"·短信{SMS_WORDS.get(m['sms'], m['sms'])}" if m["sms"] else "") + ")"
+        if m["by_sms"]:
+            how += "\t(短信回复)"
         print(f"  {STATUS_WORDS[m['status']]}{eta}\t{m['name']}\t{m['phone']}\t{m['team']}\t{'|'.join(m['skills'])}"
-              + ("" if m["bound"] else "\t(未绑定)"))
+              + how)
     return 0
 
 

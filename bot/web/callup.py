@@ -18,6 +18,7 @@ from bot.clock import fmt_local
 from bot.links import LinkError, verify
 from bot.web import stylesheet
 from bot.web.notices import subscribe_button
+from bot.web.sms import answer_claims as sms_answer_claims
 from flows.callup import service, texts
 from flows.callup.parse import parse_eta
 from storage.callup import CLOSED, CallUp, CallUpTarget, Member
@@ -110,8 +111,13 @@ def setup(app: web.Application, runtime: Any) -> None:
             return _error(404, "没有找到这次集结", "这次集结或您的记录已不存在，请联系队长或工作人员。")
         return c, t, m
 
+    async def _answer_claims(request: web.Request) -> dict[str, Any] | web.Response:
+        # An SMS link carries an opaque token (bot/web/sms.py), a WeChat link a signed one.
+        sms = await sms_answer_claims(request, runtime)
+        return _claims(request, runtime, "answer") if sms is None else sms
+
     async def answer_page(request: web.Request) -> web.Response:
-        claims = _claims(request, runtime, "answer")
+        claims = await _answer_claims(request)
         if isinstance(claims, web.Response):
             return claims
         async with runtime.db.session() as s:
@@ -131,7 +137,7 @@ def setup(app: web.Application, runtime: Any) -> None:
             return _page(c.title, body + _buttons() + await subscribe_button(request, runtime, ["callup"]))
 
     async def answer_post(request: web.Request) -> web.Response:
-        claims = _claims(request, runtime, "answer")
+        claims = await _answer_claims(request)
         if isinstance(claims, web.Response):
             return claims
         try:
@@ -147,7 +153,7 @@ def setup(app: web.Application, runtime: Any) -> None:
 
         async def record(s: AsyncSession) -> Any:
             return await service.record_answer(s, runtime.services, claims["c"], claims["m"], answer, now,
-                                               eta_min=eta, via="web")
+                                               eta_min=eta, via=claims.get("via", "web"))
 
         try:
             # On SQLite answers join the chat turns' group commit: one fsync for all that arrive together.
@@ -183,7 +189,9 @@ def setup(app: web.Application, runtime: Any) -> None:
             if p["status"] == "late" and p["eta_min"]:
                 word += f"（{p['eta_min']}分）"
             if not p["bound"] and p["status"] == "pending":
-                word += "（未绑定，请电话通知）"
+                word += "（未绑定，已发短信）" if p.get("sms") in ("sent", "pending", "sending") else "（未绑定，请电话通知）"
+            elif p.get("by_sms"):
+                word += "（短信回复）"
             tel = html.escape(p["phone"])
             rows.append(f"<tr><td>{html.escape(p['name'])}<br><small>{html.escape(p['team'])}·"
                         f"{html.escape('、'.join(p['skills']))}</small></td><td>{html.escape(word)}</td>"

@@ -31,7 +31,9 @@ async def trail(session: AsyncSession, callup_id: int, tz: str) -> list[dict[str
         rows.append({"at": a.at, "type": "answer", "member_id": a.member_id, "name": name, "phone": phone,
                      "answer": a.answer, "recorded_as": a.recorded_as, "eta_min": a.eta_min, "via": a.via})
     for o in await repo.pushes_of(session, callup_id):
-        rows.append({"at": o.created_at, "type": "push", "openid": o.openid, "purpose": o.purpose,
+        # An SMS to a member without WeChat has no openid: the trail names the phone (staff see phones).
+        to = o.openid or f"SMS {(o.payload or {}).get('sms_to', '')}"
+        rows.append({"at": o.created_at, "type": "push", "openid": to, "purpose": o.purpose,
                      "key": o.idempotency_key, "status": o.status, "channel": o.channel, "attempts": o.attempts,
                      "sent_at": o.sent_at, "last_error": o.last_error, "delivery_status": o.delivery_status})
     order = {"event": 0, "push": 1, "answer": 2}

@@ -20,7 +20,6 @@ from flows.api import (
     on_scene,
     parse_callup_answer,
     parse_yes_no,
-    to_local,
 )
 from flows.callup import binding, service, texts
 from flows.callup.parse import leave_last_day, parse_eta, parse_until
@@ -363,15 +362,7 @@ async def _minutes_late(ctx: Context, callup_id: int, at: tuple[int, int]) -> in
     c = await ctx.session.get(CallUp, callup_id)
     if c is None:
         return 0
-    tz = ctx.config.bot.timezone
-    assemble = to_local(c.assemble_at, tz)
-    arrive = assemble.replace(hour=at[0], minute=at[1])
-    if at[0] < 12 and arrive < assemble - timedelta(hours=6):
-        arrive += timedelta(hours=12)  # 九点到 said for a 20:30 call-up means 21:00
-    if arrive < assemble - timedelta(hours=12):
-        arrive += timedelta(days=1)
-    minutes = int((arrive - assemble).total_seconds() // 60)
-    return max(0, min(minutes, 1440))
+    return service.minutes_late(c, at, ctx.config.bot.timezone)
 
 
 async def _record(ctx: Context, callup_id: int, member_id: int, reading: CallupReading, others: int,

@@ -6,6 +6,8 @@ Operations on an existing call-up first lock its row (:func:`storage.callup.lock
 escalation steps and closing never interleave, so "filled", "standby" and "reopened" are decided on
 exact counts. Push idempotency keys are deterministic (``callup:<id>:notify:<member>``,
 ``callup:<id>:renotify:<n>:<member>`` …): re-running a step after a crash queues nothing twice.
+Members without WeChat get one SMS per call-up (``callup:<id>:sms:<member>``, when ``sms.webhook_url`` is
+set) with an opaque answer link of their own; their SMS replies are read by :mod:`.sms`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flows.api import Services, fmt_local, sign
+from flows.api import CALLUP_SMS_KIND, Services, callup_sms_answer_link, fmt_local, sign, to_local
 from flows.callup import steps, texts
 from storage import callup as repo
-from storage import conversations
+from storage import conversations, linktokens
 from storage.callup import (
     CLOSED,
     CONFIRMED,
@@ -210,20 +212,25 @@ async def create_callup(session: AsyncSession, services: Services, spec: CallupS
                created_at=now)
     session.add(c)
     await session.flush()
-    added, away, unbound = await _target_teams(session, services, c, [t.id for t in selected], 0, now)
-    await _event(session, c, "created", now, spec.created_by, targets=added, skipped_away=away,
-                 unbound=unbound, chain=[step_label(x) for x in chain], scope=scope)
-    if not added:
+    got = await _target_teams(session, services, c, [t.id for t in selected], 0, now)
+    await _event(session, c, "created", now, spec.created_by, targets=got.added, skipped_away=got.away,
+                 unbound=got.unbound, sms=got.sms, chain=[step_label(x) for x in chain], scope=scope)
+    if not got.added:
         await _event(session, c, "no_targets", now)
-    await notify_staff(session, services, c, f"已发起集结，通知 {added - unbound} 人"
-                       + (f"（另有 {unbound} 人未绑定微信，需电话通知）" if unbound else ""),
-                       "created", now, exclude=(spec.created_by,))
+    await notify_staff(session, services, c, f"已发起集结，{got.words()}", "created", now,
+                       exclude=(spec.created_by,))
     return c
 
 
+def sms_enabled(services: Services) -> bool:
+    """Whether call-ups reach roster members without WeChat by SMS (``sms.webhook_url`` is set)."""
+    return bool(services.config.sms.webhook_url)
+
+
 async def _target_teams(session: AsyncSession, services: Services, c: CallUp, team_ids: list[int], wave: int,
-                        now: datetime) -> tuple[int, int, int]:
-    """Add available members of ``team_ids`` not yet targeted; push to them. Returns (added, away, unbound)."""
+                        now: datetime) -> steps.Targeted:
+    """Add available members of ``team_ids`` not yet targeted; push to them (WeChat, or SMS for members
+    without WeChat when SMS is set up)."""
     already = await repo.targeted_member_ids(session, c.id)
     fresh = [r for r in await repo.candidates(session, team_ids) if r.id not in already]
     avail = [r for r in fresh if r.away_until is None or r.away_until <= now]
@@ -235,7 +242,37 @@ async def _target_teams(session: AsyncSession, services: Services, c: CallUp, te
         await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:notify:{r.id}")
                                 for r in bound], now)
         await conversations.reset(session, [r.openid for r in bound])
-    return len(avail), len(fresh) - len(avail), len(avail) - len(bound)
+    unbound = [r for r in avail if not r.openid]
+    sms = await _sms_notify(session, services, c, unbound, now) if unbound and sms_enabled(services) else 0
+    return steps.Targeted(len(avail), len(fresh) - len(avail), len(unbound), sms)
+
+
+def sms_key(c: CallUp | int, member_id: int) -> str:
+    """The outbox key of a call-up's SMS to a member (one per member and call-up: reminders are WeChat's)."""
+    return f"callup:{c if isinstance(c, int) else c.id}:sms:{member_id}"
+
+
+async def _sms_notify(session: AsyncSession, services: Services, c: CallUp, members: list[Any],
+                      now: datetime) -> int:
+    """Queue the call-up SMS to each roster member without WeChat who has a phone, with an answer link
+    of their own (an opaque token valid as long as the WeChat links: until ``link_expires_at``).
+
+    Exactly once per member and call-up: members are targeted once, and the outbox key is the member's."""
+    members = [r for r in members if r.phone]
+    if not members:
+        return 0
+    ttl = max(c.link_expires_at - now, timedelta(minutes=1))
+    tokens = await linktokens.issue_many(session, CALLUP_SMS_KIND, [("", {"c": c.id, "m": r.id}) for r in members],
+                                         ttl, now=now)
+    tz, cfg = _tz(services), services.config
+    pushes = []
+    for r, token in zip(members, tokens, strict=True):
+        link = callup_sms_answer_link(cfg, token)
+        pushes.append(Push(openid="", purpose="callup_sms", key=sms_key(c, r.id),
+                           text=texts.sms_notice(c, r.name, link, tz), url=link,
+                           data={"callup_id": c.id, "member_id": r.id, "drill": c.drill},
+                           priority=EMERGENCY, ref_type="callup", ref_id=c.id, sms_to=r.phone))
+    return await enqueue(session, pushes, now)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -248,7 +285,8 @@ def _counting(c: CallUp) -> tuple[str, ...]:
 
 async def roster(session: AsyncSession, services: Services, c: CallUp, now: datetime | None = None) -> dict[str, Any]:
     """The live roster: ``{"id", "state", "needed", "confirmed", "late", "declined", "no_answer",
-    "standby", "by_skill": {skill: {"needed", "confirmed", "late"}}, …}`` (more fields may be added)."""
+    "standby", "by_skill": {skill: {"needed", "confirmed", "late"}}, "unreachable" (no WeChat, no SMS:
+    to phone), "sms": {"sent", "waiting", "failed", "answered"}, …}`` (more fields may be added)."""
     counts = await status_counts(session, c.id)
     conf = await skill_counts(session, c.id, (CONFIRMED,))
     late = await skill_counts(session, c.id, (LATE,))
@@ -269,6 +307,7 @@ async def roster(session: AsyncSession, services: Services, c: CallUp, now: date
         "no_answer": counts[PENDING], "standby": counts[STANDBY], "by_skill": by_skill,
         "counted": counts[CONFIRMED] + (counts[LATE] if c.late_counts else 0),
         "targets": sum(counts.values()), "unreachable": await unreachable_count(session, c.id),
+        "sms": await repo.sms_summary(session, c.id),
         "skipped_away": skipped, "title": c.title, "kind": c.kind, "place": c.place,
         "assemble_at": fmt_local(c.assemble_at, tz, "%Y-%m-%d %H:%M"), "drill": c.drill,
         "late_counts": c.late_counts, "scope": c.scope_label,
@@ -281,8 +320,15 @@ async def roster(session: AsyncSession, services: Services, c: CallUp, now: date
 
 
 async def roster_members(session: AsyncSession, c: CallUp) -> list[dict[str, Any]]:
-    """Every target with name, phone, team, skills and answer (for the staff page and the CLI)."""
-    return await repo.roster_members(session, c.id)
+    """Every target with name, phone, team, skills and answer (for the staff page and the CLI); ``sms`` is
+    the outbox status of the call-up's SMS to a member without WeChat (None: no SMS), ``by_sms`` whether
+    the latest answer came by SMS (a reply, or the page opened from the SMS link)."""
+    people = await repo.roster_members(session, c.id)
+    sms = await repo.sms_by_member(session, c.id)
+    for p in people:
+        p["sms"] = sms.get(p["member_id"])
+        p["by_sms"] = p["via"] in repo.SMS_VIA
+    return people
 
 
 async def _quorum(session: AsyncSession, c: CallUp) -> tuple[bool, int, dict[str, int]]:
@@ -341,6 +387,18 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
         result.reopened = await _refill_or_reopen(session, services, c, now, new)
     result.message = answer_message(services, c, result, eta_min)
     return result
+
+
+def minutes_late(c: CallUp, at: tuple[int, int], tz: str) -> int:
+    """A stated arrival time (九点到) as minutes after the assembly time (0 when not late)."""
+    assemble = to_local(c.assemble_at, tz)
+    arrive = assemble.replace(hour=at[0], minute=at[1])
+    if at[0] < 12 and arrive < assemble - timedelta(hours=6):
+        arrive += timedelta(hours=12)  # 九点到 said for a 20:30 call-up means 21:00
+    if arrive < assemble - timedelta(hours=12):
+        arrive += timedelta(days=1)
+    minutes = int((arrive - assemble).total_seconds() // 60)
+    return max(0, min(minutes, 1440))
 
 
 async def set_eta(session: AsyncSession, callup_id: int, member_id: int, eta_min: int, now: datetime) -> bool:
@@ -408,7 +466,13 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
     for t in chosen:
         t.status = CONFIRMED
         m = members.get(t.member_id)
-        if m is not None and m.openid:
+        if m is not None and not m.openid and sms_enabled(services):
+            pushes.append(Push(openid="", purpose="callup_sms", key=f"callup:{c.id}:promote:{m.id}:{epoch(now)}",
+                               text=f"【集结通知】{texts.label(c)}\n原确认人员有变动，请您按时到{c.place}集合"
+                                    f"（{texts.when(c, tz)}）。如不能到请回复短信 3。",
+                               data={"callup_id": c.id, "member_id": m.id, "drill": c.drill}, priority=EMERGENCY,
+                               ref_type="callup", ref_id=c.id, sms_to=m.phone))
+        elif m is not None and m.openid:
             link = answer_link(services.config, c, m.id)
             pushes.append(Push(openid=m.openid, purpose="callup",
                                key=f"callup:{c.id}:promote:{m.id}:{epoch(now)}",
@@ -507,7 +571,7 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
         return c, await roster(session, services, c, now), False
     c.state, c.closed_at, c.closed_by, c.next_due_at = CLOSED, now, by[:64], None
     await session.flush()
-    members = await repo.members_coming(session, c.id)
+    members = await repo.members_coming(session, c.id, unbound=sms_enabled(services))
     text = f"【集结结束】{texts.label(c)}\n本次集结已结束，感谢您的响应！未出发的无需再前往。"
     pushes = [Push(openid=m.openid or "", purpose="callup", key=f"callup:{c.id}:closed:{m.id}", text=text,
                    data={"title": f"【集结结束】{texts.label(c)}", "place": c.place,
@@ -515,6 +579,11 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
                          "url": answer_link(services.config, c, m.id), "drill": c.drill, "callup_id": c.id,
                          "phone": m.phone},
                    url=answer_link(services.config, c, m.id), priority=HIGH, ref_type="callup", ref_id=c.id)
+              if m.openid else
+              # A member without WeChat who answered (by SMS) is told by SMS, without a link.
+              Push(openid="", purpose="callup_sms", key=f"callup:{c.id}:closed:{m.id}", text=text,
+                   data={"callup_id": c.id, "member_id": m.id, "drill": c.drill}, priority=HIGH,
+                   ref_type="callup", ref_id=c.id, sms_to=m.phone)
               for m in members]
     if pushes:
         await enqueue(session, pushes, now)
@@ -562,6 +631,10 @@ async def audit(session: AsyncSession, services: Services, now: datetime) -> lis
                              f"⚠ 升级通知已超时 {late} 分钟未执行（{step.label()}）。请检查 vetbot 服务是否在运行，"
                              "并电话联系未回复的队员。"))
         by, reasons = await repo.push_results(session, c.id)
+        # The SMS to members without WeChat count too: a member they miss was reached by nobody.
+        sms_by, sms_reasons = await repo.push_results(session, c.id, "callup_sms")
+        by = {k: by.get(k, 0) + sms_by.get(k, 0) for k in {*by, *sms_by}}
+        reasons = sorted(reasons + sms_reasons, key=lambda rn: -rn[1])
         total = sum(n for k, n in by.items() if k != "retrying")
         failing = by.get("failed", 0) + by.get("retrying", 0)
         if failing >= cfg.audit_min_failed and failing * 100 >= cfg.audit_failed_pct * max(total, 1):

@@ -39,6 +39,14 @@ async def team_headcount(session: Any, team_ids: list[int] | None, now: Any) -> 
     return await repo.headcount(session, team_ids, now)
 
 
+def _reach_line(total: int, avail: int, bound: int, sms: bool) -> str:
+    """将通知 N 人（…）: members without WeChat count as reached where SMS is set up."""
+    if sms:
+        return (f"将通知 {avail} 人（共 {total} 人，请假 {total - avail} 人，其中未绑定微信的 {avail - bound} 人"
+                "发短信）")
+    return f"将通知 {bound} 人（共 {total} 人，请假 {total - avail} 人，未绑定微信 {avail - bound} 人）"
+
+
 @flow
 class CreateCallup(Flow):
     """发起集结: 类型 → 地点 → 集合时间 → 人数(+技能) → 队伍/乡镇 → 演练? → 确认."""
@@ -89,7 +97,7 @@ class CreateCallup(Flow):
             f"集合：{fmt_local(_dt(s['time']), tz)}",
             f"需要：{s['needed']}人" + (f"（{skills}）" if skills else ""),
             f"队伍：{s.get('scope_label') or '全部队伍'}",
-            f"将通知 {bound} 人（共 {total} 人，请假 {total - avail} 人，未绑定微信 {avail - bound} 人）",
+            _reach_line(total, avail, bound, service.sms_enabled(ctx.services)),
         ])
 
     async def step(self, ctx: Context) -> None:
@@ -177,6 +185,9 @@ class CreateCallup(Flow):
         r = await service.roster(ctx.session, ctx.services, c, ctx.now)
         reached = r["targets"] - r["unreachable"]
         lines = [f"已发起集结 #{c.id}：{texts.label(c)}，已通知 {reached} 人。"]
+        sms = sum(r["sms"][k] for k in ("sent", "waiting"))
+        if sms:
+            lines.append(f"其中 {sms} 人未绑定微信，已发短信（可回复短信）。")
         if r["unreachable"]:
             lines.append(f"另有 {r['unreachable']} 人未绑定微信，请电话通知（名单见链接）。")
         if c.chain:

@@ -21,7 +21,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+
+class Targeted(NamedTuple):
+    """Members a call-up just targeted: ``added`` (available), ``away`` (on leave, skipped), ``unbound``
+    (of the added, without WeChat) and ``sms`` (of those, sent the call-up by SMS)."""
+
+    added: int
+    away: int
+    unbound: int
+    sms: int = 0
+
+    @property
+    def reached(self) -> int:
+        """Members a push went to (WeChat or SMS)."""
+        return self.added - self.unbound + self.sms
+
+    def words(self) -> str:
+        """"通知 12 人（其中 3 人未绑定微信，已发短信）" and the like, for staff."""
+        text = f"通知 {self.reached} 人"
+        if self.sms:
+            text += f"（其中 {self.sms} 人未绑定微信，已发短信）"
+        phone = self.unbound - self.sms
+        if phone:
+            text += f"（另有 {phone} 人未绑定微信，需电话通知）"
+        return text
 
 
 class Escalation(Protocol):
@@ -30,8 +55,8 @@ class Escalation(Protocol):
     async def remind_pending(self, n: int) -> int:
         """Push the n-th reminder to members without an answer; returns how many were reminded."""
 
-    async def target_teams(self, team_ids: Sequence[int], wave: int) -> tuple[int, int, int]:
-        """Call the members of more teams; returns (targeted, skipped on leave, without WeChat)."""
+    async def target_teams(self, team_ids: Sequence[int], wave: int) -> Targeted:
+        """Call the members of more teams; returns who was targeted and how they were reached."""
 
     def event(self, kind: str, **detail: Any) -> None:
         """Add an entry to the call-up's audit trail."""
@@ -88,9 +113,10 @@ class Widen(Step):
         return f"扩大到{self.group or '更多队伍'}"
 
     async def run(self, esc: Escalation, index: int) -> str:
-        added, away, unbound = await esc.target_teams(self.teams, index + 1)
-        esc.event("widened", step=index, teams=list(self.teams), targets=added, skipped_away=away, unbound=unbound)
-        return f"人数未满，已扩大到{self.group or '更多队伍'}，新通知 {added - unbound} 人。"
+        got = await esc.target_teams(self.teams, index + 1)
+        esc.event("widened", step=index, teams=list(self.teams), targets=got.added, skipped_away=got.away,
+                  unbound=got.unbound, sms=got.sms)
+        return f"人数未满，已扩大到{self.group or '更多队伍'}，新{got.words()}。"
 
     def dump(self) -> dict[str, Any]:
         return {"do": self.kind, "teams": list(self.teams), "label": self.group, "wait_min": self.wait_min}

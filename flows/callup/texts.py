@@ -45,6 +45,20 @@ def member_notice(c: CallUp, name: str, link: str, tz: str, reminder: int = 0) -
     return "\n".join(lines)
 
 
+def sms_notice(c: CallUp, name: str, link: str, tz: str) -> str:
+    """The call-up SMS to a roster member without WeChat: short (an SMS is 70 characters a part), with
+    the answer by SMS reply or by the link."""
+    place = c.place if len(c.place) <= 24 else c.place[:23] + "…"
+    return (f"【应急集结】{label(c)}\n{name}，请于{when(c, tz)}到{place}集合。"
+            f"请回复短信：1到 2晚到 3不能到，或点链接回复 {link}" + ("（演练）" if c.drill else ""))
+
+
+#: Replies to an inbound SMS that records nothing (the same words for an unknown phone and for a
+#: member without an open call-up: a reply tells nobody who is on the roster).
+SMS_NOTHING_OPEN = "您好，目前没有需要您回复的集结，本条短信未作记录。如有疑问请联系队长。"
+SMS_UNCLEAR = "没看懂您的回复，未作记录。请回复数字：1 到 / 2 晚到 / 3 不能到"
+
+
 def member_data(c: CallUp, link: str, tz: str, phone: str, reminder: int = 0) -> dict[str, Any]:
     """Template fields of a member push (see templates.callup in the config)."""
     title = f"【应急集结】{label(c)}" if not reminder else f"【集结提醒·第{reminder}次】{label(c)}"
@@ -71,6 +85,18 @@ def skills_line(r: dict[str, Any]) -> str:
     return ("按技能：" + "，".join(parts)) if parts else ""
 
 
+def sms_line(r: dict[str, Any]) -> str:
+    """短信：已发 3 人（1 人发送中，1 人失败），短信回复 2 人 — empty when the call-up sent no SMS."""
+    sms = r.get("sms") or {}
+    total = sum(sms.get(k, 0) for k in ("sent", "waiting", "failed"))
+    if not total and not sms.get("answered"):
+        return ""
+    extra = "，".join(x for x in (f"{sms['waiting']} 人发送中" if sms.get("waiting") else "",
+                                  f"{sms['failed']} 人失败" if sms.get("failed") else "") if x)
+    return (f"未绑定微信、已发短信：{sms.get('sent', 0)} 人" + (f"（{extra}）" if extra else "")
+            + f"，短信回复 {sms.get('answered', 0)} 人")
+
+
 def roster_text(c: CallUp, r: dict[str, Any], tz: str) -> str:
     """集结状态 for staff in chat."""
     lines = [
@@ -85,6 +111,9 @@ def roster_text(c: CallUp, r: dict[str, Any], tz: str) -> str:
     sk = skills_line(r)
     if sk:
         lines.append(sk)
+    sms = sms_line(r)
+    if sms:
+        lines.append(sms)
     if r.get("unreachable"):
         lines.append(f"未绑定微信、需电话通知：{r['unreachable']} 人")
     if r.get("skipped_away"):
@@ -107,4 +136,7 @@ def progress_text(c: CallUp, r: dict[str, Any], event: str) -> str:
     sk = skills_line(r)
     if sk:
         lines.append(sk)
+    sms = sms_line(r)
+    if sms:
+        lines.append(sms)
     return "\n".join(lines)

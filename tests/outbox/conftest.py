@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select, update
 
 from bot.clock import FakeClock
 from bot.config import Config
+from bot.fake_sms import FakeSmsGateway as _FakeSmsGateway
 from bot.fake_wechat import FakeWeChatServer, fake_openid, templates_of
 from bot.outbox import OutboxSender, build_sender
-from bot.sms import sign
 from storage.db import Database
 from storage.models import OutboxMessage, User
 from storage.outbox import Push, enqueue
@@ -24,51 +22,11 @@ from tests.conftest import make_config
 SMS_SECRET = "sms-hmac-secret-for-tests"
 
 
-class FakeSmsGateway:
-    """A loopback SMS gateway that checks the HMAC signature like a real relay would.
-
-    ``accepted`` holds the JSON bodies it took; ``rejected`` the reasons it refused; ``fail_next``
-    makes the next calls answer with the given HTTP statuses.
-    """
+class FakeSmsGateway(_FakeSmsGateway):
+    """The bundled fake gateway (:mod:`bot.fake_sms`) with the tests' secret."""
 
     def __init__(self, secret: str = SMS_SECRET, header: str = "X-Vetbot-Signature") -> None:
-        self.secret, self.header = secret, header
-        self.accepted: list[dict[str, Any]] = []
-        self.keys: list[str] = []
-        self.rejected: list[str] = []
-        self.fail_next: list[int] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        if self.fail_next:
-            return web.Response(status=self.fail_next.pop(0), text="injected")
-        if request.headers.get(self.header) != sign(self.secret, raw):
-            self.rejected.append("bad signature")
-            return web.Response(status=401, text="bad signature")
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except ValueError:
-            self.rejected.append("not json")
-            return web.Response(status=400, text="not json")
-        self.accepted.append(body)
-        self.keys.append(request.headers.get("X-Vetbot-Idempotency-Key", ""))
-        return web.json_response({"ok": True})
-
-    async def start(self) -> FakeSmsGateway:
-        app = web.Application()
-        app.router.add_post("/sms", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/sms"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        super().__init__(secret, header)
 
 
 @pytest.fixture

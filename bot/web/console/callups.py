@@ -27,11 +27,13 @@ from storage.models import User
 EVENT_WORDS = {"created": "发起集结", "no_targets": "没有可通知的队员", "renotified": "再次提醒未回复人员",
                "widened": "扩大通知范围", "filled": "人数已满", "promoted": "备用人员补上", "reopened": "人数不足，重新开放",
                "staff_alert": "提醒工作人员：升级时限已到", "closed": "结束集结"}
-DETAIL_WORDS = {"targets": "通知人数", "skipped_away": "请假未通知", "unbound": "未绑定微信", "chain": "升级顺序",
+DETAIL_WORDS = {"targets": "通知人数", "skipped_away": "请假未通知", "unbound": "未绑定微信", "sms": "已发短信",
+                "chain": "升级顺序",
                 "scope": "队伍", "told": "已告知", "confirmed": "到", "late": "晚到", "members": "人数", "step": "步骤",
                 "n": "第几次", "teams": "队伍编号"}
-PURPOSE_WORDS = {"callup": "集结通知", "callup_progress": "集结进度（工作人员）"}
+PURPOSE_WORDS = {"callup": "集结通知", "callup_progress": "集结进度（工作人员）", "callup_sms": "集结短信（未绑定微信）"}
 GROUPS = (("confirmed", "到"), ("late", "晚到"), ("pending_bound", "未回复（已通知）"),
+          ("pending_sms", "未回复 · 未绑定微信，已发短信"),
           ("pending_unbound", "未回复 · 未绑定微信，请电话通知"), ("declined", "不能到"), ("standby", "备用"))
 
 
@@ -98,7 +100,9 @@ def _group(members: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str,
     for m in members:
         key = m["status"]
         if key == "pending":
-            key = "pending_bound" if m["bound"] else "pending_unbound"
+            # An SMS that went or is going out reaches the member; a failed one (or none) needs a call.
+            key = ("pending_bound" if m["bound"] else
+                   "pending_sms" if m.get("sms") not in (None, "failed", "cancelled") else "pending_unbound")
         by.setdefault(key, []).append(m)
     return [(k, label, sorted(by[k], key=lambda m: (m["team"], m["name"]))) for k, label in GROUPS]
 
@@ -136,7 +140,8 @@ def routes(app: web.Application, c: Console) -> None:
             names = ("全部队伍" if spec.team_ids is None else "、".join(
                 (await s.execute(select(Team.name).where(Team.id.in_(spec.team_ids)).order_by(Team.name))).scalars()))
         return c.page(request, "console/callup_confirm.html", title="确认发起集结", v=v, spec=spec, scope=names,
-                      heads={"total": total, "away": total - avail, "unbound": avail - bound, "bound": bound},
+                      heads={"total": total, "away": total - avail, "unbound": avail - bound, "bound": bound,
+                             "sms": service.sms_enabled(services)},
                       drill_word=texts.DRILL)
 
     async def create(request: web.Request) -> web.Response:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from bot.text import normalize, strip_fillers
 from flows.api import Context, Flow, Services, flow, on_startup
@@ -46,6 +48,27 @@ def _takes_cache_dir() -> bool:
     return "cache_dir" in inspect.signature(QAEngine.from_files).parameters
 
 
+T = TypeVar("T")
+
+# Matching a question runs here, never on the event loop. One thread: the sentence encoder (a C library
+# called through ctypes) releases the GIL while it computes, so the loop keeps serving other messages;
+# the Python parts (jieba, BM25, rapidfuzz) hold the GIL in short slices, and with one thread only one
+# question at a time competes with the loop for it (questions queue here instead of piling up threads).
+_QA_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vetbot-qa")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` on the Q&A worker thread (for engine calls from any flow or router:
+    ``await off_loop(engine.ask, text)``, ``await off_loop(engine.encoder.embed_query, text)``)."""
+    return await asyncio.get_running_loop().run_in_executor(_QA_POOL, fn, *args)
+
+
+async def ask(services: Services, text: str) -> Any:
+    """``QAEngine.ask`` for ``text`` off the event loop (the process's engine, loaded on first use)."""
+    eng = await engine_of(services)
+    return await off_loop(eng.ask, text)
+
+
 # One engine per process and set of files: loading embeds the whole knowledge base (seconds), so
 # runtimes built again in the same process (tests, the in-process chat) reuse it.
 _ENGINES: dict[tuple[Any, ...], Any] = {}
@@ -70,6 +93,20 @@ async def engine_of(services: Services) -> Any:
             _ENGINES[key] = await asyncio.to_thread(_load, services)
     services.extra[ENGINE] = _ENGINES[key]
     return services.extra[ENGINE]
+
+
+async def reload_engine(services: Services) -> Any:
+    """Load the knowledge base again (after staff edited it) and swap the new engine in for this process:
+    the next question uses it, no restart. The new engine is built and calibrated off the loop while the
+    old one keeps answering; a bad KB raises :class:`flows.policy_qa.kb.KBError` (file, line, hint) and
+    the old engine stays. With several ``vetbot serve`` processes, each one must be told (or restarted)."""
+    key = _engine_key(services)
+    eng = await asyncio.to_thread(_load, services)
+    async with _ENGINE_LOCK:
+        _ENGINES[key] = eng
+    services.extra[ENGINE] = eng
+    log.info("qa: knowledge base reloaded, %d entries", len(eng.entries))
+    return eng
 
 
 @on_startup
@@ -131,7 +168,7 @@ class PolicyQA(Flow):
 
     async def _ask_engine(self, ctx: Context, question: str) -> None:
         eng = await engine_of(ctx.services)
-        topic = await asyncio.to_thread(eng.topic, question)
+        topic = await off_loop(eng.topic, question)
         if topic:
             # A bare topic (抚恤, 优待证, 上学): show what can be asked about it rather than guess one answer.
             await record_ask(ctx.session, "list", None, ctx.now)
@@ -139,7 +176,7 @@ class PolicyQA(Flow):
             ctx.choose([(e.question, e.id) for e in topic], header=f"关于“{question.strip()[:10]}”，您想了解哪一项？",
                        footer="回复数字查看；也可以把问题说完整，例如“优待证怎么办理”。")
             return
-        result = await asyncio.to_thread(eng.ask, question)
+        result = await off_loop(eng.ask, question)
         norm = strip_fillers(normalize(question))
         # The console's daily figures (answered / offered a list / declined).
         decided = ("answer" if result.decision == "answer" and result.entry is not None else

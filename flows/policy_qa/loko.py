@@ -35,7 +35,7 @@ LEX_KEYS = ("rel_top", "rel_margin", "miss", "bgcov", "oov", "loglen")
 SKIP_FLOOR = 0.9
 # How much more a wrong answer to an out-of-scope question weighs than a right answer missed, when the
 # thresholds are chosen (the product wants ≥ 95 % of them declined on a new KB).
-OOS_WEIGHT = 1.0
+OOS_WEIGHT = 2.0
 
 
 @dataclass

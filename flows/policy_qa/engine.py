@@ -87,6 +87,9 @@ class Params:
     calib: dict[str, float]
     answer_at: float = 0.5
     suggest_at: float = 0.25
+    # An answer becomes the numbered list when the runner-up is this close (in units of the KB's own
+    # near-miss-to-right-answer gap, KBProfile.gap): two entries that close are a guess, let the user pick.
+    close_margin: float = 0.0
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -130,12 +133,17 @@ class KBProfile:
         return out
 
 
+# A product rule, not fitted (the strict score never rewards a list): when the runner-up is within a tenth of
+# the KB's own near-miss-to-right-answer gap, offer both rather than guess. On the same relative scale for
+# every KB; its cost on the strict score is in `vetbot qa eval --loko`.
+CLOSE_MARGIN = 0.1
+
 # Fitted on every knowledge base with cases we have (tests/qa/kbs/*, data/kb/policy.yaml with
 # tests/qa/cases.yaml and holdout.yaml) by `python -m flows.policy_qa.loko fit`: the confidence reads
 # KB-relative inputs (KBProfile, measured on the KB being loaded), so these carry over to a county's own KB;
 # `vetbot qa eval --loko tests/qa/kbs …` measures that by leaving each KB out of the fit in turn.
-DEFAULT_PARAMS = Params(weights={'words': 1.1981, 'chars': -0.1893, 'pinyin': 13.1037, 'answer': 8.6204, 'words_r': 4.0398, 'chars_r': -0.4343, 'fuzz': 0.3394, 'e5': 134.1616}, calib={'rel_top': 0.29451, 'rel_margin': 1.08401, 'rel_e5': 0.33365, 'sig:e5': 22.59343, 'miss': -1.47929, 'bgcov': 1.9637, 'oov': -0.32657, 'loglen': 1.88897, 'bias': -25.72436}, answer_at=0.63, suggest_at=0.63)
-DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'rel_top': 0.2715, 'rel_margin': 0.94835, 'miss': -1.01484, 'bgcov': 4.30463, 'oov': -1.33068, 'loglen': 2.0572, 'bias': -6.56981}, answer_at=0.49, suggest_at=0.49)
+DEFAULT_PARAMS = Params(weights={'words': 1.1981, 'chars': -0.1893, 'pinyin': 13.1037, 'answer': 8.6204, 'words_r': 4.0398, 'chars_r': -0.4343, 'fuzz': 0.3394, 'e5': 134.1616}, calib={'rel_top': 0.29451, 'rel_margin': 1.08401, 'rel_e5': 0.33365, 'sig:e5': 22.59343, 'miss': -1.47929, 'bgcov': 1.9637, 'oov': -0.32657, 'loglen': 1.88897, 'bias': -25.72436}, answer_at=0.63, suggest_at=0.63, close_margin=CLOSE_MARGIN)
+DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'rel_top': 0.2715, 'rel_margin': 0.94835, 'miss': -1.01484, 'bgcov': 4.30463, 'oov': -1.33068, 'loglen': 2.0572, 'bias': -6.56981}, answer_at=0.49, suggest_at=0.49, close_margin=CLOSE_MARGIN)
 # Skip the encoder when the lexical-only confidence reaches this (every lexical answer above it was right
 # on the fitted KBs).
 SKIP_ENCODER_AT = 0.902
@@ -806,12 +814,15 @@ class QAEngine:
 
     def decide(self, f: _Features, params: Params) -> QAResult:
         scores = self.score(f, params)
-        conf = self.calibrated(self.confidence_inputs(scores, f, self.profile_for(params)), params.calib)
+        inputs = self.confidence_inputs(scores, f, self.profile_for(params))
+        conf = self.calibrated(inputs, params.calib)
         order = np.argsort(-scores)[:3]
         cands = [Candidate(self.entries[i].id, self.entries[i].question, round(float(scores[i]), 4))
                  for i in order]
         best = self.entries[order[0]]
         if conf >= params.answer_at:
+            if len(cands) > 1 and inputs.get("rel_margin", math.inf) < params.close_margin:
+                return QAResult("ambiguous", None, conf, cands, f.used_encoder)  # the top two are too close
             return QAResult("answer", best, conf, cands, f.used_encoder)
         if conf >= params.suggest_at:
             return QAResult("ambiguous", None, conf, cands, f.used_encoder)

@@ -191,7 +191,7 @@ class PolicyQA(Flow):
             await record_gap(ctx.session, norm, question, "ambiguous", result.candidates[0].id, ctx.now)
             ctx.step = "pick"
             ctx.choose([(c.question, c.id) for c in result.candidates[:3]],
-                       header="您想问的是哪一个？", footer="回复数字查看；都不是请换个说法，或回复“人工”。")
+                       header="您是想问：", footer="回复数字查看；都不是请换个说法，或回复“人工”。")
             return
         await record_gap(ctx.session, norm, question, "unknown", None, ctx.now)
         ctx.step = "unknown"

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.policy_qa.engine import QAEngine, _Features
+from flows.policy_qa.engine import CLOSE_MARGIN, QAEngine, _Features
 from flows.policy_qa.evaluate import KINDS, Case, Report, fit_logistic, load_cases, run
 from flows.policy_qa.kb import KBError
 
@@ -204,8 +204,8 @@ class Knobs:
     def apply(self, engine: QAEngine) -> QAEngine:
         from flows.policy_qa.engine import Params
 
-        p = Params(self.weights or engine.params.weights, self.full, self.answer_at, self.suggest_at)
-        lp = Params(engine.lexical_params.weights, self.lex, self.lex_answer_at, self.lex_suggest_at)
+        p = Params(self.weights or engine.params.weights, self.full, self.answer_at, self.suggest_at, CLOSE_MARGIN)
+        lp = Params(engine.lexical_params.weights, self.lex, self.lex_answer_at, self.lex_suggest_at, CLOSE_MARGIN)
         return engine.with_params(p, lp, skip_encoder_at=self.skip_at)
 
 
@@ -307,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     base = loaded[-1].engine
     print("# paste into flows/policy_qa/engine.py (fitted on every unit by python -m flows.policy_qa.loko fit)")
     print(f"DEFAULT_PARAMS = Params(weights={knobs.weights or base.params.weights!r}, calib={knobs.full!r}, "
-          f"answer_at={knobs.answer_at}, suggest_at={knobs.suggest_at})")
+          f"answer_at={knobs.answer_at}, suggest_at={knobs.suggest_at}, close_margin=CLOSE_MARGIN)")
     print(f"DEFAULT_LEXICAL_PARAMS = Params(weights={base.lexical_params.weights!r}, calib={knobs.lex!r}, "
-          f"answer_at={knobs.lex_answer_at}, suggest_at={knobs.lex_suggest_at})")
+          f"answer_at={knobs.lex_answer_at}, suggest_at={knobs.lex_suggest_at}, close_margin=CLOSE_MARGIN)")
     print(f"SKIP_ENCODER_AT = {knobs.skip_at!r}")
     return 0
 

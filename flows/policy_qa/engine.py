@@ -501,6 +501,7 @@ class QAEngine:
     """Answer a question from the knowledge base, offer candidates, or decline."""
 
     FUZZ_TOP_K = 24        # rapidfuzz runs on this many best candidates only (latency)
+    SKIP_MAX_MISS = 0.6    # TextProcessor.info of the most telling unmatched word (怎么 0.43, 身份证 0.63)
     ENCODER_MAX_CHARS = 18  # the encoder sees at most this many characters (its cost grows with length)
 
     def __init__(self, entries: Sequence[Entry], synonyms: dict[str, str] | None = None,
@@ -731,7 +732,12 @@ class QAEngine:
         if not set(lp.signals) <= set(f.values):
             return False
         res = self.decide(f, lp)
-        return res.decision == "answer" and res.confidence >= self.skip_encoder_at
+        if res.decision != "answer" or res.confidence < self.skip_encoder_at or res.entry is None:
+            return False
+        # Words alone cannot tell 优待证 from 借书证 when the rest of the question matches: with a telling
+        # word of the question missing from the entry, ask the encoder whatever the lexical confidence.
+        miss, _ = self._unmatched(f.words, self._by_id[res.entry.id])
+        return miss < self.SKIP_MAX_MISS
 
     def _fuzz(self, clean: str, f: _Features, params: Params, everything: bool,
               exclude_text: int | None = None) -> np.ndarray:

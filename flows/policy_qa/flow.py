@@ -63,6 +63,41 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_QA_POOL, fn, *args)
 
 
+PREFETCH = "qa_prefetch"
+
+
+class Prefetch:
+    """Match a free-text message on the Q&A thread *before* its turn starts (the dispatcher awaits it
+    outside the turn queue, as it does for speech recognition). On SQLite, turns run one after another in
+    one transaction; a question matched inside its turn would hold every turn queued behind it for the
+    encoder's 15-50 ms. Texts shorter than :attr:`MIN_CHARS` (menu keys, digits, 帮助, 取消) are left alone;
+    a longer intent message pays one match off the loop and the result is simply not used."""
+
+    MIN_CHARS = 5
+    KEEP = 512
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    def __call__(self, text: str) -> asyncio.Future[Any] | None:
+        eng = self.services.extra.get(ENGINE)
+        t = (text or "").strip()
+        if eng is None or len(strip_fillers(normalize(t))) < self.MIN_CHARS or t.isdigit():
+            return None
+        fut = self._pending.get(t)
+        if fut is None:
+            fut = asyncio.ensure_future(off_loop(eng.ask, t))
+            self._pending[t] = fut
+            while len(self._pending) > self.KEEP:
+                self._pending.pop(next(iter(self._pending)))
+        return fut
+
+    def take(self, text: str) -> asyncio.Future[Any] | None:
+        """The prefetched match of ``text`` (once), or None."""
+        return self._pending.pop((text or "").strip(), None)
+
+
 async def ask(services: Services, text: str) -> Any:
     """``QAEngine.ask`` for ``text`` off the event loop (the process's engine, loaded on first use)."""
     eng = await engine_of(services)
@@ -116,6 +151,7 @@ async def _preload(services: Services) -> None:
     reaches it too, and loading it on the first question would take seconds of CPU from every turn
     being served at that moment."""
     await engine_of(services)
+    services.extra[PREFETCH] = Prefetch(services)
 
 
 def _answer_text(entry: Any) -> str:
@@ -176,7 +212,14 @@ class PolicyQA(Flow):
             ctx.choose([(e.question, e.id) for e in topic], header=f"关于“{question.strip()[:10]}”，您想了解哪一项？",
                        footer="回复数字查看；也可以把问题说完整，例如“优待证怎么办理”。")
             return
-        result = await off_loop(eng.ask, question)
+        pre = ctx.services.extra.get(PREFETCH)
+        fut = pre.take(question) if pre is not None else None
+        try:
+            result = await fut if fut is not None else None
+        except Exception:
+            result = None  # the early match failed: ask again, here, so its error surfaces in this turn
+        if result is None:
+            result = await off_loop(eng.ask, question)
         norm = strip_fillers(normalize(question))
         # The console's daily figures (answered / offered a list / declined).
         decided = ("answer" if result.decision == "answer" and result.entry is not None else

@@ -198,3 +198,16 @@ async def test_reload_engine_takes_a_kb_edit_without_restart(tmp_path: Path) -> 
     with pytest.raises(KBError):
         await qa_flow.reload_engine(services)
     assert await qa_flow.engine_of(services) is new
+
+
+async def test_prefetch_matches_free_text_before_the_turn_and_leaves_commands_alone() -> None:
+    eng = _SlowEngine()
+    services = SimpleNamespace(extra={qa_flow.ENGINE: eng})
+    pre = qa_flow.Prefetch(services)
+    for short in ("帮助", "取消", "12345", "  1 ", "请问"):
+        assert pre(short) is None
+    fut = pre("优待证怎么办理呢")
+    assert fut is not None and pre("优待证怎么办理呢") is fut  # asked twice before the turn: one match
+    assert await fut == "answer:优待证怎么办理呢" and eng.threads[0].startswith("vetbot-qa")
+    assert pre.take(" 优待证怎么办理呢") is fut and pre.take("优待证怎么办理呢") is None  # used once
+    assert len(eng.threads) == 1

@@ -110,7 +110,20 @@ class Dispatcher:
             # Our speech recogniser runs before the turn, outside its transaction and lock, then starts
             # the turn with the text; past the reply budget the reply goes out later (bot/voice.py).
             return voice.start(self, openid, inbound, dedup_key, control)
+        prefetch = self.services.qa_prefetch if inbound.kind == "text" else None
+        early = prefetch(inbound.text) if prefetch is not None else None
+        if early is not None:
+            # Policy Q&A matches the text before the turn, outside the turn queue (flows/policy_qa/flow.py).
+            return asyncio.ensure_future(self._after(early, openid, inbound, dedup_key, control))
         return self.store.run(openid, lambda io: self.run_turn(io, openid, inbound, dedup_key, control))
+
+    async def _after(self, early: asyncio.Future[object], openid: str, inbound: Inbound, dedup_key: str,
+                     control: TurnControl) -> str | None:
+        try:
+            await asyncio.shield(early)
+        except Exception:
+            pass  # the turn asks again and handles its own error
+        return await self.store.run(openid, lambda io: self.run_turn(io, openid, inbound, dedup_key, control))
 
     async def handle(self, openid: str, inbound: Inbound, dedup_key: str,
                      control: TurnControl | None = None) -> str | None:

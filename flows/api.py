@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from bot.intents import IntentMatcher
     from flows.memorial.wordfilter import WordFilter
     from flows.policy_qa.engine import QAEngine
+    from flows.policy_qa.flow import Prefetch
     from storage.db import Database
     from storage.turnio import UserRecord
 
@@ -153,6 +154,9 @@ class Services:
     #: (digest of the console's KB edits, monotonic time of the last look at the database) for
     #: :func:`flows.policy_qa.flow.engine_of`: several processes on PostgreSQL notice another's edit.
     qa_engine_seen: tuple[str, float] | None = None
+    #: Matches a free-text message on the Q&A thread before its turn starts (the dispatcher calls it;
+    #: :class:`flows.policy_qa.flow.Prefetch`, set when the knowledge base is loaded).
+    qa_prefetch: Prefetch | None = None
     #: The memorial's sensitive-word filter (:func:`flows.memorial.service.word_filter` reads it).
     words: WordFilter | None = None
 

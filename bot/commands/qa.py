@@ -3,6 +3,7 @@ the questions the bot could not answer.
 
     vetbot qa ask --kb data/kb/policy.yaml "优待证怎么办"
     vetbot qa eval --kb data/kb/policy.yaml --cases tests/qa/cases.yaml [--json] [--failures]
+    vetbot qa eval --loko tests/qa/kbs [--kb data/kb/policy.yaml --cases tests/qa/holdout.yaml] [--json]
     vetbot qa gaps -c vetbot.yaml [--limit 50] [--kind unknown|ambiguous] [--json]
     vetbot qa export -c vetbot.yaml [-o kb.yaml]
 
@@ -28,8 +29,8 @@ def _default_cache() -> Path:
     return Path(base) / "vetbot" / "qa"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kb", action="append", type=Path, required=True, metavar="FILE",
+def _common(p: argparse.ArgumentParser, kb_required: bool = True) -> None:
+    p.add_argument("--kb", action="append", type=Path, required=kb_required, metavar="FILE",
                    help="knowledge-base YAML (repeat for several files)")
     p.add_argument("--synonyms", type=Path, default=None, metavar="FILE",
                    help="synonyms YAML (default: synonyms.yaml beside the first --kb, if present)")
@@ -57,9 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = qsub.add_parser("eval", help="在评测集上测准确率和延迟",
                         description="Evaluate on a case file: accuracy overall, in-scope, out-of-scope and per "
                                     "kind, latency p50/p95. A case is right when the engine answers with the "
-                                    "expected id; for expect: null, when it declines.")
-    _common(e)
-    e.add_argument("--cases", type=Path, required=True, metavar="FILE", help="labelled cases YAML")
+                                    "expected id; for expect: null, when it declines. With --loko DIR: "
+                                    "leave-one-KB-out over DIR/<name>/kb.yaml + cases.yaml (and --kb/--cases "
+                                    "as one more unit): the global knobs (ranking weights, confidence, "
+                                    "thresholds) are fitted on the other KBs and the one left out is measured, "
+                                    "per KB and per kind.")
+    _common(e, kb_required=False)
+    e.add_argument("--cases", type=Path, metavar="FILE", help="labelled cases YAML (required without --loko)")
+    e.add_argument("--train-cases", type=Path, action="append", default=None, metavar="FILE",
+                   help="with --loko: cases of the --kb unit used for fitting when it is not the one left out "
+                        "(default: --cases; e.g. tests/qa/cases.yaml and tests/qa/holdout.yaml)")
+    e.add_argument("--loko", type=Path, default=None, metavar="DIR",
+                   help="leave-one-KB-out over the knowledge bases in DIR (each DIR/<name>/kb.yaml + cases.yaml); "
+                        "synonyms and user dictionary: the shipped data/kb ones unless given")
     e.add_argument("--failures", action="store_true", help="also list the cases it got wrong")
     e.set_defaults(func=_eval)
 
@@ -142,6 +153,10 @@ def _eval(args: argparse.Namespace) -> int:
     from flows.policy_qa.evaluate import format_report, load_cases, run
     from flows.policy_qa.kb import KBError
 
+    if args.loko is not None:
+        return _loko(args)
+    if not args.kb or not args.cases:
+        return _fail(ValueError("qa eval needs --kb and --cases (or --loko DIR)"))
     try:
         eng = _engine(args)
         cases = load_cases(args.cases, eng)
@@ -155,6 +170,42 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False))
     else:
         print(format_report(rep, failures=args.failures))
+    return 0
+
+
+def _loko(args: argparse.Namespace) -> int:
+    from flows.policy_qa.evaluate import format_report
+    from flows.policy_qa.kb import KBError
+    from flows.policy_qa.loko import Unit, discover, format_loko, leave_one_out, load_units, loko_json
+
+    if not args.loko.is_dir():
+        return _fail(ValueError(f"--loko {args.loko}: not a folder"))
+    if bool(args.kb) != bool(args.cases):
+        return _fail(ValueError("with --loko, give --kb and --cases together (one more unit) or neither"))
+    shipped = Path(__file__).resolve().parents[2] / "data" / "kb"
+    syn = args.synonyms if args.synonyms is not None else _beside(shipped / "policy.yaml", "synonyms.yaml")
+    ud = args.userdict if args.userdict is not None else _beside(shipped / "policy.yaml", "userdict.txt")
+    cache = None if args.no_cache else (args.cache_dir or _default_cache())
+    try:
+        units = discover(args.loko)
+        if args.kb:
+            units.append(Unit(args.kb[0].parent.name + "/" + args.kb[0].stem, list(args.kb), [args.cases],
+                              list(args.train_cases or [args.cases])))
+        if len(units) < 2:
+            return _fail(ValueError("leave-one-KB-out needs at least two knowledge bases"))
+        loaded = load_units(units, syn, ud, cache, log=lambda m: print(m, file=sys.stderr),
+                            use_encoder=not args.no_encoder)
+    except KBError as e:
+        return _fail(e)
+    results = leave_one_out(loaded)
+    if args.json:
+        print(json.dumps(loko_json(results), ensure_ascii=False))
+        return 0
+    print(format_loko(results))
+    if args.failures:
+        for name, _, rep in results:
+            print(f"\n== {name}")
+            print(format_report(rep, failures=True))
     return 0
 
 

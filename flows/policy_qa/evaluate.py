@@ -13,9 +13,11 @@ with ``expect: null`` is correct only when the engine declines (decision "unknow
 also gives the share of in-scope cases where the right entry was answered *or offered* among the
 candidates, which is what the user experiences.
 
-Fitting (``python -m flows.policy_qa.evaluate fit --cases tests/qa/cases.yaml``) only ever reads
-the dev file: ranking weights as a softmax over entries, then a logistic confidence, then the
-thresholds. The held-out file is for reporting only.
+Fitting here (``python -m flows.policy_qa.evaluate fit --cases tests/qa/cases.yaml``) reads one dev file
+of one KB (ranking weights, a logistic confidence over absolute inputs, thresholds): kept for ablations.
+The shipped constants come from :mod:`flows.policy_qa.loko` (``python -m flows.policy_qa.loko fit``): KB-
+relative inputs fitted on several KBs, measured leave-one-KB-out, because constants fitted to one KB did
+not carry over to another bureau's.
 """
 
 from __future__ import annotations

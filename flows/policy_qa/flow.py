@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from flows.api import Context, Flow, Services, flow, normalize, on_startup, strip_fillers
 from storage.qa import record_ask, record_gap
@@ -49,6 +51,59 @@ def _takes_cache_dir() -> bool:
     return "cache_dir" in inspect.signature(QAEngine.from_files).parameters
 
 
+T = TypeVar("T")
+
+# Matching a question runs here, never on the event loop. One thread: the sentence encoder (a C library
+# called through ctypes) releases the GIL while it computes, so the loop keeps serving other messages;
+# the Python parts (jieba, BM25, rapidfuzz) hold the GIL in short slices, and with one thread only one
+# question at a time competes with the loop for it (questions queue here instead of piling up threads).
+_QA_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vetbot-qa")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` on the Q&A worker thread (for engine calls from any flow or router:
+    ``await off_loop(engine.ask, text)``, ``await off_loop(engine.encoder.embed_query, text)``)."""
+    return await asyncio.get_running_loop().run_in_executor(_QA_POOL, fn, *args)
+
+
+class Prefetch:
+    """Match a free-text message on the Q&A thread *before* its turn starts (the dispatcher awaits it
+    outside the turn queue, as it does for speech recognition). On SQLite, turns run one after another in
+    one transaction; a question matched inside its turn would hold every turn queued behind it for the
+    encoder's 15-50 ms. Texts shorter than :attr:`MIN_CHARS` (menu keys, digits, 帮助, 取消) are left alone;
+    a longer intent message pays one match off the loop and the result is simply not used."""
+
+    MIN_CHARS = 5
+    KEEP = 512
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    def __call__(self, text: str) -> asyncio.Future[Any] | None:
+        eng = self.services.qa_engine
+        t = (text or "").strip()
+        if eng is None or len(strip_fillers(normalize(t))) < self.MIN_CHARS or t.isdigit():
+            return None
+        fut = self._pending.get(t)
+        if fut is None:
+            fut = asyncio.ensure_future(off_loop(eng.ask, t))
+            self._pending[t] = fut
+            while len(self._pending) > self.KEEP:
+                self._pending.pop(next(iter(self._pending)))
+        return fut
+
+    def take(self, text: str) -> asyncio.Future[Any] | None:
+        """The prefetched match of ``text`` (once), or None."""
+        return self._pending.pop((text or "").strip(), None)
+
+
+async def ask(services: Services, text: str) -> Any:
+    """``QAEngine.ask`` for ``text`` off the event loop (the process's engine, loaded on first use)."""
+    eng = await engine_of(services)
+    return await off_loop(eng.ask, text)
+
+
 # One engine per process and set of files: loading embeds the whole knowledge base (seconds), so
 # runtimes built again in the same process (tests, the in-process chat) reuse it. Only the newest
 # overlay's engine is kept per set of files (edits must not pile up engines).
@@ -80,14 +135,17 @@ async def engine_of(services: Services) -> Any:
         if digest(rows) == seen[0]:
             services.qa_engine_seen = (seen[0], time.monotonic())
             return eng
-        return await reload_engine(services, rows)
-    return await reload_engine(services)
+        return await reload_engine(services, rows, force=False)
+    return await reload_engine(services, force=False)
 
 
-async def reload_engine(services: Services, rows: Any = None) -> Any:
+async def reload_engine(services: Services, rows: Any = None, *, force: bool = True) -> Any:
     """Build the engine again from the YAML seed and the console's saved edits (:mod:`storage.kb`) and
-    put it in place; questions asked meanwhile are answered by the previous one. Returns the engine.
-    Raises :class:`flows.policy_qa.kb.KBError` when the seed itself is broken."""
+    put it in place, for this process: the next question uses it, no restart. It is built and calibrated
+    off the loop while the previous one keeps answering. ``force=False`` reuses the process's engine
+    when the edits are the ones it was built with (a YAML seed changed on disk needs ``force``). Returns
+    the engine. Raises :class:`flows.policy_qa.kb.KBError` (file, line, hint) when the seed is broken;
+    the previous engine then stays."""
     from flows.policy_qa.overlay import digest, load_rows
 
     if rows is None:
@@ -95,9 +153,10 @@ async def reload_engine(services: Services, rows: Any = None) -> Any:
     key, dig = _engine_key(services), digest(rows)
     async with _ENGINE_LOCK:
         have = _ENGINES.get(key)
-        if have is None or have[0] != dig:
+        if force or have is None or have[0] != dig:
             previous = have[1] if have is not None else None  # lends its embeddings to the new one
             _ENGINES[key] = (dig, await asyncio.to_thread(_load, services, rows, previous))
+            log.info("qa: knowledge base loaded, %d entries", len(_ENGINES[key][1].entries))
         eng = _ENGINES[key][1]
     services.qa_engine = eng
     services.qa_engine_seen = (dig, time.monotonic())
@@ -111,6 +170,7 @@ async def _preload(services: Services) -> None:
     reaches it too, and loading it on the first question would take seconds of CPU from every turn
     being served at that moment."""
     await engine_of(services)
+    services.qa_prefetch = Prefetch(services)
 
 
 def _answer_text(entry: Any) -> str:
@@ -168,7 +228,7 @@ class PolicyQA(Flow):
 
     async def _ask_engine(self, ctx: Context, question: str) -> None:
         eng = await engine_of(ctx.services)
-        topic = await asyncio.to_thread(eng.topic, question)
+        topic = await off_loop(eng.topic, question)
         if topic:
             # A bare topic (抚恤, 优待证, 上学): show what can be asked about it rather than guess one answer.
             await record_ask(ctx.session, "list", None, ctx.now)
@@ -176,7 +236,14 @@ class PolicyQA(Flow):
             ctx.choose([(e.question, e.id) for e in topic], header=f"关于“{question.strip()[:10]}”，您想了解哪一项？",
                        footer="回复数字查看；也可以把问题说完整，例如“优待证怎么办理”。")
             return
-        result = await asyncio.to_thread(eng.ask, question)
+        pre = ctx.services.qa_prefetch
+        fut = pre.take(question) if pre is not None else None
+        try:
+            result = await fut if fut is not None else None
+        except Exception:
+            result = None  # the early match failed: ask again, here, so its error surfaces in this turn
+        if result is None:
+            result = await off_loop(eng.ask, question)
         norm = strip_fillers(normalize(question))
         # The console's daily figures (answered / offered a list / declined).
         decided = ("answer" if result.decision == "answer" and result.entry is not None else
@@ -191,7 +258,7 @@ class PolicyQA(Flow):
             await record_gap(ctx.session, norm, question, "ambiguous", result.candidates[0].id, ctx.now)
             ctx.step = "pick"
             ctx.choose([(c.question, c.id) for c in result.candidates[:3]],
-                       header="您想问的是哪一个？", footer="回复数字查看；都不是请换个说法，或回复“人工”。")
+                       header="您是想问：", footer="回复数字查看；都不是请换个说法，或回复“人工”。")
             return
         await record_gap(ctx.session, norm, question, "unknown", None, ctx.now)
         ctx.step = "unknown"

@@ -35,7 +35,7 @@ def test_gaps_lists_unanswered_questions_most_asked_first(db_url: str, monkeypat
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     cfg = make_config(db_url)
     unknown = "今天天气怎么样"
-    replies = asyncio.run(_ask_as(cfg, "u_gaps_a", [unknown, "取消", "优待证咋办", "取消"]))
+    replies = asyncio.run(_ask_as(cfg, "u_gaps_a", [unknown, "取消", "优待证在哪里申领", "取消"]))
     replies += asyncio.run(_ask_as(cfg, "u_gaps_b", ["今天天气怎么样？", "取消", "火星上能领退役金吗"]))
     assert "还没有收录" in replies[0] and "还没有收录" in replies[4]
 

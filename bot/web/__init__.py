@@ -11,6 +11,8 @@ import hashlib
 from functools import lru_cache
 from typing import Any
 
+from aiohttp import web
+
 
 @lru_cache(maxsize=32)
 def stylesheet(module: str, css: str) -> str:
@@ -21,7 +23,7 @@ def stylesheet(module: str, css: str) -> str:
 
 
 #: Request key: the Content-Security-Policy this response gets when the page set none itself.
-PAGE_CSP = "vetbot_page_csp"
+PAGE_CSP = web.RequestKey("vetbot_page_csp", str)
 #: The policy of a page with WeChat's 订阅通知 open tag: the JS-SDK from res.wx.qq.com and this origin's
 #: scripts, and inline style for the tag's own template (WeChat renders it); nothing else is widened.
 WECHAT_SDK_CSP = ("default-src 'self'; img-src 'self' https: data:; script-src 'self' https://res.wx.qq.com; "

@@ -190,7 +190,7 @@ async def test_answer_page_in_a_phone_browser(db_url: str, browser_page, tmp_pat
         page = browser_page
         await page.goto(url)
         await page.fill("#digits", "0003")
-        await page.click("text=确认")
+        await page.click("button[type=submit]")
         await page.wait_for_load_state()
         buttons = page.locator("button.wide")
         assert await buttons.count() == 3

@@ -170,3 +170,39 @@ async def answer_link(session: AsyncSession, config: Config, callup: Any, member
                       now: datetime) -> str:
     """The answer page link of one member (see :func:`answer_links`)."""
     return (await answer_links(session, config, callup, [(member_id, openid)], now))[int(member_id)]
+
+
+#: ``link_tokens.kind`` of a person's job pages link (a posting, a digest, pause/stop); data ``{}``: the
+#: posting or digest id rides in the URL (``?p=`` / ``?d=``), the token names only its person. One token
+#: per person and alert run, so a job-fair import writes one row per recipient, not one per alert.
+JOBS_KIND = "jobs"
+
+
+class JobLinks:
+    """The job page links of one alert or digest run: one opaque token per person, issued in one statement
+    (:meth:`issue`), then any number of links built without the database."""
+
+    def __init__(self, config: Config, tokens: dict[str, str]) -> None:
+        self._base = config.server.public_url.rstrip("/")
+        self._tokens = tokens
+
+    @classmethod
+    async def issue(cls, session: AsyncSession, config: Config, openids: Sequence[str], now: datetime,
+                    ttl_s: float) -> JobLinks:
+        """Tokens for ``openids`` (distinct), valid ``ttl_s`` seconds, in the caller's transaction."""
+        from storage import linktokens
+
+        people = list(dict.fromkeys(openids))
+        tokens = await linktokens.issue_many(session, JOBS_KIND, [(o, {}) for o in people], ttl_s, now=now)
+        return cls(config, dict(zip(people, tokens, strict=True)))
+
+    def posting_path(self, openid: str, posting_id: int) -> str:
+        return f"/jobs/p/{self._tokens[openid]}?p={int(posting_id)}"
+
+    def posting(self, openid: str, posting_id: int) -> str:
+        """Absolute link to a posting's page for ``openid``."""
+        return self._base + self.posting_path(openid, posting_id)
+
+    def digest(self, openid: str, digest_id: int) -> str:
+        """Absolute link to a digest's "see all" page for ``openid``."""
+        return f"{self._base}/jobs/d/{self._tokens[openid]}?d={int(digest_id)}"

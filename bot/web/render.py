@@ -66,6 +66,12 @@ def html(name: str, /, *, status: int = 200, tz: str = "Asia/Shanghai", headers:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=base)
 
 
+#: A member page's policy: no script at all (the pages have none) unless it shows the 订阅通知 button;
+#: images may come over https (a martyr's photo_url points at another host).
+MEMBER_CSP = ("default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'none'; "
+              "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
 def member(name: str, /, *, request: web.Request | None = None, status: int = 200, tz: str = "Asia/Shanghai",
            **context: Any) -> web.Response:
     """A member page (``templates/member/``): like :func:`html`, with no Referer ever sent (tokens ride in
@@ -73,7 +79,7 @@ def member(name: str, /, *, request: web.Request | None = None, status: int = 20
     (:func:`bot.web.allow_wechat_sdk`). ``refresh`` (seconds) and ``title`` default to none / the name."""
     from bot.web import PAGE_CSP
 
-    headers = {"Referrer-Policy": "no-referrer"}
+    headers = {"Referrer-Policy": "no-referrer", "Content-Security-Policy": MEMBER_CSP}
     if request is not None and request.get(PAGE_CSP):
         headers["Content-Security-Policy"] = request[PAGE_CSP]
     context.setdefault("refresh", None)

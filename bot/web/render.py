@@ -73,14 +73,15 @@ MEMBER_CSP = ("default-src 'self'; img-src 'self' https: data:; style-src 'self'
 
 
 def member(name: str, /, *, request: web.Request | None = None, status: int = 200, tz: str = "Asia/Shanghai",
-           **context: Any) -> web.Response:
+           headers: dict[str, str] | None = None, **context: Any) -> web.Response:
     """A member page (``templates/member/``): like :func:`html`, with no Referer ever sent (tokens ride in
-    these pages' URLs) and, where the page shows WeChat's 订阅通知 button, the wider policy it needs
-    (:func:`bot.web.allow_wechat_sdk`). ``refresh`` (seconds) and ``title`` default to none / the name."""
+    these pages' URLs), no script (:data:`MEMBER_CSP`; ``headers`` may tighten it) and, where the page shows
+    WeChat's 订阅通知 button, the wider policy it needs (:func:`bot.web.allow_wechat_sdk`). ``refresh``
+    (seconds) adds a meta refresh."""
     from bot.web import PAGE_CSP
 
-    headers = {"Referrer-Policy": "no-referrer", "Content-Security-Policy": MEMBER_CSP}
+    base = {"Referrer-Policy": "no-referrer", "Content-Security-Policy": MEMBER_CSP, **(headers or {})}
     if request is not None and request.get(PAGE_CSP):
-        headers["Content-Security-Policy"] = request[PAGE_CSP]
+        base["Content-Security-Policy"] = request[PAGE_CSP]
     context.setdefault("refresh", None)
-    return html(name, status=status, tz=tz, headers=headers, **context)
+    return html(name, status=status, tz=tz, headers=base, **context)

@@ -53,8 +53,8 @@ async def test_every_response_sends_security_headers(db_url: str) -> None:
         _assert_secure(resp)
         page = await (await client.get(link)).text()
         assert "<style" not in page and "style=" not in page and "<script" not in page
-        assert 'rel="stylesheet" href="/static/memorial.css?v=' in page
-        resp = await client.get("/static/memorial.css")
+        assert 'rel="stylesheet" href="/static/vetbot.css?v=' in page  # the one stylesheet of every page
+        resp = await client.get("/static/vetbot.css")
         assert resp.status == 200 and resp.content_type == "text/css" and "font-size" in await resp.text()
         _assert_secure(resp, cacheable=True)
         assert (await client.get("/static/nothing.css")).status == 404
@@ -72,7 +72,7 @@ async def test_pages_work_under_the_csp_in_a_browser(db_url: str, browser_page: 
         page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
         await page.goto(str(client.make_url(_rel(await _link(runtime, "u_csp", 1)))))
         header_bg = await page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor")
-        assert header_bg == "rgb(58, 58, 58)", "memorial.css applies"
+        assert header_bg == "rgb(58, 58, 58)", "vetbot.css applies (the memorial's look)"
         await page.locator("button[value=flower]").click()
         await page.wait_for_load_state()
         assert "献花" in await page.content()

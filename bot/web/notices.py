@@ -17,7 +17,6 @@ text of a push whose template fields could not hold it.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from collections.abc import Sequence
@@ -29,8 +28,8 @@ from markupsafe import Markup
 from bot.jssdk import JsSdk
 from bot.links import LinkError, verify
 from bot.web import allow_wechat_sdk, viewer
+from bot.web.render import environment
 from bot.web.render import member as render_member
-from bot.web.render import static_url
 from bot.wechat_api import WeChatError
 from flows.notices import NOTICES_KIND, PURPOSE_WORDS
 from storage import linktokens
@@ -93,20 +92,13 @@ async def subscribe_button(request: web.Request, runtime: Any, purposes: Sequenc
     except WeChatError as e:
         log.warning("no 订阅通知 button: the JS-SDK ticket could not be had (%s)", e)
         return ""
-    tags = []
-    for i, ids in enumerate(groups.values()):
-        tags.append(
-            f'<wx-open-subscribe template="{html.escape(",".join(ids))}" id="vb-sub-{i}" class="vb-sub-tag">'
-            f'<script type="text/wxtag-template" slot="style"><style>{_BUTTON_STYLE}</style></script>'
-            f'<script type="text/wxtag-template"><button class="vb-sub">{html.escape(label)}</button></script>'
-            "</wx-open-subscribe>")
     config = {**conf, "jsApiList": ["checkJsApi"], "openTagList": ["wx-open-subscribe"], "debug": False}
     # The settings travel as a JSON data block (never run) and /static/subscribe.js applies them: the
     # page's CSP then needs to allow only this origin's script and WeChat's JS-SDK (allow_wechat_sdk).
     allow_wechat_sdk(request)
-    script = (f'<script type="application/json" id="vb-wx-config">{_js(config)}</script>'
-              f'<script src="{JSSDK_URL}"></script><script src="{static_url("subscribe.js")}"></script>')
-    return ('<div class="card vb-subscribe">' + "".join(tags) + '<p id="vb-sub-msg" class="k"></p></div>' + script)
+    return environment().get_template("member/_subscribe.html").render(
+        groups=list(groups.values()), style=Markup(_BUTTON_STYLE), label=label, config=Markup(_js(config)),
+        sdk=JSSDK_URL)
 
 
 def setup(app: web.Application, runtime: Any) -> None:

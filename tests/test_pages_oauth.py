@@ -354,5 +354,14 @@ async def test_forwarded_link_in_chromium_through_the_oauth_redirect(db_url: str
         await page.click("button.no")
         await page.wait_for_load_state()
         assert "不能到" in await page.content()
+        # The other member pages share the layout and stylesheet: text at least 16 px, no sideways scroll.
+        for path, name in (("/m/", "memorial"), ("/privacy", "privacy-notice")):
+            await page.goto(st["base"] + path)
+            await _shot(page, tmp_path, name)
+            assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            smallest = await page.evaluate(
+                "Math.min(...[...document.querySelectorAll('main p, main li, main dd, main button, main label')]"
+                ".map(e => parseFloat(getComputedStyle(e).fontSize)))")
+            assert smallest >= 16, (path, smallest)
         await ctx.close()
         assert await _status(runtime, c, 2) == "declined"

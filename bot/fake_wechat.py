@@ -61,6 +61,8 @@ Control endpoints (never recorded as calls):
 ``POST /__fake__/clock``   ``{"advance": seconds}`` moves the fake's clock (token expiry without
                            sleeping); ``GET`` reads it
 ``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
+``POST /__fake__/oauth``   ``{"openid", "domain"}``: who the "browser" is at the authorize page (when no
+                           ``fake_wechat_openid`` cookie says), and the 网页授权域名 (``""`` = any)
 ``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, consents, media,
                            tickets, QR codes, clock offset (registered templates stay: they are the
                            account's)

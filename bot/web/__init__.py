@@ -1,8 +1,12 @@
-"""Member pages (answer, memorial, jobs); each module has ``setup(app, runtime)`` and may have ``CSS``.
+"""Web pages: the staff console (``bot/web/console``) and the member pages (answer and roster, memorial,
+jobs, 订阅通知, 个人信息保护); each module has ``setup(app, runtime)``.
 
-A module's ``CSS`` is served by the app at ``/static/<module>.css``; pages link it with
-:func:`stylesheet` (the Content-Security-Policy allows no inline styles or scripts). A page that shows
-the 订阅通知 button calls :func:`allow_wechat_sdk`, which widens that page's policy to WeChat's JS-SDK.
+Every page is a Jinja2 template (``templates/``, autoescape on) extending ``base.html``, styled by the one
+stylesheet ``static/vetbot.css`` (:mod:`bot.web.render`); member pages go through
+:func:`bot.web.render.member` and learn who is looking through :mod:`bot.web.viewer`. A module may still
+have a ``CSS`` string, served at ``/static/<module>.css`` and linked with :func:`stylesheet` (the busy
+page, which must render without templates or database, does). A page that shows the 订阅通知 button calls
+:func:`allow_wechat_sdk`, which widens that page's policy to WeChat's JS-SDK.
 """
 
 from __future__ import annotations

@@ -365,3 +365,30 @@ async def test_forwarded_link_in_chromium_through_the_oauth_redirect(db_url: str
             assert smallest >= 16, (path, smallest)
         await ctx.close()
         assert await _status(runtime, c, 2) == "declined"
+
+
+async def test_forwarded_memorial_link_opened_in_wechat_by_another_openid_acts_for_no_one(db_url: str) -> None:
+    from flows.memorial.service import page_link
+    from storage import memorial as store
+
+    async with site(db_url) as st:
+        runtime = st["runtime"]
+        async with runtime.db.session() as s:
+            url = await page_link(s, runtime.config, fake_openid(0), 0, runtime.clock.now())
+        url = st["base"] + url[url.index("/m/"):]
+        token = url.split("t=")[1]
+        async with await _session(st, fake_openid(1)) as other:
+            resp = await other.get(url)  # through WeChat's authorize page and back
+            body = await resp.text()
+            assert resp.status == 200 and "此链接是发给别人的" in body and 'value="flower"' not in body
+            resp = await other.post(st["base"] + "/m/tribute", data={"t": token, "action": "flower"})
+            assert resp.status == 403
+        async with runtime.db.session() as s:
+            assert (await store.counts(s, 0)).get("flower", 0) == 0
+        async with await _session(st, fake_openid(0)) as own:
+            resp = await own.get(url)
+            assert 'value="flower"' in await resp.text()
+            resp = await own.post(st["base"] + "/m/tribute", data={"t": token, "action": "flower"})
+            assert resp.status == 200 and "您是第 1 位" in await resp.text()
+        async with runtime.db.session() as s:
+            assert (await store.counts(s, 0)).get("flower", 0) == 1

@@ -10,8 +10,8 @@ Who acts is decided in one place, :meth:`MemorialPages.actor`. A link can be for
 does not make the opener its owner: the first browser that acts with a link (a tribute or a 寄语) holds
 it — a random HttpOnly cookie, whose hash is stored on the token. Only that browser may act with the link
 again and see the owner's 寄语 still waiting for review; any other browser reads the page as the public
-does and is told how to get its own link. (When WeChat OAuth arrives, the opener's verified openid
-replaces the cookie there.)
+does and is told how to get its own link. Inside WeChat the opener's openid, as WeChat OAuth tells
+(:mod:`bot.web.viewer`), decides instead: the link's owner acts, anyone else only reads.
 
 Forms are plain POSTs (they work without JavaScript) answered with a redirect, so reloading never repeats
 an action; the counting rule itself (once per user, target, action and day) lives in the database anyway.
@@ -33,6 +33,7 @@ from aiohttp import web
 
 from bot.clock import fmt_local
 from bot.text import ascii_uint
+from bot.web import viewer
 from bot.web.render import member
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
@@ -50,6 +51,7 @@ OLD_SIGNED = re.compile(r"^[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}$")
 DEVICE_COOKIE = "vb_dev"
 DEVICE_MAX_AGE = 400 * 24 * 3600
 ELSEWHERE = "这个链接已在另一部手机上用过，这里只能浏览。"
+NOT_YOURS_NOTE = "此链接是发给别人的，这里只能浏览。想献花、写寄语，请在公众号里回复“祭英烈”，获取您自己的链接。"
 ELSEWHERE_NOTE = ELSEWHERE + "想献花、写寄语，请在公众号里回复“祭英烈”，获取您自己的链接。"
 
 def _page(title: str, *, status: int = 200, text: str = "", back: str = "", back_label: str = "") -> web.Response:
@@ -93,7 +95,8 @@ class MemorialPages:
         self.cfg = runtime.config
 
     # --- who is acting -------------------------------------------------------------------------
-    async def actor(self, session: Any, request: web.Request, token: str | None, *, acting: bool) -> Actor:
+    async def actor(self, session: Any, request: web.Request, token: str | None, *, acting: bool,
+                    seen: viewer.Viewer | None = None) -> Actor:
         """The one place that decides who a page request acts for, and what it may see.
 
         Without a token: nobody (the public page). A token that was never issued: LinkProblem 403; an
@@ -112,6 +115,12 @@ class MemorialPages:
             if e.reason == "expired":
                 raise LinkProblem(410, "这个链接已过期。") from None
             raise LinkProblem(403, "这个链接无效。") from None
+        if seen is not None and seen.openid:  # WeChat OAuth said who opens the link: that decides
+            if seen.openid == row.openid:
+                return Actor(row.openid, token, may_act=True, private=True)
+            if acting:
+                raise LinkProblem(403, viewer.NOT_YOURS)
+            return Actor(None, token, note=NOT_YOURS_NOTE)
         device = _device(request)
         holder = linktokens.token_hash(device) if device else None
         if row.holder is None:
@@ -156,6 +165,10 @@ class MemorialPages:
     # --- GET -----------------------------------------------------------------------------------
     async def show(self, request: web.Request) -> web.Response:
         mid = self._martyr_id(request)
+        token = request.query.get("t")
+        if (token and viewer.in_wechat(request) and viewer.oauth_ready(self.rt)
+                and await viewer.current(self.rt, request) is None):
+            return await viewer.start_oauth(self.rt, request)  # silent: learn whose link this is
         try:
             resp = await self._render(request, mid, request.query.get("t"))
         except LinkProblem as p:
@@ -165,9 +178,10 @@ class MemorialPages:
     async def _render(self, request: web.Request, mid: int, token: str | None, *, who: Actor | None = None,
                       error: str | None = None, draft: str = "", status: int = 200) -> web.Response:
         q = request.query
+        seen = await viewer.current(self.rt, request) if who is None and token else None
         async with self.rt.db.session() as s:
             if who is None:
-                who = await self.actor(s, request, token, acting=False)
+                who = await self.actor(s, request, token, acting=False, seen=seen)
             m = await store.get_martyr(s, mid) if mid else None
             if mid and m is None:
                 return _page("没有找到这位英烈的记录", status=404, back="/m/", back_label="返回网上纪念馆")
@@ -259,9 +273,10 @@ class MemorialPages:
         if action not in TRIBUTES:
             return _page("无法识别的操作", status=400, back=self._url(mid, token), back_label="返回纪念页")
         now = self.rt.clock.now()
+        seen = await viewer.current(self.rt, request)  # before the transaction (SQLite: one connection)
 
         async def record(s: Any) -> Any:
-            who = await self.actor(s, request, token, acting=True)
+            who = await self.actor(s, request, token, acting=True, seen=seen)
             ok, name = await self._name_of(s, mid)
             if not ok or who.openid is None:
                 return None
@@ -293,9 +308,10 @@ class MemorialPages:
             if not preset and not text:
                 return await self._render(request, mid, token, error="请选一句寄语，或写下您想说的话。", status=400)
             now = self.rt.clock.now()
+            seen = await viewer.current(self.rt, request)  # before the transaction (SQLite: one connection)
 
             async def record(s: Any) -> Any:
-                who = await self.actor(s, request, token, acting=True)
+                who = await self.actor(s, request, token, acting=True, seen=seen)
                 ok, name = await self._name_of(s, mid)
                 if not ok or who.openid is None:
                     return None

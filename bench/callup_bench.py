@@ -8,7 +8,7 @@ For each database and roster size, on loopback only:
 3. staff create a call-up for all teams through the guided chat flow (signed, encrypted XML); the clock
    starts when the final 确认 is sent and stops when every member's push has been handed to the fake
    WeChat API and accepted (outbox rows ``sent``): "create -> all delivered";
-4. every member answers once, half on the answer page (POST /r/<token>), half in chat (1 / 2 30 / 3),
+4. every member answers once, half on the answer page (POST /r/<token> with the member's viewer cookie), half in chat (1 / 2 30 / 3),
    all sent by wrk (Debian's ``wrk``; a C load generator, so the client does not eat the server's CPU as a
    Python client on the same 2 cores would) over ``--connections`` connections, each request once;
    latency is wrk's per request (send -> response). The roster is then compared with the answers sent:
@@ -205,7 +205,10 @@ class Run:
         return {"create_reply_s": created_s, "late_reply": late, "delivered_s": time.perf_counter() - t0}
 
     async def answer_all(self) -> dict[str, Any]:
+        from bot.links import answer_links
+        from bot.web.viewer import VIEWER_KIND, VIEWER_TTL
         from flows.callup import service
+        from storage import linktokens
         from storage.callup import CallUp, Member
         from storage.db import Database
 
@@ -215,6 +218,13 @@ class Run:
                 c = (await s.execute(select(CallUp).order_by(CallUp.id.desc()).limit(1))).scalar_one()
                 members = list((await s.execute(select(Member.id, Member.openid).order_by(Member.id)
                                                 .limit(self.answers))).all())
+                # The page checks who answers (bot.web.viewer): each page answer carries the viewer cookie
+                # its member would have after the OAuth round trip (one more database read per answer).
+                now = c.created_at
+                urls = await answer_links(s, self.cfg, c, [(m, o) for m, o in members], now)
+                cookies = dict(zip([m for m, _ in members], await linktokens.issue_many(
+                    s, VIEWER_KIND, [(o or "", {"m": m, "via": "oauth"}) for m, o in members], VIEWER_TTL, now=now),
+                    strict=True))
         finally:
             await db.close()
         expect = {"yes": 0, "late": 0, "no": 0}
@@ -225,9 +235,10 @@ class Run:
                 a = "yes" if i % 10 < 6 else "late" if i % 10 < 8 else "no"
                 expect[a] += 1
                 if i % 2 == 0:  # the answer page
-                    url = service.answer_link(self.cfg, c, mid)
+                    url = urls[mid]
                     form = urlencode({"a": a, **({"eta": "30"} if a == "late" else {})})
-                    f.write(f"{url[url.index('/r/'):]}\t{form}\tapplication/x-www-form-urlencoded\n")
+                    f.write(f"{url[url.index('/r/'):]}\t{form}\tapplication/x-www-form-urlencoded"
+                            f"\tvb_who={cookies[mid]}\n")
                 else:  # chat: signed, encrypted callback
                     f.write(callback_line(self.side, text_xml(openid, chat_words[a]), self.cfg.server.path))
         counter = create_async_engine(self.url)

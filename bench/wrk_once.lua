@@ -1,6 +1,6 @@
 -- wrk script shared by the benches: sends every request of a file exactly once, split between wrk's
--- threads by line number. A line is `path?query<TAB>body[<TAB>content type]` (content type default
--- text/xml). Once a thread's share is sent, its connections wait (delay) instead of sending more, so
+-- threads by line number. A line is `path?query<TAB>body[<TAB>content type[<TAB>cookie]]` (content
+-- type default text/xml; the cookie, `name=value`, is sent as the Cookie header). Once a thread's share is sent, its connections wait (delay) instead of sending more, so
 -- wrk's latency figures hold the file's requests only; the thread stops when it has an answer to each
 -- of its share. The bench watches the server's database and stops wrk with SIGINT, which prints the
 -- statistics. wrk calls request() once on thread 0 before the run to check the request format; that
@@ -23,11 +23,18 @@ function init(args)
       local path, rest = line:sub(1, tab - 1), line:sub(tab + 1)
       local tab2 = rest:find("\t")
       local ctype = "text/xml"
+      local headers = {}
       if tab2 then
         ctype = rest:sub(tab2 + 1)
         rest = rest:sub(1, tab2 - 1)
+        local tab3 = ctype:find("\t")
+        if tab3 then
+          headers["Cookie"] = ctype:sub(tab3 + 1)
+          ctype = ctype:sub(1, tab3 - 1)
+        end
       end
-      table.insert(reqs, wrk.format("POST", path, {["Content-Type"] = ctype}, rest))
+      headers["Content-Type"] = ctype
+      table.insert(reqs, wrk.format("POST", path, headers, rest))
     end
     i = i + 1
   end

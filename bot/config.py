@@ -78,6 +78,11 @@ class WeChatConfig:
     mode: str = ""
     api_base: str = "https://api.weixin.qq.com"
     timeout_s: float = 10.0
+    # OAuth 网页授权 (snsapi_base): where WeChat's browser is sent to learn who opens a member page; the
+    # fake WeChat server's address in tests and the demo. ``oauth: false`` (no 网页授权 on the account):
+    # pages in WeChat ask for the phone's last four digits instead.
+    oauth_base: str = "https://open.weixin.qq.com"
+    oauth: bool = True
 
 
 @dataclass

@@ -33,6 +33,13 @@ and the official ``getStableAccessToken`` page):
   ``expire_seconds`` for the permanent ``QR_LIMIT_*`` kinds; 40097 for a bad action, scene or expiry)
   and remembers each code's scene (``GET /__fake__/qrcodes``).
 
+* OAuth 网页授权: ``GET /connect/oauth2/authorize?appid&redirect_uri&response_type=code&scope=snsapi_base
+  &state`` redirects (302) to ``redirect_uri?code=…&state=…`` as WeChat's browser does, for the openid in
+  the ``fake_wechat_openid`` cookie or the one set with ``POST /__fake__/oauth {"openid", "domain"}``
+  (``domain``: the 网页授权域名 a redirect_uri must be on, as in the console). ``GET
+  /sns/oauth2/access_token`` trades a code for ``{access_token, openid, scope…}``: 40029 for an unknown
+  or expired code (5 minutes), 40163 for one used before.
+
 API errors come back as HTTP 200 with ``errcode``/``errmsg`` (plus `` rid: ...`` like the real
 thing), bodies are UTF-8 JSON with raw Chinese. Every API call is recorded, even when a fault
 answers it, so tests can count attempts.
@@ -54,6 +61,8 @@ Control endpoints (never recorded as calls):
 ``POST /__fake__/clock``   ``{"advance": seconds}`` moves the fake's clock (token expiry without
                            sleeping); ``GET`` reads it
 ``POST /__fake__/tokens``  ``{"revoke": "<token>" | "all"}`` invalidates tokens now; ``GET`` lists
+``POST /__fake__/oauth``   ``{"openid", "domain"}``: who the "browser" is at the authorize page (when no
+                           ``fake_wechat_openid`` cookie says), and the 网页授权域名 (``""`` = any)
 ``POST /__fake__/reset``   clears calls, faults, users, tokens, menu, clientmsgids, consents, media,
                            tickets, QR codes, clock offset (registered templates stay: they are the
                            account's)
@@ -92,6 +101,7 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from bot.template_rules import DEFAULT_RULES, check, display, field_kind
 
@@ -148,6 +158,8 @@ ERRMSG: dict[int, str] = {
     40037: "invalid template_id",
     40097: "invalid args",
     40125: "invalid appsecret",
+    40029: "invalid code",
+    40163: "code been used",
     40164: "invalid ip, not in whitelist",
     41001: "access_token missing",
     41002: "appid missing",
@@ -331,9 +343,34 @@ class FakeWeChat:
     #: JS-SDK tickets handed out: ticket -> valid until (fake clock).
     tickets: dict[str, float] = field(default_factory=dict)
     ticket_ttl: int = 7200
+    #: OAuth 网页授权: the openid the "browser" is when no ``fake_wechat_openid`` cookie says otherwise
+    #: (``POST /__fake__/oauth {"openid"}``), the 网页授权域名 a redirect_uri must be on ("" = any host), and
+    #: the codes handed out: code -> (openid, issued at, used).
+    oauth_openid: str = ""
+    oauth_domain: str = ""
+    oauth_codes: dict[str, list[Any]] = field(default_factory=dict)
+    oauth_code_ttl: int = 300
     _last_force_at: float | None = None
     _forces_by_day: Counter[int] = field(default_factory=Counter)
     _msgid: int = 2_000_000_000
+
+    # -- OAuth 网页授权 --------------------------------------------------------------------------
+    def oauth_code(self, openid: str) -> str:
+        """A new code for ``openid`` (what WeChat appends to the redirect): single use, 5 minutes."""
+        code = secrets.token_hex(16)
+        self.oauth_codes[code] = [openid, self.now(), False]
+        return code
+
+    def oauth_exchange(self, code: Any) -> dict[str, Any]:
+        """``sns/oauth2/access_token`` for ``code``: 40029 unknown or expired, 40163 used before."""
+        found = self.oauth_codes.get(code) if isinstance(code, str) else None
+        if found is None or self.now() - found[1] > self.oauth_code_ttl:
+            return _error(40029)
+        if found[2]:
+            return _error(40163)
+        found[2] = True
+        return {"access_token": "oauth_" + secrets.token_hex(12), "expires_in": 7200,
+                "refresh_token": "rt_" + secrets.token_hex(12), "openid": found[0], "scope": "snsapi_base"}
 
     # -- time -----------------------------------------------------------------------------------
     def now(self) -> float:
@@ -360,6 +397,8 @@ class FakeWeChat:
         self.media.clear()
         self.tickets.clear()
         self.qrcodes.clear()
+        self.oauth_codes.clear()
+        self.oauth_openid = ""
         self.clock_offset = 0.0
         self._last_force_at = None
         self._forces_by_day.clear()
@@ -630,6 +669,18 @@ class _Api:
         if check:
             return check
         return self.s._token_body(self.s._issue("classic"))
+
+    def oauth_access_token(self, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        """OAuth 网页授权's code exchange: appid and AppSecret checked like a token request, then the code
+        (40029 unknown or older than 5 minutes, 40163 already used)."""
+        if query.get("grant_type") != "authorization_code":
+            return _error(40002)
+        check = self._check_credentials(query.get("appid"), query.get("secret"))
+        if check:
+            return check
+        if not query.get("code"):
+            return _error(41008, "missing code")
+        return self.s.oauth_exchange(query.get("code"))
 
     def _check_credentials(self, appid: Any, secret: Any) -> dict[str, Any] | None:
         if not appid:
@@ -933,6 +984,7 @@ def _leaf_error(button: Any, name_bytes: int, *, sub: bool) -> int | None:
 # (method, path) -> (handler name, needs access_token)
 _ROUTES: dict[str, tuple[str, str, bool]] = {
     "/cgi-bin/stable_token": ("POST", "stable_token", False),
+    "/sns/oauth2/access_token": ("GET", "oauth_access_token", False),
     "/cgi-bin/token": ("GET", "classic_token", False),
     "/cgi-bin/message/custom/send": ("POST", "custom_send", True),
     "/cgi-bin/message/template/send": ("POST", "template_send", True),
@@ -1241,6 +1293,47 @@ def create_app(
     app.router.add_post("/__fake__/media", post_media)
     app.router.add_post("/__fake__/jssdk/verify", post_jssdk_verify)
     app.router.add_get("/__fake__/qrcodes", get_qrcodes)
+    async def oauth_authorize(request: web.Request) -> web.StreamResponse:
+        """``open.weixin.qq.com/connect/oauth2/authorize``: what WeChat's browser does with it. The
+        "browser" is the openid in the ``fake_wechat_openid`` cookie (tests set it on the fake's host), or
+        ``oauth_openid`` of the state; WeChat's own error pages become 400s naming the problem."""
+        q = request.query
+        fake.calls.append({"index": len(fake.calls), "method": "GET", "path": request.path, "query": dict(q),
+                           "body": None, "raw": "", "at": fake.now()})
+        fake.stats[request.path] += 1
+        redirect = q.get("redirect_uri", "")
+        problem = None
+        if q.get("appid") != fake.appid:
+            problem = "appid 错误 (10002)"
+        elif q.get("response_type") != "code":
+            problem = "response_type 错误 (10004)"
+        elif q.get("scope") not in ("snsapi_base", "snsapi_userinfo"):
+            problem = "scope 参数错误或没有 scope 权限 (10005)"
+        elif not redirect.startswith(("http://", "https://")):
+            problem = "redirect_uri 参数错误 (10003)"
+        elif fake.oauth_domain and URL(redirect).host != fake.oauth_domain:
+            problem = "redirect_uri 域名与后台配置不一致 (10003)"
+        openid = request.cookies.get("fake_wechat_openid") or fake.oauth_openid
+        if problem is None and not openid:
+            problem = "fake: no browser openid (cookie fake_wechat_openid or POST /__fake__/oauth)"
+        if problem is not None:
+            return web.Response(status=400, text=problem)
+        target = URL(redirect).update_query(code=fake.oauth_code(openid), state=q.get("state", ""))
+        raise web.HTTPFound(str(target))
+
+    async def post_oauth(request: web.Request) -> web.Response:
+        data = await read_json(request)
+        if not isinstance(data, dict):
+            return _json(_error(47001), status=400)
+        if "openid" in data:
+            fake.oauth_openid = str(data["openid"] or "")
+        if "domain" in data:
+            fake.oauth_domain = str(data["domain"] or "")
+        return _json({"openid": fake.oauth_openid, "domain": fake.oauth_domain})
+
+    app.router.add_get("/connect/oauth2/authorize", oauth_authorize)
+    app.router.add_post("/__fake__/oauth", post_oauth)
+    app.router.add_route("*", "/sns/{tail:.*}", handle_api)
     app.router.add_route("*", "/cgi-bin/{tail:.*}", handle_api)
     return app
 

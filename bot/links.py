@@ -1,7 +1,17 @@
-"""HMAC-signed, expiring links: members answer a call-up and open job pages without logging in.
+"""Links to the pages: opaque tokens kept in the database for links about a person, HMAC-signed claims
+for the rest.
 
-(Memorial page links no longer use these: their claims are readable, so they carry an opaque token kept
-in the database instead — :mod:`storage.linktokens`, which other links can move to.)
+A link that names a person (a call-up answer page; the memorial's tribute links) carries an opaque random
+token stored hashed in ``link_tokens`` (:mod:`storage.linktokens`): it says nothing about whom it belongs
+to, it expires, and nobody can make one with ``server.secret_key`` alone. Opening one still does not make
+the opener its person: :mod:`bot.web.viewer` checks who is looking (WeChat OAuth, or the phone's last four
+digits) before a page shows or records anything.
+
+:func:`answer_links` / :func:`answer_link` build the answer page links of a call-up, for members with or
+without WeChat (an SMS carries the same kind of link; the page then asks for the phone's digits).
+
+The signed form below remains for links that name no person (the staff roster link: the page itself
+checks that a staff member opens it).
 
 A token is ``base64url(json claims) + "." + base64url(hmac_sha256(secret_key, claims))``. Claims
 carry ``exp`` (epoch seconds) when the link expires. The secret is ``server.secret_key``; an empty,
@@ -20,6 +30,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.config import Config
 
 log = logging.getLogger("vetbot.links")
@@ -113,21 +128,6 @@ def verify(config: Config, token: str, now: float | None = None) -> dict[str, An
     return claims
 
 
-#: The kind of opaque token (:mod:`storage.linktokens`) an SMS answer link carries, with data ``{"c": call-up
-#: id, "m": member id}``; the answer page resolves it (:func:`bot.web.sms.answer_claims`).
-CALLUP_SMS_KIND = "callup_sms"
-
-
-def callup_sms_answer_link(config: Config, token: str) -> str:
-    """The answer page link in a call-up SMS to a roster member without WeChat: ``/r/<token>``, the same
-    page as the signed WeChat links, with an opaque token (``CALLUP_SMS_KIND``) that names nobody.
-
-    Such a page is opened outside WeChat by whoever holds the phone (or a forwarded copy of the SMS): the
-    page's own gate for pages opened outside WeChat (the last four digits of the phone on file) applies
-    to it like to any other answer link."""
-    return f"{config.server.public_url.rstrip('/')}/r/{token}"
-
-
 def sign_link(config: Config, path: str, ttl_s: float | None = None, **claims: Any) -> str:
     """Absolute URL on ``server.public_url``: ``path`` with ``{token}`` replaced, or ``?t=<token>``."""
     token = sign(config, claims, ttl_s)
@@ -136,3 +136,73 @@ def sign_link(config: Config, path: str, ttl_s: float | None = None, **claims: A
         return base + path.replace("{token}", token)
     sep = "&" if "?" in path else "?"
     return f"{base}{path}{sep}t={token}"
+
+
+#: ``link_tokens.kind`` of a call-up answer page link; data ``{"c": callup id, "m": member id}``.
+ANSWER_KIND = "callup_answer"
+
+
+def _answer_expiry(config: Config, created_at: datetime, now: datetime) -> datetime:
+    """``callup.link_ttl_h`` after the call-up was created; a link made later (a reminder near the end)
+    still gets an hour."""
+    from datetime import timedelta
+
+    return max(created_at + timedelta(hours=config.callup.link_ttl_h), now + timedelta(hours=1))
+
+
+async def answer_links(session: AsyncSession, config: Config, callup: Any, members: Sequence[tuple[int, str | None]],
+                       now: datetime) -> dict[int, str]:
+    """Answer page links (``/r/<token>``) of ``callup`` for ``members`` ((member id, openid or None)
+    pairs), one new token per member written in one statement in the caller's transaction. Works for
+    members without WeChat (an SMS link): the page then asks for the last four digits of their phone."""
+    from storage import linktokens
+
+    if not members:
+        return {}
+    ttl = _answer_expiry(config, callup.created_at, now) - now
+    tokens = await linktokens.issue_many(session, ANSWER_KIND, [(openid or "", {"c": int(callup.id), "m": int(mid)})
+                                                                for mid, openid in members], ttl, now=now)
+    base = config.server.public_url.rstrip("/") + "/r/"
+    return {int(mid): base + t for (mid, _), t in zip(members, tokens, strict=True)}
+
+
+async def answer_link(session: AsyncSession, config: Config, callup: Any, member_id: int, openid: str | None,
+                      now: datetime) -> str:
+    """The answer page link of one member (see :func:`answer_links`)."""
+    return (await answer_links(session, config, callup, [(member_id, openid)], now))[int(member_id)]
+
+
+#: ``link_tokens.kind`` of a person's job pages link (a posting, a digest, pause/stop); data ``{}``: the
+#: posting or digest id rides in the URL (``?p=`` / ``?d=``), the token names only its person. One token
+#: per person and alert run, so a job-fair import writes one row per recipient, not one per alert.
+JOBS_KIND = "jobs"
+
+
+class JobLinks:
+    """The job page links of one alert or digest run: one opaque token per person, issued in one statement
+    (:meth:`issue`), then any number of links built without the database."""
+
+    def __init__(self, config: Config, tokens: dict[str, str]) -> None:
+        self._base = config.server.public_url.rstrip("/")
+        self._tokens = tokens
+
+    @classmethod
+    async def issue(cls, session: AsyncSession, config: Config, openids: Sequence[str], now: datetime,
+                    ttl_s: float) -> JobLinks:
+        """Tokens for ``openids`` (distinct), valid ``ttl_s`` seconds, in the caller's transaction."""
+        from storage import linktokens
+
+        people = list(dict.fromkeys(openids))
+        tokens = await linktokens.issue_many(session, JOBS_KIND, [(o, {}) for o in people], ttl_s, now=now)
+        return cls(config, dict(zip(people, tokens, strict=True)))
+
+    def posting_path(self, openid: str, posting_id: int) -> str:
+        return f"/jobs/p/{self._tokens[openid]}?p={int(posting_id)}"
+
+    def posting(self, openid: str, posting_id: int) -> str:
+        """Absolute link to a posting's page for ``openid``."""
+        return self._base + self.posting_path(openid, posting_id)
+
+    def digest(self, openid: str, digest_id: int) -> str:
+        """Absolute link to a digest's "see all" page for ``openid``."""
+        return f"{self._base}/jobs/d/{self._tokens[openid]}?d={int(digest_id)}"

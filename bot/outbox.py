@@ -928,10 +928,11 @@ class OutboxSender:
                 log.warning("could not give back a 订阅通知 consent: %s", type(e).__name__)
 
     def _full_text_link(self, row: ClaimedRow) -> str | None:
-        """A signed link to the push's whole text (/msg/…), for pushes without a page of their own."""
+        """A signed link to the push's whole text (/msg/…), for pushes without a page of their own. It names
+        the push, not the person: the page shows the text only to the person WeChat OAuth names."""
         if not row.payload.get("text"):
             return None
-        return sign_link(self.config, "/msg/{token}", FULL_TEXT_LINK_TTL_S, k="msg", o=row.id, u=row.openid)
+        return sign_link(self.config, "/msg/{token}", FULL_TEXT_LINK_TTL_S, k="msg", o=row.id)
 
     # -- channels -------------------------------------------------------------------------------
     async def _send(self, channel: str, row: ClaimedRow, user: UserState, now: datetime) -> int | None:

@@ -624,6 +624,21 @@ class WeChatClient:
             raise WeChatTransportError("QR code answer without ticket/url", path)
         return data
 
+    async def oauth_openid(self, code: str) -> str:
+        """The openid of the person who opened a page through OAuth 网页授权 (``snsapi_base``): trades the
+        ``code`` WeChat appended to the redirect for ``{access_token, openid, scope, …}`` at
+        ``/sns/oauth2/access_token`` (appid and AppSecret, no access_token). A code works once and for 5
+        minutes; a used, expired or made-up one raises :class:`WeChatError` with errcode 40029 (40163 when
+        already used)."""
+        path = "/sns/oauth2/access_token"
+        data = await self._http("GET", path, params={"appid": self.appid, "secret": self._secret, "code": code,
+                                                     "grant_type": "authorization_code"},
+                                secret_values=(self._secret,))
+        openid = data.get("openid")
+        if not isinstance(openid, str) or not openid:
+            raise WeChatError(None, "no openid in the OAuth answer", path)
+        return openid
+
     async def create_menu(self, menu: Mapping[str, Any]) -> dict[str, Any]:
         """Replace the custom menu (``{"button": [...]}``; 3 buttons, 5 sub-buttons each)."""
         return await self.request("POST", "/cgi-bin/menu/create", json_body=dict(menu))

@@ -43,8 +43,9 @@ never ``bot`` (an import-linter contract in ``pyproject.toml`` fails the tests o
   :func:`fmt_day`, :func:`match_township`, :func:`parse_callup_answer` (:class:`CallupReading`,
   :data:`CONFIRM`);
 - time: :class:`Clock`, :func:`to_local`, :func:`from_local`, :func:`fmt_local`;
-- signed links: :func:`sign`, :func:`sign_link`, :class:`Signer` (or :meth:`Services.link`); the SMS
-  answer link of a call-up member: :func:`callup_sms_answer_link`, :data:`CALLUP_SMS_KIND`;
+- signed links: :func:`sign`, :func:`sign_link`, :class:`Signer` (or :meth:`Services.link`); opaque
+  links kept in the database: :func:`answer_links` (a call-up's answer page, for members with or without
+  WeChat), :class:`JobLinks` (a person's job pages);
 - config: :class:`Config`, :class:`ConfigError`;
 - YAML files: :func:`load_yaml`, :func:`line_of`, :func:`check_unique_keys`, :class:`YamlFileError`,
   :class:`DuplicateKeyError`;
@@ -81,7 +82,7 @@ from bot.clock import Clock, fmt_local, from_local, to_local
 from bot.config import Config, ConfigError
 from bot.csvfile import Column, ImportReport, PreviewRow, RowError, Schema, Table, read_csv
 from bot.intents import light_normalize
-from bot.links import CALLUP_SMS_KIND, Signer, callup_sms_answer_link, sign, sign_link
+from bot.links import JobLinks, Signer, answer_links, sign, sign_link
 from bot.text import (
     PHONE_RE,
     ascii_uint,
@@ -119,7 +120,7 @@ __all__ = [  # noqa: RUF022 - grouped by kind, as in the module docstring
     # time
     "Clock", "fmt_local", "from_local", "to_local",
     # signed links
-    "Signer", "sign", "sign_link", "CALLUP_SMS_KIND", "callup_sms_answer_link",
+    "Signer", "sign", "sign_link", "answer_links", "JobLinks",
     # config
     "Config", "ConfigError",
     # YAML files

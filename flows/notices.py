@@ -38,6 +38,8 @@ PURPOSE_WORDS = {
 }
 #: Offered links to the subscribe page stay valid this long.
 OFFER_TTL_S = 30 * 86400
+#: ``link_tokens.kind`` of the "开启消息提醒" page link (data: the purposes offered).
+NOTICES_KIND = "notices"
 
 
 def subscribe_kinds(config: Any) -> dict[str, str]:
@@ -104,7 +106,9 @@ async def offer(ctx: Context, *purposes: str) -> str | None:
     missing = [p for p, s in wanted.items() if s.template_id not in have or s.kind == "one_time"]
     if not missing:
         return None
-    from flows.api import sign_link
+    from storage import linktokens
 
-    link = sign_link(cfg, "/notices/{token}", OFFER_TTL_S, k="sub", u=ctx.openid, p=",".join(missing))
+    token = await linktokens.issue(ctx.session, NOTICES_KIND, ctx.openid, {"p": ",".join(missing)}, OFFER_TTL_S,
+                                   now=ctx.now)
+    link = f"{cfg.server.public_url.rstrip('/')}/notices/{token}"
     return f"为确保不和公众号聊天时也能收到，请点开链接，点“开启消息提醒”并选“允许”：\n{link}"

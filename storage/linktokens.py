@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, String, delete, insert, update
+from sqlalchemy import Boolean, DateTime, Integer, String, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -67,6 +67,44 @@ declare(Declaration(
     subject="openid", on_erase=DELETE, personal=("data",), plain=("token_hash", "kind", "holder"),
     retention=(Retention(None, note="过期一天后删除（purge_link_tokens 任务）；只保存链接的散列值"),),
     seen_by="仅系统使用"))
+
+
+class GateAttempts(Base):
+    """Wrong answers at a page's check (the last four digits of a phone) per key, in a window: a key
+    (``m:<member id>``) with too many is locked until its window ends. Rows go when the window does."""
+
+    __tablename__ = "page_gate_attempts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_end: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+declare(Declaration(
+    "page_gate_attempts", label="网页验证错误次数",
+    no_personal_data="a count of wrong phone digits per roster member id and its one-hour window (deleted after)"))
+
+
+async def gate_locked(session: AsyncSession, key: str, now: datetime, limit: int) -> bool:
+    """Whether ``key`` has used up its ``limit`` wrong answers in the current window."""
+    row = await session.get(GateAttempts, key)
+    return row is not None and row.window_end > now and row.failures >= limit
+
+
+async def gate_failed(session: AsyncSession, key: str, now: datetime, window: timedelta) -> int:
+    """Count one wrong answer for ``key``; returns the failures in the window so far."""
+    row = (await session.execute(select(GateAttempts).where(GateAttempts.key == key)
+                                 .with_for_update())).scalar_one_or_none()
+    if row is None:
+        session.add(GateAttempts(key=key, failures=1, window_end=now + window))
+        await session.flush()
+        return 1
+    if row.window_end <= now:
+        row.failures, row.window_end = 1, now + window
+    else:
+        row.failures += 1
+    await session.flush()
+    return row.failures
 
 
 class LinkTokenError(Exception):
@@ -165,4 +203,5 @@ async def revoke(session: AsyncSession, kind: str, openid: str) -> int:
 async def purge(session: AsyncSession, now: datetime, keep: timedelta = KEEP_EXPIRED) -> int:
     """Delete tokens that expired more than ``keep`` ago; returns how many."""
     res = await session.execute(delete(LinkToken).where(LinkToken.expires_at < now - keep))
+    await session.execute(delete(GateAttempts).where(GateAttempts.window_end < now))
     return int(res.rowcount or 0)

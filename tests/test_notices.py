@@ -18,6 +18,8 @@ from bot.gateway import to_inbound
 from bot.jssdk import signature
 from bot.sim import WeChatSide, subscribe_event_xml
 from bot.web.render import static_version
+from flows.notices import NOTICES_KIND
+from storage import linktokens
 from storage.subscribe import SubscribeConsent, consents_of
 from tests.conftest import CONFORMANCE, make_config
 from tests.helpers import app_client, post_xml
@@ -139,17 +141,24 @@ async def test_subscribing_to_job_alerts_or_reminders_in_chat_offers_the_page(co
 async def test_the_subscribe_page_outside_and_inside_wechat(db_url: str) -> None:
     async with FakeWeChatServer() as fake:
         cfg = make_config(db_url, wechat__api_base=fake.base_url)
-        from bot.links import sign_link
-
-        link = sign_link(cfg, "/notices/{token}", 3600, k="sub", u=USER, p="job_alert,callup")
-        path = link.split("127.0.0.1:8080", 1)[1]
-        async with app_client(cfg, FakeClock()) as (client, _):
+        async with app_client(cfg, FakeClock()) as (client, runtime):
+            async with runtime.db.session() as s:
+                token = await linktokens.issue(s, NOTICES_KIND, USER, {"p": "job_alert,callup"}, 3600,
+                                               now=runtime.clock.now())
+            me = {"vb_who": await _viewer(runtime, USER)}
+            path = f"/notices/{token}"
+            link = cfg.server.public_url.rstrip("/") + path
+            assert USER not in link
+            # Inside WeChat, someone the link was forwarded to: this is not theirs.
+            other = await client.get(path, headers={"User-Agent": WECHAT_UA},
+                                     cookies={"vb_who": await _viewer(runtime, fake_openid(302))})
+            assert other.status == 403 and "此链接是发给别人的" in await other.text()
             outside = await client.get(path)
             body = await outside.text()
             assert outside.status == 200 and "请在<b>微信</b>里打开" in body
             assert "<script" not in body and "res.wx.qq.com" not in body  # no external resource outside WeChat
             assert "岗位推荐通知" in body and "未开启" in body
-            inside = await client.get(path, headers={"User-Agent": WECHAT_UA})
+            inside = await client.get(path, headers={"User-Agent": WECHAT_UA}, cookies=me)
             page = await inside.text()
             ids = {cfg.templates[p].subscribe.template_id for p in ("job_alert", "callup")}
             (tag,) = re.findall(r'<wx-open-subscribe template="([^"]+)"', page)  # both long-term: one button
@@ -179,10 +188,19 @@ async def test_the_subscribe_page_outside_and_inside_wechat(db_url: str) -> None
                                                                                       "signature")}}) as r:
                     assert (await r.json())["ok"] is False
             # The ticket is shared: a second page view asks WeChat for none.
-            await client.get(path, headers={"User-Agent": WECHAT_UA})
+            await client.get(path, headers={"User-Agent": WECHAT_UA}, cookies=me)
             assert len([c for c in fake.state.calls if c["path"] == "/cgi-bin/ticket/getticket"]) == 1
             bad = await client.get("/notices/nonsense")
             assert bad.status == 400 and "链接无效" in await bad.text()
+
+
+async def _viewer(runtime: Any, openid: str) -> str:
+    """The viewer cookie WeChat OAuth leaves for ``openid`` (bot.web.viewer)."""
+    from bot.web.viewer import VIEWER_KIND, VIEWER_TTL
+
+    async with runtime.db.session() as s:
+        return await linktokens.issue(s, VIEWER_KIND, openid, {"m": None, "via": "oauth"}, VIEWER_TTL,
+                                      now=runtime.clock.now())
 
 
 def test_jssdk_signature_matches_the_official_example() -> None:
@@ -209,12 +227,18 @@ async def test_the_full_text_page_of_a_push(db_url: str, config: Config) -> None
 
         async with runtime.db.session() as s:
             row_id = (await s.execute(select(OutboxMessage.id))).scalar_one()
-        ok = sign_link(config, "/msg/{token}", 3600, k="msg", o=row_id, u=USER).split("8080", 1)[1]
+        ok = sign_link(config, "/msg/{token}", 3600, k="msg", o=row_id).split("8080", 1)[1]
         other = sign_link(config, "/msg/{token}", 3600, k="msg", o=row_id, u=fake_openid(301)).split("8080", 1)[1]
-        r = await client.get(ok)
+        wechat = {"User-Agent": WECHAT_UA}
+        r = await client.get(ok, headers=wechat, cookies={"vb_who": await _viewer(runtime, USER)})
         text = await r.text()
         assert r.status == 200 and "带上&lt;身份证&gt;和退役证" in text and "您的消息已有回复" in text
         assert r.headers["Cache-Control"] == "no-store" and r.headers["X-Content-Type-Options"] == "nosniff"
+        # The link names the push only: someone it was forwarded to sees nothing of it.
+        r = await client.get(ok, headers=wechat, cookies={"vb_who": await _viewer(runtime, fake_openid(301))})
+        assert r.status == 403 and "身份证" not in await r.text()
+        r = await client.get(ok)  # outside WeChat, nobody known: nothing either
+        assert r.status == 403 and "身份证" not in await r.text()
         assert (await client.get(other)).status == 404
         wrong_kind = sign_link(config, "/msg/{token}", 3600, k="sub", o=row_id, u=USER).split("8080", 1)[1]
         assert (await client.get(wrong_kind)).status == 400

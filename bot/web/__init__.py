@@ -1,8 +1,12 @@
-"""Member pages (answer, memorial, jobs); each module has ``setup(app, runtime)`` and may have ``CSS``.
+"""Web pages: the staff console (``bot/web/console``) and the member pages (answer and roster, memorial,
+jobs, 订阅通知, 个人信息保护); each module has ``setup(app, runtime)``.
 
-A module's ``CSS`` is served by the app at ``/static/<module>.css``; pages link it with
-:func:`stylesheet` (the Content-Security-Policy allows no inline styles or scripts). A page that shows
-the 订阅通知 button calls :func:`allow_wechat_sdk`, which widens that page's policy to WeChat's JS-SDK.
+Every page is a Jinja2 template (``templates/``, autoescape on) extending ``base.html``, styled by the one
+stylesheet ``static/vetbot.css`` (:mod:`bot.web.render`); member pages go through
+:func:`bot.web.render.member` and learn who is looking through :mod:`bot.web.viewer`. A module may still
+have a ``CSS`` string, served at ``/static/<module>.css`` and linked with :func:`stylesheet` (the busy
+page, which must render without templates or database, does). A page that shows the 订阅通知 button calls
+:func:`allow_wechat_sdk`, which widens that page's policy to WeChat's JS-SDK.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from typing import Any
+
+from aiohttp import web
 
 
 @lru_cache(maxsize=32)
@@ -21,7 +27,7 @@ def stylesheet(module: str, css: str) -> str:
 
 
 #: Request key: the Content-Security-Policy this response gets when the page set none itself.
-PAGE_CSP = "vetbot_page_csp"
+PAGE_CSP = web.RequestKey("vetbot_page_csp", str)
 #: The policy of a page with WeChat's 订阅通知 open tag: the JS-SDK from res.wx.qq.com and this origin's
 #: scripts, and inline style for the tag's own template (WeChat renders it); nothing else is widened.
 WECHAT_SDK_CSP = ("default-src 'self'; img-src 'self' https: data:; script-src 'self' https://res.wx.qq.com; "

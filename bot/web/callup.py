@@ -1,159 +1,127 @@
 """Call-up pages: the member's answer page (``/r/<token>``) and the staff roster (``/callup/roster/<token>``).
 
-No login: the token is HMAC-signed (:mod:`bot.links`) per call-up and member and expires. Answers are
-POSTs to the same URL (plain forms, no JavaScript) followed by a redirect, so a refresh never answers
-twice. A bad or expired token, or a call-up that no longer exists, gets a clear page with a 4xx
-status, never a 500.
+The answer link carries an opaque token kept in the database (:func:`bot.links.answer_links`) naming a
+call-up and a member. The link alone does not let anyone answer: :func:`bot.web.viewer.gate` first learns
+who opens it (WeChat OAuth inside WeChat; the last four digits of the member's phone outside it, or for a
+member without WeChat) and a forwarded link opened by someone else shows "此链接是发给别人的" and records
+nothing. Answers are POSTs to the same URL (plain forms, no JavaScript) followed by a redirect, so a
+refresh never answers twice.
+
+The roster link names no one (signed claims: call-up id); the page shows every member's phone, so only
+staff see it: a staff member's WeChat (OAuth) inside WeChat; elsewhere the link leads to the console's
+call-up board, which needs a console login.
+
+A bad or expired token, or a call-up that no longer exists, gets a clear page with a 4xx status, never a 500.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import fmt_local
-from bot.links import LinkError, verify
-from bot.web import stylesheet
+from bot.links import ANSWER_KIND, LinkError, verify
+from bot.web import viewer
 from bot.web.notices import subscribe_button
-from bot.web.sms import answer_claims as sms_answer_claims
+from bot.web.render import member
 from flows.callup import service, texts
 from flows.callup.parse import parse_eta
+from storage import linktokens
 from storage.callup import CLOSED, CallUp, CallUpTarget, Member
 
-CSS = """
-body{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;font-size:20px;
-line-height:1.5;background:#f4f5f7;color:#1d1d1f}
-main{max-width:560px;margin:0 auto;padding:16px}
-h1{font-size:26px;margin:8px 0 12px}
-.card{background:#fff;border-radius:12px;padding:16px;margin:12px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-.drill{display:inline-block;background:#ff9500;color:#fff;border-radius:6px;padding:2px 10px;font-size:18px}
-.row{margin:6px 0}.k{color:#666}
-form{margin:12px 0}
-button{width:100%;font-size:26px;padding:18px;border:0;border-radius:12px;color:#fff;font-weight:600}
-.yes{background:#1a7f37}.late{background:#d97706}.no{background:#6b7280}
-select{font-size:22px;padding:10px;width:100%;margin:0 0 8px;border-radius:8px}
-.msg{background:#e8f5e9;border-left:6px solid #1a7f37;padding:12px;border-radius:8px;white-space:pre-line}
-.err{background:#fdecea;border-left:6px solid #c62828;padding:12px;border-radius:8px}
-table{width:100%;border-collapse:collapse;font-size:18px}td,th{padding:8px 4px;border-bottom:1px solid #eee;
-text-align:left}a.tel{display:inline-block;padding:4px 10px;border:1px solid #1a73e8;border-radius:8px;
-color:#1a73e8;text-decoration:none}
-.counts{display:flex;flex-wrap:wrap;gap:8px}.counts div{flex:1 1 40%;background:#fff;border-radius:10px;
-padding:10px;text-align:center}.counts b{display:block;font-size:28px}
-"""
-
 STATUS_ORDER = ("pending", "confirmed", "late", "standby", "declined")
+EXPIRED = "这个链接已经过期。如仍需回复，请直接回复短信，或在公众号里回复数字：1 到 / 2 晚到 / 3 不能到。"
+BROKEN = "这个链接不完整或已损坏。请从公众号消息或短信里重新点开，或直接在公众号里回复。"
 
 
-def _page(title: str, body: str, status: int = 200, refresh: int | None = None) -> web.Response:
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
-    doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-           f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
-           f"<title>{html.escape(title)}</title>{stylesheet(__name__, CSS)}</head><body><main>{body}"
-           '<p class=row><small><a href="/privacy">个人信息保护提示</a></small></p></main></body></html>')
-    return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+def _details(c: CallUp, tz: str) -> dict[str, Any]:
+    return {"c": c, "when": texts.when(c, tz), "need": texts.need_text(c),
+            "state": texts.STATE_WORDS.get(c.state, c.state)}
 
 
-def _error(status: int, title: str, text: str) -> web.Response:
-    return _page(title, f'<h1>{html.escape(title)}</h1><div class="err">{html.escape(text)}</div>', status)
+class _Gone(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
 
 
-def _claims(request: web.Request, runtime: Any, kind: str) -> dict[str, Any] | web.Response:
-    token = request.match_info.get("token", "")
+async def _answer_target(runtime: Any, s: AsyncSession, token: str) -> tuple[CallUp, CallUpTarget, Member]:
+    """The call-up, target row and member of an answer token; :class:`_Gone` with the page otherwise."""
+    if "." in token:  # a signed link of earlier releases: its claims were readable and forgeable by key
+        raise _Gone(viewer.problem(410, "链接已过期", EXPIRED))
     try:
-        claims = verify(runtime.config, token, now=service.epoch(runtime.clock.now()))
-    except LinkError as e:
+        row = await linktokens.resolve(s, token, ANSWER_KIND, runtime.clock.now())
+    except linktokens.LinkTokenError as e:
         if e.reason == "expired":
-            return _error(410, "链接已过期", "这个链接已经过期。如仍需回复，请直接在公众号里回复数字：1 到 / 2 晚到 / 3 不能到。")
-        return _error(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开，或直接在公众号里回复。")
-    ok = (kind == "answer" and isinstance(claims.get("c"), int) and isinstance(claims.get("m"), int)) or \
-         (kind == "roster" and isinstance(claims.get("c"), int) and claims.get("s") == "roster")
-    if not ok:
-        return _error(400, "链接无效", "这个链接不是集结链接。请从公众号消息里重新点开。")
-    return claims
-
-
-def _details(c: CallUp, tz: str) -> str:
-    drill = f'<span class="drill">{texts.DRILL.strip("【】")}</span> ' if c.drill else ""
-    return (f"<h1>{drill}{html.escape(c.title)}</h1><div class=card>"
-            f'<div class=row><span class=k>地点：</span>{html.escape(c.place)}</div>'
-            f'<div class=row><span class=k>集合：</span>{html.escape(texts.when(c, tz))}</div>'
-            f'<div class=row><span class=k>需要：</span>{html.escape(texts.need_text(c))}</div>'
-            f'<div class=row><span class=k>状态：</span>{html.escape(texts.STATE_WORDS.get(c.state, c.state))}</div>'
-            "</div>")
-
-
-def _buttons() -> str:
-    etas = "".join(f'<option value="{m}">约晚 {m} 分钟</option>' for m in (15, 30, 60, 120))
-    return ('<div class=card><div class=row>请选择您的回复：</div>'
-            '<form method=post><input type=hidden name=a value=yes><button class=yes>到</button></form>'
-            f'<form method=post><input type=hidden name=a value=late><select name=eta aria-label="晚到多久">'
-            f'<option value="">晚到（时间不确定）</option>{etas}</select><button class=late>晚到</button></form>'
-            '<form method=post><input type=hidden name=a value=no><button class=no>不能到</button></form></div>')
+            raise _Gone(viewer.problem(410, "链接已过期", EXPIRED)) from None
+        raise _Gone(viewer.problem(404 if linktokens.looks_like_token(token) else 400, "链接无效", BROKEN)) from None
+    data = row.data or {}
+    c = await s.get(CallUp, data.get("c")) if isinstance(data.get("c"), int) else None
+    m = await s.get(Member, data.get("m")) if isinstance(data.get("m"), int) else None
+    t = None
+    if c is not None and m is not None:
+        t = (await s.execute(select(CallUpTarget).where(CallUpTarget.callup_id == c.id,
+                                                        CallUpTarget.member_id == m.id))).scalar_one_or_none()
+    if c is None or m is None or t is None:
+        raise _Gone(viewer.problem(404, "没有找到这次集结", "这次集结或您的记录已不存在，请联系队长或工作人员。"))
+    return c, t, m
 
 
 def setup(app: web.Application, runtime: Any) -> None:
     """Add the answer page and the staff roster page."""
     tz = runtime.config.bot.timezone
-    async def _load(s: Any, claims: dict[str, Any]) -> tuple[CallUp, CallUpTarget, Member] | web.Response:
-        c = await s.get(CallUp, claims["c"])
-        m = await s.get(Member, claims["m"])
-        t = None
-        if c is not None and m is not None:
-            from sqlalchemy import select
 
-            t = (await s.execute(select(CallUpTarget).where(CallUpTarget.callup_id == c.id,
-                                                            CallUpTarget.member_id == m.id))).scalar_one_or_none()
-        if c is None or m is None or t is None:
-            return _error(404, "没有找到这次集结", "这次集结或您的记录已不存在，请联系队长或工作人员。")
-        return c, t, m
-
-    async def _answer_claims(request: web.Request) -> dict[str, Any] | web.Response:
-        # An SMS link carries an opaque token (bot/web/sms.py), a WeChat link a signed one.
-        sms = await sms_answer_claims(request, runtime)
-        return _claims(request, runtime, "answer") if sms is None else sms
+    async def _person(token: str) -> tuple[CallUp, CallUpTarget, Member, viewer.Person] | web.Response:
+        async with runtime.db.session() as s:
+            try:
+                c, t, m = await _answer_target(runtime, s, token)
+            except _Gone as g:
+                return g.response
+        return c, t, m, viewer.Person(m.openid, m.id, m.phone)
 
     async def answer_page(request: web.Request) -> web.Response:
-        claims = await _answer_claims(request)
-        if isinstance(claims, web.Response):
-            return claims
-        async with runtime.db.session() as s:
-            loaded = await _load(s, claims)
-            if isinstance(loaded, web.Response):
-                return loaded
-            c, t, m = loaded
-            body = _details(c, tz) + f"<div class=row>{html.escape(m.name)}，您好！</div>"
-            if c.state == CLOSED:
-                body += '<div class=msg>本次集结已结束，无需再回复。谢谢！</div>'
-                return _page(c.title, body)
-            if t.status != "pending":
-                r = service.AnswerResult(c, t.status)
-                body += f"<div class=msg>{html.escape(service.answer_message(runtime.services, c, r, t.eta_min))}</div>"
-                body += "<div class=row>如有变化，可以重新选择：</div>"
-            # 订阅通知 consent for call-ups, where WeChat can ask for it (bot/web/notices.py).
-            return _page(c.title, body + _buttons() + await subscribe_button(request, runtime, ["callup"]))
+        found = await _person(request.match_info["token"])
+        if isinstance(found, web.Response):
+            return found
+        c, t, m, person = found
+        seen = await viewer.gate(runtime, request, person)
+        if isinstance(seen, web.Response):
+            return seen
+        message = ""
+        if c.state != CLOSED and t.status != "pending":
+            message = service.answer_message(runtime.services, c, service.AnswerResult(c, t.status), t.eta_min)
+        # 订阅通知 consent for call-ups, where WeChat can ask for it (bot/web/notices.py).
+        button = await subscribe_button(request, runtime, ["callup"]) if c.state != CLOSED else ""
+        return member("member/answer.html", request=request, tz=tz, title=c.title, name=m.name,
+                      closed=c.state == CLOSED, message=message, subscribe=Markup(button), **_details(c, tz))
 
     async def answer_post(request: web.Request) -> web.Response:
-        claims = await _answer_claims(request)
-        if isinstance(claims, web.Response):
-            return claims
+        found = await _person(request.match_info["token"])
+        if isinstance(found, web.Response):
+            return found
+        c, _, m, person = found
         try:
             form = await request.post()
         except Exception:
-            return _error(400, "提交有误", "提交的内容无法读取，请返回重新选择。")
+            return viewer.problem(400, "提交有误", "提交的内容无法读取，请返回重新选择。")
+        if form.get("gate") == "digits":
+            return await viewer.check_digits(runtime, request, person, str(form.get("digits", "")))
+        seen = await viewer.gate(runtime, request, person)
+        if isinstance(seen, web.Response):
+            return seen  # not the member (or not yet known): nothing is recorded
         answer = str(form.get("a", ""))
         eta_raw = str(form.get("eta", "") or "").strip()
         if answer not in service.ANSWERS:
-            return _error(400, "提交有误", "请点“到”、“晚到”或“不能到”按钮回复。")
+            return viewer.problem(400, "提交有误", "请点“到”、“晚到”或“不能到”按钮回复。")
         eta = parse_eta(eta_raw) if eta_raw else None  # the chat's reader: 1..1440 minutes, or None
         now = runtime.clock.now()
 
         async def record(s: AsyncSession) -> Any:
-            return await service.record_answer(s, runtime.services, claims["c"], claims["m"], answer, now,
-                                               eta_min=eta, via=claims.get("via", "web"))
+            return await service.record_answer(s, runtime.services, c.id, m.id, answer, now, eta_min=eta,
+                                               via="web" if m.openid else "sms_link")
 
         try:
             # On SQLite answers join the chat turns' group commit: one fsync for all that arrive together.
@@ -162,27 +130,39 @@ def setup(app: web.Application, runtime: Any) -> None:
             # gets the app's Chinese "tap again" page (bot.app._translate), never a 500.
             r = await runtime.db.transaction(record)
         except service.CallupError as e:
-            return _error(404, "没有找到这次集结", str(e))
+            return viewer.problem(404, "没有找到这次集结", str(e))
         if r.recorded_as is None:
-            return _error(409, "集结已结束", r.message)
-        raise web.HTTPSeeOther(location=request.path)
+            return viewer.problem(409, "集结已结束", r.message)
+        return web.Response(status=303, headers={"Location": request.path})
 
     async def roster_page(request: web.Request) -> web.Response:
-        claims = _claims(request, runtime, "roster")
-        if isinstance(claims, web.Response):
-            return claims
+        try:
+            claims = verify(runtime.config, request.match_info.get("token", ""),
+                            now=service.epoch(runtime.clock.now()))
+        except LinkError as e:
+            if e.reason == "expired":
+                return viewer.problem(410, "链接已过期", "这个名单链接已过期。请在公众号回复“集结状态”获取新的链接。")
+            return viewer.problem(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开。")
+        if not isinstance(claims.get("c"), int) or claims.get("s") != "roster":
+            return viewer.problem(400, "链接无效", "这个链接不是集结名单的链接。")
+        seen = await viewer.current(runtime, request)
+        if not viewer.in_wechat(request) and (seen is None or not seen.openid):
+            # A browser outside WeChat: the console's board shows the same, behind the console login.
+            return web.Response(status=303, headers={"Location": f"/staff/callups/{claims['c']}"})
+        staff = await viewer.staff_viewer(runtime, request)
+        if isinstance(staff, web.Response):
+            return staff
         async with runtime.db.session() as s:
             c = await s.get(CallUp, claims["c"])
             if c is None:
-                return _error(404, "没有找到这次集结", "这次集结已不存在。")
+                return viewer.problem(404, "没有找到这次集结", "这次集结已不存在。")
             r = await service.roster(s, runtime.services, c, runtime.clock.now())
             people = await service.roster_members(s, c)
         # Where late arrivals count, the first figure is what the quorum counts (到 + 晚到), as in chat.
         first = ("counted", f"到+晚到（需 {r['needed']}）") if r["late_counts"] else ("confirmed", f"到（需 {r['needed']}）")
-        counts = "".join(f"<div><b>{r[k]}</b>{label}</div>" for k, label in (
-            first, ("late", "晚到"), ("declined", "不能到"), ("no_answer", "未回复"), ("standby", "备用")))
-        skills = "".join(f"<div class=row>{html.escape(sk)}：{v['confirmed']}/{v['needed']}</div>"
-                         for sk, v in r["by_skill"].items() if v["needed"])
+        counts = [(r[k], label) for k, label in (first, ("late", "晚到"), ("declined", "不能到"),
+                                                  ("no_answer", "未回复"), ("standby", "备用"))]
+        skills = [(sk, v) for sk, v in r["by_skill"].items() if v["needed"]]
         rows = []
         for p in sorted(people, key=lambda p: (STATUS_ORDER.index(p["status"]), p["team"], p["name"])):
             word = texts.STATUS_WORDS.get(p["status"], p["status"])
@@ -192,16 +172,10 @@ def setup(app: web.Application, runtime: Any) -> None:
                 word += "（未绑定，已发短信）" if p.get("sms") in ("sent", "pending", "sending") else "（未绑定，请电话通知）"
             elif p.get("by_sms"):
                 word += "（短信回复）"
-            tel = html.escape(p["phone"])
-            rows.append(f"<tr><td>{html.escape(p['name'])}<br><small>{html.escape(p['team'])}·"
-                        f"{html.escape('、'.join(p['skills']))}</small></td><td>{html.escape(word)}</td>"
-                        f'<td><a class=tel href="tel:{tel}">拨打</a></td></tr>')
-        body = (_details(c, tz) + f'<div class=counts>{counts}</div>'
-                + (f"<div class=card><b>按技能</b>{skills}</div>" if skills else "")
-                + f"<div class=card><table><tr><th>姓名</th><th>回复</th><th></th></tr>{''.join(rows)}</table></div>"
-                + f"<div class=row><small>更新于 {html.escape(fmt_local(runtime.clock.now(), tz, '%H:%M:%S'))}，"
-                  "每 30 秒自动刷新</small></div>")
-        return _page(f"集结名单 #{c.id}", body, refresh=30)
+            rows.append({**p, "word": word})
+        return member("member/roster.html", request=request, tz=tz, title=f"集结名单 #{c.id}", refresh=30,
+                      counts=counts, skills=skills, people=rows,
+                      updated=fmt_local(runtime.clock.now(), tz, "%H:%M:%S"), **_details(c, tz))
 
     app.router.add_get("/r/{token}", answer_page)
     app.router.add_post("/r/{token}", answer_post)

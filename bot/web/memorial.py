@@ -10,19 +10,18 @@ Who acts is decided in one place, :meth:`MemorialPages.actor`. A link can be for
 does not make the opener its owner: the first browser that acts with a link (a tribute or a 寄语) holds
 it — a random HttpOnly cookie, whose hash is stored on the token. Only that browser may act with the link
 again and see the owner's 寄语 still waiting for review; any other browser reads the page as the public
-does and is told how to get its own link. (When WeChat OAuth arrives, the opener's verified openid
-replaces the cookie there.)
+does and is told how to get its own link. Inside WeChat the opener's openid, as WeChat OAuth tells
+(:mod:`bot.web.viewer`), decides instead: the link's owner acts, anyone else only reads.
 
 Forms are plain POSTs (they work without JavaScript) answered with a redirect, so reloading never repeats
 an action; the counting rule itself (once per user, target, action and day) lives in the database anyway.
 
-Phone-first HTML with inline CSS, large type and buttons, no external resources; every user-supplied
-text is escaped.
+Rendered from ``templates/member/memorial.html`` (Jinja2, autoescape: every user-supplied text is
+escaped) with the one stylesheet: phone-first, large type and buttons, no external resources.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import secrets
@@ -34,7 +33,8 @@ from aiohttp import web
 
 from bot.clock import fmt_local
 from bot.text import ascii_uint
-from bot.web import stylesheet
+from bot.web import viewer
+from bot.web.render import member
 from flows.memorial import service, texts
 from flows.memorial.names import clean_query, is_letters
 from storage import linktokens
@@ -51,52 +51,13 @@ OLD_SIGNED = re.compile(r"^[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}$")
 DEVICE_COOKIE = "vb_dev"
 DEVICE_MAX_AGE = 400 * 24 * 3600
 ELSEWHERE = "这个链接已在另一部手机上用过，这里只能浏览。"
+NOT_YOURS_NOTE = "此链接是发给别人的，这里只能浏览。想献花、写寄语，请在公众号里回复“祭英烈”，获取您自己的链接。"
 ELSEWHERE_NOTE = ELSEWHERE + "想献花、写寄语，请在公众号里回复“祭英烈”，获取您自己的链接。"
 
-CSS = """
-*{box-sizing:border-box}body{margin:0;font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",
-sans-serif;font-size:19px;line-height:1.6;color:#222;background:#f4f1ea}
-header{background:#3a3a3a;color:#fff;padding:14px 16px;font-size:21px;letter-spacing:2px}
-header a{color:#fff;text-decoration:none}main{max-width:640px;margin:0 auto;padding:12px}
-section{background:#fff;border-radius:10px;padding:16px;margin:12px 0;box-shadow:0 1px 2px rgba(0,0,0,.08)}
-h1{font-size:26px;margin:0 0 6px}h2{font-size:21px;margin:0 0 10px}
-.meta{color:#555;margin:0 0 8px}dl{margin:0}dt{color:#666;font-size:16px;margin-top:8px}dd{margin:0}
-.bio{white-space:pre-wrap;margin-top:12px}
-.counts{display:flex;flex-wrap:wrap;gap:8px;text-align:center}
-.counts div{flex:1 1 28%;background:#faf7f0;border-radius:8px;padding:8px 4px}
-.counts b{display:block;font-size:24px;color:#a31d1d}
-.acts{display:grid;grid-template-columns:1fr 1fr;gap:10px}
-button,.btn{display:block;width:100%;min-height:56px;font-size:21px;border:0;border-radius:10px;
-background:#a31d1d;color:#fff;cursor:pointer;text-align:center;text-decoration:none;padding:12px}
-button.light{background:#5b5b5b}
-.banner{background:#fff7e0;border-left:6px solid #d4a017;padding:14px 16px;border-radius:8px;margin:12px 0}
-.error{background:#fdecea;border-left-color:#c62828}
-label.preset{display:block;padding:10px 12px;margin:8px 0;border:1px solid #ddd;border-radius:8px;font-size:20px}
-label.preset input{width:22px;height:22px;vertical-align:middle;margin-right:8px}
-textarea,input[type=text]{width:100%;font-size:19px;padding:10px;border:1px solid #bbb;border-radius:8px}
-textarea{min-height:110px}ul.msgs{list-style:none;padding:0;margin:0}
-ul.msgs li{border-bottom:1px solid #eee;padding:10px 0}ul.msgs small{color:#777;display:block;font-size:15px}
-.pending{color:#8a6d00}.hint{color:#555;font-size:17px}
-ul.list{list-style:none;padding:0;margin:0}ul.list li a{display:block;padding:12px 4px;border-bottom:1px solid #eee;
-color:#222;text-decoration:none;font-size:20px}
-footer{text-align:center;color:#777;font-size:15px;padding:20px}
-img.photo{max-width:100%;border-radius:8px;margin-bottom:8px}
-"""
-
-
-def _esc(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _page(title: str, body: str, *, status: int = 200, refresh: str | None = None) -> web.Response:
-    meta = f'<meta http-equiv="refresh" content="{_esc(refresh)}">' if refresh else ""
-    doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-           f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
-           f"<title>{_esc(title)}</title>{stylesheet(__name__, CSS)}</head><body>"
-           f'<header><a href="/m/">云端祭英烈</a></header><main>{body}</main>'
-           '<footer>缅怀先烈 · 致敬英雄<br><a href="/privacy">个人信息保护提示</a></footer></body></html>')
-    return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+def _page(title: str, *, status: int = 200, text: str = "", back: str = "", back_label: str = "") -> web.Response:
+    """A short memorial page (a problem or a missing record)."""
+    return member("member/memorial_message.html", status=status, title=title, text=text, back=back,
+                  back_label=back_label)
 
 
 class LinkProblem(Exception):
@@ -134,7 +95,8 @@ class MemorialPages:
         self.cfg = runtime.config
 
     # --- who is acting -------------------------------------------------------------------------
-    async def actor(self, session: Any, request: web.Request, token: str | None, *, acting: bool) -> Actor:
+    async def actor(self, session: Any, request: web.Request, token: str | None, *, acting: bool,
+                    seen: viewer.Viewer | None = None) -> Actor:
         """The one place that decides who a page request acts for, and what it may see.
 
         Without a token: nobody (the public page). A token that was never issued: LinkProblem 403; an
@@ -153,6 +115,12 @@ class MemorialPages:
             if e.reason == "expired":
                 raise LinkProblem(410, "这个链接已过期。") from None
             raise LinkProblem(403, "这个链接无效。") from None
+        if seen is not None and seen.openid:  # WeChat OAuth said who opens the link: that decides
+            if seen.openid == row.openid:
+                return Actor(row.openid, token, may_act=True, private=True)
+            if acting:
+                raise LinkProblem(403, viewer.NOT_YOURS)
+            return Actor(None, token, note=NOT_YOURS_NOTE)
         device = _device(request)
         holder = linktokens.token_hash(device) if device else None
         if row.holder is None:
@@ -175,9 +143,8 @@ class MemorialPages:
 
     # --- helpers -------------------------------------------------------------------------------
     def _link_problem(self, martyr_id: int, p: LinkProblem) -> web.Response:
-        body = (f'<section><h1>{_esc(p.text)}</h1><p>请在公众号里回复“祭英烈”，获取您的专属链接（不用登录就能献花、写寄语）。</p>'
-                f'<p><a class="btn light" href="{service.page_path(martyr_id)}">不登录，先看看纪念页</a></p></section>')
-        return _page(p.text, body, status=p.status)
+        return _page(p.text, status=p.status, text="请在公众号里回复“祭英烈”，获取您的专属链接（不用登录就能献花、写寄语）。",
+                     back=service.page_path(martyr_id), back_label="不登录，先看看纪念页")
 
     def _url(self, martyr_id: int, token: str | None, **params: Any) -> str:
         q = {"t": token} if token else {}
@@ -198,6 +165,10 @@ class MemorialPages:
     # --- GET -----------------------------------------------------------------------------------
     async def show(self, request: web.Request) -> web.Response:
         mid = self._martyr_id(request)
+        token = request.query.get("t")
+        if (token and viewer.in_wechat(request) and viewer.oauth_ready(self.rt)
+                and await viewer.current(self.rt, request) is None):
+            return await viewer.start_oauth(self.rt, request)  # silent: learn whose link this is
         try:
             resp = await self._render(request, mid, request.query.get("t"))
         except LinkProblem as p:
@@ -207,14 +178,13 @@ class MemorialPages:
     async def _render(self, request: web.Request, mid: int, token: str | None, *, who: Actor | None = None,
                       error: str | None = None, draft: str = "", status: int = 200) -> web.Response:
         q = request.query
+        seen = await viewer.current(self.rt, request) if who is None and token else None
         async with self.rt.db.session() as s:
             if who is None:
-                who = await self.actor(s, request, token, acting=False)
+                who = await self.actor(s, request, token, acting=False, seen=seen)
             m = await store.get_martyr(s, mid) if mid else None
             if mid and m is None:
-                return _page("没有这条记录", '<section><h1>没有找到这位英烈的记录</h1>'
-                                         '<p><a class="btn light" href="/m/">返回网上纪念馆</a></p></section>',
-                             status=404)
+                return _page("没有找到这位英烈的记录", status=404, back="/m/", back_label="返回网上纪念馆")
             counts = await store.counts(s, mid)
             people = await service.participants(s) if not mid else 0
             n_msgs = await store.approved_count(s, mid)
@@ -236,7 +206,7 @@ class MemorialPages:
         name = m.name if m else None
         # Links on the page keep the token only for the browser that may use it.
         token = who.token if who.may_act else None
-        parts: list[str] = []
+        banners: list[list[str]] = []
         refresh = None
         did = q.get("did")
         if did in store.ACTIONS and who.may_act:
@@ -250,93 +220,31 @@ class MemorialPages:
                 else:
                     lines.append(f"请起立，为{texts.target_name(name)}默哀一分钟……一分钟后本页会提示您。")
                     refresh = f"60;url={self._url(mid, token, did='silence', end='1')}"
-            parts.append(f'<div class="banner">{"<br>".join(_esc(x) for x in lines)}</div>')
+            banners.append(lines)
         msg_state = q.get("msg") if who.may_act else None
         if msg_state == store.APPROVED:
-            parts.append('<div class="banner">您的寄语已展示在下方。谢谢您！</div>')
+            banners.append(["您的寄语已展示在下方。谢谢您！"])
         elif msg_state == store.PENDING:
-            parts.append('<div class="banner">您的寄语已提交，工作人员审核后公开展示。</div>')
-        if error:
-            parts.append(f'<div class="banner error">{_esc(error)}</div>')
-        parts.append(self._record(m, counts, n_msgs, people))
-        parts.append(self._actions(mid, token, done) if who.may_act else self._no_token(who.note))
-        if who.may_act:
-            parts.append(self._message_form(mid, token, name, draft))
-        parts.append(self._messages(mid, token, name, msgs, mine, n_msgs))
-        if not mid:
-            parts.append(self._roll(token, search, total, results))
-        else:
-            parts.append(f'<p><a class="btn light" href="{_esc(self._url(0, token))}">返回网上纪念馆</a></p>')
+            banners.append(["您的寄语已提交，工作人员审核后公开展示。"])
+        boxes = [(f"{counts.get(a, 0):,}", texts.LABEL[a]) for a in TRIBUTES] + [(f"{n_msgs:,}", "寄语")]
+        ctx: dict[str, Any] = {"m": m, "boxes": boxes, "people": f"{people:,}" if people else ""}
+        if m is not None:
+            facts = [("生卒", texts.life_span(m.born, m.died)), ("所属部队", m.unit), ("牺牲地点", m.place_of_death),
+                     ("安葬地", m.burial)]
+            ctx.update(heading=texts.target_name(m.name), facts=[(k, v) for k, v in facts if v],
+                       meta=" · ".join(v for v in (m.gender, m.hometown) if v),
+                       photo=m.photo_url if m.photo_url and m.photo_url.startswith(("http://", "https://")) else "")
         title = f"{texts.target_name(name)} · 网上纪念馆" if m else "云端祭英烈 · 网上纪念馆"
-        return _page(title, "".join(parts), status=status, refresh=refresh)
-
-    def _record(self, m: Any, counts: dict[str, int], n_msgs: int, people: int) -> str:
-        boxes = "".join(f"<div><b>{counts.get(a, 0):,}</b>{texts.LABEL[a]}</div>" for a in TRIBUTES)
-        boxes += f"<div><b>{n_msgs:,}</b>寄语</div>"
-        if m is None:
-            head = ("<h1>云端祭英烈</h1><p class=\"meta\">不能到陵园祭扫的朋友，可以在这里为英烈献一束花、寄一句话。</p>"
-                    + (f"<p>已有 <b>{people:,}</b> 人参与云端祭扫。</p>" if people else ""))
-            return f'<section>{head}</section><section><h2>向全体英烈</h2><div class="counts">{boxes}</div></section>'
-        facts = [("生卒", texts.life_span(m.born, m.died)), ("所属部队", m.unit), ("牺牲地点", m.place_of_death),
-                 ("安葬地", m.burial)]
-        dl = "".join(f"<dt>{k}</dt><dd>{_esc(v)}</dd>" for k, v in facts if v)
-        meta = " · ".join(_esc(v) for v in (m.gender, m.hometown) if v)
-        photo = ""
-        if m.photo_url and m.photo_url.startswith(("http://", "https://")):
-            photo = (f'<img class="photo" src="{_esc(m.photo_url)}" alt="{_esc(m.name)}" '
-                     'referrerpolicy="no-referrer">')
-        bio = f'<div class="bio">{_esc(m.biography)}</div>' if m.biography else ""
-        return (f'<section>{photo}<h1>{_esc(texts.target_name(m.name))}</h1>'
-                f'{f"<p class=meta>{meta}</p>" if meta else ""}<dl>{dl}</dl>{bio}</section>'
-                f'<section><div class="counts">{boxes}</div></section>')
-
-    def _no_token(self, note: str | None = None) -> str:
-        return (f'<section><p class="hint">{_esc(note) if note else "想献花、敬礼？请在公众号里回复“祭英烈”，点开您的专属链接，不用登录即可祭扫。"}'
-                "</p></section>")
-
-    def _actions(self, mid: int, token: str | None, done: set[str]) -> str:
-        buttons = "".join(
-            f'<button name="action" value="{a}">{"今日已" + texts.LABEL[a] if a in done else BUTTON[a]}</button>'
-            for a in TRIBUTES)
-        return (f'<section><h2>祭扫</h2><form method="post" action="{service.page_path(mid).rstrip("/")}/tribute">'
-                f'<input type="hidden" name="t" value="{_esc(token)}"><div class="acts">{buttons}</div></form>'
-                '<p class="hint">每人每天每项计一次。</p></section>')
-
-    def _message_form(self, mid: int, token: str | None, name: str | None, draft: str) -> str:
-        presets = "".join(
-            f'<label class="preset"><input type="radio" name="preset" value="{i}">{_esc(p)}</label>'
-            for i, p in enumerate(self.cfg.memorial.preset_messages))
-        limit = self.cfg.memorial.message_max_chars
-        return (f'<section><h2>{_esc(texts.phrase("message", name))}</h2>'
-                f'<form method="post" action="{service.page_path(mid).rstrip("/")}/message">'
-                f'<input type="hidden" name="t" value="{_esc(token)}">{presets}'
-                f'<p class="hint">或写下您想说的话（{limit}字以内，工作人员审核后展示）：</p>'
-                f'<textarea name="text" maxlength="{limit}">{_esc(draft)}</textarea>'
-                '<p><button>献上寄语</button></p></form></section>')
-
-    def _messages(self, mid: int, token: str | None, name: str | None, msgs: list[Any], mine: list[Any],
-                  total: int) -> str:
-        tz = self.cfg.bot.timezone
-        items = "".join(f'<li class="pending">{_esc(x.text)}<small>您的寄语 · 审核中（仅您可见）</small></li>'
-                        for x in mine)
-        items += "".join(f"<li>{_esc(x.text)}<small>网友 · {fmt_local(x.created_at, tz)}</small></li>" for x in msgs)
-        if not items:
-            items = '<li class="hint">还没有寄语。</li>'
-        more = ""
-        if len(msgs) == PAGE_MESSAGES:
-            more = f'<p><a href="{_esc(self._url(mid, token, before=msgs[-1].id))}">更早的寄语</a></p>'
-        return f'<section><h2>寄语（{total:,}）</h2><ul class="msgs">{items}</ul>{more}</section>'
-
-    def _roll(self, token: str | None, search: str, total: int, results: list[Any]) -> str:
-        items = "".join(f'<li><a href="{_esc(self._url(m.id, token))}">{_esc(texts.summary(m))}</a></li>'
-                        for m in results)
-        if search and not results:
-            items = f'<li class="hint">没有找到“{_esc(search)}”。</li>'
-        hidden = f'<input type="hidden" name="t" value="{_esc(token)}">' if token else ""
-        note = f"<p class=\"hint\">共 {total} 位，显示前 {len(results)} 位。</p>" if total > len(results) else ""
-        return (f'<section><h2>英烈名录</h2><form method="get" action="/m/">{hidden}'
-                f'<input type="text" name="q" value="{_esc(search)}" placeholder="姓名、拼音首字母、籍贯或部队">'
-                f'<p><button class="light">查找</button></p></form><ul class="list">{items}</ul>{note}</section>')
+        return member(
+            "member/memorial.html", status=status, tz=self.cfg.bot.timezone, title=title, refresh=refresh,
+            banners=banners, error=error, may_act=who.may_act, note=who.note, token=token,
+            base=service.page_path(mid).rstrip("/"),
+            buttons=[(a, "今日已" + texts.LABEL[a] if a in done else BUTTON[a]) for a in TRIBUTES],
+            message_title=texts.phrase("message", name), presets=list(self.cfg.memorial.preset_messages),
+            limit=self.cfg.memorial.message_max_chars, draft=draft, n_msgs=f"{n_msgs:,}", mine=mine, msgs=msgs,
+            more=self._url(mid, token, before=msgs[-1].id) if len(msgs) == PAGE_MESSAGES else "",
+            search=search, total=total, roll=[(self._url(x.id, token), texts.summary(x)) for x in results],
+            back=self._url(0, token), when=lambda d: fmt_local(d, self.cfg.bot.timezone), **ctx)
 
     # --- POST ----------------------------------------------------------------------------------
     async def _form(self, request: web.Request) -> tuple[int, Any, str]:
@@ -363,12 +271,12 @@ class MemorialPages:
             return self._link_problem(self._martyr_id(request), p)
         action = str(form.get("action") or "")
         if action not in TRIBUTES:
-            return _page("无法识别", '<section><h1>无法识别的操作</h1><p><a class="btn light" href="'
-                         f'{_esc(self._url(mid, token))}">返回纪念页</a></p></section>', status=400)
+            return _page("无法识别的操作", status=400, back=self._url(mid, token), back_label="返回纪念页")
         now = self.rt.clock.now()
+        seen = await viewer.current(self.rt, request)  # before the transaction (SQLite: one connection)
 
         async def record(s: Any) -> Any:
-            who = await self.actor(s, request, token, acting=True)
+            who = await self.actor(s, request, token, acting=True, seen=seen)
             ok, name = await self._name_of(s, mid)
             if not ok or who.openid is None:
                 return None
@@ -381,7 +289,7 @@ class MemorialPages:
         except LinkProblem as p:
             return self._link_problem(mid, p)
         if out is None:
-            return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
+            return _page("没有找到这位英烈的记录", status=404, back="/m/", back_label="返回网上纪念馆")
         raise self._with_device(request, web.HTTPSeeOther(self._url(mid, token, did=action, n=out.n,
                                                                      c=int(out.counted))))
 
@@ -400,9 +308,10 @@ class MemorialPages:
             if not preset and not text:
                 return await self._render(request, mid, token, error="请选一句寄语，或写下您想说的话。", status=400)
             now = self.rt.clock.now()
+            seen = await viewer.current(self.rt, request)  # before the transaction (SQLite: one connection)
 
             async def record(s: Any) -> Any:
-                who = await self.actor(s, request, token, acting=True)
+                who = await self.actor(s, request, token, acting=True, seen=seen)
                 ok, name = await self._name_of(s, mid)
                 if not ok or who.openid is None:
                     return None
@@ -414,7 +323,7 @@ class MemorialPages:
 
             done = await self.rt.db.transaction(record)
             if done is None:
-                return _page("没有这条记录", "<section><h1>没有找到这位英烈的记录</h1></section>", status=404)
+                return _page("没有找到这位英烈的记录", status=404, back="/m/", back_label="返回网上纪念馆")
             who, out = done
             if out.status in (store.APPROVED, store.PENDING):
                 raise self._with_device(request, web.HTTPSeeOther(self._url(mid, token, msg=out.status)))

@@ -6,29 +6,33 @@ text of a push whose template fields could not hold it.
   popup; the person's choice reaches us as ``subscribe_msg_popup_event`` (recorded in
   :mod:`flows.notices`, for the openid WeChat names, whoever was sent the link). The button exists only
   inside WeChat (User-Agent ``MicroMessenger``): elsewhere the page carries no WeChat script at all.
-  Other pages include it with one line: ``body += await subscribe_button(request, runtime, ["callup"])``.
+  Pages pass it to their template as ``Markup(await subscribe_button(request, runtime, ["callup"]))``.
 * ``GET /notices/<token>`` — the page the chat offers when someone subscribes to job alerts or
-  reminders (:func:`flows.notices.offer`): what each notice is for, whether it is on, and the button.
-* ``GET /msg/<token>`` — a push's whole text (signed per push and person): the link of a template
-  message or 订阅通知 that has no page of its own (a late reply), since its fields show 20 characters each.
+  reminders (:func:`flows.notices.offer`; an opaque token in the database naming the person): what each
+  notice is for, whether it is on (shown only to the person, as WeChat OAuth tells), and the button.
+* ``GET /msg/<token>`` — a push's whole text (signed claims naming the push, no person): the link of a
+  template message or 订阅通知 that has no page of its own (a late reply), since its fields show 20
+  characters each; shown only to the person the push went to, as WeChat OAuth tells (:mod:`bot.web.viewer`).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
 
 from bot.jssdk import JsSdk
 from bot.links import LinkError, verify
-from bot.web import allow_wechat_sdk, stylesheet
-from bot.web.render import static_url
+from bot.web import allow_wechat_sdk, viewer
+from bot.web.render import environment
+from bot.web.render import member as render_member
 from bot.wechat_api import WeChatError
-from flows.notices import PURPOSE_WORDS
+from flows.notices import NOTICES_KIND, PURPOSE_WORDS
+from storage import linktokens
 from storage import subscribe as consent
 from storage.models import OutboxMessage
 
@@ -38,35 +42,8 @@ JSSDK = web.AppKey("jssdk", JsSdk)
 #: The JS-SDK WeChat serves (open tags need 1.6.0 or later).
 JSSDK_URL = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js"
 
-CSS = """
-body{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;font-size:20px;line-height:1.6;
-background:#f4f5f7;color:#1d1d1f}main{max-width:560px;margin:0 auto;padding:16px}
-h1{font-size:26px;margin:8px 0 12px}.card{background:#fff;border-radius:12px;padding:16px;margin:12px 0;
-box-shadow:0 1px 3px rgba(0,0,0,.08)}.k{color:#666;font-size:17px}.on{color:#1a7f37;font-weight:600}
-.off{color:#8a6d00}.text{white-space:pre-line;word-break:break-word}.err{background:#fdecea;
-border-left:6px solid #c62828;padding:12px;border-radius:8px}a.go{display:block;text-align:center;padding:14px;
-border-radius:12px;background:#1a73e8;color:#fff;text-decoration:none;font-size:22px}
-"""
-
 _BUTTON_STYLE = (".vb-sub{display:block;width:100%;font-size:22px;padding:16px;border:0;border-radius:12px;"
                  "background:#07c160;color:#fff;font-weight:600}")
-
-
-def _headers() -> dict[str, str]:
-    return {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
-            "X-Frame-Options": "DENY"}
-
-
-def _page(title: str, body: str, status: int = 200) -> web.Response:
-    doc = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-           f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{html.escape(title)}</title>{stylesheet(__name__, CSS)}</head><body><main>{body}</main>"
-           "</body></html>")
-    return web.Response(text=doc, status=status, content_type="text/html", charset="utf-8", headers=_headers())
-
-
-def _error(status: int, title: str, text: str) -> web.Response:
-    return _page(title, f'<h1>{html.escape(title)}</h1><div class="err">{html.escape(text)}</div>', status)
 
 
 def in_wechat(request: web.Request) -> bool:
@@ -115,20 +92,13 @@ async def subscribe_button(request: web.Request, runtime: Any, purposes: Sequenc
     except WeChatError as e:
         log.warning("no 订阅通知 button: the JS-SDK ticket could not be had (%s)", e)
         return ""
-    tags = []
-    for i, ids in enumerate(groups.values()):
-        tags.append(
-            f'<wx-open-subscribe template="{html.escape(",".join(ids))}" id="vb-sub-{i}" class="vb-sub-tag">'
-            f'<script type="text/wxtag-template" slot="style"><style>{_BUTTON_STYLE}</style></script>'
-            f'<script type="text/wxtag-template"><button class="vb-sub">{html.escape(label)}</button></script>'
-            "</wx-open-subscribe>")
     config = {**conf, "jsApiList": ["checkJsApi"], "openTagList": ["wx-open-subscribe"], "debug": False}
     # The settings travel as a JSON data block (never run) and /static/subscribe.js applies them: the
     # page's CSP then needs to allow only this origin's script and WeChat's JS-SDK (allow_wechat_sdk).
     allow_wechat_sdk(request)
-    script = (f'<script type="application/json" id="vb-wx-config">{_js(config)}</script>'
-              f'<script src="{JSSDK_URL}"></script><script src="{static_url("subscribe.js")}"></script>')
-    return ('<div class="card vb-subscribe">' + "".join(tags) + '<p id="vb-sub-msg" class="k"></p></div>' + script)
+    return environment().get_template("member/_subscribe.html").render(
+        groups=list(groups.values()), style=Markup(_BUTTON_STYLE), label=label, config=Markup(_js(config)),
+        sdk=JSSDK_URL)
 
 
 def setup(app: web.Application, runtime: Any) -> None:
@@ -141,67 +111,67 @@ def setup(app: web.Application, runtime: Any) -> None:
 
     app.on_cleanup.append(_close)
 
-    def claims_of(request: web.Request, kind: str) -> dict[str, Any] | web.Response:
-        try:
-            claims = verify(runtime.config, request.match_info.get("token", ""))
-        except LinkError as e:
-            if e.reason == "expired":
-                return _error(410, "链接已过期", "这个链接已经过期。请回到公众号里重新获取。")
-            return _error(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开。")
-        if claims.get("k") != kind or not isinstance(claims.get("u"), str):
-            return _error(400, "链接无效", "这个链接不是本页的链接。请从公众号消息里重新点开。")
-        return claims
-
     async def notices_page(request: web.Request) -> web.Response:
-        claims = claims_of(request, "sub")
-        if isinstance(claims, web.Response):
-            return claims
-        purposes = [p for p in str(claims.get("p", "")).split(",") if p in PURPOSE_WORDS]
+        token = request.match_info.get("token", "")
+        if "." in token:  # a signed link of earlier releases (its claims named the person readably)
+            return viewer.problem(410, "链接已过期", "这个链接已经过期。请回到公众号里重新获取。")
+        async with runtime.db.session() as s:
+            try:
+                row = await linktokens.resolve(s, token, NOTICES_KIND, runtime.clock.now())
+            except linktokens.LinkTokenError as e:
+                if e.reason == "expired":
+                    return viewer.problem(410, "链接已过期", "这个链接已经过期。请回到公众号里重新获取。")
+                return viewer.problem(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开。")
+        openid = row.openid
+        purposes = [p for p in str((row.data or {}).get("p", "")).split(",") if p in PURPOSE_WORDS]
         groups = subscribe_templates(runtime.config, purposes)
         if not groups:
-            return _error(404, "暂未开通", "消息提醒暂未开通，有消息时我们会在公众号里告诉您。")
+            return viewer.problem(404, "暂未开通", "消息提醒暂未开通，有消息时我们会在公众号里告诉您。")
+        if in_wechat(request):  # whose consents are shown: the person's, as WeChat OAuth tells
+            seen = await viewer.gate(runtime, request, viewer.Person(openid))
+            if isinstance(seen, web.Response):
+                return seen
         ids = [t for ids in groups.values() for t in ids]
         async with runtime.db.session() as s:
-            on = await consent.accepted(s, claims["u"], ids)
+            on = await consent.accepted(s, openid, ids) if in_wechat(request) else set()
         rows = []
         for p in purposes:
             sub = runtime.config.templates[p].subscribe
             if sub is None or not sub.template_id:
                 continue
-            state = ('<span class="on">已开启</span>' if sub.template_id in on and sub.kind == "long_term"
-                     else '<span class="on">已开启（一次）</span>' if sub.template_id in on
-                     else '<span class="off">未开启</span>')
-            rows.append(f"<div>{html.escape(PURPOSE_WORDS[p])}　{state}</div>")
-        button = await subscribe_button(
-            request, runtime, purposes,
-            outside='<div class="card">请在<b>微信</b>里打开这个链接，才能开启消息提醒。</div>')
-        body = ("<h1>开启消息提醒</h1>"
-                f'<div class="card">{"".join(rows)}</div>'
-                '<p class="k">开启后，即使您没有和公众号聊天，也能收到这些通知。点下面的按钮，在微信弹出的窗口里选“允许”。'
-                "可随时在微信“服务通知”里关闭。</p>" + button)
-        return _page("开启消息提醒", body)
+            state = ("long" if sub.template_id in on and sub.kind == "long_term"
+                     else "once" if sub.template_id in on else "off")
+            rows.append((PURPOSE_WORDS[p], state))
+        button = await subscribe_button(request, runtime, purposes)
+        return render_member("member/notices.html", request=request, title="开启消息提醒", rows=rows,
+                             subscribe=Markup(button))
 
     async def message_page(request: web.Request) -> web.Response:
-        claims = claims_of(request, "msg")
-        if isinstance(claims, web.Response):
-            return claims
+        try:
+            claims = verify(runtime.config, request.match_info.get("token", ""))
+        except LinkError as e:
+            if e.reason == "expired":
+                return viewer.problem(410, "链接已过期", "这个链接已经过期。请回到公众号里重新获取。")
+            return viewer.problem(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开。")
         row_id = claims.get("o")
-        if not isinstance(row_id, int):
-            return _error(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开。")
+        if claims.get("k") != "msg" or not isinstance(row_id, int):
+            return viewer.problem(400, "链接无效", "这个链接不完整或已损坏。请从公众号消息里重新点开。")
         async with runtime.db.session() as s:
             row = await s.get(OutboxMessage, row_id)
-        if row is None or row.openid != claims["u"]:
-            return _error(404, "消息不存在", "这条消息已不存在。如有疑问，请在公众号里回复“人工”。")
+        if row is None or ("u" in claims and row.openid != claims["u"]):
+            return viewer.problem(404, "消息不存在", "这条消息已不存在。如有疑问，请在公众号里回复“人工”。")
+        # The link names the push, not the person: the text is shown to the person WeChat OAuth names.
+        seen = await viewer.gate(runtime, request, viewer.Person(row.openid))
+        if isinstance(seen, web.Response):
+            return seen
         payload = row.payload or {}
         data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
         from bot.outbox import PURPOSE_TITLES
 
         title = str(data.get("title") or PURPOSE_TITLES.get(row.purpose) or "消息")
-        body = f"<h1>{html.escape(title)}</h1><div class=\"card text\">{html.escape(str(payload.get('text') or ''))}</div>"
         link = payload.get("url")
-        if isinstance(link, str) and link.startswith(("http://", "https://")):
-            body += f'<a class="go" href="{html.escape(link)}">打开详情</a>'
-        return _page(title, body)
+        return render_member("member/msg.html", request=request, title=title, text=str(payload.get("text") or ""),
+                             link=link if isinstance(link, str) and link.startswith(("http://", "https://")) else "")
 
     app.router.add_get("/notices/{token}", notices_page)
     app.router.add_get("/msg/{token}", message_page)

@@ -53,7 +53,7 @@ def environment() -> Environment:
     return env
 
 
-def html(name: str, *, status: int = 200, tz: str = "Asia/Shanghai", headers: dict[str, str] | None = None,
+def html(name: str, /, *, status: int = 200, tz: str = "Asia/Shanghai", headers: dict[str, str] | None = None,
          **context: Any) -> web.Response:
     """Render ``name`` with ``context`` (plus ``local(dt, fmt)`` in the bot's time zone) as a response."""
     def local(when: Any, pattern: str = "%Y-%m-%d %H:%M") -> str:
@@ -64,3 +64,24 @@ def html(name: str, *, status: int = 200, tz: str = "Asia/Shanghai", headers: di
             "Referrer-Policy": "same-origin", "Content-Security-Policy": CSP}
     base.update(headers or {})
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=base)
+
+
+#: A member page's policy: no script at all (the pages have none) unless it shows the 订阅通知 button;
+#: images may come over https (a martyr's photo_url points at another host).
+MEMBER_CSP = ("default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'none'; "
+              "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def member(name: str, /, *, request: web.Request | None = None, status: int = 200, tz: str = "Asia/Shanghai",
+           headers: dict[str, str] | None = None, **context: Any) -> web.Response:
+    """A member page (``templates/member/``): like :func:`html`, with no Referer ever sent (tokens ride in
+    these pages' URLs), no script (:data:`MEMBER_CSP`; ``headers`` may tighten it) and, where the page shows
+    WeChat's 订阅通知 button, the wider policy it needs (:func:`bot.web.allow_wechat_sdk`). ``refresh``
+    (seconds) adds a meta refresh."""
+    from bot.web import PAGE_CSP
+
+    base = {"Referrer-Policy": "no-referrer", "Content-Security-Policy": MEMBER_CSP, **(headers or {})}
+    if request is not None and request.get(PAGE_CSP):
+        base["Content-Security-Policy"] = request[PAGE_CSP]
+    context.setdefault("refresh", None)
+    return html(name, status=status, tz=tz, headers=base, **context)

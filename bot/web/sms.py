@@ -1,4 +1,4 @@
-"""SMS on the web side: the inbound webhook (``POST /sms/inbound``) and the SMS answer links.
+"""SMS on the web side: the inbound webhook (``POST /sms/inbound``).
 
 Inbound: the SMS gateway posts each message a member sends to the bureau's number as signed JSON (see
 :mod:`bot.sms`). A request is refused with 403 and records nothing unless its signature is right
@@ -7,9 +7,9 @@ Inbound: the SMS gateway posts each message a member sends to the bureau's numbe
 carried (:mod:`storage.sms`), so a retried or replayed webhook records nothing twice. What the message
 does is :func:`flows.callup.sms.answer_by_sms`; the answer is ``{"ok": true, "outcome": …, "reply": …}``.
 
-Answer links: a call-up SMS links ``/r/<opaque token>`` (:func:`bot.links.callup_sms_answer_link`), the
-same answer page as the signed WeChat links; :func:`answer_claims` turns such a token into the page's
-claims (call-up and member), marked ``via: sms_link``.
+A call-up SMS links the member's answer page (``/r/<opaque token>``, :func:`bot.links.answer_links`),
+the page every answer link opens; opened outside WeChat it asks for the last four digits of the phone on
+file (:mod:`bot.web.viewer`), and an answer there is recorded ``via sms_link``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.links import CALLUP_SMS_KIND
 from bot.sms import check_signature
 from flows.callup import service
 from flows.callup.sms import answer_by_sms
-from storage import linktokens
 
 log = logging.getLogger("vetbot.sms")
 
@@ -54,28 +52,6 @@ def _message(raw: bytes) -> tuple[str, str, str, int] | str:
     if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         return '"ts" (epoch seconds when the gateway received the message) is missing'
     return str(mid), sender, text, int(ts)
-
-
-async def answer_claims(request: web.Request, runtime: Any) -> dict[str, Any] | web.Response | None:
-    """The answer page's claims for an SMS link's opaque token (``{"c", "m", "via": "sms_link"}``), an
-    error page for an unknown or expired one, or None when the token is not an SMS token (a signed
-    WeChat link: the page checks it itself)."""
-    token = request.match_info.get("token", "")
-    if "." in token or not linktokens.looks_like_token(token):
-        return None
-    from bot.web.callup import _error
-
-    async with runtime.db.session() as s:
-        try:
-            row = await linktokens.resolve(s, token, CALLUP_SMS_KIND, runtime.clock.now())
-        except linktokens.LinkTokenError as e:
-            if e.reason == "expired":
-                return _error(410, "链接已过期", "这个链接已经过期。如仍需回复，请直接回复短信：1 到 / 2 晚到 / 3 不能到。")
-            return _error(400, "链接无效", "这个链接不完整或已损坏。请从短信里重新点开，或直接回复短信。")
-    data = row.data or {}
-    if not isinstance(data.get("c"), int) or not isinstance(data.get("m"), int):
-        return _error(400, "链接无效", "这个链接不是集结链接。")
-    return {"c": data["c"], "m": data["m"], "via": "sms_link"}
 
 
 def setup(app: web.Application, runtime: Any) -> None:

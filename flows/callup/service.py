@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flows.api import CALLUP_SMS_KIND, Services, callup_sms_answer_link, fmt_local, sign, to_local
+from flows.api import Services, answer_links, fmt_local, sign, to_local
 from flows.callup import steps, texts
 from storage import callup as repo
-from storage import conversations, linktokens
+from storage import conversations
 from storage.callup import (
     CLOSED,
     CONFIRMED,
@@ -118,11 +118,11 @@ def step_label(step: steps.Step | dict[str, Any]) -> str:
     return (step if isinstance(step, steps.Step) else steps.load_step(step)).label()
 
 
-def answer_link(config: Any, c: CallUp, member_id: int) -> str:
-    """The member's signed answer page link (the same every time: exp is fixed at creation)."""
-    ttl = config.callup.link_ttl_h * 3600
-    token = sign(config, {"c": c.id, "m": member_id}, ttl_s=ttl, now=epoch(c.created_at))
-    return f"{config.server.public_url.rstrip('/')}/r/{token}"
+async def answer_link(session: AsyncSession, config: Any, c: CallUp, member_id: int, openid: str | None,
+                      now: datetime) -> str:
+    """A member's answer page link: an opaque token in the database (:func:`bot.links.answer_link`),
+    for members with or without WeChat (the page checks who opens it, :mod:`bot.web.viewer`)."""
+    return (await answer_links(session, config, c, [(member_id, openid)], now))[int(member_id)]
 
 
 def roster_link(config: Any, c: CallUp, now: datetime) -> str:
@@ -147,8 +147,7 @@ class _Notice:
         self.text = texts.member_notice(c, self.NAME, self.LINK, tz, reminder)
         self.data = texts.member_data(c, "", tz, "", reminder)
 
-    def push(self, member_id: int, openid: str, name: str, phone: str, key: str) -> Push:
-        link = answer_link(self.services.config, self.c, member_id)
+    def push(self, member_id: int, openid: str, name: str, phone: str, key: str, link: str) -> Push:
         return Push(openid=openid, purpose="callup", key=key,
                     text=self.text.replace(self.NAME, name).replace(self.LINK, link),
                     data={**self.data, "url": link, "phone": phone}, url=link,
@@ -239,8 +238,9 @@ async def _target_teams(session: AsyncSession, services: Services, c: CallUp, te
     bound = [r for r in avail if r.openid]
     if bound:
         notice = _Notice(services, c)
-        await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:notify:{r.id}")
-                                for r in bound], now)
+        urls = await answer_links(session, services.config, c, [(r.id, r.openid) for r in bound], now)
+        await enqueue(session, [notice.push(r.id, r.openid, r.name, r.phone, f"callup:{c.id}:notify:{r.id}",
+                                            urls[r.id]) for r in bound], now)
         await conversations.reset(session, [r.openid for r in bound])
     unbound = [r for r in avail if not r.openid]
     sms = await _sms_notify(session, services, c, unbound, now) if unbound and sms_enabled(services) else 0
@@ -261,13 +261,11 @@ async def _sms_notify(session: AsyncSession, services: Services, c: CallUp, memb
     members = [r for r in members if r.phone]
     if not members:
         return 0
-    ttl = max(c.link_expires_at - now, timedelta(minutes=1))
-    tokens = await linktokens.issue_many(session, CALLUP_SMS_KIND, [("", {"c": c.id, "m": r.id}) for r in members],
-                                         ttl, now=now)
-    tz, cfg = _tz(services), services.config
+    urls = await answer_links(session, services.config, c, [(r.id, None) for r in members], now)
+    tz = _tz(services)
     pushes = []
-    for r, token in zip(members, tokens, strict=True):
-        link = callup_sms_answer_link(cfg, token)
+    for r in members:
+        link = urls[r.id]
         pushes.append(Push(openid="", purpose="callup_sms", key=sms_key(c, r.id),
                            text=texts.sms_notice(c, r.name, link, tz), url=link,
                            data={"callup_id": c.id, "member_id": r.id, "drill": c.drill},
@@ -473,7 +471,7 @@ async def _refill_or_reopen(session: AsyncSession, services: Services, c: CallUp
                                data={"callup_id": c.id, "member_id": m.id, "drill": c.drill}, priority=EMERGENCY,
                                ref_type="callup", ref_id=c.id, sms_to=m.phone))
         elif m is not None and m.openid:
-            link = answer_link(services.config, c, m.id)
+            link = await answer_link(session, services.config, c, m.id, m.openid, now)
             pushes.append(Push(openid=m.openid, purpose="callup",
                                key=f"callup:{c.id}:promote:{m.id}:{epoch(now)}",
                                text=f"【集结通知】{texts.label(c)}\n原确认人员有变动，请您按时前往 {c.place} 集合"
@@ -521,8 +519,11 @@ class _Escalation:
         members = await repo.pending_bound_members(self.session, c.id, self.now)
         if members:
             notice = _Notice(self.services, c, reminder=n)
+            urls = await answer_links(self.session, self.services.config, c,
+                                            [(r.id, r.openid) for r in members], self.now)
             await enqueue(self.session, [notice.push(r.id, r.openid, r.name, r.phone,
-                                                     f"callup:{c.id}:renotify:{n}:{r.id}") for r in members], self.now)
+                                                     f"callup:{c.id}:renotify:{n}:{r.id}", urls[r.id])
+                                         for r in members], self.now)
             await conversations.reset(self.session, [r.openid for r in members])
         return len(members)
 
@@ -572,13 +573,14 @@ async def close_callup(session: AsyncSession, services: Services, callup_id: int
     c.state, c.closed_at, c.closed_by, c.next_due_at = CLOSED, now, by[:64], None
     await session.flush()
     members = await repo.members_coming(session, c.id, unbound=sms_enabled(services))
+    urls = await answer_links(session, services.config, c, [(m.id, m.openid) for m in members if m.openid], now)
     text = f"【集结结束】{texts.label(c)}\n本次集结已结束，感谢您的响应！未出发的无需再前往。"
     pushes = [Push(openid=m.openid or "", purpose="callup", key=f"callup:{c.id}:closed:{m.id}", text=text,
                    data={"title": f"【集结结束】{texts.label(c)}", "place": c.place,
                          "time": fmt_local(now, _tz(services)), "content": "本次集结已结束，感谢您的响应！",
-                         "url": answer_link(services.config, c, m.id), "drill": c.drill, "callup_id": c.id,
+                         "url": urls.get(m.id, ""), "drill": c.drill, "callup_id": c.id,
                          "phone": m.phone},
-                   url=answer_link(services.config, c, m.id), priority=HIGH, ref_type="callup", ref_id=c.id)
+                   url=urls[m.id], priority=HIGH, ref_type="callup", ref_id=c.id)
               if m.openid else
               # A member without WeChat who answered (by SMS) is told by SMS, without a link.
               Push(openid="", purpose="callup_sms", key=f"callup:{c.id}:closed:{m.id}", text=text,

@@ -6,7 +6,7 @@ Public API for other features and tools:
 * :func:`flows.jobs.alerts.store_postings` — store postings and queue their alerts in one transaction;
 * :func:`flows.jobs.alerts.run_digests` / :func:`flows.jobs.alerts.expire_due` — what the ticks
   ``jobs_digest`` and ``jobs_expire`` run;
-* :func:`flows.jobs.alerts.posting_link` / :func:`flows.jobs.alerts.digest_link` — signed page links;
+* :func:`flows.jobs.alerts.job_links` — per-person page links (opaque tokens in the database);
 * :class:`flows.jobs.matching.SubscriptionIndex` and :func:`flows.jobs.matching.matches` — matching.
 """
 

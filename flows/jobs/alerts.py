@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flows.api import Config, ConfigError, Signer, TickContext, on_startup, plain_text, sign, tick
+from flows.api import Config, ConfigError, JobLinks, TickContext, on_startup, plain_text, tick
 from flows.jobs.matching import Criteria, PostingView, SubscriptionIndex, Thresholds, plan
 from flows.jobs.texts import alert_text, deadline_text, salary_text
 from flows.jobs.timeutil import (
@@ -139,21 +139,20 @@ def epoch_of(now: datetime) -> float:
     return now.replace(tzinfo=UTC).timestamp()
 
 
-def posting_path(config: Config, openid: str, posting_id: int, now: datetime) -> str:
-    """Signed per-user path of a posting's page (``/jobs/p/<token>``)."""
-    token = sign(config, {"k": "jp", "u": openid, "p": posting_id}, settings(config).link_ttl_s, now=epoch_of(now))
-    return f"/jobs/p/{token}"
+async def job_links(session: AsyncSession, config: Config, openids: Any, now: datetime) -> JobLinks:
+    """Per-person job page links (opaque tokens in the database, :class:`bot.links.JobLinks`), valid
+    ``jobs.link_ttl_days``."""
+    return await JobLinks.issue(session, config, list(openids), now, settings(config).link_ttl_s)
 
 
-def posting_link(config: Config, openid: str, posting_id: int, now: datetime) -> str:
-    """Signed per-user absolute link to a posting's page (for pushes)."""
-    return config.server.public_url.rstrip("/") + posting_path(config, openid, posting_id, now)
+async def posting_link(session: AsyncSession, config: Config, openid: str, posting_id: int, now: datetime) -> str:
+    """A person's absolute link to a posting's page (for pushes)."""
+    return (await job_links(session, config, [openid], now)).posting(openid, posting_id)
 
 
-def digest_link(config: Config, openid: str, digest_id: int, now: datetime) -> str:
-    """Signed per-user link to the "see all" page of a digest."""
-    token = sign(config, {"k": "jd", "u": openid, "d": digest_id}, settings(config).link_ttl_s, now=epoch_of(now))
-    return f"{config.server.public_url.rstrip('/')}/jobs/d/{token}"
+async def posting_path(session: AsyncSession, config: Config, openid: str, posting_id: int, now: datetime) -> str:
+    """A person's path of a posting's page (``/jobs/p/<token>?p=<id>``)."""
+    return (await job_links(session, config, [openid], now)).posting_path(openid, posting_id)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -249,7 +248,8 @@ async def fan_out(session: AsyncSession, postings: Sequence[JobPosting], now: da
         return everyone if p.expires_at is None else reachable.below(p.expires_at)
 
     result = plan(index, [PostingView.of(p) for p in live], rooms, allowed=allowed)
-    signer = LinkSigner(config, now)
+    signer = await job_links(session, config, [sub.openid for i, sub in enumerate(subs)
+                                               if sub.mode == INSTANT and result.picked.get(i)], now)
     parts: dict[int, tuple[str, dict[str, str]]] = {}
     next_at: dict[tuple[int, int, int], datetime] = {}
     pushes: list[Push] = []
@@ -284,11 +284,11 @@ async def fan_out(session: AsyncSession, postings: Sequence[JobPosting], now: da
 
 
 def instant_push(config: Config, openid: str, p: JobPosting, now: datetime, due: datetime,
-                 signer: LinkSigner | None = None, parts: tuple[str, dict[str, str]] | None = None) -> Push:
-    """The instant alert of one posting to one user (``parts``: :func:`alert_parts` of ``p``, when the
-    caller sends the same posting to many users)."""
+                 signer: JobLinks, parts: tuple[str, dict[str, str]] | None = None) -> Push:
+    """The instant alert of one posting to one user (``signer``: the run's :func:`job_links`; ``parts``:
+    :func:`alert_parts` of ``p``, when the caller sends the same posting to many users)."""
     text, data = parts or alert_parts(p)
-    url = signer.posting(openid, p.id) if signer is not None else posting_link(config, openid, p.id, now)
+    url = signer.posting(openid, p.id)
     return Push(openid=openid, purpose="job_alert", key=f"job:{p.id}", text=text, data=data, url=url,
                 priority=NORMAL, due_at=due, ref_type=REF_POSTING, ref_id=p.id)
 
@@ -302,20 +302,6 @@ def alert_parts(p: JobPosting) -> tuple[str, dict[str, str]]:
         "company": p.company, "job": p.title, "location": p.location, "salary": salary, "deadline": deadline,
         "job_type": p.job_type, "veteran_priority": "是" if p.veteran_priority else "否",
     }
-
-
-class LinkSigner:
-    """Signs the posting links of one import with the key prepared once (:class:`bot.links.Signer`):
-    signing one link per alert from scratch was a third of a 35,000-alert import."""
-
-    def __init__(self, config: Config, now: datetime) -> None:
-        self._signer = Signer(config)
-        self._ttl = settings(config).link_ttl_s
-        self._now = epoch_of(now)
-        self._base = config.server.public_url.rstrip("/") + "/jobs/p/"
-
-    def posting(self, openid: str, posting_id: int) -> str:
-        return self._base + self._signer.sign({"k": "jp", "u": openid, "p": int(posting_id)}, self._ttl, self._now)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,10 +364,11 @@ async def run_digests(session: AsyncSession, now: datetime, config: Config, limi
          "created_at": now} for i, sub in made])
     pushes: list[Push] = []
     sent_rows: list[dict[str, Any]] = []
+    links = await job_links(session, config, [sub.openid for _, sub in made], now)
     for digest_id, (i, sub) in zip(ids, made, strict=True):
         top, total = result.picked[i], result.counts[i]
         pushes.append(digest_push(config, sub.openid, digest_id, [postings[pid] for pid in top], total, now,
-                                  day.isoformat()))
+                                  day.isoformat(), links.digest(sub.openid, digest_id)))
         sent_rows += [{"openid": sub.openid, "posting_id": pid, "kind": DAILY, "day": day, "created_at": now}
                       for pid in top]
         rep.postings_listed += total
@@ -403,7 +390,7 @@ def criteria_from_snapshot(d: dict[str, Any]) -> Criteria:
 
 
 def digest_push(config: Config, openid: str, digest_id: int, top: Sequence[JobPosting], total: int,
-                now: datetime, day: str) -> Push:
+                now: datetime, day: str, url: str) -> Push:
     """The daily digest push: the best postings and a link to all of them."""
     lines = [f"【岗位日报】为您找到 {total} 个新岗位" + ("，精选如下：" if total > len(top) else "：")]
     for n, p in enumerate(top, 1):
@@ -415,7 +402,7 @@ def digest_push(config: Config, openid: str, digest_id: int, top: Sequence[JobPo
         openid=openid, purpose="job_alert", key=f"jobdigest:{day}", text="\n".join(lines),
         data={"title": f"今日为您找到 {total} 个新岗位", "content": titles + ("等" if total > 3 else ""),
               "time": day, "count": str(total)},
-        url=digest_link(config, openid, digest_id, now), priority=LOW, ref_type="job_digest", ref_id=digest_id,
+        url=url, priority=LOW, ref_type="job_digest", ref_id=digest_id,
     )
 
 

@@ -48,11 +48,28 @@ def _path(url: str) -> str:
     return url[url.index("/", len("http://")):]
 
 
+async def _link(runtime, c: CallUp, n: int) -> str:  # type: ignore[no-untyped-def]
+    """Member n's answer page path (a fresh opaque token, as a push or an SMS carries)."""
+    mid = await _member(runtime, n)
+    async with runtime.db.session() as s:
+        m = await s.get(Member, mid)
+        return _path(await service.answer_link(s, runtime.config, c, mid, m.openid, runtime.clock.now()))
+
+
+async def _as_member(client, path: str, n: int) -> None:  # type: ignore[no-untyped-def]
+    """Pass the page's check as member n outside WeChat: the last four digits of 1390000000n."""
+    resp = await client.post(path, data={"gate": "digits", "digits": f"{n:04d}"}, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+
+
 async def test_answer_page_get_post_redirect_and_escaping(db_url: str) -> None:
     cfg = await _setup(db_url)
     async with app_client(cfg, FakeClock(T0)) as (client, runtime):
         c = await _create(runtime)
-        path = _path(service.answer_link(cfg, c, await _member(runtime, 0)))
+        path = await _link(runtime, c, 0)
+        resp = await client.get(path)
+        assert resp.status == 200 and "手机号码后四位" in await resp.text() and "防汛集结" not in await resp.text()
+        await _as_member(client, path, 0)
         resp = await client.get(path)
         body = await resp.text()
         assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]
@@ -84,21 +101,25 @@ async def test_bad_expired_and_wrong_kind_tokens_get_clear_4xx_pages(db_url: str
     async with app_client(cfg, clock) as (client, runtime):
         c = await _create(runtime)
         member = await _member(runtime, 0)
-        good = _path(service.answer_link(cfg, c, member))
+        assert member
+        good = await _link(runtime, c, 0)
         token = good.rsplit("/", 1)[1]
         tampered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
-        for bad in ("/r/abc", "/r/" + tampered, "/r/" + "x" * 400, "/r/%00%ff", "/callup/roster/abc"):
+        for bad in ("/r/abc", "/r/" + "x" * 400, "/r/%00%ff", "/callup/roster/abc"):
             resp = await client.get(bad)
             assert resp.status == 400, bad
             assert "链接无效" in await resp.text()
+        resp = await client.get("/r/" + tampered)  # the shape of a token, never issued
+        assert resp.status == 404 and "链接无效" in await resp.text()
         resp = await client.post("/r/" + tampered, data={"a": "yes"})
-        assert resp.status == 400
+        assert resp.status == 404
         roster = _path(service.roster_link(cfg, c, clock.now()))
-        assert (await client.get(roster.replace("/callup/roster/", "/r/"))).status == 400  # roster token, answer page
+        assert (await client.get(roster.replace("/callup/roster/", "/r/"))).status == 410  # old signed form
         assert (await client.get("/callup/roster/" + token)).status == 400  # answer token, roster page
-        other = sign(cfg, {"c": c.id, "m": 999999}, ttl_s=3600, now=service.epoch(clock.now()))
-        resp = await client.get("/r/" + other)
-        assert resp.status == 404 and "没有找到" in await resp.text()
+        # A signed answer link of earlier releases (readable claims, forgeable with the key): refused.
+        forged = sign(cfg, {"c": c.id, "m": member}, ttl_s=3600, now=service.epoch(clock.now()))
+        resp = await client.get("/r/" + forged)
+        assert resp.status == 410 and "队员0000" not in await resp.text()
         clock.advance(hours=cfg.callup.staff_link_ttl_h, seconds=1)
         assert (await client.get(roster)).status == 410
         clock.advance(hours=cfg.callup.link_ttl_h)
@@ -113,15 +134,18 @@ async def test_closed_call_up_page_and_roster_page(db_url: str) -> None:
     clock = FakeClock(T0)
     async with app_client(cfg, clock) as (client, runtime):
         c = await _create(runtime, drill=True)
-        p0 = _path(service.answer_link(cfg, c, await _member(runtime, 0)))
-        p1 = _path(service.answer_link(cfg, c, await _member(runtime, 1)))
+        p0, p1 = await _link(runtime, c, 0), await _link(runtime, c, 1)
+        await _as_member(client, p0, 0)
         await client.post(p0, data={"a": "yes"}, allow_redirects=False)
+        await _as_member(client, p1, 1)
         await client.post(p1, data={"a": "no"}, allow_redirects=False)
         roster = _path(service.roster_link(cfg, c, clock.now()))
+        # Outside WeChat the roster leads to the console's board (behind the console login) ...
+        resp = await client.get(roster, allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == f"/staff/callups/{c.id}"
+        # ... whose login page shows no data (a member who passed a page's check is no staff member).
         resp = await client.get(roster)
-        body = await resp.text()
-        assert resp.status == 200 and 'href="tel:13900000002"' in body and "演练" in body
-        assert "<b>1</b>到" in body and "<b>4</b>未回复" in body and "&lt;script&gt;" in body
+        assert resp.status == 200 and "登录" in await resp.text() and "13900000002" not in await resp.text()
         async with runtime.db.session() as s:
             await service.close_callup(s, runtime.services, c.id, "tester", clock.now())
         body = await (await client.get(p1)).text()
@@ -139,13 +163,15 @@ async def test_late_driver_pressing_yes_on_the_page_after_the_quorum_stays_count
             c = await service.create_callup(s, runtime.services, service.CallupSpec(
                 kind="防汛", title="防汛集结", place="城关镇大堤", assemble_at=T0 + timedelta(hours=1), needed=2,
                 skills_needed={"驾驶": 1}, team_ids=[team]), runtime.clock.now())
-        driver = _path(service.answer_link(cfg, c, await _member(runtime, 3)))
+        driver = await _link(runtime, c, 3)
+        await _as_member(client, driver, 3)
         await client.post(driver, data={"a": "late", "eta": "30"}, allow_redirects=False)
         # member 0 drives too (驾驶 2/1 with the late driver), member 1 (医护) becomes standby
-        await client.post(_path(service.answer_link(cfg, c, await _member(runtime, 0))), data={"a": "yes"},
-                          allow_redirects=False)
-        await client.post(_path(service.answer_link(cfg, c, await _member(runtime, 1))), data={"a": "yes"},
-                          allow_redirects=False)
+        for n in (0, 1):
+            path = await _link(runtime, c, n)
+            await _as_member(client, path, n)
+            await client.post(path, data={"a": "yes"}, allow_redirects=False)
+        await _as_member(client, driver, 3)
         resp = await client.post(driver, data={"a": "yes"}, allow_redirects=False)
         assert resp.status == 303
         body = await (await client.get(driver)).text()
@@ -160,10 +186,13 @@ async def test_answer_page_in_a_phone_browser(db_url: str, browser_page, tmp_pat
     cfg = await _setup(db_url)
     async with app_client(cfg, FakeClock(T0)) as (client, runtime):
         c = await _create(runtime)
-        url = str(client.make_url(_path(service.answer_link(cfg, c, await _member(runtime, 3)))))
+        url = str(client.make_url(await _link(runtime, c, 3)))
         page = browser_page
         await page.goto(url)
-        buttons = page.locator("button")
+        await page.fill("#digits", "0003")
+        await page.click("button[type=submit]")
+        await page.wait_for_load_state()
+        buttons = page.locator("button.wide")
         assert await buttons.count() == 3
         box = await buttons.first.bounding_box()
         assert box is not None and box["height"] >= 56 and box["width"] >= 300  # big enough for old fingers

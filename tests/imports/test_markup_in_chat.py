@@ -102,7 +102,8 @@ async def test_pages_escape_stored_markup(db_url: str) -> None:
             s.add_all([m, p])
             await s.flush()
             mid, pid = m.id, p.id
-        for url in (f"/m/{mid}", posting_path(cfg, "u_reader", pid, now)):
+            job = await posting_path(s, cfg, "u_reader", pid, now)
+        for url in (f"/m/{mid}", job):
             html = await (await client.get(url)).text()
             assert "&lt;a href=&quot;http://evil.example/claim&quot;&gt;" in html, url
             assert '<a href="http://evil' not in html, url

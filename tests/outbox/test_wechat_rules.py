@@ -64,6 +64,7 @@ async def consent(db: Database, fake: FakeWeChatServer, openid: str, template_id
 async def test_every_purpose_through_every_channel_obeys_the_rules(db: Database, db_url: str, fake: FakeWeChatServer,
                                                                    sms_gateway: FakeSmsGateway,
                                                                    clock: FakeClock) -> None:
+    from bot.links import JobLinks
     from flows.broadcast import service as broadcasts
     from flows.callup.service import CallupSpec, create_callup
     from flows.jobs.alerts import instant_push
@@ -100,7 +101,7 @@ async def test_every_purpose_through_every_channel_obeys_the_rules(db: Database,
                                 day=now.date(), message="今天是清明节，欢迎来云端祭英烈，献花寄语，缅怀先烈。\n回复“祭英烈”")
         pushes = []
         for i in range(4):
-            pushes.append(instant_push(cfg, uid(i), post, now, now))
+            pushes.append(instant_push(cfg, uid(i), post, now, now, JobLinks(cfg, {uid(i): "t" * 32})))
             pushes.append(reminder_push(cfg, camp, uid(i)))
             pushes.append(Push(openid=uid(i), purpose="late_reply", key=f"late:{i}",
                                text="优待证在户籍所在地的乡镇（街道）退役军人服务站申请，\n带上身份证和退役证。🙂"))

@@ -30,6 +30,14 @@ async def _person(runtime: object) -> str:
         return await linktokens.issue(s, "privacy_export", PERSON, None, timedelta(minutes=15), now=T0)
 
 
+async def _viewer_cookie(runtime: object, openid: str) -> str:
+    """A page viewer session as OAuth leaves it (bot.web.viewer): the roster is for staff only."""
+    from bot.web.viewer import VIEWER_KIND, VIEWER_TTL
+
+    async with runtime.db.session() as s:  # type: ignore[attr-defined]
+        return await linktokens.issue(s, VIEWER_KIND, openid, {"m": None, "via": "oauth"}, VIEWER_TTL, now=T0)
+
+
 def _no_store(resp: aiohttp.ClientResponse) -> None:
     assert resp.headers["Cache-Control"] == "no-store"
     assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["Referrer-Policy"] == "no-referrer"
@@ -81,15 +89,26 @@ async def test_every_page_links_the_notice_and_shows_no_whole_phone(db_url: str)
             c = await create_callup(s, runtime.services, CallupSpec(kind="防汛", title="演练", place="城南",
                                                                    assemble_at=T0 + timedelta(hours=1), needed=1), T0)
             m = (await s.execute(select(Member).where(Member.phone == PHONE))).scalar_one()
-        base = cfg.server.public_url.rstrip("/")
-        pages = {"answer": answer_link(cfg, c, m.id).removeprefix(base), "roster": roster_link(cfg, c, T0).removeprefix(base),
+            base = cfg.server.public_url.rstrip("/")
+            answer = (await answer_link(s, cfg, c, m.id, m.openid, T0)).removeprefix(base)
+        resp = await client.post(answer, data={"gate": "digits", "digits": PHONE[-4:]}, allow_redirects=False)
+        assert resp.status == 303
+        from tests.test_pages_oauth import STAFF
+
+        async with runtime.db.session() as s:
+            from storage.models import User
+
+            s.add(User(openid=STAFF, roles="staff", first_seen=T0, last_seen=T0))
+        staff_cookie = await _viewer_cookie(runtime, STAFF)
+        pages = {"answer": answer, "roster": roster_link(cfg, c, T0).removeprefix(base),
                  "memorial": "/m/", "notice": "/privacy"}
         for kind, path in pages.items():
-            resp = await client.get(path)
+            resp = await client.get(path, cookies={"vb_who": staff_cookie} if kind == "roster" else None)
             page = await resp.text()
             assert resp.status == 200, (kind, page[:300])
             assert 'href="/privacy"' in page or kind == "notice", kind
             # a staff member must be able to call from the roster: the number sits in the tel: link only
             visible = re.sub(r'href="tel:[^"]*"', "", page)
             assert not MOBILE.search(visible), (kind, MOBILE.findall(visible))
-        assert f'href="tel:{PHONE}"' in await (await client.get(pages["roster"])).text()
+        roster = await client.get(pages["roster"], cookies={"vb_who": staff_cookie})
+        assert f'href="tel:{PHONE}"' in await roster.text()

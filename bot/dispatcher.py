@@ -31,7 +31,7 @@ from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
-from bot.understanding import Understood
+from bot.understanding import COMMAND_FLOWS, SMALLTALK_FLOW, Understood
 from flows.api import Context, Flow, Inbound, Services, before_route_hooks, event_handlers, get_flow, scenes
 from flows.voice import voice_turn
 from storage.conversations import Option
@@ -43,7 +43,7 @@ from storage.turnio import ConvRecord, Replayed, TurnIO, TurnStore, UserRecord, 
 log = logging.getLogger(__name__)
 
 #: Commands handled by the dispatcher itself (intents may point their ``flow`` at them).
-BUILTIN_COMMANDS = frozenset({"cancel", "back"})
+BUILTIN_COMMANDS = COMMAND_FLOWS
 #: Confidence of the understanding layer at which a message that is not an answer to the flow's step
 #: leaves the flow for the intent it names (bot/understanding.py calibrates confidences on the catalogue).
 LET_GO_AT = 0.6
@@ -216,7 +216,7 @@ class Dispatcher:
         await self._flow_step(ctx)
         return True
 
-    async def understand(self, text: str, roles: set[str]) -> Understood:
+    async def understand(self, text: str, roles: set[str], *, in_flow: bool = False) -> Understood:
         """The understanding layer's decision (exact rules on the loop, meaning in a worker thread)."""
         und = self.services.extra.get("understanding")
         if und is None:  # a runtime built without the layer (unit tests of the dispatcher alone)
@@ -226,7 +226,7 @@ class Dispatcher:
             if m.suggestions:
                 return Understood("suggest", None, m.score / 100, m.how, suggestions=m.suggestions)
             return Understood("fallback", None, m.score / 100, m.how)
-        return await und.decide_async(text, roles)
+        return await und.decide_async(text, roles, in_flow=in_flow)
 
     async def _match_and_start(self, ctx: Context, got: Understood | None = None) -> None:
         m = got or await self.understand(ctx.text, ctx.user.role_set)
@@ -289,9 +289,9 @@ class Dispatcher:
                 ctx.reasks > reasks or ctx.reask_exhausted):
             # Not a valid answer for this step. A message that clearly asks for another feature leaves the
             # flow and starts it (发起集结 inside 我的信息's edit menu) instead of a re-ask.
-            got = await self.understand(ctx.text, ctx.user.role_set)
+            got = await self.understand(ctx.text, ctx.user.role_set, in_flow=True)
             if (got.decision == "route" and got.intent is not None and got.confidence >= LET_GO_AT
-                    and got.intent.flow not in BUILTIN_COMMANDS and not got.intent.flow.startswith("smalltalk")):
+                    and got.intent.flow != SMALLTALK_FLOW):
                 del ctx.replies[said:]
                 ctx.reask_exhausted = False
                 await self._let_go(ctx, flow, got.intent, got.slots)
@@ -307,7 +307,11 @@ class Dispatcher:
             await self._start_flow(ctx, name, slots)
 
     async def _let_go(self, ctx: Context, flow: Flow, intent: Intent, slots: dict[str, str]) -> None:
-        """Leave ``flow`` (one line saying so) and start ``intent`` in the same turn."""
+        """Leave ``flow`` (one line saying so) and start ``intent`` in the same turn (取消 / 返回 in own
+        words — 这个不办了 — act on the flow as the commands do)."""
+        if intent.flow in BUILTIN_COMMANDS:
+            await self._command(ctx, intent)
+            return
         if intent.flow != flow.name:
             ctx.say(f"已退出“{flow.title or '当前事项'}”。")
         ctx.clear()

@@ -237,7 +237,10 @@ class IntentMatcher:
         self.by_id = {i.id: i for i in intents}
         self.accept, self.suggest = accept, suggest
         self._menu = {k: i for i in intents for k in i.menu_keys}
-        self._global = {normalize(p): i for i in intents if i.is_global for p in (*i.examples, *i.keywords)}
+        self._global = {normalize(p): i for i in intents if i.is_global for p in (*i.examples, *i.keywords)
+                        if normalize(p)}
+        # Symbol-only commands (？) by their raw text: normalising would leave nothing (and match any emoji).
+        self._global_raw = {p.strip(): i for i in intents if i.is_global for p in i.examples if not normalize(p)}
         self._examples: list[tuple[str, Intent]] = [
             (strip_fillers(normalize(e)), i) for i in intents if not i.is_global for e in i.examples
         ]
@@ -265,7 +268,8 @@ class IntentMatcher:
 
     def global_command(self, text: str) -> Intent | None:
         """A global command (帮助, 取消, 返回, 人工 …) when the whole text is one."""
-        return self._global.get(normalize(text))
+        key = normalize(text)
+        return self._global.get(key) if key else self._global_raw.get(text.strip())
 
     def menu_intents(self, roles: set[str]) -> list[Intent]:
         """The 帮助 menu for a user with ``roles``, in menu order (file order breaks ties)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ log = logging.getLogger("vetbot.understanding")
 
 #: Class id of "a policy question" (units: the knowledge base's questions and alternates).
 KB = "kb"
-SIGNALS = ("e5", "chars", "pinyin", "words", "fuzz", "same", "kw", "neg")
+SIGNALS = ("e5", "chars", "pinyin", "words", "fuzz", "same", "kw")
 LEXICAL = tuple(s for s in SIGNALS if s != "e5")
 #: Confidence at or above which the top intent is started.
 ROUTE_AT = 0.5
@@ -55,6 +56,13 @@ SUGGEST_AT = 0.2
 SKIP_ENCODER_AT = 0.97
 
 Decision = Literal["route", "suggest", "fallback"]
+#: Flows of the dispatcher's own commands (取消, 返回): by meaning only inside a flow (outside one they do
+#: nothing, and a short text such as 开始 must not be read as 重新开始).
+COMMAND_FLOWS = frozenset({"cancel", "back"})
+#: The flow of small talk (intents/smalltalk.yaml): a clause of it is not the request; flows never let go for it.
+SMALLTALK_FLOW = "smalltalk"
+_PARTICLES = "的了吗呢啊吧呀嘛哈哦噢啦咧嘞呗哇喽"
+_CLAUSE = re.compile(r"[，,。.！!？?；;~～\s]+")
 
 
 # --------------------------------------------------------------------------- the Q&A adapter
@@ -69,10 +77,28 @@ class QAParts:
     kb_texts: list[str]           # questions and alternates of the knowledge base
     encoder_max_chars: int = 18   # what the Q&A gives the encoder (QAEngine.ENCODER_MAX_CHARS)
 
+    kb_vecs: Any | None = None    # the engine's own embeddings of kb_texts (not computed twice)
+
     @classmethod
     def of_engine(cls, engine: Any) -> QAParts:
-        return cls(engine.text, engine.encoder, [t for e in engine.entries for t in e.texts],
-                   int(getattr(engine, "ENCODER_MAX_CHARS", 18)))
+        texts = [t for e in engine.entries for t in e.texts]
+        # The engine embeds exactly these texts, in this order, when it loads; reading its matrix saves
+        # embedding them again (seconds). A private attribute, read here only: if the engine changes it,
+        # the shape check fails and the texts are embedded anew.
+        vecs = getattr(engine, "_kb_vecs", None)
+        if vecs is None or getattr(vecs, "shape", (0,))[0] != len(texts):
+            vecs = None
+        return cls(engine.text, engine.encoder, texts, int(getattr(engine, "ENCODER_MAX_CHARS", 18)), vecs)
+
+    def embed_units(self, texts: list[str], kb_from: int) -> np.ndarray:
+        """Embeddings of the catalogue's units; ``texts[kb_from:]`` are :attr:`kb_texts`."""
+        assert self.encoder is not None
+        enc = [self.text.encoder_text(t, 10_000) or t for t in texts]
+        if self.kb_vecs is None:
+            return np.asarray(self.encoder.embed_kb(enc), dtype=np.float32)
+        head = np.asarray(self.encoder.embed_kb(enc[:kb_from]), dtype=np.float32) if kb_from else None
+        tail = np.asarray(self.kb_vecs, dtype=np.float32)
+        return tail if head is None else np.vstack([head, tail])
 
     @classmethod
     def bare(cls) -> QAParts:
@@ -136,7 +162,6 @@ class Understanding:
     def __init__(self, matcher: IntentMatcher, parts: QAParts) -> None:
         self.matcher = matcher
         self.parts = parts
-        tp = parts.text
         self.classes: list[str] = [i.id for i in matcher.intents] + [KB]
         self._cls_index = {c: k for k, c in enumerate(self.classes)}
         self.intents = list(matcher.intents)
@@ -152,7 +177,7 @@ class Understanding:
         self.unit_class = np.array([u[0] for u in units], dtype=np.int64)
         self.unit_raw = [u[1] for u in units]
         self.unit_is_example = [u[2] for u in units]
-        an = [tp.analyse(t) for t in self.unit_raw]
+        an = [self._analyse(t) for t in self.unit_raw]
         self.unit_clean = [a["clean"] for a in an]
         self._idx = {"chars": parts.bm25([a["chars"] for a in an]),
                      "pinyin": parts.bm25([a["pinyin"] for a in an]),
@@ -165,8 +190,8 @@ class Understanding:
         self._kw = [i.keywords for i in self.intents]
         self.unit_vecs: np.ndarray | None = None
         if parts.encoder is not None:
-            texts = [tp.encoder_text(t, 10_000) or t for t in self.unit_raw]
-            self.unit_vecs = np.asarray(parts.encoder.embed_kb(texts), dtype=np.float32)
+            kb_from = int((self.unit_class < len(self.intents)).sum())  # KB units come last, in KB order
+            self.unit_vecs = parts.embed_units(self.unit_raw, kb_from)
         self._lock = threading.Lock()
         self.params, self.lexical_params, self.report = self._calibrate()
 
@@ -175,8 +200,7 @@ class Understanding:
     def _signals(self, text: str, qvec: np.ndarray | None, exclude: str | None = None) -> np.ndarray:
         """Signals per class (rows: classes in ``self.classes``; columns: SIGNALS). ``exclude``: the
         cleaned text of a held-out unit (calibration): units with that text do not count."""
-        tp = self.parts.text
-        a = tp.analyse(text)
+        a = self._analyse(text)
         clean = a["clean"]
         n_units = len(self.unit_raw)
         per_unit = np.zeros((n_units, 6), dtype=np.float64)
@@ -201,10 +225,26 @@ class Understanding:
             kws = self._kw[k]
             if kws and any(w in norm for w in kws if w != exclude):
                 out[k, 6] = 1.0
-            if any(n in norm for n in self._neg[k]):
-                out[k, 7] = 1.0
-        out = np.maximum(out, -1.0)
-        return out
+        return np.maximum(out, -1.0)
+
+    def _open(self, text: str, roles: set[str] | None) -> np.ndarray:
+        """Which classes may win for this text: the user's roles allow the intent and none of its
+        ``negative`` words is in the text (the catalogue's rule: 退订 is never 订阅)."""
+        norm = normalize(text)
+        ok = [(roles is None or i.allowed(roles)) and not any(n in norm for n in self._neg[k])
+              for k, i in enumerate(self.intents)]
+        return np.array([*ok, True])
+
+    def _analyse(self, text: str) -> dict[str, Any]:
+        """The Q&A's views of ``text``; when its courtesy fillers are the whole message (你好呀 → 呀), the
+        message itself without its particles (small talk is made of such words)."""
+        tp = self.parts.text
+        a = tp.analyse(text)
+        if len(a["clean"]) < 2:
+            bare = normalize(text).rstrip(_PARTICLES)
+            if len(bare) >= 2 and bare != text:
+                a = tp.analyse(bare)
+        return a
 
     @staticmethod
     def _scores(sig: np.ndarray, p: Params, signals: Sequence[str]) -> np.ndarray:
@@ -234,7 +274,9 @@ class Understanding:
             if not self.unit_is_example[u] or not self.unit_clean[u]:
                 continue
             qvec = self.unit_vecs[u] if self.unit_vecs is not None else None
-            samples.append((self._signals(raw, qvec, exclude=self.unit_clean[u]), int(self.unit_class[u])))
+            sig = self._signals(raw, qvec, exclude=self.unit_clean[u])
+            sig[~self._open(raw, None)] = -50.0  # negatives rule these classes out (a large negative score)
+            samples.append((sig, int(self.unit_class[u])))
         report: dict[str, Any] = {"samples": len(samples)}
         full = self._fit(samples, SIGNALS if self.unit_vecs is not None else LEXICAL, report, "full")
         lexical = self._fit(samples, LEXICAL, report, "lexical")
@@ -246,23 +288,27 @@ class Understanding:
         X = np.stack([s[:, cols] for s, _ in samples])  # (n, classes, f)
         y = np.array([c for _, c in samples])
         n, _, f = X.shape
-        w = np.zeros(f)
-        w[:] = 2.0
-        lr, l2 = 0.5, 1e-3
+        X = np.maximum(X, -1.0)  # ruled-out classes: masked below, not a feature value
+        ruled_out = (np.stack([s[:, 0] for s, _ in samples]) <= -50.0)
+        ruled_out[np.arange(n), y] = False
         onehot = np.zeros(X.shape[:2])
         onehot[np.arange(n), y] = 1.0
-        for _ in range(400):  # softmax over classes, plain gradient descent (tiny problem)
-            s = X @ w
-            s -= s.max(axis=1, keepdims=True)
-            p = np.exp(s)
+        w = np.full(f, 2.0)
+        m, v = np.zeros(f), np.zeros(f)
+        for t in range(1, 1501):  # softmax over classes, Adam (a tiny convex problem)
+            z = X @ w
+            z[ruled_out] = -1e9
+            z -= z.max(axis=1, keepdims=True)
+            p = np.exp(z)
             p /= p.sum(axis=1, keepdims=True)
-            grad = np.einsum("nc,ncf->f", p - onehot, X) / n + l2 * w
-            w -= lr * grad * 10
+            grad = np.einsum("nc,ncf->f", p - onehot, X) / n + 1e-3 * w
+            m = 0.9 * m + 0.1 * grad
+            v = 0.999 * v + 0.001 * grad * grad
+            w -= 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
         params = Params(w, np.zeros(4))
-        allowed = np.ones(X.shape[1], dtype=bool)
         feats, labels = [], []
         for i in range(n):
-            top, x = self._conf_inputs(X[i] @ w, allowed)
+            top, x = self._conf_inputs(X[i] @ w, ~ruled_out[i])
             feats.append(x)
             labels.append(1.0 if top == y[i] else 0.0)
         F, L = np.stack(feats), np.array(labels)
@@ -291,18 +337,30 @@ class Understanding:
         return Understood("route", m.intent, 1.0, m.how, [(m.intent.id, 1.0)], dict(m.slots))
 
     def decide(self, text: str, roles: set[str] | None = None, *, exact: bool = True,
-               use_encoder: bool = True) -> Understood:
+               use_encoder: bool = True, in_flow: bool = False) -> Understood:
         """The decision for ``text`` from a user with ``roles``. Blocking (may run the encoder): call it
-        from a worker thread on a server (:meth:`decide_async`)."""
+        from a worker thread on a server (:meth:`decide_async`). ``in_flow``: the user is inside a flow
+        (取消 / 返回 in own words count only there)."""
         roles = roles or set()
         text = (text or "")[:1000]
         if exact:
             hit = self.exact(text, roles)
             if hit is not None:
                 return hit
+        if not normalize(text):
+            return self._symbols(text, roles)
+        core = self._without_smalltalk(text, roles)
+        if core != text:  # 早上好，帮我查一下烈士黄继光: the greeting is not the request
+            if exact:
+                hit = self.exact(core, roles)
+                if hit is not None:
+                    return hit
+            text = core
         if not self.parts.text.clean(text).strip():
             return Understood("fallback", None, 0.0, "none")
-        allowed = np.array([i.allowed(roles) for i in self.intents] + [True])
+        allowed = self._open(text, roles)
+        if not in_flow:
+            allowed[:-1] &= np.array([i.flow not in COMMAND_FLOWS for i in self.intents])
         sig = self._signals(text, None)
         res = self._judge(sig, allowed, self.lexical_params, LEXICAL, "lexical")
         if (self.parts.encoder is None or self.unit_vecs is None or not use_encoder
@@ -314,14 +372,51 @@ class Understanding:
         out.used_encoder = True
         return out
 
-    async def decide_async(self, text: str, roles: set[str] | None = None) -> Understood:
+    def _symbols(self, text: str, roles: set[str]) -> Understood:
+        """A message of symbols only (😊, 👍, ？): the intent with that very example, else the intent whose
+        examples are symbols too (emoji), else the fallback."""
+        raw = text.strip()
+        if not raw:
+            return Understood("fallback", None, 0.0, "none")
+        best: Intent | None = None
+        most = 0
+        for i in self.intents:
+            if not i.allowed(roles):
+                continue
+            symbolic = [e for e in i.examples if not normalize(e)]
+            if raw in symbolic:
+                return Understood("route", i, 1.0, "symbols", [(i.id, 1.0)])
+            if len(symbolic) > most:
+                best, most = i, len(symbolic)
+        if best is not None:
+            return Understood("route", best, 0.9, "symbols", [(best.id, 0.9)])
+        return Understood("fallback", None, 0.0, "none")
+
+    def _without_smalltalk(self, text: str, roles: set[str]) -> str:
+        """``text`` without its small-talk clauses (你好， · ，谢谢) when something else remains."""
+        clauses = [c for c in _CLAUSE.split(text) if c.strip()]
+        if len(clauses) < 2:
+            return text
+        kept = []
+        for c in clauses:
+            if not normalize(c):
+                continue
+            got = self._judge(self._signals(c, None), self._open(c, roles), self.lexical_params, LEXICAL, "lexical")
+            if not (got.decision == "route" and got.intent is not None and got.intent.flow == SMALLTALK_FLOW
+                    and got.confidence >= 0.8):
+                kept.append(c)
+        if not kept or len(kept) == len(clauses):
+            return text
+        return "，".join(kept)
+
+    async def decide_async(self, text: str, roles: set[str] | None = None, *, in_flow: bool = False) -> Understood:
         """:meth:`decide` with the exact rules on the loop and the rest in a worker thread."""
         import asyncio
 
         hit = self.exact(text, roles or set())
         if hit is not None:
             return hit
-        return await asyncio.to_thread(self.decide, text, roles, exact=False)
+        return await asyncio.to_thread(lambda: self.decide(text, roles, exact=False, in_flow=in_flow))
 
     def _signals_e5(self, qvec: np.ndarray) -> np.ndarray:
         assert self.unit_vecs is not None
@@ -361,7 +456,7 @@ class Understanding:
         for intent in self.intents:
             roles = set(intent.roles)
             for e in intent.examples:
-                got = self.decide(e, roles)
+                got = self.decide(e, roles, in_flow=intent.flow in COMMAND_FLOWS)
                 if got.intent is None or got.intent.id != intent.id:
                     if got.intent is not None and got.intent.flow == intent.flow and not intent.is_global:
                         continue  # same flow (memorial vs memorial_tribute): the user lands right
@@ -402,11 +497,11 @@ def understanding_for(matcher: IntentMatcher, engine: Any | None) -> Understandi
 
 
 def routed_flow(und: Understanding, text: str, role: str = "user", context: str | None = None,
-                fallback_flow: str = "policy_qa") -> tuple[str, Understood | None]:
+                fallback_flow: str = "policy_qa", expected: str = "") -> tuple[str, Understood | None]:
     """The flow the dispatcher starts for a first message (nothing open), as measured on held-out sets:
     an open call-up reads own words first (flows/callup/member.py), then :meth:`Understanding.decide`.
-    A "suggest" counts as the flow of its first suggestion only when scoring ``suggest_first``; here it
-    is the string "suggest"."""
+    A "suggest" is the string "suggest" (not a route). 取消 / 返回 (``expected`` a command) are read as
+    inside a flow, the only place they mean something."""
     roles = {role} if role != "user" else set()
     if context == "open_callup" and role == "volunteer":
         from bot.answers import parse_callup_answer
@@ -414,7 +509,7 @@ def routed_flow(und: Understanding, text: str, role: str = "user", context: str 
         r = parse_callup_answer(text)
         if r is not None and r.confidence >= 0.5:
             return "callup_answer", None
-    got = und.decide(text, roles)
+    got = und.decide(text, roles, in_flow=expected in COMMAND_FLOWS)
     if got.decision == "route" and got.intent is not None:
         return got.intent.flow, got
     if got.decision == "suggest":
@@ -428,7 +523,8 @@ def evaluate_routing(und: Understanding, messages: list[dict[str, Any]],
     per: dict[str, list[int]] = {}
     misses = []
     for m in messages:
-        flow, got = routed_flow(und, str(m["text"]), m.get("role", "user"), m.get("context"), fallback_flow)
+        flow, got = routed_flow(und, str(m["text"]), m.get("role", "user"), m.get("context"), fallback_flow,
+                                m["flow"])
         ok = flow == m["flow"]
         per.setdefault(m["flow"], [0, 0])
         per[m["flow"]][0] += ok

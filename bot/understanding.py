@@ -52,6 +52,8 @@ LEXICAL = tuple(s for s in SIGNALS if s != "e5")
 ROUTE_AT = 0.5
 #: Between this and ROUTE_AT the user gets a numbered "您是想…" list.
 SUGGEST_AT = 0.2
+#: A list is offered only when the top intent has at least this share of the probability.
+SUGGEST_TOP_P = 0.2
 #: The lexical signals alone decide (no encoder) when their confidence reaches this.
 SKIP_ENCODER_AT = 0.97
 
@@ -441,8 +443,11 @@ class Understanding:
         intent = self.intents[top]
         if conf >= ROUTE_AT:
             return Understood("route", intent, conf, how, cands, signals=signals_top)
-        if conf >= SUGGEST_AT:
-            sugg = [self.intents[i] for i in order[:3] if self.classes[i] != KB and prob[i] >= 0.05]
+        lexical_evidence = any(sig[top, SIGNALS.index(n)] > 0 for n in ("chars", "words", "pinyin"))
+        if conf >= SUGGEST_AT and prob[top] >= SUGGEST_TOP_P and lexical_evidence:
+            # (the encoder alone on a word or two is noise: 开始 is not 找工作 nor 提醒我)
+            # a list only where the first ones are close: each offered intent at least a third as likely
+            sugg = [self.intents[i] for i in order[:3] if self.classes[i] != KB and prob[i] >= prob[top] / 3]
             if len(sugg) >= 2:
                 return Understood("suggest", None, conf, how, cands, suggestions=sugg, signals=signals_top)
         return Understood("fallback", None, conf, how, cands, signals=signals_top)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,6 +42,8 @@ from storage.outbox import HIGH, Push, enqueue
 from storage.turnio import ConvRecord, Replayed, TurnIO, TurnStore, UserRecord, turn_store
 
 log = logging.getLogger(__name__)
+#: A message with words in it (not only digits, spaces and phone punctuation).
+_WORDS = re.compile(r"[^\d\s+\-()（）.,，。]")
 
 #: Commands handled by the dispatcher itself (intents may point their ``flow`` at them).
 BUILTIN_COMMANDS = COMMAND_FLOWS
@@ -286,12 +289,13 @@ class Dispatcher:
         reasks, said = ctx.reasks, len(ctx.replies)
         await flow.step(ctx)
         if ctx.picked is None and not ctx.rerouted and ctx.next_flow is None and (
-                ctx.reasks > reasks or ctx.reask_exhausted):
+                ctx.reasks > reasks or ctx.reask_exhausted) and _WORDS.search(ctx.text):
             # Not a valid answer for this step. A message that clearly asks for another feature leaves the
-            # flow and starts it (发起集结 inside 我的信息's edit menu) instead of a re-ask.
+            # flow and starts it (发起集结 inside 我的信息's edit menu) instead of a re-ask. Numbers (a wrong
+            # code, a phone number with a typo) are attempts at an answer: they get the flow's re-ask.
             got = await self.understand(ctx.text, ctx.user.role_set, in_flow=True)
             if (got.decision == "route" and got.intent is not None and got.confidence >= LET_GO_AT
-                    and got.intent.flow != SMALLTALK_FLOW):
+                    and got.intent.flow not in (SMALLTALK_FLOW, flow.name)):
                 del ctx.replies[said:]
                 ctx.reask_exhausted = False
                 await self._let_go(ctx, flow, got.intent, got.slots)

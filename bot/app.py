@@ -19,6 +19,7 @@ from bot.dispatcher import BUILTIN_COMMANDS, Dispatcher
 from bot.gateway import Gateway
 from bot.httpserver import GUARD, ConnectionGuard, guard_middleware, quiet_client_errors
 from bot.intents import IntentMatcher, load_intents
+from bot.understanding import Understanding, understanding_for
 from flows.api import Services, flows, load_all, startup_hooks
 from storage.db import Database, DatabaseUnavailable, is_conflict
 
@@ -54,12 +55,30 @@ RUNTIME = web.AppKey("runtime", Runtime)
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
+def known_flow_names() -> set[str]:
+    """Every flow an intent may name (registered flows and the dispatcher's own commands)."""
+    load_all()
+    return set(flows()) | set(BUILTIN_COMMANDS)
+
+
 def load_matcher(config: Config) -> IntentMatcher:
     """Load flows and the intent catalogue, validating every intent's flow name."""
-    load_all()
-    known = set(flows()) | set(BUILTIN_COMMANDS)
+    known = known_flow_names()
     intents = load_intents(config.path(config.bot.intents_dir), known)
     return IntentMatcher(intents, accept=config.bot.fuzzy_accept, suggest=config.bot.fuzzy_suggest)
+
+
+async def understanding_of(matcher: IntentMatcher, services: Services) -> Understanding:
+    """The understanding layer over the catalogue and the Q&A engine (built in a thread, once per process:
+    calibrating embeds every example)."""
+    import asyncio
+
+    engine = services.qa_engine
+    if engine is None and services.config.qa.kb:
+        from flows.policy_qa.flow import engine_of
+
+        engine = await engine_of(services)
+    return await asyncio.to_thread(understanding_for, matcher, engine)
 
 
 async def build_runtime(config: Config, *, clock: Clock | None = None, db: Database | None = None,
@@ -80,10 +99,12 @@ async def build_runtime(config: Config, *, clock: Clock | None = None, db: Datab
                             f"known: {', '.join(sorted(flows()))}")
         for hook in startup_hooks():
             await hook(services)
+        understanding = await understanding_of(matcher, services)
     except BaseException:
         await db.close()
         raise
     dispatcher = Dispatcher(db, services, matcher, clock)
+    dispatcher.understanding = understanding
     runtime = Runtime(config, db, clock, services, matcher, dispatcher)
     if config.speech.webhook_url:
         # Voice messages without WeChat's Recognition go to our recogniser first (bot/voice.py).

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from sqlalchemy import update
 
 from bot.clock import Clock
 from bot.intents import Intent, IntentMatcher
+from bot.understanding import COMMAND_FLOWS, SMALLTALK_FLOW, Understanding, Understood
 from flows.api import (
     Context,
     Flow,
@@ -55,9 +57,14 @@ if TYPE_CHECKING:
     from bot.voice import VoicePipeline
 
 log = logging.getLogger(__name__)
+#: A message with words in it (not only digits, spaces and phone punctuation).
+_WORDS = re.compile(r"[^\d\s+\-()（）.,，。]")
 
 #: Commands handled by the dispatcher itself (intents may point their ``flow`` at them).
-BUILTIN_COMMANDS = frozenset({"cancel", "back"})
+BUILTIN_COMMANDS = COMMAND_FLOWS
+#: Confidence of the understanding layer at which a message that is not an answer to the flow's step
+#: leaves the flow for the intent it names (bot/understanding.py calibrates confidences on the catalogue).
+LET_GO_AT = 0.6
 #: What a user hears when a flow or intent needs a role they do not have.
 STAFF_ONLY = "该功能仅限工作人员使用。回复“帮助”查看您可以使用的功能。"
 #: Kept (for WeChat's retries) instead of a reply that carried a one-time secret (``ctx.secret_reply``).
@@ -99,6 +106,9 @@ class Dispatcher:
         #: Our speech recogniser for voice messages WeChat sent without Recognition (set by
         #: :func:`bot.app.build_runtime` when ``speech.webhook_url`` is configured).
         self.voice: VoicePipeline | None = None
+        #: The understanding layer (bot/understanding.py), set by the runtime; None: exact and fuzzy
+        #: matching only (unit tests of the dispatcher alone).
+        self.understanding: Understanding | None = None
 
     def start(self, openid: str, inbound: Inbound, dedup_key: str,
               control: TurnControl | None = None) -> asyncio.Future[str | None]:
@@ -246,12 +256,26 @@ class Dispatcher:
         await self._flow_step(ctx)
         return True
 
-    async def _match_and_start(self, ctx: Context) -> None:
-        m = self.matcher.match(ctx.text, ctx.user.role_set)
-        if m.intent is not None:
+    async def understand(self, text: str, roles: set[str], *, in_flow: bool = False) -> Understood:
+        """The understanding layer's decision (exact rules on the loop, meaning in a worker thread)."""
+        und = self.understanding
+        if und is None:  # a runtime built without the layer (unit tests of the dispatcher alone)
+            m = self.matcher.match(text, roles)
+            if m.intent is not None:
+                return Understood("route", m.intent, m.score / 100, m.how, slots=m.slots)
+            if m.suggestions:
+                return Understood("suggest", None, m.score / 100, m.how, suggestions=m.suggestions)
+            return Understood("fallback", None, m.score / 100, m.how)
+        return await und.decide_async(text, roles, in_flow=in_flow)
+
+    async def _match_and_start(self, ctx: Context, got: Understood | None = None) -> None:
+        m = got or await self.understand(ctx.text, ctx.user.role_set)
+        log.debug("route %s intent=%s confidence=%.2f how=%s", m.decision, m.intent.id if m.intent else None,
+                  m.confidence, m.how)
+        if m.decision == "route" and m.intent is not None:
             await self._start_intent(ctx, m.intent, m.slots)
             return
-        if m.suggestions:
+        if m.decision == "suggest" and m.suggestions:
             ctx.choose([(i.help or i.id, i.id) for i in m.suggestions], header="您是想：",
                        footer="回复数字选择；都不是请直接换个说法。", kind="intent")
             return
@@ -272,6 +296,7 @@ class Dispatcher:
         if intent.flow in BUILTIN_COMMANDS:
             await self._command(ctx, intent)
             return
+        ctx.intent_id = intent.id
         await self._start_flow(ctx, intent.flow, slots)
 
     async def _start_flow(self, ctx: Context, name: str, slots: dict[str, str]) -> None:
@@ -293,7 +318,25 @@ class Dispatcher:
         flow = get_flow(ctx.flow)
         if not self._still_allowed(ctx, flow):
             return
+        if ctx.picked is None:
+            named = self.matcher.entry_named(ctx.text, ctx.user.role_set)
+            if named is not None:  # 英烈名录 typed again at the search step: the feature, not a search
+                await self._let_go(ctx, flow, named, {})
+                return
+        reasks, said = ctx.reasks, len(ctx.replies)
         await flow.step(ctx)
+        if ctx.picked is None and not ctx.rerouted and ctx.next_flow is None and (
+                ctx.reasks > reasks or ctx.reask_exhausted) and _WORDS.search(ctx.text):
+            # Not a valid answer for this step. A message that clearly asks for another feature leaves the
+            # flow and starts it (发起集结 inside 我的信息's edit menu) instead of a re-ask. Numbers (a wrong
+            # code, a phone number with a typo) are attempts at an answer: they get the flow's re-ask.
+            got = await self.understand(ctx.text, ctx.user.role_set, in_flow=True)
+            if (got.decision == "route" and got.intent is not None and got.confidence >= LET_GO_AT
+                    and got.intent.flow not in (SMALLTALK_FLOW, flow.name)):
+                del ctx.replies[said:]
+                ctx.reask_exhausted = False
+                await self._let_go(ctx, flow, got.intent, got.slots)
+                return
         if ctx.rerouted:
             ctx.clear()
             ctx.rerouted = False
@@ -303,6 +346,18 @@ class Dispatcher:
             name, slots = ctx.next_flow
             ctx.entry = "switch"
             await self._start_flow(ctx, name, slots)
+
+    async def _let_go(self, ctx: Context, flow: Flow, intent: Intent, slots: dict[str, str]) -> None:
+        """Leave ``flow`` (one line saying so) and start ``intent`` in the same turn (取消 / 返回 in own
+        words — 这个不办了 — act on the flow as the commands do)."""
+        if intent.flow in BUILTIN_COMMANDS:
+            await self._command(ctx, intent)
+            return
+        if intent.flow != flow.name:
+            ctx.say(f"已退出“{flow.title or '当前事项'}”。")
+        ctx.clear()
+        ctx.entry = "text"
+        await self._start_intent(ctx, intent, slots)
 
     def _still_allowed(self, ctx: Context, flow: Flow) -> bool:
         """A flow's roles hold at every step, not only at its start: a staff member whose role was taken

@@ -98,6 +98,30 @@ def _strings(value: Any, path: Path, line: int | None, key: str, iid: str) -> tu
 
 def load_intents(folder: Path, known_flows: set[str] | None = None) -> list[Intent]:
     """Load and validate every ``*.yaml`` in ``folder``. Raises YamlFileError on the first problem."""
+    errors: list[YamlFileError] = []
+    intents = _load(folder, known_flows, errors, stop=True)
+    return intents
+
+
+def check_intents(folder: Path, known_flows: set[str] | None = None) -> tuple[list[Intent], list[YamlFileError]]:
+    """Load every ``*.yaml`` in ``folder`` and collect ALL problems (file, line, hint) instead of stopping
+    at the first: the intents that loaded, and the errors. Also an example shared by two intents."""
+    errors: list[YamlFileError] = []
+    intents = _load(folder, known_flows, errors, stop=False)
+    owner: dict[str, Intent] = {}
+    for i in intents:
+        for e in i.examples:
+            key = normalize(e)
+            if not key:
+                continue
+            first = owner.setdefault(key, i)
+            if first.id != i.id:
+                errors.append(YamlFileError(Path(i.file), i.line, f"intent '{i.id}': example {e!r} is also an "
+                                            f"example of '{first.id}'", f"keep it in one intent (see {first.file}:{first.line})"))
+    return intents, errors
+
+
+def _load(folder: Path, known_flows: set[str] | None, errors: list[YamlFileError], *, stop: bool) -> list[Intent]:
     if not folder.is_dir():
         raise YamlFileError(folder, None, "intents folder not found", "set bot.intents_dir in the config")
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
@@ -107,20 +131,32 @@ def load_intents(folder: Path, known_flows: set[str] | None = None) -> list[Inte
     seen: dict[str, tuple[str, int]] = {}
     menu_seen: dict[str, tuple[str, int]] = {}
     for path in files:
-        doc = load_yaml(path)
-        if doc is None:
+        try:
+            doc = load_yaml(path)
+            if doc is None:
+                continue
+            if not isinstance(doc, dict) or "intents" not in doc:
+                raise YamlFileError(path, 1, "expected a top-level 'intents:' list", "start the file with 'intents:'")
+            extra = [k for k in doc if k != "intents"]
+            if extra:
+                raise YamlFileError(path, line_of(doc, extra[0]), f"unknown top-level key '{extra[0]}'",
+                                    "only 'intents:' is allowed at the top")
+            items = doc["intents"] or []
+            if not isinstance(items, list):
+                raise YamlFileError(path, line_of(doc, "intents"), "'intents' must be a list",
+                                    "each item starts with '- id:'")
+        except YamlFileError as e:
+            if stop:
+                raise
+            errors.append(e)
             continue
-        if not isinstance(doc, dict) or "intents" not in doc:
-            raise YamlFileError(path, 1, "expected a top-level 'intents:' list", "start the file with 'intents:'")
-        extra = [k for k in doc if k != "intents"]
-        if extra:
-            raise YamlFileError(path, line_of(doc, extra[0]), f"unknown top-level key '{extra[0]}'",
-                                "only 'intents:' is allowed at the top")
-        items = doc["intents"] or []
-        if not isinstance(items, list):
-            raise YamlFileError(path, line_of(doc, "intents"), "'intents' must be a list", "each item starts with '- id:'")
         for item in items:
-            intents.append(_one(path, item, known_flows, seen, menu_seen))
+            try:
+                intents.append(_one(path, item, known_flows, seen, menu_seen))
+            except YamlFileError as e:
+                if stop:
+                    raise
+                errors.append(e)
     return intents
 
 
@@ -201,27 +237,68 @@ class IntentMatcher:
         self.by_id = {i.id: i for i in intents}
         self.accept, self.suggest = accept, suggest
         self._menu = {k: i for i in intents for k in i.menu_keys}
-        self._global = {normalize(p): i for i in intents if i.is_global for p in (*i.examples, *i.keywords)}
+        self._global = {normalize(p): i for i in intents if i.is_global for p in (*i.examples, *i.keywords)
+                        if normalize(p)}
+        # Symbol-only commands (？) by their raw text: normalising would leave nothing (and match any emoji).
+        self._global_raw = {p.strip(): i for i in intents if i.is_global for p in i.examples if not normalize(p)}
         self._examples: list[tuple[str, Intent]] = [
             (strip_fillers(normalize(e)), i) for i in intents if not i.is_global for e in i.examples
         ]
         # A global intent's keywords also match inside a sentence (我要转人工), like any other intent's.
         self._keyword_intents = [i for i in intents if i.keywords]
         self._regex_intents = [i for i in intents if i.regex]
+        self._entry_names: dict[str, Intent] = {}
+        for i in intents:
+            if (i.menu or i.menu_keys) and not i.is_global:
+                for t in (*i.examples, *i.keywords):
+                    self._entry_names.setdefault(strip_fillers(normalize(t)), i)
+
+    def entry_named(self, text: str, roles: set[str]) -> Intent | None:
+        """The feature a message names exactly — the whole text is an example or keyword of an intent of
+        the 帮助 menu or the custom menu (英烈名录, 发起集结, 我的信息) — else None. Inside a flow such a
+        message leaves the flow for that feature, even at a step that takes any text."""
+        key = strip_fillers(normalize(text))
+        if not key or key.isdigit():
+            return None
+        intent = self._entry_names.get(key)
+        return intent if intent is not None and intent.allowed(roles) else None
 
     def by_menu_key(self, key: str) -> Intent | None:
         return self._menu.get(key)
 
     def global_command(self, text: str) -> Intent | None:
         """A global command (帮助, 取消, 返回, 人工 …) when the whole text is one."""
-        return self._global.get(normalize(text))
+        key = normalize(text)
+        return self._global.get(key) if key else self._global_raw.get(text.strip())
 
     def menu_intents(self, roles: set[str]) -> list[Intent]:
         """The 帮助 menu for a user with ``roles``, in menu order (file order breaks ties)."""
         items = [i for i in self.intents if i.menu and i.allowed(roles)]
         return sorted(items, key=lambda i: i.menu_order)
 
+    def exact(self, text: str, roles: set[str] | None = None) -> Match | None:
+        """The exact rules only: a global command (the whole text is one) or a regex. None otherwise.
+
+        These keep priority over matching by meaning (:mod:`bot.understanding`) and never need the
+        sentence encoder."""
+        roles = roles or set()
+        g = self.global_command(text)
+        if g is not None and g.allowed(roles):
+            return Match(g, "global", 100.0)
+        light = light_normalize(text)
+        for intent in self._regex_intents:
+            if not intent.allowed(roles):
+                continue
+            for rx in intent.regex:
+                m = rx.search(light)
+                if m:
+                    slots = {k: v.strip() for k, v in m.groupdict().items() if v}
+                    return Match(intent, "regex", 100.0, slots)
+        return None
+
     def match(self, text: str, roles: set[str] | None = None) -> Match:
+        """The lexical matcher alone (exact rules, keywords, fuzzy examples); the dispatcher uses
+        :class:`bot.understanding.Understanding`, which adds meaning and a calibrated confidence."""
         roles = roles or set()
         g = self.global_command(text)
         if g is not None and g.allowed(roles):

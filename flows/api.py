@@ -199,6 +199,8 @@ class Context:
         self.began: tuple[str | None, str | None] = (self.state.flow, self.state.step)
         # Named groups of the intent regex that started the flow (e.g. 找工作 保安 -> {"words": "保安"}).
         self.intent_slots: dict[str, str] = {}
+        #: The id of the intent that started the current flow this turn (None: a flow continuing, a switch).
+        self.intent_id: str | None = None
         #: How the current flow was entered: "text" (an intent matched the user's words), "choice"
         #: (a numbered menu pick), "menu" (a custom-menu click), "fallback" (no intent claimed the
         #: text), "switch" (another flow handed over) or "back" (返回 at the first step: the flow starts

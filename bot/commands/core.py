@@ -44,14 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("intents", help="意图：检查 intents/*.yaml", description="Intent catalogue tools.")
     isub = i.add_subparsers(dest="intents_cmd", required=True)
-    ic = isub.add_parser("check", help="validate intents/*.yaml (flows, duplicates, regex, examples)")
+    ic = isub.add_parser("check", help="validate intents/*.yaml: ALL problems with file, line and hint, and every "
+                         "example run through the matcher (one that routes elsewhere is an error)")
     add_config(ic)
     ic.add_argument("--dir", type=Path, help="intents folder (default: bot.intents_dir)")
+    ic.add_argument("--no-examples", action="store_true",
+                    help="only validate the files (skip running every example through the matcher)")
     ic.set_defaults(func=_intents_check)
-    im = isub.add_parser("match", help="show which intent a text goes to")
+    im = isub.add_parser("match", help="show the dispatcher's decision for a text (route / suggest / fallback) "
+                         "with confidence, candidates and signals")
     add_config(im)
     im.add_argument("text")
     im.add_argument("--role", action="append", default=[], help="pretend the user has this role")
+    im.add_argument("--json", action="store_true",
+                    help='print {"intent", "flow", "decision", "confidence", "candidates", …} as JSON')
     im.set_defaults(func=_intents_match)
 
     ch = sub.add_parser("chat", help="终端聊天：以用户身份和机器人对话，或运行对话脚本",
@@ -211,27 +217,66 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _intents_check(args: argparse.Namespace) -> int:
-    from bot.app import load_matcher
+    from bot.app import known_flow_names
+    from bot.intents import IntentMatcher, check_intents
 
     cfg = config_of(args)
     if args.dir:
         cfg.bot.intents_dir = str(args.dir.resolve())
-    m = load_matcher(cfg)
-    print(f"ok: {len(m.intents)} intents, {sum(len(i.examples) for i in m.intents)} examples, "
-          f"{len({k for i in m.intents for k in i.menu_keys})} menu keys")
+    intents, errors = check_intents(cfg.path(cfg.bot.intents_dir), known_flow_names())
+    for e in errors:
+        print(f"error: {e}")
+    checked = 0
+    if intents and not args.no_examples:
+        und = _understanding(cfg, IntentMatcher(intents, accept=cfg.bot.fuzzy_accept, suggest=cfg.bot.fuzzy_suggest))
+        for intent, example, got in und.misrouted_examples():
+            where = got.intent.id if got.intent is not None else (
+                "a list: " + ", ".join(i.id for i in got.suggestions) if got.decision == "suggest" else "the fallback flow")
+            print(f"error: {intent.file}:{intent.line}: intent '{intent.id}': example {example!r} routes to {where} "
+                  f"(confidence {got.confidence:.2f}) (hint: reword it, add a negative, or move it)")
+            errors.append(example)  # type: ignore[arg-type]
+        checked = sum(len(i.examples) for i in intents)
+    if errors:
+        print(f"{len(errors)} problem(s) in {len(intents)} intents")
+        return 1
+    print(f"ok: {len(intents)} intents, {sum(len(i.examples) for i in intents)} examples"
+          + (f" (all {checked} route to their own intent)" if checked else "")
+          + f", {len({k for i in intents for k in i.menu_keys})} menu keys")
     return 0
 
 
+def _understanding(cfg: object, matcher: object) -> object:
+    """The dispatcher's understanding layer for ``matcher`` (loads the Q&A engine: seconds)."""
+    from bot.app import understanding_of
+    from flows.api import Services
+
+    services = Services(config=cfg, clock=None)  # type: ignore[arg-type]
+    return run(understanding_of(matcher, services))  # type: ignore[arg-type]
+
+
 def _intents_match(args: argparse.Namespace) -> int:
+    import json
+
     from bot.app import load_matcher
 
-    m = load_matcher(config_of(args)).match(args.text, set(args.role))
-    if m.intent is not None:
-        print(f"{m.intent.id} -> flow {m.intent.flow} ({m.how}, {m.score:.0f}) {m.slots or ''}")
-    elif m.suggestions:
-        print("suggest: " + ", ".join(i.id for i in m.suggestions) + f" (best {m.score:.0f})")
+    cfg = config_of(args)
+    und = _understanding(cfg, load_matcher(cfg))
+    got = und.decide(args.text, set(args.role))  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(got.as_json(cfg.bot.fallback_flow), ensure_ascii=False))
+        return 0
+    if got.decision == "route" and got.intent is not None:
+        print(f"route: {got.intent.id} -> flow {got.intent.flow} ({got.how}, confidence {got.confidence:.2f})"
+              + (f" {got.slots}" if got.slots else ""))
+    elif got.decision == "suggest":
+        print("suggest: " + ", ".join(i.id for i in got.suggestions) + f" (confidence {got.confidence:.2f})")
     else:
-        print(f"none -> fallback flow (best {m.score:.0f})")
+        print(f"fallback -> flow {cfg.bot.fallback_flow} (confidence {got.confidence:.2f})")
+    if got.candidates:
+        print("candidates: " + ", ".join(f"{c} {p:.2f}" for c, p in got.candidates))
+    if got.signals:
+        print("signals of the top: " + ", ".join(f"{k} {v:.2f}" for k, v in got.signals.items())
+              + ("" if got.used_encoder else " (encoder not needed)"))
     return 0
 
 

@@ -8,7 +8,7 @@ import re
 
 from flows.api import Context, Flow, flow, plain_text
 from flows.jobs.alerts import criteria_of, settings
-from flows.jobs.matching import PostingView, matches, norm_place, rank
+from flows.jobs.matching import PostingView, matches, norm_place, rank, related_job_words
 from flows.jobs.texts import card, short_line
 from storage.jobs import (
     ACTIVE,
@@ -28,7 +28,9 @@ PREV_WORDS = ("上一页", "上页", "上一", "prev", "p")
 
 def word_groups(text: str, categories: dict[str, list[str]]) -> list[list[str]]:
     """Each typed word becomes a group of alternatives: a category name stands for its words; a
-    place name also matches without its suffix (庙坝镇 → 庙坝)."""
+    place name also matches without its suffix (庙坝镇 → 庙坝); a kind of work also matches the words
+    postings use for it (开车 → 司机, 驾驶; :func:`flows.jobs.matching.related_job_words`). Traditional
+    characters are read as simplified (開車 → 开车)."""
     from flows.api import normalize
 
     groups: list[list[str]] = []
@@ -43,6 +45,7 @@ def word_groups(text: str, categories: dict[str, list[str]]) -> list[list[str]]:
         p = norm_place(raw)
         if p != w:
             alts.append(p)
+        alts += [x for x in related_job_words(w) if x not in alts]
         groups.append(alts)
     return groups
 

@@ -47,6 +47,34 @@ def split_words(text: str) -> list[str]:
     return [p for p in (normalize(x) for x in parts) if p]
 
 
+#: Kinds of work in the words people say and the words postings use: a search for one word of a group
+#: also finds postings that use another (开车 finds 货车司机 and 驾驶教练). Plain Chinese, no county names.
+JOB_WORD_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("司机", "开车", "驾驶", "驾驶员", "开货车", "货车", "跑运输", "运输", "跑车", "配送", "送货", "车队", "拉货"),
+    ("保安", "门卫", "看大门", "看门", "安保", "巡逻", "值守", "护卫"),
+    ("厨师", "做饭", "炊事", "炊事员", "厨房", "帮厨", "烧饭", "大厨"),
+    ("电工", "水电", "电气", "电焊", "维修电工"),
+    ("仓库", "仓管", "库管", "保管员", "仓储", "理货"),
+    ("教官", "军训", "教练", "国防教育"),
+    ("保洁", "清洁", "打扫", "环卫"),
+    ("农机", "拖拉机", "收割机", "农机手"),
+    ("物业", "小区", "管理员"),
+)
+_JOB_WORDS = {w: g for g in JOB_WORD_GROUPS for w in g}
+
+
+@lru_cache(maxsize=4096)
+def related_job_words(word: str) -> tuple[str, ...]:
+    """Words postings use for the kind of work ``word`` names (normalised, the word itself not included):
+    开车 → 司机, 驾驶 …; a longer word containing one (开车的, 会开车) counts too. Empty when unknown."""
+    w = normalize(word)
+    found: list[str] = []
+    for key, group in _JOB_WORDS.items():
+        if key == w or (len(key) >= 2 and key in w):
+            found += [x for x in group if x != w and x not in found]
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Criteria:
     """A subscription reduced to what matching needs."""

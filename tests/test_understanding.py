@@ -168,3 +168,27 @@ def test_held_out_routing_stays_above_the_guard(und: Understanding) -> None:
     small = [und.decide(str(m["text"])) for m in doc["smalltalk"]]
     ok = sum(1 for g in small if g.decision == "route" and g.intent is not None and g.intent.flow == "smalltalk")
     assert ok / len(small) >= SMALLTALK_AT_LEAST
+
+
+def test_intents_eval_reports_a_labelled_file_and_refuses_a_malformed_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main as cli
+
+    def main(argv: list[str]) -> int:
+        try:
+            return int(cli(argv) or 0)
+        except SystemExit as e:
+            return int(e.code or 0)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("messages:\n  - {text: 你好}\n", encoding="utf-8")  # no flow label
+    assert main(["intents", "eval", "-c", str(ROOT / "config.example.yaml"), str(bad)]) == 2
+    assert "expected a top-level 'messages' list" in capsys.readouterr().err
+    assert main(["intents", "eval", "-c", str(ROOT / "config.example.yaml"), str(tmp_path / "none.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text("messages:\n  - {text: 帮助, flow: help}\n  - {text: 英烈名录, flow: martyr_search}\n"
+                    "  - {text: 帮助, flow: jobs_search}\n", encoding="utf-8")
+    assert main(["intents", "eval", "-c", str(ROOT / "config.example.yaml"), "--misses", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "routed to the right flow: 2/3 = 66.7%" in out and "miss: '帮助' want jobs_search got help" in out

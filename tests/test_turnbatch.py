@@ -45,7 +45,7 @@ async def test_a_failing_turn_rolls_back_alone_and_the_batch_commits(sqlite_url:
         d = rt.dispatcher
         results = await asyncio.gather(
             d.handle("u_ok1", Inbound(kind="text", text="帮助"), "k1", TurnControl()),
-            d.handle("u_bad", Inbound(kind="text", text="随便说点什么"), "k2", TurnControl()),
+            d.handle("u_bad", Inbound(kind="text", text="子女上学有什么优待政策吗"), "k2", TurnControl()),
             d.handle("u_ok2", Inbound(kind="text", text="人工"), "k3", TurnControl()),
             d.handle("u_ok1", Inbound(kind="text", text="帮助"), "k1", TurnControl()),  # a retry in the same batch
             return_exceptions=True,
@@ -98,7 +98,7 @@ async def test_a_stuck_turn_times_out_alone_and_the_batch_commits(sqlite_url: st
         d = rt.dispatcher
         rt.db.batcher.turn_timeout = 0.2
         results = await asyncio.wait_for(asyncio.gather(
-            d.handle("u_stuck", Inbound(kind="text", text="随便说点什么"), "s1", TurnControl()),
+            d.handle("u_stuck", Inbound(kind="text", text="子女上学有什么优待政策吗"), "s1", TurnControl()),
             d.handle("u_ok", Inbound(kind="text", text="帮助"), "s2", TurnControl()),
             return_exceptions=True,
         ), 10)

@@ -59,7 +59,7 @@ def test_exact_commands_and_regexes_do_not_pay_for_the_encoder(und: Understandin
 def test_a_question_is_encoded_once_for_routing_and_the_qa(und: Understanding) -> None:
     from flows.policy_qa.flow import _ENGINES
 
-    engine = next(iter(_ENGINES.values()))
+    _digest, engine = next(iter(_ENGINES.values()))  # (overlay digest, engine)
     enc = und.parts.encoder
     assert enc is engine.encoder  # one encoder, one query cache
     model = enc._model  # counting the model's own calls (private: test only)

@@ -392,6 +392,11 @@ def _enter(ctx: Context, step: str, slots: dict[str, Any]) -> None:
     ctx.flow, ctx.step, ctx.slots, ctx.stack, ctx.reasks, ctx.ended = Answer.name, step, slots, [], 0, False
 
 
+#: Readings that only acknowledge (好的, 收到, 嗯): an answer from a member who has not answered, never a
+#: change of an answer already given.
+ACKNOWLEDGEMENTS = frozenset({"acknowledged", "only an interjection"})
+
+
 @before_route
 async def open_callup_answer_first(ctx: Context) -> bool:
     """An answer to an open call-up wins over a menu left open or a flow in progress (issue 14, item 13),
@@ -400,8 +405,9 @@ async def open_callup_answer_first(ctx: Context) -> bool:
     For a member who has NOT answered their newest call-up: 1 / 2 / 3 and clear own words are recorded;
     unsure words (嗯 · 对不起) get one "1 到 / 2 晚到 / 3 不能到" question. A question the bot asked AFTER the
     member was called (a menu opened since) keeps its digits: the member is answering that. For a member
-    who has answered, only clear own words with nothing else waiting change the answer (去不了了); digits
-    go the usual way (the callup_answer intent when no menu is open)."""
+    who has answered, only clear own words with nothing else waiting change the answer (去不了了; not 好的 or
+    收到, which acknowledge the bot's reply); digits go the usual way (the callup_answer intent when no menu
+    is open). A message an exact rule gives to another intent (请假 三天) is left to it."""
     if "volunteer" not in ctx.user.role_set or ctx.flow == Answer.name:
         return False
     digit = ctx.choice(3)
@@ -410,6 +416,10 @@ async def open_callup_answer_first(ctx: Context) -> bool:
         reading = parse_callup_answer(ctx.text)
         if reading is None or reading.confidence < CONFIRM:
             return False
+        matcher = ctx.services.matcher
+        claimed = matcher.exact(ctx.text, ctx.user.role_set) if matcher is not None else None
+        if claimed is not None and claimed.intent is not None and claimed.intent.flow != Answer.name:
+            return False  # a command of its own (请假 三天 → leave, not 不能到): it runs as typed
     rows = await repo.active_answers_of(ctx.session, ctx.openid)
     if not rows:
         return False
@@ -427,8 +437,8 @@ async def open_callup_answer_first(ctx: Context) -> bool:
             return True
         await _record(ctx, target.callup_id, target.member_id, reading, len(rows) - 1, from_words=digit is None)
         return True
-    if reading is None or not reading.recordable or ctx.asked_at is not None:
-        return False
+    if reading is None or not reading.recordable or ctx.asked_at is not None or reading.why in ACKNOWLEDGEMENTS:
+        return False  # (好的 / 收到 after answering acknowledges the bot's reply: it changes nothing)
     latest = rows[0]
     await _record(ctx, latest.callup_id, latest.member_id, reading, len(rows) - 1, from_words=True)
     return True

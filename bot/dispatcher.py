@@ -224,6 +224,10 @@ class Dispatcher:
         # 4. The active flow's next step (its roles checked again).
         if ctx.flow:
             await self._flow_step(ctx)
+            if (offered and not ctx.choices and ctx.flow == conv.state.flow and ctx.step == conv.state.step
+                    and ctx.reasks > conv.state.reasks):
+                # A re-ask of the same step keeps its numbered options: a digit still answers it.
+                ctx.choices, ctx.choice_kind = list(offered), conv.state.choice_kind
             return
         # 5. A new request: an intent, "您是想…" options, or the fallback flow.
         await self._match_and_start(ctx)

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from bot.voice import VoicePipeline
 
 log = logging.getLogger(__name__)
+#: A bare number (a menu pick typed when no menu is open), ASCII or full-width digits.
+_BARE_NUMBER = re.compile(r"[0-9０-９]{1,4}")
 #: A message with words in it (not only digits, spaces and phone punctuation).
 _WORDS = re.compile(r"[^\d\s+\-()（）.,，。]")
 
@@ -273,6 +275,14 @@ class Dispatcher:
         return await und.decide_async(text, roles, in_flow=in_flow)
 
     async def _match_and_start(self, ctx: Context, got: Understood | None = None) -> None:
+        if (got is None and _BARE_NUMBER.fullmatch(ctx.text.strip())
+                and self.matcher.exact(ctx.text, ctx.user.role_set) is None):
+            # A number with no options open (they were used, or have lapsed) and no exact rule for it (an
+            # open call-up's 1/2/3 has one): not a question for the policy Q&A, not small talk (233), not a
+            # knowledge gap — say so and show the menu to pick from.
+            ctx.say("现在没有等您选择的编号（上次的选项已经用过或已过期）。")
+            await self._start_intent_id(ctx, "help")
+            return
         m = got or await self.understand(ctx.text, ctx.user.role_set)
         log.debug("route %s intent=%s confidence=%.2f how=%s", m.decision, m.intent.id if m.intent else None,
                   m.confidence, m.how)

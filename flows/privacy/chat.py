@@ -21,6 +21,7 @@ EXPORT_KIND = "privacy_export"
 #: A reply to the 注销 question is byte-limited like any reply; the link must never be the part cut off.
 _BUDGET = 1900
 _WEAK = frozenset({"嗯", "嗯嗯", "恩", "恩恩", "嗯呐", "嗯哪", "好吧", "那好", "那行", "哦", "噢", "好吧好吧"})
+_STRONG_YES = re.compile(r"确认|确定|同意")
 _KEEP_WORDS = re.compile(r"^(?:我)?(?:不|别|不要|先不|暂时不|还是不)(?:要)?(?:删|注销|清除)")
 _ERASE_WORDS = re.compile(r"^(?:我)?(?:确认|确定|同意|要)?(?:删除|注销|删掉|删了|清除)(?:吧|掉|了|全部|我的信息|我的数据|信息|数据)*$")
 
@@ -87,16 +88,16 @@ class MyData(Flow):
 
 
 def _confirmed(text: str) -> bool | None:
-    """True for a clear yes to erasing (确认, 确定, 好的, 删除吧), False for a no, None otherwise. A bare
-    嗯 is not enough for something that cannot be undone."""
+    """True for a clear yes to erasing (确认, 确定, 同意, 删除吧), False for a no, None otherwise. An
+    everyday yes (嗯, 好的, 行) is not enough for something that cannot be undone."""
     bare = re.sub(r"\W+", "", normalize(text))
     if _KEEP_WORDS.match(bare):
         return False
     if _ERASE_WORDS.match(bare):
         return True
     yn = parse_yes_no(text, digits=False)
-    if yn is True and bare in _WEAK:
-        return None
+    if yn is True and (bare in _WEAK or not _STRONG_YES.search(bare)):
+        return None  # 好的 / 行 / 可以 agree to anything; erasing cannot be undone: ask for 确认
     return yn
 
 

@@ -42,6 +42,7 @@ async def test_erasure_needs_a_clear_yes(db_url: str) -> None:
         r = await say(chat, "注销")
         assert "我的信息" in r and "同意记录" in r and "确认删除请回复“确认”" in r
         assert "确认删除请回复" in await say(chat, "嗯")  # a bare 嗯 erases nothing
+        assert "确认删除请回复" in await say(chat, "好的")  # nor an everyday yes (it cannot be undone)
         assert "没有删除" in await say(chat, "不删了")
         await say(chat, "删除我的信息")
         assert "已退出“注销" in await say(chat, "取消")  # the global way out works here too

@@ -242,6 +242,9 @@ def build_engine(config: Any, rows: Sequence[store.OverlayRow], previous: Any = 
         try:
             eng = QAEngine(entries, synonyms, userdict, use_encoder=False, **kwargs)
             _reuse_embeddings(eng, previous)
+            # The constructor calibrated a lexical-only engine; calibrate again with the encoder in place,
+            # or the hot-reloaded engine decides otherwise than the same KB loaded at start-up.
+            eng.calibrate()
             return eng
         except Exception as e:  # the engine's insides changed: build it the long way
             log.warning("qa: could not reuse the previous engine's embeddings (%s); embedding all", e)

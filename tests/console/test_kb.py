@@ -265,6 +265,11 @@ def test_a_rebuild_reuses_the_embeddings_of_unchanged_questions(tmp_path) -> Non
     full = overlay.build_engine(cfg, rows)
     assert reused._kb_vecs.shape == full._kb_vecs.shape
     assert np.allclose(reused._kb_vecs, full._kb_vecs, atol=1e-5)
+    # ... and calibrated as that engine is (it was calibrated before the encoder was in place, so a hot
+    # reload answered otherwise than the same KB at start-up: a walk-through saw a list become an answer).
+    assert reused.profile is not None and full.profile is not None
+    assert np.isclose(reused.profile.pos, full.profile.pos, atol=1e-4)
+    assert np.isclose(reused.profile.neg, full.profile.neg, atol=1e-4)
     assert reused.ask("这是后台新加的一种问法").entry.answer == "新的回答"
 
 

@@ -26,6 +26,11 @@ ACTION_WORDS.update({"kb.create": "新增知识库条目", "kb.edit": "修改知
                      "import.martyrs": "导入英烈名录", "import.jobs": "导入招聘岗位"})
 TARGET_WORDS.update({"kb_entry": "知识库条目", "import": "导入"})
 TARGET_LINKS.update({"kb_entry": "/staff/kb/entry/{}"})
+# 人工 and staff on duty
+ACTION_WORDS.update({"ticket.reply": "回复人工留言", "ticket.close": "结束人工服务", "user.leave": "设为请假",
+                     "user.duty": "恢复在岗"})
+TARGET_WORDS.update({"ticket": "人工留言"})
+TARGET_LINKS.update({"ticket": "/staff/inbox/{}"})
 PAGE = 50
 
 

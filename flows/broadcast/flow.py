@@ -7,7 +7,7 @@ the console and ``vetbot broadcast --dry-run`` give (who the audience covers and
 
 from __future__ import annotations
 
-from flows.api import Context, Flow, flow
+from flows.api import Context, Flow, flow, match_township
 from flows.broadcast import service
 from flows.callup.staff import resolve_teams
 from storage.console import STAFF_ROLES, is_staff
@@ -99,6 +99,13 @@ class BroadcastChat(Flow):
             await self.prompt(ctx, "confirm")
         elif ctx.step == "township":
             town = str(ctx.picked) if ctx.picked is not None else ctx.text.replace(" ", "")
+            if ctx.picked is None:
+                # 城关 → 城关镇: the names people registered, then the configured list (bot.townships).
+                known = [t for t, _ in await service.known_townships(ctx.session)]
+                names = list(dict.fromkeys([*known, *ctx.services.config.bot.townships]))
+                got = match_township(town, names)
+                if got is not None and got.confidence >= 0.9 and not got.alternatives:
+                    town = got.name
             if not 2 <= len(town) <= 20:
                 ctx.reask("请输入乡镇名称（2-20个字），例如：城关镇")
                 return

@@ -400,3 +400,15 @@ async def test_a_large_notice_is_queued_in_chunks_from_every_entry_point(site: S
     assert await asyncio.to_thread(vetbot, "broadcast", "-c", str(ROOT / "config.example.yaml"), "--title", "第五条",
                                    "--text", "内容") == 0
     assert "已排队 11 条" in capsys.readouterr().out
+
+
+async def test_chat_broadcast_by_township_takes_the_short_name(site: Site) -> None:
+    """群发通知 → 按乡镇 → 竹阳 reaches the followers of 竹阳街道 (a walk-through got 0 people for 城关 → 城关镇)."""
+    await _followers(site)
+    await site.chat(STAFF, "群发通知")
+    await site.chat(STAFF, "通知")
+    await site.chat(STAFF, "正文内容")
+    reply = await site.chat(STAFF, "3")
+    assert reply is not None and "竹阳街道" in reply
+    reply = await site.chat(STAFF, "竹阳")
+    assert reply is not None and "将发送给 3 人" in reply and "竹阳街道" in reply

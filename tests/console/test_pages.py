@@ -104,6 +104,15 @@ async def test_create_a_callup_with_the_chats_checks_then_board_close_and_audit(
     assert "未绑定微信，请电话通知" in body and "data-refresh-url" in body
     part = await (await site.client.get(board_url + "/board")).text()
     assert "<html" not in part and 'id="c-confirmed">1/3<' in part
+    # A late arrival: the board's headline is the figure chat's 集结状态 gives (where late arrivals count
+    # towards the quorum, they are in it: a walk-through saw 1/3 on the board beside 已确认 2/3 in chat).
+    late = roster_rows(TEAMS, 3)[0].openid
+    assert "已记录：晚到" in (await site.chat(late or "", "晚二十分钟到") or "")
+    status = await site.chat(STAFF, "集结状态") or ""
+    m_head = re.search(r"已确认 (\d+)/3", status)
+    assert m_head, status
+    body = await (await site.client.get(board_url)).text()
+    assert f'id="c-confirmed">{m_head.group(1)}/3<' in body, status
     # Close (a confirmation page first), then the audit trail.
     assert "确认结束" in await (await site.client.get(board_url + "/close")).text()
     resp = await site.client.post(board_url + "/close", data={"csrf": csrf}, allow_redirects=False)

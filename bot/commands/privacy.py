@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=_purge)
     c = psub.add_parser("check", help="every table and text column has a personal-data declaration (exit 1 if not)")
+    add_config(c)  # accepted like every command's (the check reads the models, not a database)
     c.set_defaults(func=_check)
 
 

@@ -373,6 +373,10 @@ async def record_answer(session: AsyncSession, services: Services, callup_id: in
         # Only a member who does not count yet becomes standby; one already counted (晚到 where
         # late arrivals count) who now says 到 keeps their place (issue 14.11).
         new = STANDBY
+    if new == LATE and eta_min is None and old == LATE:
+        # 晚到 again without a time (a 2 after 晚半个钟头) keeps the estimate the member gave.
+        before = await session.get(CallUpTarget, target_id)
+        eta_min = before.eta_min if before is not None else None
     eta = eta_min if new == LATE else None
     await repo.write_answer(session, callup_id=callup_id, member_id=member_id, target_id=target_id, answer=answer,
                             recorded_as=new, eta_min=eta, via=via, now=now)

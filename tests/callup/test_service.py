@@ -107,6 +107,20 @@ async def test_late_counts_only_where_the_type_says_so(env: Env) -> None:
     assert (r["late"], r["counted"], r["state"]) == (1, 0, "open")
 
 
+async def test_late_again_without_a_time_keeps_the_estimate(env: Env) -> None:
+    # A walk-through: by SMS 大概晚半个钟头, then 2 — the 30 minutes were lost and the board said 未说.
+    cid = await create(env, kind="其他", needed=3)
+    await answer(env, cid, 2, "late", eta=30)
+    await answer(env, cid, 2, "late")
+    async with env.db.session() as s:
+        t = (await s.execute(select(CallUpTarget).where(CallUpTarget.callup_id == cid))).scalars().all()
+    assert [x.eta_min for x in t if x.status == "late"] == [30]
+    await answer(env, cid, 2, "late", eta=10)  # a new estimate replaces it
+    async with env.db.session() as s:
+        t = (await s.execute(select(CallUpTarget).where(CallUpTarget.callup_id == cid))).scalars().all()
+    assert [x.eta_min for x in t if x.status == "late"] == [10]
+
+
 async def test_last_answer_wins_and_every_answer_is_kept(env: Env) -> None:
     cid = await create(env, needed=3)
     for a in ("yes", "no", "late", "yes"):

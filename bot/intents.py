@@ -300,18 +300,9 @@ class IntentMatcher:
         """The lexical matcher alone (exact rules, keywords, fuzzy examples); the dispatcher uses
         :class:`bot.understanding.Understanding`, which adds meaning and a calibrated confidence."""
         roles = roles or set()
-        g = self.global_command(text)
-        if g is not None and g.allowed(roles):
-            return Match(g, "global", 100.0)
-        light = light_normalize(text)
-        for intent in self._regex_intents:
-            if not intent.allowed(roles):
-                continue
-            for rx in intent.regex:
-                m = rx.search(light)
-                if m:
-                    slots = {k: v.strip() for k, v in m.groupdict().items() if v}
-                    return Match(intent, "regex", 100.0, slots)
+        exact = self.exact(text, roles)
+        if exact is not None:
+            return exact
         norm = normalize(text)
         best: tuple[int, int, Intent] | None = None
         for intent in self._keyword_intents:

@@ -167,6 +167,15 @@ class Understanding:
         self.classes: list[str] = [i.id for i in matcher.intents] + [KB]
         self._cls_index = {c: k for k, c in enumerate(self.classes)}
         self.intents = list(matcher.intents)
+        #: normalised example → the intents that list it (see :meth:`by_example`); own-words commands left out.
+        self._example_index: dict[str, list[Intent]] = {}
+        for i in self.intents:
+            if i.flow in COMMAND_FLOWS:
+                continue
+            for e in i.examples:
+                key = normalize(e)
+                if key and i not in self._example_index.setdefault(key, []):
+                    self._example_index[key].append(i)
         units: list[tuple[int, str, bool]] = []  # (class, raw text, is an example)
         for k, intent in enumerate(self.intents):
             for e in intent.examples:
@@ -338,15 +347,29 @@ class Understanding:
             return None
         return Understood("route", m.intent, 1.0, m.how, [(m.intent.id, 1.0)], dict(m.slots))
 
+    def by_example(self, text: str, roles: set[str]) -> Understood | None:
+        """A message that is, normalised, an example of one intent the user may use (我的信息, 英烈名录):
+        that intent, certain, without scoring or the encoder. Own-words commands (取消 / 返回 in a flow's
+        words) are left to :meth:`decide`, which knows whether the user is in a flow."""
+        found = [i for i in self._example_index.get(normalize(text), ()) if i.allowed(roles)]
+        if len({i.id for i in found}) != 1:
+            return None
+        return Understood("route", found[0], 1.0, "example", [(found[0].id, 1.0)])
+
     def decide(self, text: str, roles: set[str] | None = None, *, exact: bool = True,
-               use_encoder: bool = True, in_flow: bool = False) -> Understood:
+               use_encoder: bool = True, in_flow: bool = False, examples: bool = True) -> Understood:
         """The decision for ``text`` from a user with ``roles``. Blocking (may run the encoder): call it
         from a worker thread on a server (:meth:`decide_async`). ``in_flow``: the user is inside a flow
-        (取消 / 返回 in own words count only there)."""
+        (取消 / 返回 in own words count only there). ``examples=False`` skips :meth:`by_example` (``intents
+        check`` runs each example through the scoring itself)."""
         roles = roles or set()
         text = (text or "")[:1000]
         if exact:
             hit = self.exact(text, roles)
+            if hit is not None:
+                return hit
+        if examples:
+            hit = self.by_example(text, roles)
             if hit is not None:
                 return hit
         if not normalize(text):
@@ -415,10 +438,11 @@ class Understanding:
         """:meth:`decide` with the exact rules on the loop and the rest in a worker thread."""
         import asyncio
 
-        hit = self.exact(text, roles or set())
+        hit = self.exact(text, roles or set()) or self.by_example(text, roles or set())
         if hit is not None:
             return hit
-        return await asyncio.to_thread(lambda: self.decide(text, roles, exact=False, in_flow=in_flow))
+        return await asyncio.to_thread(lambda: self.decide(text, roles, exact=False, in_flow=in_flow,
+                                                           examples=False))
 
     def _signals_e5(self, qvec: np.ndarray) -> np.ndarray:
         assert self.unit_vecs is not None
@@ -461,7 +485,7 @@ class Understanding:
         for intent in self.intents:
             roles = set(intent.roles)
             for e in intent.examples:
-                got = self.decide(e, roles, in_flow=intent.flow in COMMAND_FLOWS)
+                got = self.decide(e, roles, in_flow=intent.flow in COMMAND_FLOWS, examples=False)
                 if got.intent is None or got.intent.id != intent.id:
                     if got.intent is not None and got.intent.flow == intent.flow and not intent.is_global:
                         continue  # same flow (memorial vs memorial_tribute): the user lands right

@@ -192,3 +192,13 @@ def test_intents_eval_reports_a_labelled_file_and_refuses_a_malformed_one(
     assert main(["intents", "eval", "-c", str(ROOT / "config.example.yaml"), "--misses", str(good)]) == 0
     out = capsys.readouterr().out
     assert "routed to the right flow: 2/3 = 66.7%" in out and "miss: '帮助' want jobs_search got help" in out
+
+
+def test_a_message_that_is_an_example_routes_without_scoring_or_the_encoder(und: Understanding) -> None:
+    # 我的信息 (a menu item's name) paid for the encoder on every message; the webhook mix halved.
+    got = und.decide("我的信息")
+    assert got.decision == "route" and got.intent is not None and got.intent.flow == "profile"
+    assert got.how == "example" and not got.used_encoder
+    # intents check still scores every example itself, and own-words commands stay with decide()
+    assert und.decide("我的信息", examples=False).how != "example"
+    assert und.by_example("不办了", set()) is None

@@ -85,6 +85,9 @@ class Prefetch:
         t = (text or "").strip()
         if eng is None or len(strip_fillers(normalize(t))) < self.MIN_CHARS or t.isdigit():
             return None
+        matcher = self.services.matcher
+        if matcher is not None and matcher.exact(t, set()) is not None:
+            return None  # a command an exact rule takes (献花 示例烈士0012, 请假 三天): not a question
         fut = self._pending.get(t)
         if fut is None:
             fut = asyncio.ensure_future(off_loop(eng.ask, t))

@@ -202,9 +202,11 @@ async def test_reload_engine_takes_a_kb_edit_without_restart(tmp_path: Path) -> 
 
 async def test_prefetch_matches_free_text_before_the_turn_and_leaves_commands_alone() -> None:
     eng = _SlowEngine()
-    services = SimpleNamespace(qa_engine=eng, qa_engine_seen=None, db=None)
+    # an exact rule's command (献花 + a name) is not a question: no match is spent on it
+    matcher = SimpleNamespace(exact=lambda text, roles: object() if text.startswith("献花") else None)
+    services = SimpleNamespace(qa_engine=eng, qa_engine_seen=None, db=None, matcher=matcher)
     pre = qa_flow.Prefetch(services)
-    for short in ("帮助", "取消", "12345", "  1 ", "请问"):
+    for short in ("帮助", "取消", "12345", "  1 ", "请问", "献花 示例烈士0012"):
         assert pre(short) is None
     fut = pre("优待证怎么办理呢")
     assert fut is not None and pre("优待证怎么办理呢") is fut  # asked twice before the turn: one match

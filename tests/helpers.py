@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from bot.chat import ChatSession, open_session, run_script
 from bot.config import Config
@@ -61,3 +62,17 @@ async def post_xml(client, side, xml: str, **extra_query: str):  # type: ignore[
 
     resp = await client.post(client.app[RUNTIME].config.server.path, params=query, data=signed.body.encode())
     return resp.status, await resp.text()
+
+
+async def viewer_cookie(runtime: Any, openid: str, *, staff: bool = False) -> str:
+    """The ``vb_who`` cookie WeChat OAuth leaves for ``openid`` (bot.web.viewer); ``staff`` first adds the
+    person as a staff user (the roster page is for staff only)."""
+    from bot.web.viewer import VIEWER_KIND, VIEWER_TTL
+    from storage import linktokens
+    from storage.models import User
+
+    async with runtime.db.session() as s:
+        now = runtime.clock.now()
+        if staff:
+            s.add(User(openid=openid, roles="staff", first_seen=now, last_seen=now))
+        return await linktokens.issue(s, VIEWER_KIND, openid, {"m": None, "via": "oauth"}, VIEWER_TTL, now=now)

@@ -22,7 +22,7 @@ from flows.notices import NOTICES_KIND
 from storage import linktokens
 from storage.subscribe import SubscribeConsent, consents_of
 from tests.conftest import CONFORMANCE, make_config
-from tests.helpers import app_client, post_xml
+from tests.helpers import app_client, post_xml, viewer_cookie
 
 XML = CONFORMANCE / "xml"
 WECHAT_UA = ("Mozilla/5.0 (Linux; Android 13) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 "
@@ -145,13 +145,13 @@ async def test_the_subscribe_page_outside_and_inside_wechat(db_url: str) -> None
             async with runtime.db.session() as s:
                 token = await linktokens.issue(s, NOTICES_KIND, USER, {"p": "job_alert,callup"}, 3600,
                                                now=runtime.clock.now())
-            me = {"vb_who": await _viewer(runtime, USER)}
+            me = {"vb_who": await viewer_cookie(runtime, USER)}
             path = f"/notices/{token}"
             link = cfg.server.public_url.rstrip("/") + path
             assert USER not in link
             # Inside WeChat, someone the link was forwarded to: this is not theirs.
             other = await client.get(path, headers={"User-Agent": WECHAT_UA},
-                                     cookies={"vb_who": await _viewer(runtime, fake_openid(302))})
+                                     cookies={"vb_who": await viewer_cookie(runtime, fake_openid(302))})
             assert other.status == 403 and "此链接是发给别人的" in await other.text()
             outside = await client.get(path)
             body = await outside.text()
@@ -194,15 +194,6 @@ async def test_the_subscribe_page_outside_and_inside_wechat(db_url: str) -> None
             assert bad.status == 400 and "链接无效" in await bad.text()
 
 
-async def _viewer(runtime: Any, openid: str) -> str:
-    """The viewer cookie WeChat OAuth leaves for ``openid`` (bot.web.viewer)."""
-    from bot.web.viewer import VIEWER_KIND, VIEWER_TTL
-
-    async with runtime.db.session() as s:
-        return await linktokens.issue(s, VIEWER_KIND, openid, {"m": None, "via": "oauth"}, VIEWER_TTL,
-                                      now=runtime.clock.now())
-
-
 def test_jssdk_signature_matches_the_official_example() -> None:
     # JS-SDK 附录1 (the sample every implementation checks against); the #fragment is not signed.
     ticket = "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg"
@@ -230,12 +221,12 @@ async def test_the_full_text_page_of_a_push(db_url: str, config: Config) -> None
         ok = sign_link(config, "/msg/{token}", 3600, k="msg", o=row_id).split("8080", 1)[1]
         other = sign_link(config, "/msg/{token}", 3600, k="msg", o=row_id, u=fake_openid(301)).split("8080", 1)[1]
         wechat = {"User-Agent": WECHAT_UA}
-        r = await client.get(ok, headers=wechat, cookies={"vb_who": await _viewer(runtime, USER)})
+        r = await client.get(ok, headers=wechat, cookies={"vb_who": await viewer_cookie(runtime, USER)})
         text = await r.text()
         assert r.status == 200 and "带上&lt;身份证&gt;和退役证" in text and "您的消息已有回复" in text
         assert r.headers["Cache-Control"] == "no-store" and r.headers["X-Content-Type-Options"] == "nosniff"
         # The link names the push only: someone it was forwarded to sees nothing of it.
-        r = await client.get(ok, headers=wechat, cookies={"vb_who": await _viewer(runtime, fake_openid(301))})
+        r = await client.get(ok, headers=wechat, cookies={"vb_who": await viewer_cookie(runtime, fake_openid(301))})
         assert r.status == 403 and "身份证" not in await r.text()
         r = await client.get(ok)  # outside WeChat, nobody known: nothing either
         assert r.status == 403 and "身份证" not in await r.text()

@@ -34,7 +34,7 @@ from storage.linktokens import LinkToken
 from storage.models import OutboxMessage
 from tests.callup.conftest import T0, roster_rows, seed
 from tests.conftest import ROOT, make_config
-from tests.helpers import app_client
+from tests.helpers import app_client, viewer_cookie
 from tests.outbox.conftest import SMS_SECRET, FakeSmsGateway
 
 TEAM = ("城关镇一队", "城关镇")
@@ -114,19 +114,6 @@ def _path(url: str) -> str:
     return url[url.index("/", len("http://")):]
 
 
-async def _staff_viewer(runtime: Any) -> str:
-    """A staff viewer cookie (the roster page is for staff only, bot/web/viewer.py)."""
-    from bot.web.viewer import VIEWER_KIND, VIEWER_TTL
-    from storage import linktokens
-    from storage.models import User
-
-    async with runtime.db.session() as s:
-        now = runtime.clock.now()
-        s.add(User(openid="staff_for_roster_0001", roles="staff", first_seen=now, last_seen=now))
-        return await linktokens.issue(s, VIEWER_KIND, "staff_for_roster_0001", {"m": None, "via": "oauth"},
-                                      VIEWER_TTL, now=now)
-
-
 async def test_callup_reaches_unbound_members_by_sms_and_an_sms_answer_is_recorded_once_and_shown(
         seeded: str, fake: FakeWeChatServer, gw: FakeSmsGateway) -> None:
     cfg = _config(seeded, fake, gw)
@@ -177,7 +164,7 @@ async def test_callup_reaches_unbound_members_by_sms_and_an_sms_answer_is_record
             assert zhang_row["sms"] == "sent"
             assert "不能到 1" in status and "短信回复 1 人" in status
             page = await (await client.get(_path(service.roster_link(cfg, c, runtime.clock.now())),
-                                           cookies={"vb_who": await _staff_viewer(runtime)})).text()
+                                           cookies={"vb_who": await viewer_cookie(runtime, "staff_for_roster_0001", staff=True)})).text()
             assert "老张" in page and "短信回复" in page and "老李" in page and "已发短信" in page
         finally:
             await sender.close()
